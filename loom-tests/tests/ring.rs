@@ -1,0 +1,143 @@
+//! loom models of `tvdatafeed::ring`: one `loom::model` per contract.
+//!
+//! Run with `RUSTFLAGS="--cfg tvdatafeed_loom" LOOM_MAX_PREEMPTIONS=2
+//! CARGO_TARGET_DIR=target/loom cargo test -p loom-tests --release`. Under loom the ring's park
+//! has no timeout and its deadlines never pass (see `src/sync.rs`), so a lost wake-up is a
+//! deadlock that loom reports, not a slow test.
+#![cfg(tvdatafeed_loom)]
+
+use std::time::Duration;
+
+use loom::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+};
+use tvdatafeed::ring::{self, PopTimeoutError, WaitStrategy};
+
+/// Parks at the first empty ring: the wake-up handshake is on every path.
+const PARK_AT_ONCE: WaitStrategy = WaitStrategy::SpinYieldPark {
+    spins: 0,
+    yields: 0,
+};
+
+/// Never reached under loom (the clock is frozen); a wait ends only by its event.
+const FOREVER: Duration = Duration::from_secs(3600);
+
+fn push_all(mut producer: ring::Producer<u32>, items: u32) {
+    for i in 0..items {
+        let mut value = i;
+        while let Err(full) = producer.push(value) {
+            value = full.into_inner();
+            thread::yield_now();
+        }
+    }
+}
+
+#[test]
+fn ring_fifo_no_loss_no_duplicate() {
+    loom::model(|| {
+        let (producer, mut consumer) =
+            ring::with_strategy::<u32>(2, WaitStrategy::Spin).expect("valid capacity");
+        let pusher = thread::spawn(move || push_all(producer, 3));
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match consumer.pop() {
+                Ok(v) => got.push(v),
+                Err(_) => thread::yield_now(),
+            }
+        }
+        pusher.join().expect("producer panicked");
+        assert_eq!(got, [0, 1, 2]);
+        assert!(consumer.pop().is_err());
+    });
+}
+
+#[test]
+fn ring_pop_batch_fifo_no_loss_no_duplicate() {
+    loom::model(|| {
+        let (producer, mut consumer) =
+            ring::with_strategy::<u32>(2, WaitStrategy::Spin).expect("valid capacity");
+        let pusher = thread::spawn(move || push_all(producer, 3));
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            if consumer.pop_batch(2, |v| got.push(v)) == 0 {
+                thread::yield_now();
+            }
+        }
+        pusher.join().expect("producer panicked");
+        assert_eq!(got, [0, 1, 2]);
+    });
+}
+
+#[test]
+fn ring_push_then_park_never_loses_wakeup() {
+    loom::model(|| {
+        let (mut producer, mut consumer) =
+            ring::with_strategy::<u32>(2, PARK_AT_ONCE).expect("valid capacity");
+        let waiter = thread::spawn(move || {
+            let first = consumer.pop_timeout(FOREVER);
+            let second = consumer.pop_timeout(FOREVER);
+            (first, second)
+        });
+        producer.push(0).expect("room");
+        producer.push(1).expect("room");
+        // The producer stays alive until both waits ended, so they can only end by a push (a
+        // wake-up the drop would otherwise supply).
+        let (first, second) = waiter.join().expect("consumer panicked");
+        drop(producer);
+        assert_eq!(first, Ok(0));
+        assert_eq!(second, Ok(1));
+    });
+}
+
+#[test]
+fn ring_producer_drop_wakes_parked_consumer() {
+    loom::model(|| {
+        let (mut producer, mut consumer) =
+            ring::with_strategy::<u32>(2, PARK_AT_ONCE).expect("valid capacity");
+        let waiter = thread::spawn(move || {
+            let first = consumer.pop_timeout(FOREVER);
+            let second = consumer.pop_timeout(FOREVER);
+            (first, second)
+        });
+        producer.push(7).expect("room");
+        drop(producer);
+        let (first, second) = waiter.join().expect("consumer panicked");
+        // The item pushed before the drop is delivered, then the wait ends: no hang.
+        assert_eq!(first, Ok(7));
+        assert_eq!(second, Err(PopTimeoutError::Abandoned));
+    });
+}
+
+/// Counts its drops.
+struct Tracked(Arc<AtomicUsize>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn ring_concurrent_drop_of_both_halves_drops_each_item_once() {
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (mut producer, mut consumer) = ring::channel::<Tracked>(2);
+        let counter = Arc::clone(&drops);
+        let pusher = thread::spawn(move || {
+            for _ in 0..2 {
+                producer
+                    .push(Tracked(Arc::clone(&counter)))
+                    .expect("room: capacity 2");
+            }
+        });
+        // Pop at most one, racing the pushes, then drop with whatever is left.
+        drop(consumer.pop());
+        drop(consumer);
+        pusher.join().expect("producer panicked");
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
+    });
+}

@@ -1,0 +1,277 @@
+//! The `tvdatafeed` command line.
+//!
+//! - `tvdatafeed sim --bind 127.0.0.1:PORT [--tls]` runs the TradingView-protocol simulator,
+//!   prints its URL and serves until stopped.
+//! - `tvdatafeed decode [FILE]` reads TradingView websocket messages, one per line (a capture
+//!   log, or `-`/nothing for standard input), and prints each frame as a typed message.
+//!
+//! - `tvdatafeed hist EXCHANGE:TICKER INTERVAL [--bars N] [--url URL] [--token T]
+//!   [--format csv|json] [--include-forming] [--extended] [--out FILE]` downloads closed bars.
+//!   CSV has the header `time,open,high,low,close,volume` (`time`: the bar's open, integer UTC
+//!   seconds; `volume` empty when the symbol has none); JSON is one object per line. Rows ascend
+//!   by time. On error: one line on stderr, a non-zero exit, nothing on stdout.
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, Write},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+#[path = "cli/hist.rs"]
+mod hist;
+
+use clap::{Parser, Subcommand};
+use tvdatafeed::{
+    protocol::{
+        MessageParser, ServerMessage,
+        frame::{Frame, FrameDecoder},
+    },
+    sim::{Sim, SimConfig},
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tvdatafeed",
+    version,
+    about = "TradingView market data from the command line"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Download historical bars.
+    Hist {
+        /// The symbol, EXCHANGE:TICKER.
+        symbol: String,
+        /// The interval: 1S 1 5 15 60 1H 4H 1D 1W 1M ...
+        interval: String,
+        /// Number of closed bars wanted.
+        #[arg(long, default_value_t = 100)]
+        bars: u32,
+        /// Websocket endpoint (default: TradingView's data host).
+        #[arg(long, env = "TVDATAFEED_URL")]
+        url: Option<String>,
+        /// Auth token (default: TV_AUTH_TOKEN, else anonymous).
+        #[arg(long, env = "TV_AUTH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Also print the bar still forming, last.
+        #[arg(long)]
+        include_forming: bool,
+        /// Include extended-hours bars.
+        #[arg(long)]
+        extended: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Trust this PEM root certificate too (e.g. the simulator's, from `sim --cert-out`).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// Deadline of the whole download, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
+    /// Run the TradingView-protocol simulator on loopback until stopped (Ctrl-C).
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+        /// Serve wss:// with a self-signed certificate (its PEM goes to --cert-out or stderr).
+        #[arg(long)]
+        tls: bool,
+        /// Write the TLS root certificate (PEM) here.
+        #[arg(long)]
+        cert_out: Option<PathBuf>,
+        /// Market seed: the same seed gives the same bars.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Live update period per series, in milliseconds.
+        #[arg(long, default_value_t = 250)]
+        update_ms: u64,
+        /// Heartbeat period in seconds.
+        #[arg(long, default_value_t = 10)]
+        heartbeat_secs: u64,
+        /// Accept any Origin header (by default only https://*.tradingview.com).
+        #[arg(long)]
+        any_origin: bool,
+    },
+    /// Decode TradingView websocket messages (one per line) into typed messages.
+    Decode {
+        /// A file of messages, one per line; standard input when absent or `-`.
+        file: Option<PathBuf>,
+        /// Largest frame accepted, in bytes.
+        #[arg(long, default_value_t = tvdatafeed::protocol::frame::DEFAULT_MAX_FRAME_LEN)]
+        max_frame_len: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Hist {
+            symbol,
+            interval,
+            bars,
+            url,
+            token,
+            format,
+            include_forming,
+            extended,
+            out,
+            ca_cert,
+            timeout_secs,
+        } => hist::run(hist::Args {
+            symbol,
+            interval,
+            bars,
+            url,
+            token,
+            json: format == Format::Json,
+            include_forming,
+            extended,
+            out,
+            ca_cert,
+            timeout: Duration::from_secs(timeout_secs.max(1)),
+        }),
+        Command::Decode {
+            file,
+            max_frame_len,
+        } => decode(file, max_frame_len),
+        Command::Sim {
+            bind,
+            tls,
+            cert_out,
+            seed,
+            update_ms,
+            heartbeat_secs,
+            any_origin,
+        } => {
+            let cfg = SimConfig::default()
+                .with_bind(bind)
+                .with_tls(tls)
+                .with_seed(seed)
+                .with_update_interval(Duration::from_millis(update_ms.max(1)))
+                .with_heartbeat_interval(Duration::from_secs(heartbeat_secs.max(1)))
+                .with_heartbeat_timeout(Duration::from_secs(heartbeat_secs.max(1) * 2))
+                .with_require_origin(!any_origin);
+            sim(cfg, cert_out)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "tvdatafeed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Decodes every line of `file`; lines longer than a frame of `max_frame_len` plus its header
+/// are reported and skipped without being held in memory.
+fn decode(file: Option<PathBuf>, max_frame_len: usize) -> io::Result<()> {
+    let input: Box<dyn BufRead> = match file {
+        Some(p) if p.as_os_str() != "-" => {
+            Box::new(BufReader::new(File::open(&p).map_err(|e| {
+                io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+            })?))
+        }
+        _ => Box::new(io::stdin().lock()),
+    };
+    let decoder = FrameDecoder::new().with_max_frame_len(max_frame_len);
+    let mut parser = MessageParser::new();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let max_line = max_frame_len.saturating_add(32) as u64;
+    let mut line = Vec::new();
+    let mut input = input;
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        let read = io::Read::take(&mut input, max_line + 1).read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        if line.len() as u64 > max_line {
+            writeln!(
+                out,
+                "{n}: error: line longer than {max_line} bytes, skipped"
+            )?;
+            // Skip the rest of the over-long line without holding it in memory.
+            while !line.ends_with(b"\n") {
+                line.clear();
+                if io::Read::take(&mut input, 8192).read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+            }
+            continue;
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        for frame in decoder.frames(&mut line) {
+            match frame {
+                Err(e) => writeln!(out, "{n}: frame error: {e}")?,
+                Ok(Frame::Heartbeat(h)) => writeln!(out, "{n}: heartbeat {h}")?,
+                Ok(Frame::Json(payload)) => match parser.parse(payload) {
+                    Err(e) => writeln!(out, "{n}: message error: {e}")?,
+                    Ok(
+                        ServerMessage::DataUpdate { session, data }
+                        | ServerMessage::TimescaleUpdate { session, data },
+                    ) => {
+                        for u in data.iter() {
+                            writeln!(
+                                out,
+                                "{n}: {session} {} bars={} close_time={:?}",
+                                u.key,
+                                u.bars.len(),
+                                u.bar_close_time
+                            )?;
+                            for b in u.bars {
+                                writeln!(out, "{n}:   i={} {:?}", b.index, b.bar)?;
+                            }
+                        }
+                    }
+                    Ok(m) => writeln!(out, "{n}: {m:?}")?,
+                },
+            }
+        }
+    }
+    out.flush()
+}
+
+/// Serves until the process is stopped; prints the URL first so scripts can read it.
+fn sim(cfg: SimConfig, cert_out: Option<PathBuf>) -> io::Result<()> {
+    let sim = Sim::start(cfg).map_err(io::Error::other)?;
+    if let Some(pem) = sim.root_certificate_pem() {
+        match &cert_out {
+            Some(path) => std::fs::write(path, pem)?,
+            None => write!(io::stderr(), "{pem}")?,
+        }
+    }
+    let mut out = io::stdout().lock();
+    writeln!(out, "{}", sim.url())?;
+    out.flush()?;
+    drop(out);
+    // Serve until killed: the simulator's threads do the work; this thread only waits.
+    loop {
+        std::thread::park();
+    }
+}

@@ -1,0 +1,902 @@
+//! A bounded single-producer single-consumer ring with a lost-wake-up-free blocking pop.
+//!
+//! The engine's I/O thread pushes every event for a consumer into that consumer's ring and never
+//! blocks doing so: a full ring hands the value back ([`PushError::Full`]). The consumer pops
+//! without blocking ([`Consumer::pop`], [`Consumer::pop_batch`]) or waits for the next item
+//! with a timeout ([`Consumer::pop_timeout`]), following its [`WaitStrategy`]: spin, then yield,
+//! then park. The producer unparks the consumer only when the consumer announced that it
+//! sleeps, with a `fence(SeqCst)` handshake on both sides (the Dekker pattern of
+//! `crossbeam-utils`' parker and `crossbeam-channel`'s `SyncWaker`), so a push never pays for a
+//! system call while the consumer is awake, and a parked consumer is never left asleep next to
+//! an item. The handshake and the index protocol are model-checked with loom (`loom-tests/`).
+//!
+//! The layout follows `rtrb`: one constructor returns the two halves, so exactly one producer
+//! and one consumer exist; head and tail sit on their own cache lines
+//! ([`crossbeam_utils::CachePadded`]); each half caches the other's index and reads the shared
+//! one only when its cache says full (producer) or empty (consumer). Unlike `rtrb` the capacity
+//! is a power of two, so a slot is an index masked, not a branch.
+//!
+//! What this module may not do: block the producer, allocate after construction, or wake a
+//! consumer that did not announce it sleeps.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use tvdatafeed::ring;
+//!
+//! let (mut producer, mut consumer) = ring::channel::<u64>(4);
+//! let worker = std::thread::Builder::new()
+//!     .name("tv-consumer-0".into())
+//!     .spawn(move || {
+//!         let mut sum = 0;
+//!         // Returns `Abandoned` once the producer is gone and the ring is drained.
+//!         while let Ok(v) = consumer.pop_timeout(Duration::from_secs(5)) {
+//!             sum += v;
+//!         }
+//!         sum
+//!     })?;
+//! for v in 1..=100 {
+//!     let mut v = v;
+//!     // The producer never blocks: on a full ring it gets the value back.
+//!     while let Err(full) = producer.push(v) {
+//!         v = full.into_inner();
+//!         std::thread::yield_now();
+//!     }
+//! }
+//! drop(producer);
+//! assert_eq!(worker.join().expect("consumer panicked"), 5050);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::{cell::Cell, fmt, mem::MaybeUninit, sync::PoisonError, time::Duration};
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{
+    Arc, Deadline, Mutex, UnsafeCell,
+    atomic::{AtomicBool, AtomicUsize, Ordering, fence},
+    hint,
+    thread::{self, Thread},
+};
+
+/// The largest capacity a ring can have: indices run free modulo `usize::MAX + 1`, and the
+/// distance between them must stay below half that range.
+pub const MAX_CAPACITY: usize = 1 << (usize::BITS - 2);
+
+/// How often the wait loops read the clock: every this many spins or yields.
+const DEADLINE_CHECK_EVERY: u64 = 16;
+
+/// Creates a ring holding at least `capacity` items, with the default [`WaitStrategy`].
+///
+/// The capacity is rounded up to a power of two. The two halves are the only handles to the
+/// ring: move them to the threads that use them.
+///
+/// # Panics
+///
+/// If `capacity` is 0 or larger than [`MAX_CAPACITY`]; [`with_strategy`] returns a
+/// [`CapacityError`] instead.
+///
+/// # Examples
+///
+/// ```
+/// let (mut producer, mut consumer) = tvdatafeed::ring::channel::<&str>(3);
+/// assert_eq!(producer.capacity(), 4);
+/// producer.push("bar").expect("ring has room");
+/// assert_eq!(consumer.pop(), Ok("bar"));
+/// ```
+#[must_use]
+pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
+    match with_strategy(capacity, WaitStrategy::default()) {
+        Ok(halves) => halves,
+        Err(e) => panic!("ring::channel: {e}"),
+    }
+}
+
+/// Creates a ring holding at least `capacity` items whose consumer waits with `strategy`.
+///
+/// The strategy is fixed for the ring's life because it binds both halves: with a strategy
+/// that parks, every push pays one `fence(SeqCst)` to check for a sleeping consumer; with
+/// [`WaitStrategy::Spin`] or [`WaitStrategy::SpinYield`] the consumer never sleeps and pushes
+/// skip the fence.
+///
+/// # Errors
+///
+/// [`CapacityError`] if `capacity` is 0 or larger than [`MAX_CAPACITY`].
+///
+/// # Examples
+///
+/// ```
+/// use tvdatafeed::ring::{self, CapacityError, WaitStrategy};
+///
+/// let (producer, consumer) = ring::with_strategy::<u32>(1000, WaitStrategy::Spin)?;
+/// assert_eq!(producer.capacity(), 1024);
+/// assert_eq!(consumer.wait_strategy(), WaitStrategy::Spin);
+/// assert_eq!(ring::with_strategy::<u32>(0, WaitStrategy::Spin).err(), Some(CapacityError::Zero));
+/// # Ok::<(), CapacityError>(())
+/// ```
+pub fn with_strategy<T>(
+    capacity: usize,
+    strategy: WaitStrategy,
+) -> Result<(Producer<T>, Consumer<T>), CapacityError> {
+    if capacity == 0 {
+        return Err(CapacityError::Zero);
+    }
+    let capacity = capacity
+        .checked_next_power_of_two()
+        .filter(|&c| c <= MAX_CAPACITY)
+        .ok_or(CapacityError::TooLarge(capacity))?;
+    let slots = (0..capacity)
+        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+        .collect();
+    let shared = Arc::new(Shared {
+        head: CachePadded::new(AtomicUsize::new(0)),
+        tail: CachePadded::new(AtomicUsize::new(0)),
+        sleeper: CachePadded::new(Sleeper {
+            sleeping: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        }),
+        disconnected: AtomicBool::new(false),
+        slots,
+        mask: capacity - 1,
+        strategy,
+    });
+    let producer = Producer {
+        shared: Arc::clone(&shared),
+        tail: Cell::new(0),
+        cached_head: Cell::new(0),
+    };
+    let consumer = Consumer {
+        shared,
+        head: Cell::new(0),
+        cached_tail: Cell::new(0),
+    };
+    Ok((producer, consumer))
+}
+
+/// How a consumer waits in [`Consumer::pop_timeout`] while the ring is empty.
+///
+/// Each phase re-checks the ring, the producer's presence and the deadline.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Busy-spin with `spin_loop` hints. The lowest latency; burns its core, so use it on a
+    /// pinned, dedicated core only. Pushes skip the wake-up fence.
+    Spin,
+    /// Spin `spins` times, then `yield_now` until an item arrives. Never sleeps, so pushes skip
+    /// the wake-up fence; still keeps a core busy when the machine is idle.
+    SpinYield {
+        /// Spins before the first yield.
+        spins: u32,
+    },
+    /// Spin `spins` times, yield `yields` times, then park until the producer wakes the thread
+    /// (or the timeout ends). Idle CPU near zero; a wake-up costs a system call on both sides.
+    SpinYieldPark {
+        /// Spins before the first yield.
+        spins: u32,
+        /// Yields before parking.
+        yields: u32,
+    },
+}
+
+impl Default for WaitStrategy {
+    /// `SpinYieldPark { spins: 128, yields: 16 }`: a few microseconds of spinning and yielding
+    /// cover back-to-back events, then the thread sleeps.
+    fn default() -> Self {
+        Self::SpinYieldPark {
+            spins: 128,
+            yields: 16,
+        }
+    }
+}
+
+impl WaitStrategy {
+    /// Whether a consumer with this strategy may park, so that pushes must check for it.
+    const fn parks(self) -> bool {
+        matches!(self, Self::SpinYieldPark { .. })
+    }
+}
+
+/// The state both halves share.
+///
+/// # Invariants
+///
+/// - `slots.len()` is a power of two, `mask == slots.len() - 1`, and the capacity is at most
+///   [`MAX_CAPACITY`]. Index `i` lives in slot `i & mask`.
+/// - `head` and `tail` run free (wrapping at `usize::MAX`); `tail.wrapping_sub(head)` is in
+///   `0..=capacity`: the number of items in the ring.
+/// - Slots `head..tail` (wrapping) hold initialized values owned by the ring; all other slots are
+///   uninitialized. Only the consumer reads slots `head..tail`; only the producer writes slots
+///   `tail..head + capacity`. So no slot is ever accessed by both halves at once.
+/// - `head` is written only by the consumer, `tail` only by the producer; `sleeping` is set only
+///   by the consumer; `disconnected` goes from `false` to `true` once, when the first half drops.
+///
+/// # Synchronization
+///
+/// - Items: the producer writes a slot, then stores `tail` with `Release`; the consumer's
+///   `Acquire` load of `tail` pairs with it, so the slot's contents are visible before it reads
+///   them.
+/// - Slot reuse: the consumer moves a value out, then stores `head` with `Release`; the
+///   producer's `Acquire` load of `head` pairs with it, so the read is done before the slot is
+///   overwritten.
+/// - Wake-up (Dekker): the consumer stores `sleeping = true`, `fence(SeqCst)`, then loads `tail`
+///   and `disconnected`; the producer stores `tail` (or `disconnected`), `fence(SeqCst)`, then
+///   loads `sleeping`. The two fences are totally ordered, so at least one side sees the other's
+///   store: either the consumer sees the item and does not park, or the producer sees `sleeping`
+///   and unparks it (an unpark before the park makes the park return at once).
+/// - Disconnect: a half's `Release` store of `disconnected` pairs with the other's `Acquire`
+///   load, so a consumer that sees the producer gone also sees all its pushes.
+/// - Drop: the last `Arc` owner drops the items left in `head..tail`; the `Arc`'s own counter
+///   orders both halves' last accesses before that.
+struct Shared<T> {
+    /// Index of the next item to pop. Consumer-owned.
+    head: CachePadded<AtomicUsize>,
+    /// Index of the next slot to push into. Producer-owned.
+    tail: CachePadded<AtomicUsize>,
+    /// The consumer's "I am about to sleep" announcement and the thread to unpark. The producer
+    /// reads `sleeping` on every push of a parking ring, so it has its own cache line, which
+    /// stays shared and quiet while the consumer is awake.
+    sleeper: CachePadded<Sleeper>,
+    /// Set by whichever half is dropped first.
+    disconnected: AtomicBool,
+    /// The storage; see the invariants for which slots are initialized.
+    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    /// `capacity - 1`.
+    mask: usize,
+    /// The consumer's wait strategy, fixed at construction (it decides whether pushes fence).
+    strategy: WaitStrategy,
+}
+
+/// See [`Shared`]'s `# Synchronization`.
+struct Sleeper {
+    /// `true` from the consumer's announcement until it wakes up.
+    sleeping: AtomicBool,
+    /// The consumer's thread, stored before `sleeping` is set (the consumer may move between
+    /// threads, so it stores itself each time it is about to park). The lock is taken only on
+    /// the slow path: by the consumer before parking, by the producer to unpark it.
+    thread: Mutex<Option<Thread>>,
+}
+
+// SAFETY: `Shared` is shared between exactly one producer and one consumer. Values of `T` are
+// moved from the producer's thread to the consumer's (hence `T: Send`), never shared: the
+// invariants give each slot to one half at a time, with the Release/Acquire pairs on `head` and
+// `tail` ordering the hand-over. Every other field is an atomic or a mutex.
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The number of slots.
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// The slot holding index `index`.
+    #[inline]
+    fn slot(&self, index: usize) -> &UnsafeCell<MaybeUninit<T>> {
+        debug_assert!(self.slots.len().is_power_of_two() && self.mask == self.slots.len() - 1);
+        &self.slots[index & self.mask]
+    }
+
+    /// Items from `head` to `tail`; checks the ring invariant.
+    #[inline]
+    fn distance(&self, head: usize, tail: usize) -> usize {
+        let d = tail.wrapping_sub(head);
+        debug_assert!(
+            d <= self.capacity(),
+            "ring invariant broken: head {head}, tail {tail}, capacity {}",
+            self.capacity()
+        );
+        d
+    }
+
+    /// Wakes the consumer thread, if one registered. Cold: only after it announced sleeping.
+    #[cold]
+    fn unpark_consumer(&self) {
+        let thread = self
+            .sleeper
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(thread) = thread.as_ref() {
+            thread.unpark();
+        }
+    }
+
+    /// The producer's half of the wake-up handshake, after it published `tail` or
+    /// `disconnected`.
+    #[inline]
+    fn wake_if_sleeping(&self) {
+        // SeqCst: the Dekker fence, paired with the consumer's fence in `park_until`: either it
+        // sees what we just stored, or we see its `sleeping = true` below.
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the consumer's Release store of `sleeping`, so the thread handle
+        // it stored before is what we find under the lock.
+        if self.sleeper.sleeping.load(Ordering::Acquire) {
+            self.unpark_consumer();
+        }
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // Relaxed: we are the last owner; the Arc's release/acquire on its counter already
+        // ordered both halves' index stores before this drop.
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let _ = self.distance(head, tail);
+        let mut index = head;
+        while index != tail {
+            self.slot(index).with_mut(|p| {
+                // SAFETY: `index` is in `head..tail`, so the slot holds an initialized value
+                // that nobody moved out (invariants); it is dropped here once, and the ring is
+                // going away, so it is never read again.
+                unsafe { p.cast::<T>().drop_in_place() }
+            });
+            index = index.wrapping_add(1);
+        }
+    }
+}
+
+/// The pushing half of a ring.
+///
+/// Can be moved between threads, but references from different threads are not allowed: it is
+/// `Send` (when `T: Send`) but not `Sync`. It cannot be cloned, so there is one producer.
+///
+/// ```
+/// fn assert_send<T: Send>() {}
+/// assert_send::<tvdatafeed::ring::Producer<String>>();
+/// ```
+///
+/// ```compile_fail
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<tvdatafeed::ring::Producer<String>>();
+/// ```
+///
+/// ```compile_fail
+/// let (producer, _consumer) = tvdatafeed::ring::channel::<u8>(1);
+/// let _second = producer.clone();
+/// ```
+pub struct Producer<T> {
+    shared: Arc<Shared<T>>,
+    /// Our copy of `shared.tail` (we are its only writer).
+    tail: Cell<usize>,
+    /// The last `shared.head` we loaded: a lower bound on the real head.
+    cached_head: Cell<usize>,
+}
+
+impl<T> Producer<T> {
+    /// Pushes `value`, or hands it back if the ring is full. Never blocks.
+    ///
+    /// With a parking [`WaitStrategy`], a push that finds the consumer asleep wakes it.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Full`] with `value` when the ring is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tvdatafeed::ring::{self, PushError};
+    ///
+    /// let (mut producer, _consumer) = ring::channel(1);
+    /// assert_eq!(producer.push(1), Ok(()));
+    /// assert!(matches!(producer.push(2), Err(PushError::Full(2))));
+    /// ```
+    #[inline]
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        let shared = &*self.shared;
+        let tail = self.tail.get();
+        if shared.distance(self.cached_head.get(), tail) == shared.capacity() {
+            // Acquire: pairs with the consumer's Release store of `head`, so its reads of the
+            // slots it freed are done before we overwrite them.
+            let head = shared.head.load(Ordering::Acquire);
+            self.cached_head.set(head);
+            if shared.distance(head, tail) == shared.capacity() {
+                return Err(PushError::Full(value));
+            }
+        }
+        shared.slot(tail).with_mut(|p| {
+            // SAFETY: `tail - head < capacity`, so slot `tail` is outside `head..tail`: it is
+            // uninitialized and the consumer will not touch it until we publish `tail + 1`.
+            unsafe { p.write(MaybeUninit::new(value)) }
+        });
+        let next = tail.wrapping_add(1);
+        // Release: publishes the slot write above to the consumer's Acquire load of `tail`.
+        shared.tail.store(next, Ordering::Release);
+        self.tail.set(next);
+        if shared.strategy.parks() {
+            shared.wake_if_sleeping();
+        }
+        Ok(())
+    }
+
+    /// The number of items in the ring, at some instant during the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut producer, _consumer) = tvdatafeed::ring::channel(2);
+    /// producer.push('a').expect("room");
+    /// assert_eq!(producer.len(), 1);
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        // Relaxed: a size estimate publishes nothing and reads no slot.
+        let head = self.shared.head.load(Ordering::Relaxed);
+        self.shared.distance(head, self.tail.get())
+    }
+
+    /// Whether the ring holds no item, at some instant during the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (producer, _consumer) = tvdatafeed::ring::channel::<u8>(2);
+    /// assert!(producer.is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many items the ring holds at most (the requested capacity rounded up to a power of
+    /// two).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (producer, _consumer) = tvdatafeed::ring::channel::<u8>(5);
+    /// assert_eq!(producer.capacity(), 8);
+    /// ```
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity()
+    }
+
+    /// Whether the [`Consumer`] has been dropped: pushes still succeed until the ring is full,
+    /// but nobody will read them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (producer, consumer) = tvdatafeed::ring::channel::<u8>(2);
+    /// assert!(!producer.is_abandoned());
+    /// drop(consumer);
+    /// assert!(producer.is_abandoned());
+    /// ```
+    #[must_use]
+    pub fn is_abandoned(&self) -> bool {
+        // Acquire: pairs with the consumer's Release store in its Drop.
+        self.shared.disconnected.load(Ordering::Acquire)
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        // Release: a consumer that sees the flag (Acquire) also sees every push we made.
+        self.shared.disconnected.store(true, Ordering::Release);
+        // Whatever the strategy: a consumer parked (or about to) must learn we are gone.
+        self.shared.wake_if_sleeping();
+    }
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .field("strategy", &self.shared.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The popping half of a ring.
+///
+/// Can be moved between threads, but references from different threads are not allowed: it is
+/// `Send` (when `T: Send`) but not `Sync`. It cannot be cloned, so there is one consumer.
+///
+/// ```
+/// fn assert_send<T: Send>() {}
+/// assert_send::<tvdatafeed::ring::Consumer<String>>();
+/// ```
+///
+/// ```compile_fail
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<tvdatafeed::ring::Consumer<String>>();
+/// ```
+///
+/// ```compile_fail
+/// let (_producer, consumer) = tvdatafeed::ring::channel::<u8>(1);
+/// let _second = consumer.clone();
+/// ```
+pub struct Consumer<T> {
+    shared: Arc<Shared<T>>,
+    /// Our copy of `shared.head` (we are its only writer).
+    head: Cell<usize>,
+    /// The last `shared.tail` we loaded: a lower bound on the real tail.
+    cached_tail: Cell<usize>,
+}
+
+impl<T> Consumer<T> {
+    /// Pops the oldest item. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError::Empty`] when the ring holds no item. That is not final; check
+    /// [`is_abandoned`](Self::is_abandoned) to know whether more can come.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tvdatafeed::ring::{self, PopError};
+    ///
+    /// let (mut producer, mut consumer) = ring::channel(2);
+    /// producer.push(7).expect("room");
+    /// assert_eq!(consumer.pop(), Ok(7));
+    /// assert_eq!(consumer.pop(), Err(PopError::Empty));
+    /// ```
+    #[inline]
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        let shared = &*self.shared;
+        let head = self.head.get();
+        if head == self.cached_tail.get() {
+            // Acquire: pairs with the producer's Release store of `tail`, so the slots it
+            // filled are visible.
+            let tail = shared.tail.load(Ordering::Acquire);
+            let _ = shared.distance(head, tail);
+            self.cached_tail.set(tail);
+            if head == tail {
+                return Err(PopError::Empty);
+            }
+        }
+        let value = shared.slot(head).with(|p| {
+            // SAFETY: `head` is in `head..tail` for a `tail` we loaded with Acquire, so the slot
+            // was initialized and published by the producer, and stays ours until we store
+            // `head + 1`. Reading moves the value out; the store below marks the slot free, so
+            // it is not read or dropped again.
+            unsafe { p.cast::<T>().read() }
+        });
+        // Release: our read of the slot happens before the producer's Acquire load of `head`
+        // lets it overwrite the slot.
+        shared.head.store(head.wrapping_add(1), Ordering::Release);
+        self.head.set(head.wrapping_add(1));
+        Ok(value)
+    }
+
+    /// Pops up to `max` items into `f`, oldest first, and returns how many. Never blocks.
+    ///
+    /// The shared indices are read at most once and written once per call, so draining a
+    /// burst costs one cache-line hand-over instead of one per item. If `f` panics, the items
+    /// already passed to it count as popped and the rest stay in the ring.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut producer, mut consumer) = tvdatafeed::ring::channel(8);
+    /// for v in 0..5 {
+    ///     producer.push(v).expect("room");
+    /// }
+    /// let mut got = Vec::new();
+    /// assert_eq!(consumer.pop_batch(3, |v| got.push(v)), 3);
+    /// assert_eq!(consumer.pop_batch(usize::MAX, |v| got.push(v)), 2);
+    /// assert_eq!(got, [0, 1, 2, 3, 4]);
+    /// ```
+    pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
+        let shared = &*self.shared;
+        let head = self.head.get();
+        let mut available = shared.distance(head, self.cached_tail.get());
+        if available < max {
+            // Acquire: as in `pop`.
+            let tail = shared.tail.load(Ordering::Acquire);
+            self.cached_tail.set(tail);
+            available = shared.distance(head, tail);
+        }
+        let n = available.min(max);
+        if n == 0 {
+            return 0;
+        }
+
+        /// Publishes the new head when the batch ends, also if `f` unwinds.
+        struct Publish<'a, T> {
+            shared: &'a Shared<T>,
+            head: &'a Cell<usize>,
+            popped: usize,
+        }
+        impl<T> Drop for Publish<'_, T> {
+            fn drop(&mut self) {
+                let next = self.head.get().wrapping_add(self.popped);
+                // Release: as in `pop`, for every slot of the batch at once.
+                self.shared.head.store(next, Ordering::Release);
+                self.head.set(next);
+            }
+        }
+
+        let mut publish = Publish {
+            shared,
+            head: &self.head,
+            popped: 0,
+        };
+        for offset in 0..n {
+            let value = shared.slot(head.wrapping_add(offset)).with(|p| {
+                // SAFETY: `head + offset` is in `head..tail` for a `tail` loaded with Acquire,
+                // and below the head we will publish, so the slot is initialized, ours, and
+                // (counted in `popped` before `f` runs) moved out exactly once.
+                unsafe { p.cast::<T>().read() }
+            });
+            publish.popped = offset + 1;
+            f(value);
+        }
+        n
+    }
+
+    /// Pops the oldest item, waiting up to `timeout` for one with the ring's [`WaitStrategy`].
+    ///
+    /// Items pushed before the producer was dropped are still returned; only an empty ring
+    /// whose producer is gone yields [`PopTimeoutError::Abandoned`], so a wait never hangs on a
+    /// dead producer. A parked consumer is woken by the push that ends its wait (no timeout is
+    /// needed for progress; the timeout only bounds the wait).
+    ///
+    /// # Errors
+    ///
+    /// - [`PopTimeoutError::Timeout`] if nothing arrived in time.
+    /// - [`PopTimeoutError::Abandoned`] if the ring is empty and the producer dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tvdatafeed::ring::{self, PopTimeoutError};
+    ///
+    /// let (mut producer, mut consumer) = ring::channel(2);
+    /// producer.push(1).expect("room");
+    /// assert_eq!(consumer.pop_timeout(Duration::from_millis(10)), Ok(1));
+    /// assert_eq!(consumer.pop_timeout(Duration::from_millis(1)), Err(PopTimeoutError::Timeout));
+    /// drop(producer);
+    /// assert_eq!(consumer.pop_timeout(Duration::from_secs(60)), Err(PopTimeoutError::Abandoned));
+    /// ```
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopTimeoutError> {
+        if let Some(result) = self.poll_once() {
+            return result;
+        }
+        let deadline = Deadline::after(timeout);
+        let mut round: u64 = 0;
+        loop {
+            round += 1;
+            if round % DEADLINE_CHECK_EVERY == 1 && deadline.remaining().is_none() {
+                return Err(PopTimeoutError::Timeout);
+            }
+            match self.shared.strategy {
+                WaitStrategy::Spin => hint::spin_loop(),
+                WaitStrategy::SpinYield { spins } => {
+                    if round <= u64::from(spins) {
+                        hint::spin_loop();
+                    } else {
+                        thread::yield_now();
+                    }
+                }
+                WaitStrategy::SpinYieldPark { spins, yields } => {
+                    if round <= u64::from(spins) {
+                        hint::spin_loop();
+                    } else if round <= u64::from(spins) + u64::from(yields) {
+                        thread::yield_now();
+                    } else {
+                        return self.park_until(deadline);
+                    }
+                }
+            }
+            if let Some(result) = self.poll_once() {
+                return result;
+            }
+        }
+    }
+
+    /// One non-blocking attempt: an item, `Abandoned`, or `None` (keep waiting).
+    #[inline]
+    fn poll_once(&mut self) -> Option<Result<T, PopTimeoutError>> {
+        if let Ok(value) = self.pop() {
+            return Some(Ok(value));
+        }
+        // Acquire: pairs with the producer's Release store in its Drop, so the pop below sees
+        // every item it pushed before leaving.
+        if self.shared.disconnected.load(Ordering::Acquire) {
+            return Some(self.pop().map_err(|_| PopTimeoutError::Abandoned));
+        }
+        None
+    }
+
+    /// The park phase: announce, re-check, park; until an item, abandonment or the deadline.
+    #[cold]
+    fn park_until(&mut self, deadline: Deadline) -> Result<T, PopTimeoutError> {
+        let shared = Arc::clone(&self.shared);
+        let sleeper = &shared.sleeper;
+        *sleeper
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(thread::current());
+        loop {
+            // Release: a producer whose Acquire load reads `true` also sees the thread handle
+            // stored above.
+            sleeper.sleeping.store(true, Ordering::Release);
+            // SeqCst: the Dekker fence, paired with the producer's in `wake_if_sleeping`:
+            // either the re-check below sees its `tail`/`disconnected` store, or it sees our
+            // `sleeping = true` and unparks us.
+            fence(Ordering::SeqCst);
+            let result = match self.poll_once() {
+                Some(result) => Some(result),
+                None => deadline
+                    .remaining()
+                    .map_or(Some(Err(PopTimeoutError::Timeout)), |left| {
+                        thread::park_timeout(left);
+                        None
+                    }),
+            };
+            // Relaxed: clearing the flag only spares the producer needless unparks; a stale
+            // `true` costs one spurious wake-up, which the loop absorbs.
+            sleeper.sleeping.store(false, Ordering::Relaxed);
+            if let Some(result) = result.or_else(|| self.poll_once()) {
+                return result;
+            }
+        }
+    }
+
+    /// The number of items in the ring, at some instant during the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut producer, consumer) = tvdatafeed::ring::channel(2);
+    /// producer.push(1).expect("room");
+    /// assert_eq!(consumer.len(), 1);
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        // Relaxed: a size estimate publishes nothing and reads no slot.
+        let tail = self.shared.tail.load(Ordering::Relaxed);
+        self.shared.distance(self.head.get(), tail)
+    }
+
+    /// Whether the ring holds no item, at some instant during the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_producer, consumer) = tvdatafeed::ring::channel::<u8>(2);
+    /// assert!(consumer.is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many items the ring holds at most.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_producer, consumer) = tvdatafeed::ring::channel::<u8>(3);
+    /// assert_eq!(consumer.capacity(), 4);
+    /// ```
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity()
+    }
+
+    /// Whether the [`Producer`] has been dropped. Items it pushed may still be in the ring.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut producer, mut consumer) = tvdatafeed::ring::channel(2);
+    /// producer.push(1).expect("room");
+    /// drop(producer);
+    /// assert!(consumer.is_abandoned());
+    /// assert_eq!(consumer.pop(), Ok(1));
+    /// ```
+    #[must_use]
+    pub fn is_abandoned(&self) -> bool {
+        // Acquire: pairs with the producer's Release store in its Drop.
+        self.shared.disconnected.load(Ordering::Acquire)
+    }
+
+    /// The strategy [`pop_timeout`](Self::pop_timeout) waits with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tvdatafeed::ring::{self, WaitStrategy};
+    ///
+    /// let (_producer, consumer) = ring::channel::<u8>(2);
+    /// assert_eq!(consumer.wait_strategy(), WaitStrategy::default());
+    /// ```
+    #[must_use]
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.shared.strategy
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        // Release: pairs with the producer's Acquire load in `is_abandoned`.
+        self.shared.disconnected.store(true, Ordering::Release);
+    }
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .field("strategy", &self.shared.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`Producer::push`] failed; the value is handed back.
+#[non_exhaustive]
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError<T> {
+    /// The ring is full. Not fatal: retry later, or drop the value and count it as missed.
+    #[error("full ring buffer")]
+    Full(T),
+}
+
+impl<T> PushError<T> {
+    /// The value that could not be pushed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut producer, _consumer) = tvdatafeed::ring::channel(1);
+    /// producer.push(1).expect("room");
+    /// assert_eq!(producer.push(2).map_err(|e| e.into_inner()), Err(2));
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(value) => value,
+        }
+    }
+}
+
+/// Prints `Full(_)`, so `T` need not be `Debug` (and no payload reaches a log).
+impl<T> fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("Full(_)"),
+        }
+    }
+}
+
+/// [`Consumer::pop`] found nothing.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PopError {
+    /// The ring is empty. Not fatal: more may come unless the producer is gone
+    /// ([`Consumer::is_abandoned`]).
+    #[error("empty ring buffer")]
+    Empty,
+}
+
+/// [`Consumer::pop_timeout`] returned without an item.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PopTimeoutError {
+    /// Nothing arrived before the timeout. Not fatal: wait again.
+    #[error("timed out waiting on ring buffer")]
+    Timeout,
+    /// The ring is empty and the producer was dropped: nothing will ever arrive. Fatal for
+    /// this consumer; drop it.
+    #[error("ring buffer abandoned by its producer")]
+    Abandoned,
+}
+
+/// A ring could not be created with the requested capacity.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapacityError {
+    /// A capacity of 0 was requested; a ring holds at least one item.
+    #[error("ring buffer capacity must be at least 1")]
+    Zero,
+    /// The capacity (here the requested one) rounds up past [`MAX_CAPACITY`].
+    #[error("ring buffer capacity {0} is too large")]
+    TooLarge(usize),
+}

@@ -1,0 +1,321 @@
+//! One simulated connection: the upgrade (plain or TLS), then a loop that reads client
+//! messages with a short timeout, runs the protocol session, applies faults and writes.
+
+use std::{
+    io::{self, Read, Write},
+    net::{Shutdown, SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use tungstenite::{
+    Message, WebSocket,
+    handshake::server::{ErrorResponse, Request, Response},
+    http::StatusCode,
+    protocol::WebSocketConfig,
+};
+
+use super::{Armed, FaultKind, Shared, SimConfig, SimError, session::ServerSession};
+use crate::{
+    clock,
+    protocol::frame::encode_frame,
+    sync::{Arc, atomic::Ordering},
+};
+
+/// The longest the loop blocks in a read before re-checking stop flags and faults.
+const MAX_WAIT: Duration = Duration::from_millis(20);
+/// A client that does not take our bytes for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A self-signed certificate for `localhost` / `127.0.0.1` and the rustls config serving it.
+pub(crate) fn tls_config() -> Result<(Arc<rustls::ServerConfig>, Vec<u8>, String), SimError> {
+    let tls = |e: &dyn std::fmt::Display| SimError::Tls(e.to_string());
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(|e| tls(&e))?;
+    let der = cert.cert.der().to_vec();
+    let pem = cert.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone().into()], key)
+        .map_err(|e| tls(&e))?;
+    Ok((Arc::new(config), der, pem))
+}
+
+/// A plain or TLS server stream.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+fn origin_ok(req: &Request) -> bool {
+    req.headers()
+        .get("origin")
+        .and_then(|o| o.to_str().ok())
+        .and_then(|o| o.strip_prefix("https://"))
+        .is_some_and(|host| host == "tradingview.com" || host.ends_with(".tradingview.com"))
+}
+
+fn refuse(status: StatusCode, body: &str) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(body.to_owned()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Runs one connection to its end. Never panics on client input.
+pub(crate) fn run(
+    id: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    cfg: &SimConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    tracing::debug!(id, %peer, "tv-sim-conn started");
+    shared.active.fetch_add(1, Ordering::Relaxed);
+    shared.changed.notify_all();
+    let result = serve(id, stream, shared, cfg, tls);
+    if let Err(e) = result {
+        tracing::debug!(id, error = %e, "connection ended with an error");
+    }
+    shared.active.fetch_sub(1, Ordering::Relaxed);
+    shared.unregister(id);
+    tracing::debug!(id, "tv-sim-conn ended");
+}
+
+fn serve(
+    id: u64,
+    tcp: TcpStream,
+    shared: &Shared,
+    cfg: &SimConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    // The handshake is bounded in time: a client that opens a socket and says nothing is cut.
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let stream = match tls {
+        Some(config) => {
+            let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+            Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+        }
+        None => Stream::Plain(tcp),
+    };
+    let reject_429 = shared.take_429();
+    #[expect(
+        clippy::result_large_err,
+        reason = "tungstenite's handshake callback signature"
+    )]
+    let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if !req.uri().path().starts_with("/socket.io/websocket") {
+            return Err(refuse(StatusCode::NOT_FOUND, "not found"));
+        }
+        if cfg.require_origin && !origin_ok(req) {
+            return Err(refuse(StatusCode::FORBIDDEN, "forbidden"));
+        }
+        if reject_429 {
+            return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too many requests"));
+        }
+        Ok(resp)
+    };
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20));
+    let mut ws = match tungstenite::accept_hdr_with_config(stream, check, Some(ws_config)) {
+        Ok(ws) => ws,
+        Err(e) => {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::other(format!("upgrade refused or failed: {e}")));
+        }
+    };
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared.changed.notify_all();
+    let generation = shared.generation();
+    let mut session = ServerSession::new(cfg, clock::unix_ms(), id);
+    let mut faults: Vec<Armed> = Vec::new();
+    let mut hold_until: Option<Instant> = None;
+    let mut stalled_forever = false;
+    let mut sent_since_inject: u64 = 0;
+    loop {
+        if shared.stopping() {
+            let _ = ws.close(None);
+            let _ = ws.flush();
+            return Ok(());
+        }
+        if shared.generation() != generation {
+            let _ = ws.get_ref().tcp().shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        let fresh = shared.take_faults(id);
+        if !fresh.is_empty() {
+            sent_since_inject = 0;
+            faults.extend(fresh);
+        }
+        let now = clock::monotonic();
+        // Faults due by time.
+        let mut i = 0;
+        while i < faults.len() {
+            let f = faults[i];
+            let due = match (f.at, f.after_messages) {
+                (Some(at), _) => now >= at,
+                (None, Some(n)) => sent_since_inject >= n,
+                (None, None) => true,
+            };
+            if !due {
+                i += 1;
+                continue;
+            }
+            faults.swap_remove(i);
+            tracing::debug!(id, kind = ?f.kind, "fault fires");
+            match f.kind {
+                FaultKind::CloseClean => {
+                    let _ = ws.close(None);
+                    let _ = ws.flush();
+                    // Read until the peer answers the close or the timeout passes.
+                    let _ = ws
+                        .get_ref()
+                        .tcp()
+                        .set_read_timeout(Some(Duration::from_millis(500)));
+                    while ws.read().is_ok() {}
+                    return Ok(());
+                }
+                FaultKind::CloseAbrupt => {
+                    let _ = ws.get_ref().tcp().shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+                FaultKind::Stall(None) => stalled_forever = true,
+                FaultKind::Stall(Some(d)) | FaultKind::Delay(d) => hold_until = Some(now + d),
+                FaultKind::MalformedFrame => session.out.push(b"~m~garbage".to_vec()),
+                FaultKind::WrongLengthPrefix => {
+                    let p = r#"{"m":"quote_completed","p":["qs_x","A:B"]}"#;
+                    session
+                        .out
+                        .push(format!("~m~{}~m~{p}", p.len() + 3).into_bytes());
+                }
+                FaultKind::AbsurdLength => session.out.push(b"~m~99999999999~m~{}".to_vec()),
+                FaultKind::GarbageJson => {
+                    let mut m = Vec::new();
+                    encode_frame(b"{not json!}", &mut m);
+                    session.out.push(m);
+                }
+                FaultKind::UnknownMessage => {
+                    let mut m = Vec::new();
+                    encode_frame(br#"{"m":"sim_unknown_message","p":[1,"two"]}"#, &mut m);
+                    session.out.push(m);
+                }
+                FaultKind::Restart(_) => {}
+            }
+        }
+        let now_ms = clock::unix_ms();
+        session.tick(cfg, shared, now_ms);
+        let holding = stalled_forever || hold_until.is_some_and(|h| now < h);
+        if !holding {
+            hold_until = None;
+            let live = session.take_du_count();
+            let mut n = 0u64;
+            for msg in session.out.drain(..) {
+                let len = msg.len() as u64;
+                // Frames are ASCII (the writer escapes everything else); faults write ASCII too.
+                let text = String::from_utf8(msg).unwrap_or_default();
+                ws.write(Message::text(text)).map_err(io::Error::other)?;
+                n += 1;
+                shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
+            }
+            if n > 0 {
+                ws.flush().map_err(io::Error::other)?;
+                shared.messages_sent.fetch_add(n, Ordering::Relaxed);
+                shared.live_sent.fetch_add(live, Ordering::Relaxed);
+                shared.record_send(cfg, clock::monotonic(), live);
+                sent_since_inject += n;
+            }
+            if session.close.is_some() {
+                tracing::debug!(id, reason = ?session.close, "session asks to close");
+                let _ = ws.close(None);
+                let _ = ws.flush();
+                return Ok(());
+            }
+        }
+        // Block in read until the next deadline (or MAX_WAIT), then go round again.
+        let wait_ms = session.next_deadline().saturating_sub(clock::unix_ms());
+        let mut wait = Duration::from_millis(wait_ms).clamp(Duration::from_millis(1), MAX_WAIT);
+        if let Some(h) = hold_until {
+            wait = wait.min(
+                h.saturating_duration_since(clock::monotonic())
+                    .max(Duration::from_millis(1)),
+            );
+        }
+        if faults
+            .iter()
+            .any(|f| f.at.is_some() || f.after_messages.is_some())
+        {
+            wait = wait.min(Duration::from_millis(5));
+        }
+        ws.get_ref().tcp().set_read_timeout(Some(wait))?;
+        match read_one(&mut ws) {
+            Ok(Some(mut text)) => {
+                shared.messages_received.fetch_add(1, Ordering::Relaxed);
+                session.handle_text(cfg, shared, clock::unix_ms(), &mut text);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One client message: `Ok(None)` on timeout or control frames; `Err` when the client is gone.
+fn read_one(ws: &mut WebSocket<Stream>) -> io::Result<Option<Vec<u8>>> {
+    match ws.read() {
+        Ok(Message::Text(t)) => Ok(Some(t.as_bytes().to_vec())),
+        Ok(Message::Binary(b)) => Ok(Some(b.to_vec())),
+        Ok(Message::Close(_)) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "client closed",
+        )),
+        Ok(_) => Ok(None),
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
+}

@@ -1,0 +1,183 @@
+//! The simulator's deterministic market: every (symbol, resolution, bar open time) has fixed
+//! final values, a pure function of the seed, so tests can assert exact bars.
+
+use crate::{Bar, Interval, Symbol};
+
+/// Exchanges whose symbols are indices: their bars have no volume (five values).
+const INDEX_EXCHANGES: &[&str] = &["SP", "TVC", "INDEX", "DJ", "CBOE", "NSE_INDEX"];
+
+/// A deterministic market.
+///
+/// Prices follow a smooth wave plus hashed noise around a per-symbol base; a bar's open is the
+/// previous bar's close, its high and low bracket both. Prices have two decimals, volumes five.
+///
+/// # Examples
+///
+/// ```
+/// use tvdatafeed::sim::Market;
+///
+/// let m = Market::new(7);
+/// let sym = "BINANCE:BTCUSDT".parse()?;
+/// let one = "1".parse()?;
+/// let a = m.bar(&sym, one, 1_751_833_020);
+/// assert_eq!(a, m.bar(&sym, one, 1_751_833_020)); // same inputs, same bar
+/// assert_eq!(m.bar(&sym, one, 1_751_833_080).open, a.close);
+/// assert!(a.low <= a.open.min(a.close) && a.high >= a.open.max(a.close));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Market {
+    seed: u64,
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// A uniform value in `[0, 1)` from a hash.
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn round_to(x: f64, decimals: i32) -> f64 {
+    let k = 10f64.powi(decimals);
+    (x * k).round() / k
+}
+
+impl Market {
+    /// A market from `seed`.
+    pub const fn new(seed: u64) -> Self {
+        Self { seed }
+    }
+
+    /// The seed.
+    pub const fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Whether `symbol`'s bars carry a volume (index exchanges do not).
+    pub fn has_volume(symbol: &Symbol) -> bool {
+        !INDEX_EXCHANGES.contains(&symbol.exchange())
+    }
+
+    fn key(&self, symbol: &Symbol, interval: Interval) -> u64 {
+        splitmix(
+            self.seed
+                ^ fnv(symbol.as_str().as_bytes())
+                ^ fnv(interval.to_string().as_bytes()).rotate_left(17),
+        )
+    }
+
+    /// The base price of a symbol: log-uniform in 10..100,000 from its name and the seed.
+    fn base(&self, symbol: &Symbol) -> f64 {
+        let u = unit(splitmix(self.seed ^ fnv(symbol.as_str().as_bytes())));
+        10f64.powf(1.0 + 4.0 * u)
+    }
+
+    /// The close of the bar opening at `t` (a pure function, no recursion).
+    fn close(&self, symbol: &Symbol, interval: Interval, t: i64) -> f64 {
+        let len = interval.fixed_seconds().unwrap_or(30 * 86_400) as f64;
+        let phase = t as f64 / (len * 150.0);
+        let noise = unit(splitmix(self.key(symbol, interval) ^ t as u64)) - 0.5;
+        round_to(
+            self.base(symbol)
+                * (1.0 + 0.05 * (phase * std::f64::consts::TAU).sin() + 0.004 * noise),
+            2,
+        )
+    }
+
+    /// The open time of the bar before the one opening at `t`.
+    pub fn previous_open(interval: Interval, t: i64) -> i64 {
+        match interval.fixed_seconds() {
+            Some(len) => t - len,
+            None => interval.bar_open(t - 1),
+        }
+    }
+
+    /// The final values of the bar of `symbol` at `interval` opening at `t`.
+    pub fn bar(&self, symbol: &Symbol, interval: Interval, t: i64) -> Bar {
+        let open = self.close(symbol, interval, Self::previous_open(interval, t));
+        let close = self.close(symbol, interval, t);
+        let h = splitmix(self.key(symbol, interval) ^ (t as u64).rotate_left(29));
+        let up = unit(h) * 0.002;
+        let down = unit(splitmix(h)) * 0.002;
+        let volume =
+            Self::has_volume(symbol).then(|| round_to(unit(splitmix(h ^ 0x5555)) * 1000.0, 5));
+        Bar {
+            time: t,
+            open,
+            high: round_to(open.max(close) * (1.0 + up), 2),
+            low: round_to(open.min(close) * (1.0 - down), 2),
+            close,
+            volume,
+        }
+    }
+
+    /// The values of the bar opening at `t` while it forms, `fraction` (0..=1) of the way
+    /// through: the close moves from the open towards the final close, high and low stay within
+    /// the final ones, the volume grows. At `fraction >= 1` this is [`Market::bar`].
+    pub fn forming(&self, symbol: &Symbol, interval: Interval, t: i64, fraction: f64) -> Bar {
+        let fin = self.bar(symbol, interval, t);
+        if fraction >= 1.0 {
+            return fin;
+        }
+        let f = fraction.clamp(0.0, 1.0);
+        let close = round_to(fin.open + (fin.close - fin.open) * f, 2);
+        Bar {
+            time: t,
+            open: fin.open,
+            high: fin.open.max(close),
+            low: fin.open.min(close),
+            close,
+            volume: fin.volume.map(|v| round_to(v * f, 5)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_are_consistent_and_chain() {
+        let m = Market::new(42);
+        for (sym, iv) in [
+            ("BINANCE:BTCUSDT", "1"),
+            ("SP:SPX", "1D"),
+            ("NYMEX:CL1!", "1M"),
+            ("FX:EURUSD", "5S"),
+        ] {
+            let sym: Symbol = sym.parse().unwrap();
+            let iv: Interval = iv.parse().unwrap();
+            let mut t = iv.bar_open(1_751_833_020);
+            for _ in 0..50 {
+                let b = m.bar(&sym, iv, t);
+                assert!(
+                    b.low <= b.open.min(b.close) && b.high >= b.open.max(b.close),
+                    "{b:?}"
+                );
+                assert_eq!(b.volume.is_some(), Market::has_volume(&sym));
+                let prev = Market::previous_open(iv, t);
+                assert_eq!(m.bar(&sym, iv, prev).close, b.open);
+                for f in [0.0, 0.3, 0.99] {
+                    let p = m.forming(&sym, iv, t, f);
+                    assert!(p.high <= b.high && p.low >= b.low && p.open == b.open);
+                }
+                t = prev;
+            }
+        }
+        assert_ne!(
+            Market::new(1).bar(&"A:B".parse().unwrap(), "1".parse().unwrap(), 60),
+            Market::new(2).bar(&"A:B".parse().unwrap(), "1".parse().unwrap(), 60)
+        );
+    }
+}

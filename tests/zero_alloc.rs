@@ -1,0 +1,127 @@
+//! The steady-state live path allocates nothing: parsing a `du`, and a `ChartSession` turning it
+//! into an `Update` event. Its own test binary, because it installs a counting allocator.
+#![allow(
+    clippy::disallowed_types,
+    reason = "a plain allocation counter, outside the loom-modelled engine"
+)]
+
+mod util;
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+};
+
+use tvdatafeed::protocol::{
+    ChartSession, MessageParser, SeriesEvent, SeriesRequest, ServerMessage, SessionEvent,
+    frame::{Frame, FrameDecoder},
+};
+use util::frames::*;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Two du frames with different values, so that every one of them is a real update.
+fn du(i: usize) -> &'static str {
+    if i % 2 == 0 { DU_299 } else { DU_299_ALT }
+}
+
+const DU_299_ALT: &str = r#"~m~205~m~{"m":"du","p":["cs_kjvmuwkghjuz",{"sds_1":{"s":[{"i":299,"v":[1751833020.0,108756.4,108756.49,108756.4,108756.45,0.032]}],"ns":{"d":"","indexes":"nochange"},"t":"s1","lbs":{"bar_close_time":1751833080}}}]}"#;
+
+#[test]
+fn steady_state_live_updates_allocate_nothing() {
+    // The parser alone.
+    let mut parser = MessageParser::new();
+    let mut buf = Vec::with_capacity(512);
+    let parse = |buf: &mut Vec<u8>, parser: &mut MessageParser, i: usize| {
+        buf.clear();
+        buf.extend_from_slice(du(i).as_bytes());
+        let Some(Ok(Frame::Json(p))) = FrameDecoder::new().frames(buf).next() else {
+            panic!()
+        };
+        let ServerMessage::DataUpdate { data, .. } = parser.parse(p).unwrap() else {
+            panic!()
+        };
+        data.iter().map(|u| u.bars.len()).sum::<usize>()
+    };
+    for i in 0..16 {
+        assert_eq!(parse(&mut buf, &mut parser, i), 1);
+    }
+    let before = ALLOCS.load(Relaxed);
+    for i in 0..1_000 {
+        assert_eq!(parse(&mut buf, &mut parser, i), 1);
+    }
+    assert_eq!(
+        ALLOCS.load(Relaxed) - before,
+        0,
+        "allocations in 1000 parsed du"
+    );
+
+    // The whole session: load, then live updates turned into events.
+    let mut s = ChartSession::new("cs_kjvmuwkghjuz");
+    let id = s
+        .add_series(
+            0,
+            SeriesRequest::count("BINANCE:BTCUSDT".parse().unwrap(), "1".parse().unwrap(), 2),
+        )
+        .unwrap();
+    let mut load = [
+        SERIES_LOADING,
+        SYMBOL_RESOLVED,
+        TIMESCALE_LOAD,
+        SERIES_COMPLETED,
+    ]
+    .concat()
+    .into_bytes();
+    s.handle_message(1, &mut load).unwrap();
+    while s.poll_event().is_some() {}
+    let mut out = Vec::new();
+    while s.poll_transmit(&mut out) {}
+    let feed = |buf: &mut Vec<u8>, s: &mut ChartSession, i: usize| {
+        buf.clear();
+        buf.extend_from_slice(du(i).as_bytes());
+        s.handle_message(2 + i as u64, buf).unwrap();
+        let mut updates = 0;
+        while let Some(e) = s.poll_event() {
+            assert!(
+                matches!(e, SessionEvent::Series { id: got, event: SeriesEvent::Update(_) } if got == id)
+            );
+            updates += 1;
+        }
+        updates
+    };
+    for i in 0..16 {
+        assert_eq!(feed(&mut buf, &mut s, i), 1);
+    }
+    let before = ALLOCS.load(Relaxed);
+    for i in 0..1_000 {
+        assert_eq!(feed(&mut buf, &mut s, i), 1);
+    }
+    assert_eq!(
+        ALLOCS.load(Relaxed) - before,
+        0,
+        "allocations in 1000 session updates"
+    );
+}
