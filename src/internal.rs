@@ -4,3 +4,16 @@
 
 pub use crate::protocol::fuzzing;
 pub use crate::registry::{ConsumerId, Entry, Registry, Removed, Snapshot};
+pub use crate::timer::{TimerKey, TimerWheel};
+
+/// Fuzz harness for the HTTPS answer parsers: any body gives a typed result; a token found is
+/// non-empty and bounded; search results are bounded.
+#[cfg(not(tvdatafeed_loom))]
+pub fn http_bodies(data: &[u8]) {
+    if let Ok(crate::http::SignIn::Token(t)) = crate::http::parse_sign_in(data) {
+        assert!(!t.expose().is_empty() && t.expose().len() < 16_384);
+    }
+    if let Ok(results) = crate::http::parse_search(data) {
+        assert!(results.len() <= 1_000);
+    }
+}

@@ -66,6 +66,8 @@ mod clock;
 mod error;
 #[cfg(not(tvdatafeed_loom))]
 mod history;
+#[cfg(not(tvdatafeed_loom))]
+pub mod http;
 mod market;
 pub mod protocol;
 mod registry;

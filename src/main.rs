@@ -10,6 +10,7 @@
 //!   CSV has the header `time,open,high,low,close,volume` (`time`: the bar's open, integer UTC
 //!   seconds; `volume` empty when the symbol has none); JSON is one object per line. Rows ascend
 //!   by time. On error: one line on stderr, a non-zero exit, nothing on stdout.
+//! - `tvdatafeed search TEXT [--exchange E] [--format csv|json]` searches symbols.
 
 use std::{
     fs::File,
@@ -50,6 +51,20 @@ enum Format {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Search symbols by text.
+    Search {
+        /// What to look for (ticker or name).
+        text: String,
+        /// Only this exchange.
+        #[arg(long)]
+        exchange: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Search endpoint (default: TradingView's v3 symbol search).
+        #[arg(long, env = "TVDATAFEED_SEARCH_URL")]
+        url: Option<String>,
+    },
     /// Download historical bars.
     Hist {
         /// The symbol, EXCHANGE:TICKER.
@@ -121,6 +136,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Search {
+            text,
+            exchange,
+            format,
+            url,
+        } => hist::search(&text, exchange.as_deref(), format == Format::Json, url),
         Command::Hist {
             symbol,
             interval,

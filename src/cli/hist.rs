@@ -11,7 +11,9 @@ use std::{
 };
 
 use tvdatafeed::{
-    Bar, Client, ClientConfig, Endpoint, Error, HistOptions, Interval, Symbol, protocol::AuthToken,
+    Bar, Client, ClientConfig, Endpoint, Error, HistOptions, Interval, Symbol,
+    http::{self, HttpConfig},
+    protocol::AuthToken,
 };
 
 /// The parsed command line of `hist`.
@@ -166,4 +168,79 @@ fn json(symbol: &Symbol, interval: Interval, rows: &[Bar]) -> String {
         );
     }
     s
+}
+
+/// `tvdatafeed search`: one row per result (`symbol,exchange,ticker,type,description`), or
+/// JSON lines.
+pub(crate) fn search(
+    text: &str,
+    exchange: Option<&str>,
+    as_json: bool,
+    url: Option<String>,
+) -> io::Result<()> {
+    if text.trim().is_empty() {
+        return Err(invalid("the search text is empty".into()));
+    }
+    let mut config = HttpConfig::default();
+    if let Some(u) = url {
+        config = config.with_search_url(u);
+    }
+    let results = http::search(&config, text.trim(), exchange).map_err(to_io)?;
+    let mut s = String::new();
+    if !as_json {
+        s.push_str("symbol,exchange,ticker,type,description\n");
+    }
+    for r in &results {
+        let symbol = r.symbol().map(|s| s.to_string()).unwrap_or_default();
+        if as_json {
+            let _ = writeln!(
+                s,
+                r#"{{"symbol":{},"exchange":{},"ticker":{},"type":{},"description":{}}}"#,
+                quote(&symbol),
+                quote(&r.exchange),
+                quote(&r.ticker),
+                quote(&r.kind),
+                quote(&r.description)
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{}",
+                csv_field(&symbol),
+                csv_field(&r.exchange),
+                csv_field(&r.ticker),
+                csv_field(&r.kind),
+                csv_field(&r.description)
+            );
+        }
+    }
+    let mut out = io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    out.flush()
+}
+
+/// A JSON string literal.
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A CSV field, quoted when it holds a separator, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }

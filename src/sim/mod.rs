@@ -257,6 +257,8 @@ pub enum Target {
     All,
     /// One connection, by its number (1 for the first accepted).
     Connection(u64),
+    /// The next connection to be accepted (armed before its hello is sent).
+    Next,
 }
 
 /// A fault to inject with [`Sim::inject`].
@@ -377,6 +379,8 @@ pub(crate) struct Shared {
     faults: Mutex<HashMap<u64, Vec<Armed>>>,
     /// Open connection numbers.
     open: Mutex<Vec<u64>>,
+    /// Faults for the next connection accepted.
+    next_faults: Mutex<Vec<Armed>>,
     /// Signalled when a connection ends or a restart is asked.
     changed: Condvar,
     restart: Mutex<Option<Duration>>,
@@ -435,6 +439,10 @@ impl Shared {
     fn register(&self) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         self.open.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        let next: Vec<Armed> = std::mem::take(&mut *self.next_faults.lock().unwrap_or_else(|e| e.into_inner()));
+        if !next.is_empty() {
+            self.faults.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().extend(next);
+        }
         id
     }
 
@@ -612,6 +620,14 @@ impl Sim {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             Target::Connection(id) => vec![id],
+            Target::Next => {
+                self.shared
+                    .next_faults
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(armed);
+                return;
+            }
         };
         let mut map = self.shared.faults.lock().unwrap_or_else(|e| e.into_inner());
         for id in targets {

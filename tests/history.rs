@@ -1,0 +1,362 @@
+//! `Client::get_hist` against the simulator over ws and wss: exact values, paging past one
+//! request's maximum, typed failures that come as soon as the server speaks, and deadlines.
+
+use std::time::Duration;
+
+use tvdatafeed::{
+    Client, ClientConfig, Endpoint, Error, HistOptions, Interval, Symbol,
+    protocol::AuthToken,
+    sim::{Fault, FaultKind, Sim, SimConfig, Target},
+};
+
+fn client_for(sim: &Sim) -> ClientConfig {
+    let mut c = ClientConfig::default()
+        .with_endpoint(sim.url().parse::<Endpoint>().unwrap())
+        .with_timeout(Duration::from_secs(20));
+    if let Some(der) = sim.root_certificate_der() {
+        c = c.with_root_certificate(der.to_vec());
+    }
+    c
+}
+
+fn sym(s: &str) -> Symbol {
+    s.parse().unwrap()
+}
+
+fn iv(s: &str) -> Interval {
+    s.parse().unwrap()
+}
+
+/// Asserts `n` closed bars, ascending and contiguous, each equal to the simulator's truth,
+/// and a forming bar right after them.
+fn assert_exact(sim: &Sim, h: &tvdatafeed::History, n: usize) {
+    assert_eq!(h.bars.len(), n, "closed bars");
+    for w in h.bars.windows(2) {
+        assert_eq!(
+            tvdatafeed::sim::Market::previous_open(h.interval, w[1].time),
+            w[0].time,
+            "contiguous"
+        );
+    }
+    for b in &h.bars {
+        assert_eq!(*b, sim.expected_bar(&h.symbol, h.interval, b.time));
+    }
+    let forming = h.forming.expect("forming bar");
+    assert_eq!(
+        forming.time,
+        h.interval.next_bar_open(h.bars.last().unwrap().time)
+    );
+}
+
+#[test]
+fn history_over_ws_has_the_exact_values() {
+    let sim = Sim::start(SimConfig::default().with_seed(11)).unwrap();
+    let client = Client::new(client_for(&sim));
+    let h = client
+        .get_hist(
+            &sym("BINANCE:BTCUSDT"),
+            iv("1H"),
+            300,
+            &HistOptions::default(),
+        )
+        .unwrap();
+    assert_exact(&sim, &h, 300);
+    assert_eq!(h.update_mode, "streaming");
+    assert_eq!(h.info.as_ref().unwrap().pro_name, "BINANCE:BTCUSDT");
+    assert!(h.bars.iter().all(|b| b.volume.is_some()));
+}
+
+#[test]
+fn history_over_wss_trusting_the_simulator_root() {
+    let sim = Sim::start(SimConfig::default().with_tls(true)).unwrap();
+    assert!(sim.url().starts_with("wss://"));
+    let h = Client::new(client_for(&sim))
+        .get_hist(
+            &sym("BINANCE:ETHUSDT"),
+            iv("15"),
+            50,
+            &HistOptions::default(),
+        )
+        .unwrap();
+    assert_exact(&sim, &h, 50);
+    // Without the simulator's root the handshake fails with a typed TLS error.
+    let untrusted = ClientConfig::default()
+        .with_endpoint(sim.url().parse().unwrap())
+        .with_timeout(Duration::from_secs(10));
+    let err = Client::new(untrusted)
+        .get_hist(
+            &sym("BINANCE:ETHUSDT"),
+            iv("15"),
+            5,
+            &HistOptions::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+}
+
+#[test]
+fn history_pages_past_one_requests_maximum() {
+    let sim = Sim::start(
+        SimConfig::default()
+            .with_max_bars_per_request(5_000)
+            .with_history_depth_authenticated(20_000),
+    )
+    .unwrap();
+    let config = client_for(&sim).with_token(Some(AuthToken::new("aaa.bbb.ccc")));
+    let client = Client::new(config);
+    for n in [4_999usize, 5_000, 12_000] {
+        let h = client
+            .get_hist(
+                &sym("BINANCE:BTCUSDT"),
+                iv("1"),
+                n as u32,
+                &HistOptions::default(),
+            )
+            .unwrap();
+        assert_exact(&sim, &h, n);
+    }
+}
+
+#[test]
+fn anonymous_history_stops_at_the_account_depth() {
+    let sim = Sim::start(SimConfig::default().with_max_bars_per_request(2_000)).unwrap();
+    let h = Client::new(client_for(&sim))
+        .get_hist(
+            &sym("BINANCE:BTCUSDT"),
+            iv("5"),
+            6_000,
+            &HistOptions::default(),
+        )
+        .unwrap();
+    // 5,000 bars of depth, the forming one included.
+    assert_exact(&sim, &h, 4_999);
+}
+
+#[test]
+fn index_symbols_have_no_volume() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let h = Client::new(client_for(&sim))
+        .get_hist(&sym("SP:SPX"), iv("1D"), 20, &HistOptions::default())
+        .unwrap();
+    assert_exact(&sim, &h, 20);
+    assert!(h.bars.iter().all(|b| b.volume.is_none()));
+}
+
+#[test]
+fn a_bad_symbol_fails_fast_with_the_typed_error() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let client = Client::new(client_for(&sim).with_timeout(Duration::from_secs(30)));
+    let start = std::time::SystemTime::now();
+    let err = client
+        .get_hist(
+            &sym("BINANCE:INVALIDX"),
+            iv("1"),
+            10,
+            &HistOptions::default(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::UnknownSymbol {
+            symbol: "BINANCE:INVALIDX".into(),
+            reason: "invalid symbol".into()
+        }
+    );
+    // Far below the 30 s deadline: the server's answer ended the call.
+    assert!(start.elapsed().unwrap() < Duration::from_secs(10));
+    let err = client
+        .get_hist(
+            &sym("ECONOMICS:USGDP"),
+            iv("1D"),
+            10,
+            &HistOptions::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::PermissionDenied { ref detail, .. } if detail == "economics_paid"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn unentitled_intervals_are_typed_errors() {
+    let sim = Sim::start(
+        SimConfig::default()
+            .with_entitled_seconds(false)
+            .with_entitled_custom(false),
+    )
+    .unwrap();
+    let client = Client::new(client_for(&sim));
+    let err = client
+        .get_hist(
+            &sym("BINANCE:BTCUSDT"),
+            iv("1S"),
+            10,
+            &HistOptions::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::IntervalNotEntitled { ref reason, .. } if reason == "seconds_not_entitled"),
+        "{err:?}"
+    );
+    let err = client
+        .get_hist(
+            &sym("BINANCE:BTCUSDT"),
+            iv("20"),
+            10,
+            &HistOptions::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::IntervalNotEntitled { ref reason, .. } if reason == "custom_resolution"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_stalled_server_hits_the_deadline() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    // The next connection stalls from its first byte: not even the hello arrives.
+    sim.inject(Fault::now(FaultKind::Stall(None)).on(Target::Next));
+    let client = Client::new(client_for(&sim).with_timeout(Duration::from_millis(1_500)));
+    let start = std::time::SystemTime::now();
+    let err = client
+        .get_hist(
+            &sym("BINANCE:BTCUSDT"),
+            iv("1"),
+            10,
+            &HistOptions::default(),
+        )
+        .unwrap_err();
+    assert_eq!(err, Error::Timeout(Duration::from_millis(1_500)));
+    assert!(
+        start.elapsed().unwrap() < Duration::from_secs(6),
+        "the deadline covers the whole call"
+    );
+    // The next call gets a healthy connection.
+    assert!(
+        client
+            .get_hist(
+                &sym("BINANCE:BTCUSDT"),
+                iv("1"),
+                10,
+                &HistOptions::default()
+            )
+            .is_ok()
+    );
+
+    // A server that accepts TCP but never answers the upgrade: the whole call is bounded.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/socket.io/websocket", silent.local_addr().unwrap());
+    let config = ClientConfig::default()
+        .with_endpoint(url.parse().unwrap())
+        .with_timeout(Duration::from_millis(800));
+    let start = std::time::SystemTime::now();
+    let err = Client::new(config)
+        .get_hist(
+            &sym("BINANCE:BTCUSDT"),
+            iv("1"),
+            10,
+            &HistOptions::default(),
+        )
+        .unwrap_err();
+    assert_eq!(err, Error::Timeout(Duration::from_millis(800)));
+    assert!(start.elapsed().unwrap() < Duration::from_secs(5));
+}
+
+#[test]
+fn refused_upgrades_report_the_status() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    sim.reject_next_with_429(1);
+    let client = Client::new(client_for(&sim));
+    let err = client
+        .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
+        .unwrap_err();
+    assert_eq!(err, Error::HttpStatus { status: 429 });
+    // A wrong path is refused by the server's router: 404.
+    let url = format!("ws://{}/elsewhere", sim.addr());
+    let err = Client::new(client_for(&sim).with_endpoint(url.parse().unwrap()))
+        .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
+        .unwrap_err();
+    assert_eq!(err, Error::HttpStatus { status: 404 });
+    // And the client's headers pass the Origin check (403 otherwise).
+    assert!(
+        client
+            .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_bad_token_is_rejected_and_never_shown() {
+    let sim =
+        Sim::start(SimConfig::default().with_valid_tokens(vec!["good.token.here".into()])).unwrap();
+    let secret = "eyJhbGciOiJSUzUxMiJ9.c2VjcmV0.c2lnbmF0dXJl";
+    let config = client_for(&sim).with_token(Some(AuthToken::new(secret)));
+    assert!(
+        !format!("{config:?}").contains("c2VjcmV0"),
+        "token in Debug"
+    );
+    let err = Client::new(config)
+        .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
+        .unwrap_err();
+    assert_eq!(err, Error::AuthRejected);
+    assert!(!err.to_string().contains("c2VjcmV0") && !format!("{err:?}").contains("c2VjcmV0"));
+    let ok = client_for(&sim).with_token(Some(AuthToken::new("good.token.here")));
+    assert!(
+        Client::new(ok)
+            .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_date_range_returns_the_bars_inside_it() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let client = Client::new(client_for(&sim));
+    let day = iv("1D");
+    let now = day.bar_open(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
+    let (from, to) = (now - 40 * 86_400, now - 30 * 86_400);
+    let h = client
+        .get_hist(
+            &sym("BINANCE:BTCUSDT"),
+            day,
+            5_000,
+            &HistOptions::default().with_range(from, to),
+        )
+        .unwrap();
+    let times: Vec<i64> = h.bars.iter().map(|b| b.time).collect();
+    let want: Vec<i64> = (0..=10).map(|k| from + k * 86_400).collect();
+    assert_eq!(times, want);
+    assert!(h.forming.is_none(), "the range is in the past");
+    for b in &h.bars {
+        assert_eq!(*b, sim.expected_bar(&h.symbol, day, b.time));
+    }
+    let err = client
+        .get_hist(
+            &sym("BINANCE:BTCUSDT"),
+            day,
+            10,
+            &HistOptions::default().with_range(to, from),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)));
+}
+
+#[test]
+fn bad_requests_are_rejected_before_any_io() {
+    let client = Client::new(
+        ClientConfig::default()
+            .with_endpoint("ws://127.0.0.1:9/socket.io/websocket".parse().unwrap())
+            .with_timeout(Duration::from_secs(1)),
+    );
+    let err = client
+        .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 0, &HistOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)));
+}
