@@ -25,6 +25,8 @@ use crate::{
 const MAX_WAIT: Duration = Duration::from_millis(20);
 /// A client that does not take our bytes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection waits for the client's answer to its close frame.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
 
 /// A self-signed certificate for `localhost` / `127.0.0.1` and the rustls config serving it.
 pub(crate) fn tls_config() -> Result<(Arc<rustls::ServerConfig>, Vec<u8>, String), SimError> {
@@ -174,8 +176,7 @@ fn serve(
     let mut sent_since_inject: u64 = 0;
     loop {
         if shared.stopping() {
-            let _ = ws.close(None);
-            let _ = ws.flush();
+            close_gracefully(&mut ws, Duration::from_millis(200));
             return Ok(());
         }
         if shared.generation() != generation {
@@ -205,14 +206,7 @@ fn serve(
             tracing::debug!(id, kind = ?f.kind, "fault fires");
             match f.kind {
                 FaultKind::CloseClean => {
-                    let _ = ws.close(None);
-                    let _ = ws.flush();
-                    // Read until the peer answers the close or the timeout passes.
-                    let _ = ws
-                        .get_ref()
-                        .tcp()
-                        .set_read_timeout(Some(Duration::from_millis(500)));
-                    while ws.read().is_ok() {}
+                    close_gracefully(&mut ws, CLOSE_LINGER);
                     return Ok(());
                 }
                 FaultKind::CloseAbrupt => {
@@ -264,10 +258,10 @@ fn serve(
                 shared.record_send(cfg, clock::monotonic(), live);
                 sent_since_inject += n;
             }
+            session.sent(cfg, clock::unix_ms());
             if session.close.is_some() {
                 tracing::debug!(id, reason = ?session.close, "session asks to close");
-                let _ = ws.close(None);
-                let _ = ws.flush();
+                close_gracefully(&mut ws, CLOSE_LINGER);
                 return Ok(());
             }
         }
@@ -294,6 +288,25 @@ fn serve(
             }
             Ok(None) => {}
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends a close frame, then reads (and drops) what the peer still sends until it answers the
+/// close or `linger` passes. Dropping a socket with unread bytes makes the kernel reset the
+/// connection, which can destroy what the peer has not read yet (the last replies, a
+/// `protocol_error`, the close frame itself); draining first makes the close orderly.
+fn close_gracefully(ws: &mut WebSocket<Stream>, linger: Duration) {
+    let _ = ws.close(None);
+    let _ = ws.flush();
+    let deadline = clock::monotonic() + linger;
+    loop {
+        let left = deadline.saturating_duration_since(clock::monotonic());
+        if left.is_zero() || ws.get_ref().tcp().set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        if ws.read().is_err() {
+            return;
         }
     }
 }

@@ -70,6 +70,9 @@ pub(crate) struct ServerSession {
     heartbeat_n: u64,
     next_heartbeat_ms: u64,
     awaiting_echo: Option<(u64, u64)>,
+    /// The awaited heartbeat is still queued (a stall or delay holds it): its echo clock
+    /// starts when it is sent ([`ServerSession::sent`]).
+    echo_unsent: bool,
     du_count: u64,
     /// Live `du` messages queued since the last call to `take_du_count`.
     du_pending: u64,
@@ -120,6 +123,7 @@ impl ServerSession {
             heartbeat_n: 0,
             next_heartbeat_ms: now_ms + cfg.heartbeat_interval.as_millis() as u64,
             awaiting_echo: None,
+            echo_unsent: false,
             du_count: 0,
             du_pending: 0,
         };
@@ -334,12 +338,14 @@ impl ServerSession {
                     w.critical_error(&session, "invalid_parameters", "quote_add_symbols");
                 } else {
                     for name in symbols {
-                        self.quote_snapshot(cfg, &mut w, now_ms, &session, &name);
-                        self.quotes
-                            .entry(session.clone())
-                            .or_default()
-                            .symbols
-                            .push(name);
+                        // Only symbols that exist get deltas after their snapshot.
+                        if self.quote_snapshot(cfg, &mut w, now_ms, &session, &name) {
+                            self.quotes
+                                .entry(session.clone())
+                                .or_default()
+                                .symbols
+                                .push(name);
+                        }
                     }
                 }
             }
@@ -583,6 +589,7 @@ impl ServerSession {
         w.series_completed(cs, series, "streaming", &turnaround, stamp(now_ms));
     }
 
+    /// Writes the first `qsd` and the `quote_completed` of `name`; whether the symbol exists.
     fn quote_snapshot(
         &mut self,
         cfg: &SimConfig,
@@ -590,12 +597,9 @@ impl ServerSession {
         now_ms: u64,
         qs: &str,
         name: &str,
-    ) {
-        let plain = spec_symbol(name)
-            .map(|(symbol, _)| symbol)
-            .unwrap_or_default();
-        match plain.parse::<Symbol>() {
-            Ok(sym) if cfg.knows(&sym) => {
+    ) -> bool {
+        let known = match quote_symbol(name) {
+            Some(sym) if cfg.knows(&sym) => {
                 let b = self.market.forming(
                     &sym,
                     "1D".parse().unwrap_or_else(|_| unreachable!()),
@@ -614,16 +618,31 @@ impl ServerSession {
                     ],
                     &[("description", sym.ticker()), ("update_mode", "streaming")],
                 );
+                true
             }
-            _ => w.qsd(qs, name, "error", &[], &[("errmsg", "invalid symbol")]),
-        }
+            _ => {
+                w.qsd(qs, name, "error", &[], &[("errmsg", "invalid symbol")]);
+                false
+            }
+        };
         w.quote_completed(qs, name);
+        known
+    }
+
+    /// Everything queued went out at `now_ms`: the echo clock of a heartbeat among it starts
+    /// now, so that a stall or a delay never blames the client for an echo it could not send.
+    pub(crate) fn sent(&mut self, cfg: &SimConfig, now_ms: u64) {
+        if std::mem::take(&mut self.echo_unsent)
+            && let Some((n, _)) = self.awaiting_echo
+        {
+            self.awaiting_echo = Some((n, now_ms + cfg.heartbeat_timeout.as_millis() as u64));
+        }
     }
 
     /// The next instant `tick` has work (ms).
     pub(crate) fn next_deadline(&self) -> u64 {
         let mut d = self.next_heartbeat_ms;
-        if let Some((_, deadline)) = self.awaiting_echo {
+        if let Some((_, deadline)) = self.awaiting_echo.filter(|_| !self.echo_unsent) {
             d = d.min(deadline);
         }
         for c in self.charts.values() {
@@ -645,6 +664,7 @@ impl ServerSession {
             return;
         }
         if let Some((_, deadline)) = self.awaiting_echo
+            && !self.echo_unsent
             && now_ms > deadline
         {
             self.close = Some(CloseReason::HeartbeatTimeout);
@@ -660,6 +680,7 @@ impl ServerSession {
                     self.heartbeat_n,
                     now_ms + cfg.heartbeat_timeout.as_millis() as u64,
                 ));
+                self.echo_unsent = true;
             }
             self.next_heartbeat_ms = now_ms + cfg.heartbeat_interval.as_millis() as u64;
         }
@@ -732,7 +753,7 @@ impl ServerSession {
             }
             q.next_ms = now_ms + update_ms.max(1);
             for name in &q.symbols {
-                if let Ok(sym) = name.parse::<Symbol>() {
+                if let Some(sym) = quote_symbol(name) {
                     let day: Interval = "1D".parse().unwrap_or_else(|_| unreachable!());
                     let open = day.bar_open(now_s);
                     let b = self
@@ -744,6 +765,11 @@ impl ServerSession {
             }
         }
     }
+}
+
+/// The symbol a quote session names: `EXCH:TICKER` or an `={…}` spec (`qsd` echoes the name).
+fn quote_symbol(name: &str) -> Option<Symbol> {
+    spec_symbol(name)?.0.parse().ok()
 }
 
 /// `"r,<from>:<to>"` → (from, to).
