@@ -268,11 +268,14 @@ fn a_stalled_server_hits_the_deadline() {
 fn refused_upgrades_report_the_status() {
     let sim = Sim::start(SimConfig::default()).unwrap();
     sim.reject_next_with_429(1);
+    sim.reject_next_with(403, 1);
     let client = Client::new(client_for(&sim));
-    let err = client
-        .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
-        .unwrap_err();
-    assert_eq!(err, Error::HttpStatus { status: 429 });
+    for status in [429, 403] {
+        let err = client
+            .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
+            .unwrap_err();
+        assert_eq!(err, Error::HttpStatus { status });
+    }
     // A wrong path is refused by the server's router: 404.
     let url = format!("ws://{}/elsewhere", sim.addr());
     let err = Client::new(client_for(&sim).with_endpoint(url.parse().unwrap()))

@@ -139,7 +139,7 @@ fn serve(
         }
         None => Stream::Plain(tcp),
     };
-    let reject_429 = shared.take_429();
+    let reject = shared.take_reject();
     #[expect(
         clippy::result_large_err,
         reason = "tungstenite's handshake callback signature"
@@ -151,8 +151,9 @@ fn serve(
         if cfg.require_origin && !origin_ok(req) {
             return Err(refuse(StatusCode::FORBIDDEN, "forbidden"));
         }
-        if reject_429 {
-            return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too many requests"));
+        if let Some(status) = reject {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return Err(refuse(status, "refused"));
         }
         Ok(resp)
     };

@@ -367,7 +367,8 @@ pub(crate) struct Shared {
     /// Bumped by a restart: connections of an older generation close.
     generation: AtomicU64,
     next_conn: AtomicU64,
-    reject_429: AtomicU64,
+    /// Statuses the next upgrades are refused with, in order.
+    rejects: Mutex<VecDeque<u16>>,
     pub(crate) connections: AtomicU64,
     pub(crate) active: AtomicU64,
     pub(crate) refused: AtomicU64,
@@ -430,18 +431,25 @@ impl Shared {
         }
     }
 
-    pub(crate) fn take_429(&self) -> bool {
-        self.reject_429
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
+    pub(crate) fn take_reject(&self) -> Option<u16> {
+        self.rejects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
     }
 
     fn register(&self) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         self.open.lock().unwrap_or_else(|e| e.into_inner()).push(id);
-        let next: Vec<Armed> = std::mem::take(&mut *self.next_faults.lock().unwrap_or_else(|e| e.into_inner()));
+        let next: Vec<Armed> =
+            std::mem::take(&mut *self.next_faults.lock().unwrap_or_else(|e| e.into_inner()));
         if !next.is_empty() {
-            self.faults.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().extend(next);
+            self.faults
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id)
+                .or_default()
+                .extend(next);
         }
         id
     }
@@ -583,7 +591,18 @@ impl Sim {
 
     /// Answers the next `n` upgrades with HTTP 429.
     pub fn reject_next_with_429(&self, n: u64) {
-        self.shared.reject_429.fetch_add(n, Ordering::Relaxed);
+        self.reject_next_with(429, n);
+    }
+
+    /// Answers the next `n` upgrades with HTTP `status` (403, 429, 503…), after the path and
+    /// `Origin` checks.
+    pub fn reject_next_with(&self, status: u16, n: u64) {
+        let mut r = self
+            .shared
+            .rejects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        r.extend(std::iter::repeat_n(status, n as usize));
     }
 
     /// Injects a fault.
