@@ -13,12 +13,7 @@
     reason = "a plain allocation counter, outside the loom-modelled engine"
 )]
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    collections::BTreeMap,
-    hint::black_box,
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
-};
+use std::{collections::BTreeMap, hint::black_box};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde::Deserialize;
@@ -27,31 +22,10 @@ use tvdatafeed::protocol::{
     frame::{Frame, FrameDecoder},
 };
 
-/// Counts allocations so that the bench can report allocations per message.
-struct Counting;
+#[path = "../tests/util/counting_alloc.rs"]
+mod counting_alloc;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to `System` unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use counting_alloc::allocations;
 
 /// A real `du` (protocol.md §3.4), 215 bytes on the wire.
 const DU: &[u8] = br#"~m~205~m~{"m":"du","p":["cs_kjvmuwkghjuz",{"sds_1":{"s":[{"i":299,"v":[1751833020.0,108756.4,108756.41,108756.4,108756.41,0.031]}],"ns":{"d":"","indexes":"nochange"},"t":"s1","lbs":{"bar_close_time":1751833080}}}]}"#;
@@ -148,12 +122,12 @@ fn report_allocations() {
             buf.copy_from_slice(DU);
             black_box(f(&mut buf));
         }
-        let before = ALLOCS.load(Relaxed);
+        let before = allocations();
         for _ in 0..N {
             buf.copy_from_slice(DU);
             black_box(f(&mut buf));
         }
-        (ALLOCS.load(Relaxed) - before) as f64 / N as f64
+        (allocations() - before) as f64 / N as f64
     };
     let mut parser = MessageParser::new();
     let mut session = ChartSession::new("cs_kjvmuwkghjuz");

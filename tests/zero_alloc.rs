@@ -1,47 +1,17 @@
 //! The steady-state live path allocates nothing: parsing a `du`, and a `ChartSession` turning it
 //! into an `Update` event. Its own test binary, because it installs a counting allocator.
-#![allow(
-    clippy::disallowed_types,
-    reason = "a plain allocation counter, outside the loom-modelled engine"
-)]
 
 mod util;
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
-};
+#[path = "util/counting_alloc.rs"]
+mod counting_alloc;
 
+use counting_alloc::allocations;
 use tvdatafeed::protocol::{
     ChartSession, MessageParser, SeriesEvent, SeriesRequest, ServerMessage, SessionEvent,
     frame::{Frame, FrameDecoder},
 };
 use util::frames::*;
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to `System` unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// Two du frames with different values, so that every one of them is a real update.
 fn du(i: usize) -> &'static str {
@@ -69,15 +39,11 @@ fn steady_state_live_updates_allocate_nothing() {
     for i in 0..16 {
         assert_eq!(parse(&mut buf, &mut parser, i), 1);
     }
-    let before = ALLOCS.load(Relaxed);
+    let before = allocations();
     for i in 0..1_000 {
         assert_eq!(parse(&mut buf, &mut parser, i), 1);
     }
-    assert_eq!(
-        ALLOCS.load(Relaxed) - before,
-        0,
-        "allocations in 1000 parsed du"
-    );
+    assert_eq!(allocations() - before, 0, "allocations in 1000 parsed du");
 
     // The whole session: load, then live updates turned into events.
     let mut s = ChartSession::new("cs_kjvmuwkghjuz");
@@ -115,12 +81,12 @@ fn steady_state_live_updates_allocate_nothing() {
     for i in 0..16 {
         assert_eq!(feed(&mut buf, &mut s, i), 1);
     }
-    let before = ALLOCS.load(Relaxed);
+    let before = allocations();
     for i in 0..1_000 {
         assert_eq!(feed(&mut buf, &mut s, i), 1);
     }
     assert_eq!(
-        ALLOCS.load(Relaxed) - before,
+        allocations() - before,
         0,
         "allocations in 1000 session updates"
     );

@@ -2,7 +2,7 @@
 //! messages with a short timeout, runs the protocol session, applies faults and writes.
 
 use std::{
-    io::{self, Read, Write},
+    io,
     net::{Shutdown, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
@@ -19,6 +19,7 @@ use crate::{
     clock,
     protocol::frame::encode_frame,
     sync::{Arc, atomic::Ordering},
+    transport::MaybeTls,
 };
 
 /// The longest the loop blocks in a read before re-checking stop flags and faults.
@@ -47,44 +48,7 @@ pub(crate) fn tls_config() -> Result<(Arc<rustls::ServerConfig>, Vec<u8>, String
     Ok((Arc::new(config), der, pem))
 }
 
-/// A plain or TLS server stream.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(s) => s,
-            Self::Tls(s) => &s.sock,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(s) => s.read(buf),
-            Self::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(s) => s.write(buf),
-            Self::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Self::Plain(s) => s.flush(),
-            Self::Tls(s) => s.flush(),
-        }
-    }
-}
+type Stream = MaybeTls<rustls::ServerConnection>;
 
 fn origin_ok(req: &Request) -> bool {
     req.headers()

@@ -1,7 +1,7 @@
 //! A blocking websocket connection whose every call is bounded by a deadline.
 
 use std::{
-    io::{self, Read, Write},
+    io,
     net::{Shutdown, TcpStream, ToSocketAddrs},
     time::{Duration, Instant},
 };
@@ -11,47 +11,10 @@ use tungstenite::{
     protocol::WebSocketConfig,
 };
 
-use super::{ORIGIN, TransportConfig, USER_AGENT};
+use super::{MaybeTls, ORIGIN, TransportConfig, USER_AGENT};
 use crate::{Error, clock};
 
-/// The socket under the websocket: plain TCP or rustls.
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(s) => s,
-            Self::Tls(s) => &s.sock,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(s) => s.read(buf),
-            Self::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(s) => s.write(buf),
-            Self::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Self::Plain(s) => s.flush(),
-            Self::Tls(s) => s.flush(),
-        }
-    }
-}
+type Stream = MaybeTls<rustls::ClientConnection>;
 
 /// One websocket connection.
 pub(crate) struct Connection {

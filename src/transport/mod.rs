@@ -5,9 +5,11 @@
 //! bounded by the call's deadline. The live engine's non-blocking transport (mio) comes next.
 
 mod blocking;
+mod stream;
 mod url;
 
 pub(crate) use blocking::Connection;
+pub(crate) use stream::MaybeTls;
 pub use url::{Endpoint, EndpointError};
 
 use crate::sync::Arc;
