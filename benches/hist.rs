@@ -7,7 +7,11 @@
 //!   decoded by a `ChartSession`. The simulator must never be the latency bench's bottleneck.
 //!
 //! `cargo bench --bench hist`; figures go in BENCHMARKS.md.
-#![allow(missing_docs, clippy::print_stderr, reason = "a bench binary reports on stderr")]
+#![allow(
+    missing_docs,
+    clippy::print_stderr,
+    reason = "a bench binary reports on stderr"
+)]
 
 use std::{
     hint::black_box,

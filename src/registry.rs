@@ -4,7 +4,7 @@
 //! for a writer. The registry keeps an immutable map behind an `arc_swap::ArcSwap`: a reader
 //! `load`s the current snapshot (wait-free in practice, no lock, no shared counter bumped) and
 //! looks the key up in it. Writers (subscribe, unsubscribe, add or remove a consumer) take the
-//! one writer mutex, clone the map, change the clone and publish it with `store`; the map
+//! one writer mutex, clone the map, change the clone and publish it with `swap`; the map
 //! clone copies `Arc` pointers only. Work that may be slow (building a value, allocating a
 //! consumer) happens before the lock is taken.
 //!
@@ -13,12 +13,12 @@
 //!
 //! # Synchronization
 //!
-//! - `snapshot` (`ArcSwap`): `store` publishes a fully built map; a `load` that starts after a
-//!   `store` returned sees that map or a later one (arc-swap's own `SeqCst` protocol). So a
+//! - `snapshot` (`ArcSwap`): `swap` publishes a fully built map; a `load` that starts after a
+//!   `swap` returned sees that map or a later one (arc-swap's own `SeqCst` protocol). So a
 //!   removal is linearizable: once [`Registry::remove_consumer`] returns, no reader that loads
 //!   afterwards finds the consumer.
-//! - `writer` (`Mutex`): serializes the load-clone-modify-store sequence, so no writer's update
-//!   is lost and `store` needs no compare-and-swap loop (hence no `rcu`). It also guards the
+//! - `writer` (`Mutex`): serializes the load-clone-modify-swap sequence, so no writer's update
+//!   is lost and publishing needs no compare-and-swap loop (hence no `rcu`). It also guards the
 //!   consumer-id counter and the id → key index. It is the only lock; no other lock is taken
 //!   while it is held.
 //! - In-flight readers: a reader that loaded an older snapshot may still deliver to a consumer
@@ -30,7 +30,7 @@
 //!   Readers must therefore not keep clones of a consumer beyond the snapshot; the API hands
 //!   out `&C` borrowed from the snapshot for that reason.
 //! - Under `--cfg tvdatafeed_loom`, `ArcSwap` (which loom cannot see into) is replaced by a
-//!   stand-in over `sync::Mutex<Arc<_>>` with the same `load`/`store` surface, so loom checks
+//!   stand-in over `sync::Mutex<Arc<_>>` with the same `load`/`swap` surface, so loom checks
 //!   this module's protocol rather than arc-swap's internals.
 
 use std::{collections::HashMap, fmt, hash::Hash, sync::PoisonError, time::Duration};
@@ -58,7 +58,7 @@ mod cell {
 
     use crate::sync::{Arc, Mutex};
 
-    /// The loom stand-in for `ArcSwap`: the same `load`/`store` surface over a mutex, so loom
+    /// The loom stand-in for `ArcSwap`: the same `load`/`swap` surface over a mutex, so loom
     /// sees every publication and every read.
     pub(super) struct SnapshotCell<T> {
         current: Mutex<Arc<T>>,
@@ -78,13 +78,11 @@ mod cell {
             Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner))
         }
 
-        pub(super) fn store(&self, value: Arc<T>) {
-            let old = std::mem::replace(
+        pub(super) fn swap(&self, value: Arc<T>) -> Arc<T> {
+            std::mem::replace(
                 &mut *self.current.lock().unwrap_or_else(PoisonError::into_inner),
                 value,
-            );
-            // The old map is released outside the lock, as `ArcSwap::store` does.
-            drop(old);
+            )
         }
     }
 
@@ -291,7 +289,7 @@ impl<K: Hash + Eq + Clone, V, C> Registry<K, V, C> {
         let mut writer = self.lock_writer();
         let key = writer.owners.remove(&id)?;
         let current = self.snapshot.load();
-        let Some(old) = cell::get(&current).get(&key).map(Arc::clone) else {
+        let Some(old) = cell::get(&current).get(&key).cloned() else {
             debug_assert!(false, "owner index names a missing key");
             return None;
         };
@@ -344,7 +342,7 @@ impl<K: Hash + Eq + Clone, V, C> Registry<K, V, C> {
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, Writer<K>> {
-        // A writer that panicked left no half-published state (publication is one `store`),
+        // A writer that panicked left no half-published state (publication is one `swap`),
         // so a poisoned lock is safe to take over.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -361,8 +359,30 @@ impl<K: Hash + Eq + Clone, V, C> Registry<K, V, C> {
         // Release our own hold on the old map before publishing, so it can be freed at once.
         drop(current);
         modify(&mut next);
-        self.snapshot.store(Arc::new(next));
+        let old = self.snapshot.swap(Arc::new(next));
+        reclaim(old);
     }
+}
+
+/// Drops a replaced map on the writer's thread rather than a reader's.
+///
+/// Freeing a map of a thousand entries costs microseconds; if a reader held the last
+/// reference, that reader (the I/O thread) would pay it. Readers hold a snapshot for
+/// nanoseconds, so a few yields usually see them gone. Under loom the wait is skipped: it only
+/// moves work between threads, and loom needs no extra schedules.
+fn reclaim<T>(old: Arc<T>) {
+    #[cfg(not(tvdatafeed_loom))]
+    let old = {
+        let mut old = old;
+        for _ in 0..64 {
+            if Arc::get_mut(&mut old).is_some() {
+                break;
+            }
+            thread::yield_now();
+        }
+        old
+    };
+    drop(old);
 }
 
 impl<K, V, C> fmt::Debug for Registry<K, V, C> {

@@ -145,6 +145,7 @@ pub fn with_strategy<T>(
         shared: Arc::clone(&shared),
         tail: Cell::new(0),
         cached_head: Cell::new(0),
+        wakes: strategy.parks(),
     };
     let consumer = Consumer {
         shared,
@@ -310,7 +311,9 @@ impl<T> Shared<T> {
         // sees what we just stored, or we see its `sleeping = true` below.
         fence(Ordering::SeqCst);
         // Acquire: pairs with the consumer's Release store of `sleeping`, so the thread handle
-        // it stored before is what we find under the lock.
+        // it stored before is what we find under the lock. (Mutex order plus coherence already
+        // imply this, and loom passes with Relaxed; the pair keeps the argument local and is
+        // free on x86.)
         if self.sleeper.sleeping.load(Ordering::Acquire) {
             self.unpark_consumer();
         }
@@ -362,6 +365,8 @@ pub struct Producer<T> {
     tail: Cell<usize>,
     /// The last `shared.head` we loaded: a lower bound on the real head.
     cached_head: Cell<usize>,
+    /// `shared.strategy.parks()`, kept here so the push path reads no shared line for it.
+    wakes: bool,
 }
 
 impl<T> Producer<T> {
@@ -404,7 +409,7 @@ impl<T> Producer<T> {
         // Release: publishes the slot write above to the consumer's Acquire load of `tail`.
         shared.tail.store(next, Ordering::Release);
         self.tail.set(next);
-        if shared.strategy.parks() {
+        if self.wakes {
             shared.wake_if_sleeping();
         }
         Ok(())

@@ -36,9 +36,7 @@ type Answer = (u16, Vec<(&'static str, &'static str)>, &'static str);
 
 /// Serves `answers` (status, extra headers, body) to successive connections and reports each
 /// request on the channel.
-fn mock(
-    answers: Vec<Answer>,
-) -> (String, mpsc::Receiver<Seen>) {
+fn mock(answers: Vec<Answer>) -> (String, mpsc::Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();

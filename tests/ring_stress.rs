@@ -10,7 +10,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicUsize, Ordering},
         mpsc,
     },
@@ -28,6 +28,14 @@ const COUNT: u64 = if cfg!(debug_assertions) {
 
 /// Long enough never to fire on a healthy run: a wait that times out is a failure.
 const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The tests below spin on both cores; run in parallel they starve each other's threads of
+/// time slices (seconds of scheduler waits on a 2-core machine), so each takes this lock.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 const STRATEGIES: [WaitStrategy; 4] = [
     WaitStrategy::Spin,
@@ -76,9 +84,11 @@ fn strategy_count(strategy: WaitStrategy) -> u64 {
 
 #[test]
 fn pop_timeout_sees_every_item_once_in_order_with_every_strategy() {
+    let _serial = one_at_a_time();
     for capacity in [2, 64] {
         for strategy in STRATEGIES {
-            let count = strategy_count(strategy);
+            // A capacity-2 ring hands over nearly every item alone: the slowest regime.
+            let count = strategy_count(strategy) / if capacity == 2 { 4 } else { 1 };
             let (producer, mut consumer) =
                 ring::with_strategy(capacity, strategy).expect("valid capacity");
             let producer = spawn("tv-test-producer", move || produce(producer, count));
@@ -104,6 +114,7 @@ fn pop_timeout_sees_every_item_once_in_order_with_every_strategy() {
 
 #[test]
 fn pop_batch_sees_every_item_once_in_order() {
+    let _serial = one_at_a_time();
     for strategy in STRATEGIES {
         let count = strategy_count(strategy);
         let (producer, mut consumer) = ring::with_strategy(64, strategy).expect("valid capacity");
@@ -142,6 +153,7 @@ impl Drop for Tracked {
 
 #[test]
 fn dropping_both_halves_drops_each_remaining_item_exactly_once() {
+    let _serial = one_at_a_time();
     for producer_first in [true, false] {
         // Start at several offsets so the remaining items wrap around the buffer's end.
         for offset in 0..8 {
@@ -175,6 +187,7 @@ fn dropping_both_halves_drops_each_remaining_item_exactly_once() {
 
 #[test]
 fn pop_batch_panic_keeps_unread_items_and_drops_the_rest_once() {
+    let _serial = one_at_a_time();
     let drops = Arc::new(AtomicUsize::new(0));
     let (mut producer, mut consumer) = ring::channel(8);
     for _ in 0..6 {
@@ -201,6 +214,7 @@ fn pop_batch_panic_keeps_unread_items_and_drops_the_rest_once() {
 
 #[test]
 fn items_are_dropped_exactly_once_when_the_consumer_leaves_mid_stream() {
+    let _serial = one_at_a_time();
     let drops = Arc::new(AtomicUsize::new(0));
     let total = COUNT / 10;
     let (mut producer, mut consumer) = ring::channel(16);
@@ -252,6 +266,7 @@ const PARK_AT_ONCE: WaitStrategy = WaitStrategy::SpinYieldPark {
 
 #[test]
 fn push_wakes_a_parked_consumer() {
+    let _serial = one_at_a_time();
     let rounds = if cfg!(debug_assertions) { 200 } else { 1000 };
     for round in 0..rounds {
         let (mut producer, consumer) = ring::with_strategy(2, PARK_AT_ONCE).expect("valid");
@@ -268,6 +283,7 @@ fn push_wakes_a_parked_consumer() {
 
 #[test]
 fn producer_drop_wakes_a_parked_consumer() {
+    let _serial = one_at_a_time();
     let rounds = if cfg!(debug_assertions) { 200 } else { 1000 };
     for round in 0..rounds {
         let (producer, consumer) = ring::with_strategy(2, PARK_AT_ONCE).expect("valid");
@@ -286,6 +302,7 @@ fn producer_drop_wakes_a_parked_consumer() {
 
 #[test]
 fn items_pushed_before_the_producer_drops_are_still_delivered() {
+    let _serial = one_at_a_time();
     for strategy in STRATEGIES {
         let (mut producer, mut consumer) = ring::with_strategy(4, strategy).expect("valid");
         producer.push(1).expect("room");
@@ -303,6 +320,7 @@ fn items_pushed_before_the_producer_drops_are_still_delivered() {
 
 #[test]
 fn pop_timeout_times_out_on_an_idle_ring_with_every_strategy() {
+    let _serial = one_at_a_time();
     for strategy in STRATEGIES {
         let (_producer, mut consumer) = ring::with_strategy::<u8>(4, strategy).expect("valid");
         assert_eq!(
@@ -318,6 +336,7 @@ fn pop_timeout_times_out_on_an_idle_ring_with_every_strategy() {
 
 #[test]
 fn full_ring_hands_the_value_back_and_capacity_rounds_up() {
+    let _serial = one_at_a_time();
     let (mut producer, mut consumer) = ring::channel(3);
     assert_eq!(producer.capacity(), 4);
     for v in 0..4 {
@@ -336,6 +355,7 @@ fn full_ring_hands_the_value_back_and_capacity_rounds_up() {
 
 #[test]
 fn capacity_zero_and_overflow_are_typed_errors() {
+    let _serial = one_at_a_time();
     assert_eq!(
         ring::with_strategy::<u8>(0, WaitStrategy::Spin).err(),
         Some(CapacityError::Zero)
@@ -352,6 +372,7 @@ fn capacity_zero_and_overflow_are_typed_errors() {
 
 #[test]
 fn zero_sized_items_are_counted() {
+    let _serial = one_at_a_time();
     let (mut producer, mut consumer) = ring::channel(2);
     producer.push(()).expect("room");
     producer.push(()).expect("room");
