@@ -3,7 +3,7 @@
 //! - `hist_5000`: `Client::get_hist` of 4,999 closed bars (+ the forming one) from the
 //!   simulator over ws: connect, upgrade, one 5,000-bar load, parse, close. Reported as bars/s.
 //! - `sim_live_du`: live `du` messages per second the simulator pushes over ONE connection
-//!   carrying 1,000 series, each updating every 10 ms (a 100,000 msg/s offered load), read and
+//!   carrying 1,000 series, each updating every 5 ms (a 200,000 msg/s offered load), read and
 //!   decoded by a `ChartSession`. The simulator must never be the latency bench's bottleneck.
 //!
 //! `cargo bench --bench hist`; figures go in BENCHMARKS.md.
@@ -56,7 +56,7 @@ fn now() -> Instant {
 
 fn sim_live(c: &mut Criterion) {
     const SERIES: u32 = 1_000;
-    let sim = Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(10)))
+    let sim = Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(5)))
         .expect("sim");
     let mut req = sim.url().into_client_request().expect("request");
     req.headers_mut().insert(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The monotonic clock.
 #[cfg_attr(
-    not(feature = "sim"),
+    any(not(feature = "sim"), tvdatafeed_loom),
     expect(dead_code, reason = "the live engine reads it next")
 )]
 pub(crate) fn monotonic() -> Instant {
@@ -20,7 +20,7 @@ pub(crate) fn monotonic() -> Instant {
 
 /// Wall-clock milliseconds since the Unix epoch (0 before 1970).
 #[cfg_attr(
-    not(feature = "sim"),
+    any(not(feature = "sim"), tvdatafeed_loom),
     expect(dead_code, reason = "the live engine reads it next")
 )]
 pub(crate) fn unix_ms() -> u64 {

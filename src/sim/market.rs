@@ -44,7 +44,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 /// A uniform value in `[0, 1)` from a hash.
-fn unit(h: u64) -> f64 {
+fn unit_f(h: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -69,30 +69,19 @@ impl Market {
         !INDEX_EXCHANGES.contains(&symbol.exchange())
     }
 
-    fn key(&self, symbol: &Symbol, interval: Interval) -> u64 {
-        splitmix(
-            self.seed
-                ^ fnv(symbol.as_str().as_bytes())
-                ^ fnv(interval.to_string().as_bytes()).rotate_left(17),
-        )
-    }
-
-    /// The base price of a symbol: log-uniform in 10..100,000 from its name and the seed.
-    fn base(&self, symbol: &Symbol) -> f64 {
-        let u = unit(splitmix(self.seed ^ fnv(symbol.as_str().as_bytes())));
-        10f64.powf(1.0 + 4.0 * u)
-    }
-
-    /// The close of the bar opening at `t` (a pure function, no recursion).
-    fn close(&self, symbol: &Symbol, interval: Interval, t: i64) -> f64 {
-        let len = interval.fixed_seconds().unwrap_or(30 * 86_400) as f64;
-        let phase = t as f64 / (len * 150.0);
-        let noise = unit(splitmix(self.key(symbol, interval) ^ t as u64)) - 0.5;
-        round_to(
-            self.base(symbol)
-                * (1.0 + 0.05 * (phase * std::f64::consts::TAU).sin() + 0.004 * noise),
-            2,
-        )
+    /// The price generator of one (symbol, interval), with its hashes computed once: what a
+    /// live series keeps so that each update costs no allocation and no string hashing.
+    pub fn prices(&self, symbol: &Symbol, interval: Interval) -> Prices {
+        let name = fnv(symbol.as_str().as_bytes());
+        let unit = interval.unit() as u64;
+        Prices {
+            key: splitmix(
+                self.seed ^ name ^ (unit << 32 | u64::from(interval.count())).rotate_left(17),
+            ),
+            base: 10f64.powf(1.0 + 4.0 * unit_f(splitmix(self.seed ^ name))),
+            interval,
+            volume: Self::has_volume(symbol),
+        }
     }
 
     /// The open time of the bar before the one opening at `t`.
@@ -105,13 +94,48 @@ impl Market {
 
     /// The final values of the bar of `symbol` at `interval` opening at `t`.
     pub fn bar(&self, symbol: &Symbol, interval: Interval, t: i64) -> Bar {
-        let open = self.close(symbol, interval, Self::previous_open(interval, t));
-        let close = self.close(symbol, interval, t);
-        let h = splitmix(self.key(symbol, interval) ^ (t as u64).rotate_left(29));
-        let up = unit(h) * 0.002;
-        let down = unit(splitmix(h)) * 0.002;
-        let volume =
-            Self::has_volume(symbol).then(|| round_to(unit(splitmix(h ^ 0x5555)) * 1000.0, 5));
+        self.prices(symbol, interval).bar(t)
+    }
+
+    /// The values of the bar opening at `t` while it forms, `fraction` (0..=1) of the way
+    /// through: the close moves from the open towards the final close, high and low stay within
+    /// the final ones, the volume grows. At `fraction >= 1` this is [`Market::bar`].
+    pub fn forming(&self, symbol: &Symbol, interval: Interval, t: i64, fraction: f64) -> Bar {
+        self.prices(symbol, interval).forming(t, fraction)
+    }
+}
+
+/// The prices of one (symbol, interval) of a [`Market`]; see [`Market::prices`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    key: u64,
+    base: f64,
+    interval: Interval,
+    volume: bool,
+}
+
+impl Prices {
+    /// The close of the bar opening at `t` (a pure function, no recursion).
+    fn close(&self, t: i64) -> f64 {
+        let len = self.interval.fixed_seconds().unwrap_or(30 * 86_400) as f64;
+        let phase = t as f64 / (len * 150.0);
+        let noise = unit_f(splitmix(self.key ^ t as u64)) - 0.5;
+        round_to(
+            self.base * (1.0 + 0.05 * (phase * std::f64::consts::TAU).sin() + 0.004 * noise),
+            2,
+        )
+    }
+
+    /// The final values of the bar opening at `t`.
+    pub fn bar(&self, t: i64) -> Bar {
+        let open = self.close(Market::previous_open(self.interval, t));
+        let close = self.close(t);
+        let h = splitmix(self.key ^ (t as u64).rotate_left(29));
+        let up = unit_f(h) * 0.002;
+        let down = unit_f(splitmix(h)) * 0.002;
+        let volume = self
+            .volume
+            .then(|| round_to(unit_f(splitmix(h ^ 0x5555)) * 1000.0, 5));
         Bar {
             time: t,
             open,
@@ -122,11 +146,9 @@ impl Market {
         }
     }
 
-    /// The values of the bar opening at `t` while it forms, `fraction` (0..=1) of the way
-    /// through: the close moves from the open towards the final close, high and low stay within
-    /// the final ones, the volume grows. At `fraction >= 1` this is [`Market::bar`].
-    pub fn forming(&self, symbol: &Symbol, interval: Interval, t: i64, fraction: f64) -> Bar {
-        let fin = self.bar(symbol, interval, t);
+    /// The values of the bar opening at `t`, `fraction` of the way through it.
+    pub fn forming(&self, t: i64, fraction: f64) -> Bar {
+        let fin = self.bar(t);
         if fraction >= 1.0 {
             return fin;
         }

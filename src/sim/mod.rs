@@ -43,7 +43,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use market::Market;
+pub use market::{Market, Prices};
 
 use crate::{
     Bar, Interval, Symbol,

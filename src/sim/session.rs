@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Market, Shared, SimConfig};
+use super::{Market, Prices, Shared, SimConfig};
 use crate::{
     Bar, Interval, Symbol,
     protocol::{
@@ -32,6 +32,8 @@ enum SymbolState {
 struct Series {
     symbol: Symbol,
     interval: Interval,
+    /// The market of this (symbol, interval), hashes computed once.
+    prices: Prices,
     turnaround: String,
     /// Open time of the oldest bar sent.
     oldest: i64,
@@ -404,12 +406,11 @@ impl ServerSession {
         ((now_ms as f64 - open as f64 * 1000.0) / len_ms).clamp(0.0, 0.999)
     }
 
-    fn bar_at(&self, sym: &Symbol, interval: Interval, t: i64, forming: i64, now_ms: u64) -> Bar {
+    fn bar_at(prices: &Prices, interval: Interval, t: i64, forming: i64, now_ms: u64) -> Bar {
         if t == forming {
-            self.market
-                .forming(sym, interval, t, Self::fraction(interval, t, now_ms))
+            prices.forming(t, Self::fraction(interval, t, now_ms))
         } else {
-            self.market.bar(sym, interval, t)
+            prices.bar(t)
         }
     }
 
@@ -510,9 +511,13 @@ impl ServerSession {
             }
         };
         let k = times.len() as i64;
+        let prices = self.market.prices(&sym, interval);
         let mut payload = Vec::with_capacity(times.len());
         for (i, t) in times.iter().enumerate() {
-            payload.push((i as i64, self.bar_at(&sym, interval, *t, forming, now_ms)));
+            payload.push((
+                i as i64,
+                Self::bar_at(&prices, interval, *t, forming, now_ms),
+            ));
         }
         let close_time = interval.next_bar_open(forming);
         w.timescale_update(
@@ -533,6 +538,7 @@ impl ServerSession {
         self.charts.entry(cs.to_owned()).or_default().series.insert(
             series.to_owned(),
             Series {
+                prices: self.market.prices(&sym, interval),
                 symbol: sym,
                 interval,
                 turnaround: turnaround.to_owned(),
@@ -570,7 +576,7 @@ impl ServerSession {
             let times =
                 Self::times_back(s.interval, Market::previous_open(s.interval, s.oldest), n);
             for (i, t) in times.iter().enumerate() {
-                page.push((i as i64, self.market.bar(&s.symbol, s.interval, *t)));
+                page.push((i as i64, s.prices.bar(*t)));
             }
             s.oldest = times[0];
             s.sent += n;
@@ -692,14 +698,14 @@ impl ServerSession {
                 let current = s.interval.bar_open(now_s);
                 if current > s.forming {
                     // Bar close: the final values, then the new bar, as the real server does.
-                    let fin = self.market.bar(&s.symbol, s.interval, s.forming);
+                    let fin = s.prices.bar(s.forming);
                     let close_time = s.interval.next_bar_open(s.forming);
                     w.du(cs, key, &s.turnaround, s.index, &fin, Some(close_time));
                     self.out.push(std::mem::take(&mut w.out));
                     shared.publish_close(s.symbol.as_str(), s.interval, fin);
                     s.forming = current;
                     s.index += 1;
-                    let opened = self.market.forming(&s.symbol, s.interval, current, 0.0);
+                    let opened = s.prices.forming(current, 0.0);
                     let close_time = s.interval.next_bar_open(current);
                     w.timescale_update(
                         cs,
@@ -717,12 +723,9 @@ impl ServerSession {
                     s.next_du_ms = now_ms + update_ms;
                 }
                 if now_ms >= s.next_du_ms {
-                    let bar = self.market.forming(
-                        &s.symbol,
-                        s.interval,
-                        s.forming,
-                        Self::fraction(s.interval, s.forming, now_ms),
-                    );
+                    let bar = s
+                        .prices
+                        .forming(s.forming, Self::fraction(s.interval, s.forming, now_ms));
                     w.du(
                         cs,
                         key,
