@@ -18,7 +18,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -130,7 +130,8 @@ impl Table for Mutex<HashMap<u32, LockedEntry>> {
     }
 }
 
-/// A writer thread churning subscriptions as fast as it can until dropped.
+/// A writer thread churning subscriptions until dropped: as fast as it can, or one operation
+/// per `pace` (a rate still far above real subscription traffic).
 struct Churn {
     stop: Arc<AtomicBool>,
     handle: Option<thread::JoinHandle<u64>>,
@@ -138,6 +139,10 @@ struct Churn {
 
 impl Churn {
     fn start<T: Table>(table: &Arc<T>, writer: T::Writer) -> Self {
+        Self::paced(table, writer, None)
+    }
+
+    fn paced<T: Table>(table: &Arc<T>, writer: T::Writer, pace: Option<Duration>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
             let table = Arc::clone(table);
@@ -152,6 +157,10 @@ impl Churn {
                         let key = u32::try_from(round % u64::from(KEYS)).expect("fits");
                         table.churn(&mut writer, key, round);
                         round += 1;
+                        if let Some(pace) = pace {
+                            // Woken early by `finish`/`drop` through `unpark`.
+                            thread::park_timeout(pace);
+                        }
                     }
                     round
                 })
@@ -166,6 +175,9 @@ impl Churn {
     /// Stops the writer and returns how many churn operations it made.
     fn finish(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = &self.handle {
+            h.thread().unpark();
+        }
         self.handle
             .take()
             .map_or(0, |h| h.join().expect("writer panicked"))
@@ -176,6 +188,7 @@ impl Drop for Churn {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
     }
@@ -233,6 +246,11 @@ fn report_table<T: Table>(reads: u64) {
     let (table, writer) = T::build();
     let table = Arc::new(table);
     report_row(T::NAME, "idle", &histogram(&*table, reads), None);
+    let churn = Churn::paced(&table, writer, Some(Duration::from_millis(1)));
+    let hist = histogram(&*table, reads);
+    report_row(T::NAME, "paced", &hist, Some(churn.finish()));
+    let (table, writer) = T::build();
+    let table = Arc::new(table);
     let churn = Churn::start(&table, writer);
     let hist = histogram(&*table, reads);
     let ops = churn.finish();
