@@ -6,12 +6,12 @@
 //! slots, one tick per slot at level 0 and 64× more per level up, an occupancy bitmap per level
 //! so finding the next busy slot is a rotate and a `trailing_zeros`, and entries cascading down
 //! a level when their slot comes due. Entries live in a slab and slots hold doubly linked lists
-//! of slab indices, so there is no `unsafe` and no intrusive pointer.
+//! of slab indices, so the module is `forbid(unsafe_code)` and has no intrusive pointer.
 //!
 //! Time is a parameter, in ticks (the engine uses milliseconds): the wheel never reads a clock.
 //!
-//! What this module may not do: read a clock, allocate per tick, use `unsafe`, or fire a timer
-//! before its deadline or out of deadline order.
+//! What this module may not do: read a clock, allocate per tick, opt out of
+//! `forbid(unsafe_code)`, or fire a timer before its deadline or out of deadline order.
 //!
 //! # Layout
 //!

@@ -31,15 +31,18 @@ pub(crate) fn allocations() -> u64 {
 
 // SAFETY: forwards every call to `System` unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
+    // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract; passed on unchanged.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         bump();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
+    // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract; passed on unchanged.
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
+    // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract; passed on unchanged.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         bump();
         // SAFETY: same contract as the caller's.
