@@ -10,9 +10,13 @@
 //!   typed events out; no sockets, threads or clocks. [`protocol::frame`] splits
 //!   `~m~<len>~m~<payload>` frames in place, [`protocol::Request`] builds client requests,
 //!   [`protocol::MessageParser`] parses server messages with `simd-json` (reusing its buffers),
-//!   and
-//!   [`protocol::ChartSession`] drives symbol resolution, history paging and live bar-close
+//!   and [`protocol::ChartSession`] drives symbol resolution, history paging and live bar-close
 //!   detection.
+//! - [`Client::get_hist`]: historical bars over `ws`/`wss`, paging past one request's limit,
+//!   with one deadline per call and a typed [`Error`] for every refusal; [`http`] signs in
+//!   (with the TOTP step) and searches symbols.
+//! - [`sim`] (feature `sim`): a TradingView-protocol server on loopback with a deterministic
+//!   market and fault injection, which every test, bench and the demo use.
 //! - [`Interval`] and [`Symbol`]: every TradingView resolution and `EXCHANGE:TICKER` symbols
 //!   (continuous futures included), validated.
 //! - [`ring`]: a bounded single-producer single-consumer ring with a lost-wake-up-free
@@ -56,8 +60,13 @@
 //!                          tv-consumer-N thread: pop, run callback   (or a pull handle)
 //! ```
 //!
-//! The live engine, the historical client and the protocol simulator are built on these layers
-//! and arrive in later releases; see the README for the state of each.
+//! The live engine (the `tv-io` loop, consumers, reconnect with gap fill) is built on these layers
+//! and arrives next; see the README for the state of each part.
+//!
+//! # Features
+//!
+//! - `cli` (default): the `tvdatafeed` binary (`hist`, `search`, `sim`, `decode`); implies `sim`.
+//! - `sim` (default through `cli`): the protocol simulator, [`sim`].
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

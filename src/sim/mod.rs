@@ -417,8 +417,6 @@ impl Shared {
         });
     }
 
-    pub(crate) fn note_series(&self, _symbol: &str, _interval: Interval) {}
-
     pub(crate) fn record_send(&self, cfg: &SimConfig, at: Instant, n: u64) {
         if cfg.record_send_times == 0 || n == 0 {
             return;

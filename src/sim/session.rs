@@ -145,13 +145,7 @@ impl ServerSession {
     }
 
     /// Handles one websocket text message from the client.
-    pub(crate) fn handle_text(
-        &mut self,
-        cfg: &SimConfig,
-        shared: &Shared,
-        now_ms: u64,
-        msg: &mut [u8],
-    ) {
+    pub(crate) fn handle_text(&mut self, cfg: &SimConfig, now_ms: u64, msg: &mut [u8]) {
         let decoder = FrameDecoder::new().with_max_frame_len(1 << 20);
         for frame in decoder.frames(msg) {
             match frame {
@@ -161,7 +155,7 @@ impl ServerSession {
                     }
                 }
                 Ok(Frame::Json(payload)) => match parse_client(payload) {
-                    Ok(req) => self.handle_request(cfg, shared, now_ms, req),
+                    Ok(req) => self.handle_request(cfg, now_ms, req),
                     Err(_) => return self.protocol_error("wrong data"),
                 },
                 Err(_) => return self.protocol_error("wrong data"),
@@ -179,13 +173,7 @@ impl ServerSession {
         self.close = Some(CloseReason::ProtocolError);
     }
 
-    fn handle_request(
-        &mut self,
-        cfg: &SimConfig,
-        shared: &Shared,
-        now_ms: u64,
-        req: ClientRequest,
-    ) {
+    fn handle_request(&mut self, cfg: &SimConfig, now_ms: u64, req: ClientRequest) {
         let mut w = ServerWriter::new();
         match req {
             ClientRequest::SetAuthToken(token) => {
@@ -267,7 +255,6 @@ impl ServerSession {
             } => {
                 self.load(
                     cfg,
-                    shared,
                     &mut w,
                     now_ms,
                     &session,
@@ -298,7 +285,6 @@ impl ServerSession {
                     .map_or(300, |s| s.sent.max(1) as u64);
                 self.load(
                     cfg,
-                    shared,
                     &mut w,
                     now_ms,
                     &session,
@@ -421,7 +407,6 @@ impl ServerSession {
     fn load(
         &mut self,
         cfg: &SimConfig,
-        shared: &Shared,
         w: &mut ServerWriter,
         now_ms: u64,
         cs: &str,
@@ -534,7 +519,6 @@ impl ServerSession {
         let live =
             times.last() == Some(&forming) && !cfg.quiet_symbols.iter().any(|q| q == sym.as_str());
         let oldest = times.first().copied().unwrap_or(forming);
-        shared.note_series(sym.as_str(), interval);
         self.charts.entry(cs.to_owned()).or_default().series.insert(
             series.to_owned(),
             Series {
