@@ -68,7 +68,8 @@ pub struct SessionConfig {
     pub max_frame_len: usize,
     /// How long a series may take from `add_series` to its history, in ms. Default 30,000.
     pub load_timeout_ms: u64,
-    /// Silence after which [`SessionEvent::Idle`] fires, in ms. Heartbeats count as traffic.
+    /// Silence after which [`SessionEvent::Idle`] fires, in ms, counted from the last message
+    /// received (the timer is armed by the first one). Heartbeats count as traffic.
     /// Default 45,000 (the server beats every 10-20 s).
     pub idle_timeout_ms: u64,
     /// Most bars kept for one series while its history loads. Default 100,000.

@@ -60,6 +60,9 @@ fn ws_error(e: tungstenite::Error, budget: Duration) -> Error {
 
 impl Connection {
     /// Connects, upgrades (with TLS for `wss`), all before `deadline`.
+    ///
+    /// Name resolution uses the system resolver, which `std` cannot bound: a host name whose
+    /// lookup hangs can outlast the deadline. Addresses (the simulator, `127.0.0.1`) never do.
     pub(crate) fn connect(
         cfg: &TransportConfig,
         deadline: Instant,
