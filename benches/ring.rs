@@ -158,6 +158,33 @@ fn throughput<Q: Spsc>(iters: u64) -> Duration {
     elapsed
 }
 
+/// Ours with the default (parking) strategy, pushing through `push_iter` in batches of 16: one
+/// fence per batch instead of one per item.
+fn throughput_park_batched(iters: u64) -> Duration {
+    let (mut producer, mut consumer) = ring::channel::<u64>(CAPACITY);
+    let peer = spawn(move || {
+        let mut sum = 0_u64;
+        for _ in 0..iters {
+            sum = sum.wrapping_add(pop_spin::<OursParking>(&mut consumer));
+        }
+        black_box(sum)
+    });
+    let start = Instant::now();
+    let mut items = 0..iters;
+    while !items.is_empty() {
+        let mut batch = items.by_ref().take(16).peekable();
+        while batch.peek().is_some() {
+            if producer.push_iter(&mut batch) == 0 {
+                spin_loop();
+            }
+        }
+    }
+    let sum = peer.join().expect("consumer panicked");
+    let elapsed = start.elapsed();
+    assert_eq!(sum, (0..iters).fold(0_u64, u64::wrapping_add));
+    elapsed
+}
+
 /// `iters` round trips through two rings and an echo thread; returns RTT/2 per iteration.
 fn ping_pong<Q: Spsc>(iters: u64) -> Duration {
     let (mut ping_tx, mut ping_rx) = Q::new(CAPACITY);
@@ -195,6 +222,9 @@ fn benches(c: &mut Criterion) {
         throughput,
         [Ours, OursParking, Rtrb, ArrayQueue, StdSyncChannel]
     );
+    group.bench_function("tvdatafeed_park_batch16", |b| {
+        b.iter_custom(throughput_park_batched)
+    });
     group.finish();
 
     let mut group = c.benchmark_group("ring_ping_pong_one_way");

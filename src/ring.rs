@@ -415,6 +415,77 @@ impl<T> Producer<T> {
         Ok(())
     }
 
+    /// Pushes items from `items` while the ring has room, and returns how many it took.
+    /// Never blocks; items the ring had no room for stay in the iterator.
+    ///
+    /// The batch is published with one `tail` store and, for a parking [`WaitStrategy`], one
+    /// wake-up check: the `fence(SeqCst)` that [`Producer::push`] pays per item is paid once
+    /// per batch. If `items` panics, the items already taken are published.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut producer, mut consumer) = tvdatafeed::ring::channel(4);
+    /// let mut items = 0..6;
+    /// assert_eq!(producer.push_iter(&mut items), 4);
+    /// assert_eq!(items.next(), Some(4)); // the ring was full: 4 and 5 stayed behind
+    /// assert_eq!(consumer.pop(), Ok(0));
+    /// ```
+    pub fn push_iter(&mut self, items: &mut impl Iterator<Item = T>) -> usize {
+        let shared = &*self.shared;
+        let tail = self.tail.get();
+        let mut free = shared.capacity() - shared.distance(self.cached_head.get(), tail);
+        if free < shared.capacity() {
+            // Acquire: as in `push`; refreshed once so that the batch can use all the room.
+            let head = shared.head.load(Ordering::Acquire);
+            self.cached_head.set(head);
+            free = shared.capacity() - shared.distance(head, tail);
+        }
+
+        /// Publishes what was written when the batch ends, also if `items` unwinds.
+        struct Publish<'a, T> {
+            shared: &'a Shared<T>,
+            tail: &'a Cell<usize>,
+            written: usize,
+            wakes: bool,
+        }
+        impl<T> Drop for Publish<'_, T> {
+            fn drop(&mut self) {
+                if self.written == 0 {
+                    return;
+                }
+                let next = self.tail.get().wrapping_add(self.written);
+                // Release: publishes every slot write of the batch to the consumer's Acquire
+                // load of `tail`.
+                self.shared.tail.store(next, Ordering::Release);
+                self.tail.set(next);
+                if self.wakes {
+                    self.shared.wake_if_sleeping();
+                }
+            }
+        }
+
+        let mut publish = Publish {
+            shared,
+            tail: &self.tail,
+            written: 0,
+            wakes: self.wakes,
+        };
+        while publish.written < free {
+            let Some(value) = items.next() else { break };
+            shared
+                .slot(tail.wrapping_add(publish.written))
+                .with_mut(|p| {
+                    // SAFETY: `written < free`, so `tail + written` is below `head + capacity` for a
+                    // `head` no newer than the real one: the slot is outside `head..tail`,
+                    // uninitialized, and the consumer will not touch it until `tail` is published.
+                    unsafe { p.write(MaybeUninit::new(value)) }
+                });
+            publish.written += 1;
+        }
+        publish.written
+    }
+
     /// The number of items in the ring, at some instant during the call.
     ///
     /// # Examples

@@ -380,3 +380,62 @@ fn zero_sized_items_are_counted() {
     assert_eq!(consumer.pop(), Ok(()));
     assert_eq!(consumer.len(), 1);
 }
+
+/// Pushes `0..count` in batches of up to `batch` through `push_iter`, yielding when full.
+fn produce_batches(mut producer: ring::Producer<u64>, count: u64, batch: u64) {
+    let mut items = (0..count).peekable();
+    while items.peek().is_some() {
+        let mut chunk = items.by_ref().take(batch as usize).peekable();
+        while chunk.peek().is_some() {
+            if producer.push_iter(&mut chunk) == 0 {
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+#[test]
+fn push_iter_batches_arrive_once_in_order_and_wake_parked_consumers() {
+    let _serial = one_at_a_time();
+    for strategy in STRATEGIES {
+        let count = strategy_count(strategy);
+        let (producer, mut consumer) = ring::with_strategy(64, strategy).expect("valid capacity");
+        let producer = spawn("tv-test-producer", move || {
+            produce_batches(producer, count, 16)
+        });
+        let consumer = spawn("tv-test-consumer", move || {
+            let mut expected = 0;
+            loop {
+                match consumer.pop_timeout(PATIENCE) {
+                    Ok(v) => {
+                        assert_eq!(v, expected, "{strategy:?}");
+                        expected += 1;
+                    }
+                    Err(PopTimeoutError::Abandoned) => break expected,
+                    Err(e) => panic!("{strategy:?}: {e}"),
+                }
+            }
+        });
+        producer.join().expect("producer panicked");
+        assert_eq!(
+            consumer.join().expect("consumer panicked"),
+            count,
+            "{strategy:?}"
+        );
+    }
+}
+
+#[test]
+fn push_iter_takes_only_what_fits_and_leaves_the_rest() {
+    let (mut producer, mut consumer) = ring::channel::<u64>(4);
+    let mut items = 0..10;
+    assert_eq!(producer.push_iter(&mut items), 4);
+    assert_eq!(producer.push_iter(&mut items), 0, "full");
+    assert_eq!(consumer.pop(), Ok(0));
+    assert_eq!(producer.push_iter(&mut items), 1);
+    assert_eq!(items.next(), Some(5));
+    let mut got = Vec::new();
+    consumer.pop_batch(usize::MAX, |v| got.push(v));
+    assert_eq!(got, [1, 2, 3, 4]);
+    assert_eq!(producer.push_iter(&mut std::iter::empty()), 0);
+}

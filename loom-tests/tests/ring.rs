@@ -141,3 +141,22 @@ fn ring_concurrent_drop_of_both_halves_drops_each_item_once() {
         assert_eq!(drops.load(Ordering::Relaxed), 2);
     });
 }
+
+#[test]
+fn ring_push_iter_then_park_never_loses_wakeup() {
+    loom::model(|| {
+        let (mut producer, mut consumer) =
+            ring::with_strategy::<u32>(2, PARK_AT_ONCE).expect("valid capacity");
+        let waiter = thread::spawn(move || {
+            let first = consumer.pop_timeout(FOREVER);
+            let second = consumer.pop_timeout(FOREVER);
+            (first, second)
+        });
+        // One batch, one publish, one wake-up check for both items.
+        assert_eq!(producer.push_iter(&mut (0..2)), 2);
+        let (first, second) = waiter.join().expect("consumer panicked");
+        drop(producer);
+        assert_eq!(first, Ok(0));
+        assert_eq!(second, Ok(1));
+    });
+}
