@@ -27,6 +27,16 @@ fn iv(s: &str) -> Interval {
     s.parse().unwrap()
 }
 
+/// `get_hist` with default options.
+fn hist(
+    client: &Client,
+    symbol: &str,
+    interval: Interval,
+    n: u32,
+) -> Result<tvdatafeed::History, Error> {
+    client.get_hist(&sym(symbol), interval, n, &HistOptions::default())
+}
+
 /// Asserts `n` closed bars, ascending and contiguous, each equal to the simulator's truth,
 /// and a forming bar right after them.
 fn assert_exact(sim: &Sim, h: &tvdatafeed::History, n: usize) {
@@ -52,14 +62,7 @@ fn assert_exact(sim: &Sim, h: &tvdatafeed::History, n: usize) {
 fn history_over_ws_has_the_exact_values() {
     let sim = Sim::start(SimConfig::default().with_seed(11)).unwrap();
     let client = Client::new(client_for(&sim));
-    let h = client
-        .get_hist(
-            &sym("BINANCE:BTCUSDT"),
-            iv("1H"),
-            300,
-            &HistOptions::default(),
-        )
-        .unwrap();
+    let h = hist(&client, "BINANCE:BTCUSDT", iv("1H"), 300).unwrap();
     assert_exact(&sim, &h, 300);
     assert_eq!(h.update_mode, "streaming");
     assert_eq!(h.info.as_ref().unwrap().pro_name, "BINANCE:BTCUSDT");
@@ -70,27 +73,19 @@ fn history_over_ws_has_the_exact_values() {
 fn history_over_wss_trusting_the_simulator_root() {
     let sim = Sim::start(SimConfig::default().with_tls(true)).unwrap();
     assert!(sim.url().starts_with("wss://"));
-    let h = Client::new(client_for(&sim))
-        .get_hist(
-            &sym("BINANCE:ETHUSDT"),
-            iv("15"),
-            50,
-            &HistOptions::default(),
-        )
-        .unwrap();
+    let h = hist(
+        &Client::new(client_for(&sim)),
+        "BINANCE:ETHUSDT",
+        iv("15"),
+        50,
+    )
+    .unwrap();
     assert_exact(&sim, &h, 50);
     // Without the simulator's root the handshake fails with a typed TLS error.
     let untrusted = ClientConfig::default()
         .with_endpoint(sim.url().parse().unwrap())
         .with_timeout(Duration::from_secs(10));
-    let err = Client::new(untrusted)
-        .get_hist(
-            &sym("BINANCE:ETHUSDT"),
-            iv("15"),
-            5,
-            &HistOptions::default(),
-        )
-        .unwrap_err();
+    let err = hist(&Client::new(untrusted), "BINANCE:ETHUSDT", iv("15"), 5).unwrap_err();
     assert!(matches!(err, Error::Tls(_)), "{err:?}");
 }
 
@@ -120,14 +115,13 @@ fn history_pages_past_one_requests_maximum() {
 #[test]
 fn anonymous_history_stops_at_the_account_depth() {
     let sim = Sim::start(SimConfig::default().with_max_bars_per_request(2_000)).unwrap();
-    let h = Client::new(client_for(&sim))
-        .get_hist(
-            &sym("BINANCE:BTCUSDT"),
-            iv("5"),
-            6_000,
-            &HistOptions::default(),
-        )
-        .unwrap();
+    let h = hist(
+        &Client::new(client_for(&sim)),
+        "BINANCE:BTCUSDT",
+        iv("5"),
+        6_000,
+    )
+    .unwrap();
     // 5,000 bars of depth, the forming one included.
     assert_exact(&sim, &h, 4_999);
 }
@@ -135,9 +129,7 @@ fn anonymous_history_stops_at_the_account_depth() {
 #[test]
 fn index_symbols_have_no_volume() {
     let sim = Sim::start(SimConfig::default()).unwrap();
-    let h = Client::new(client_for(&sim))
-        .get_hist(&sym("SP:SPX"), iv("1D"), 20, &HistOptions::default())
-        .unwrap();
+    let h = hist(&Client::new(client_for(&sim)), "SP:SPX", iv("1D"), 20).unwrap();
     assert_exact(&sim, &h, 20);
     assert!(h.bars.iter().all(|b| b.volume.is_none()));
 }
@@ -147,14 +139,7 @@ fn a_bad_symbol_fails_fast_with_the_typed_error() {
     let sim = Sim::start(SimConfig::default()).unwrap();
     let client = Client::new(client_for(&sim).with_timeout(Duration::from_secs(30)));
     let start = std::time::SystemTime::now();
-    let err = client
-        .get_hist(
-            &sym("BINANCE:INVALIDX"),
-            iv("1"),
-            10,
-            &HistOptions::default(),
-        )
-        .unwrap_err();
+    let err = hist(&client, "BINANCE:INVALIDX", iv("1"), 10).unwrap_err();
     assert_eq!(
         err,
         Error::UnknownSymbol {
@@ -164,14 +149,7 @@ fn a_bad_symbol_fails_fast_with_the_typed_error() {
     );
     // Far below the 30 s deadline: the server's answer ended the call.
     assert!(start.elapsed().unwrap() < Duration::from_secs(10));
-    let err = client
-        .get_hist(
-            &sym("ECONOMICS:USGDP"),
-            iv("1D"),
-            10,
-            &HistOptions::default(),
-        )
-        .unwrap_err();
+    let err = hist(&client, "ECONOMICS:USGDP", iv("1D"), 10).unwrap_err();
     assert!(
         matches!(err, Error::PermissionDenied { ref detail, .. } if detail == "economics_paid"),
         "{err:?}"
@@ -187,26 +165,12 @@ fn unentitled_intervals_are_typed_errors() {
     )
     .unwrap();
     let client = Client::new(client_for(&sim));
-    let err = client
-        .get_hist(
-            &sym("BINANCE:BTCUSDT"),
-            iv("1S"),
-            10,
-            &HistOptions::default(),
-        )
-        .unwrap_err();
+    let err = hist(&client, "BINANCE:BTCUSDT", iv("1S"), 10).unwrap_err();
     assert!(
         matches!(err, Error::IntervalNotEntitled { ref reason, .. } if reason == "seconds_not_entitled"),
         "{err:?}"
     );
-    let err = client
-        .get_hist(
-            &sym("BINANCE:BTCUSDT"),
-            iv("20"),
-            10,
-            &HistOptions::default(),
-        )
-        .unwrap_err();
+    let err = hist(&client, "BINANCE:BTCUSDT", iv("20"), 10).unwrap_err();
     assert!(
         matches!(err, Error::IntervalNotEntitled { ref reason, .. } if reason == "custom_resolution"),
         "{err:?}"
@@ -220,30 +184,14 @@ fn a_stalled_server_hits_the_deadline() {
     sim.inject(Fault::now(FaultKind::Stall(None)).on(Target::Next));
     let client = Client::new(client_for(&sim).with_timeout(Duration::from_millis(1_500)));
     let start = std::time::SystemTime::now();
-    let err = client
-        .get_hist(
-            &sym("BINANCE:BTCUSDT"),
-            iv("1"),
-            10,
-            &HistOptions::default(),
-        )
-        .unwrap_err();
+    let err = hist(&client, "BINANCE:BTCUSDT", iv("1"), 10).unwrap_err();
     assert_eq!(err, Error::Timeout(Duration::from_millis(1_500)));
     assert!(
         start.elapsed().unwrap() < Duration::from_secs(6),
         "the deadline covers the whole call"
     );
     // The next call gets a healthy connection.
-    assert!(
-        client
-            .get_hist(
-                &sym("BINANCE:BTCUSDT"),
-                iv("1"),
-                10,
-                &HistOptions::default()
-            )
-            .is_ok()
-    );
+    assert!(hist(&client, "BINANCE:BTCUSDT", iv("1"), 10).is_ok());
 
     // A server that accepts TCP but never answers the upgrade: the whole call is bounded.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -252,14 +200,7 @@ fn a_stalled_server_hits_the_deadline() {
         .with_endpoint(url.parse().unwrap())
         .with_timeout(Duration::from_millis(800));
     let start = std::time::SystemTime::now();
-    let err = Client::new(config)
-        .get_hist(
-            &sym("BINANCE:BTCUSDT"),
-            iv("1"),
-            10,
-            &HistOptions::default(),
-        )
-        .unwrap_err();
+    let err = hist(&Client::new(config), "BINANCE:BTCUSDT", iv("1"), 10).unwrap_err();
     assert_eq!(err, Error::Timeout(Duration::from_millis(800)));
     assert!(start.elapsed().unwrap() < Duration::from_secs(5));
 }
@@ -271,23 +212,21 @@ fn refused_upgrades_report_the_status() {
     sim.reject_next_with(403, 1);
     let client = Client::new(client_for(&sim));
     for status in [429, 403] {
-        let err = client
-            .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
-            .unwrap_err();
+        let err = hist(&client, "BINANCE:BTCUSDT", iv("1"), 5).unwrap_err();
         assert_eq!(err, Error::HttpStatus { status });
     }
     // A wrong path is refused by the server's router: 404.
     let url = format!("ws://{}/elsewhere", sim.addr());
-    let err = Client::new(client_for(&sim).with_endpoint(url.parse().unwrap()))
-        .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
-        .unwrap_err();
+    let err = hist(
+        &Client::new(client_for(&sim).with_endpoint(url.parse().unwrap())),
+        "BINANCE:BTCUSDT",
+        iv("1"),
+        5,
+    )
+    .unwrap_err();
     assert_eq!(err, Error::HttpStatus { status: 404 });
     // And the client's headers pass the Origin check (403 otherwise).
-    assert!(
-        client
-            .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
-            .is_ok()
-    );
+    assert!(hist(&client, "BINANCE:BTCUSDT", iv("1"), 5).is_ok());
 }
 
 #[test]
@@ -300,17 +239,11 @@ fn a_bad_token_is_rejected_and_never_shown() {
         !format!("{config:?}").contains("c2VjcmV0"),
         "token in Debug"
     );
-    let err = Client::new(config)
-        .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
-        .unwrap_err();
+    let err = hist(&Client::new(config), "BINANCE:BTCUSDT", iv("1"), 5).unwrap_err();
     assert_eq!(err, Error::AuthRejected);
     assert!(!err.to_string().contains("c2VjcmV0") && !format!("{err:?}").contains("c2VjcmV0"));
     let ok = client_for(&sim).with_token(Some(AuthToken::new("good.token.here")));
-    assert!(
-        Client::new(ok)
-            .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 5, &HistOptions::default())
-            .is_ok()
-    );
+    assert!(hist(&Client::new(ok), "BINANCE:BTCUSDT", iv("1"), 5).is_ok());
 }
 
 #[test]
@@ -358,8 +291,6 @@ fn bad_requests_are_rejected_before_any_io() {
             .with_endpoint("ws://127.0.0.1:9/socket.io/websocket".parse().unwrap())
             .with_timeout(Duration::from_secs(1)),
     );
-    let err = client
-        .get_hist(&sym("BINANCE:BTCUSDT"), iv("1"), 0, &HistOptions::default())
-        .unwrap_err();
+    let err = hist(&client, "BINANCE:BTCUSDT", iv("1"), 0).unwrap_err();
     assert!(matches!(err, Error::InvalidRequest(_)));
 }

@@ -36,6 +36,17 @@ fn push_all(mut producer: ring::Producer<u32>, items: u32) {
     }
 }
 
+type Waits = (Result<u32, PopTimeoutError>, Result<u32, PopTimeoutError>);
+
+/// A consumer thread that waits for two items (or their absence), with no usable timeout.
+fn wait_twice(mut consumer: ring::Consumer<u32>) -> thread::JoinHandle<Waits> {
+    thread::spawn(move || {
+        let first = consumer.pop_timeout(FOREVER);
+        let second = consumer.pop_timeout(FOREVER);
+        (first, second)
+    })
+}
+
 #[test]
 fn ring_fifo_no_loss_no_duplicate() {
     loom::model(|| {
@@ -75,13 +86,9 @@ fn ring_pop_batch_fifo_no_loss_no_duplicate() {
 #[test]
 fn ring_push_then_park_never_loses_wakeup() {
     loom::model(|| {
-        let (mut producer, mut consumer) =
+        let (mut producer, consumer) =
             ring::with_strategy::<u32>(2, PARK_AT_ONCE).expect("valid capacity");
-        let waiter = thread::spawn(move || {
-            let first = consumer.pop_timeout(FOREVER);
-            let second = consumer.pop_timeout(FOREVER);
-            (first, second)
-        });
+        let waiter = wait_twice(consumer);
         producer.push(0).expect("room");
         producer.push(1).expect("room");
         // The producer stays alive until both waits ended, so they can only end by a push (a
@@ -96,13 +103,9 @@ fn ring_push_then_park_never_loses_wakeup() {
 #[test]
 fn ring_producer_drop_wakes_parked_consumer() {
     loom::model(|| {
-        let (mut producer, mut consumer) =
+        let (mut producer, consumer) =
             ring::with_strategy::<u32>(2, PARK_AT_ONCE).expect("valid capacity");
-        let waiter = thread::spawn(move || {
-            let first = consumer.pop_timeout(FOREVER);
-            let second = consumer.pop_timeout(FOREVER);
-            (first, second)
-        });
+        let waiter = wait_twice(consumer);
         producer.push(7).expect("room");
         drop(producer);
         let (first, second) = waiter.join().expect("consumer panicked");
@@ -145,13 +148,9 @@ fn ring_concurrent_drop_of_both_halves_drops_each_item_once() {
 #[test]
 fn ring_push_iter_then_park_never_loses_wakeup() {
     loom::model(|| {
-        let (mut producer, mut consumer) =
+        let (mut producer, consumer) =
             ring::with_strategy::<u32>(2, PARK_AT_ONCE).expect("valid capacity");
-        let waiter = thread::spawn(move || {
-            let first = consumer.pop_timeout(FOREVER);
-            let second = consumer.pop_timeout(FOREVER);
-            (first, second)
-        });
+        let waiter = wait_twice(consumer);
         // One batch, one publish, one wake-up check for both items.
         assert_eq!(producer.push_iter(&mut (0..2)), 2);
         let (first, second) = waiter.join().expect("consumer panicked");
