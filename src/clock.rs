@@ -6,10 +6,6 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The monotonic clock.
-#[cfg_attr(
-    any(not(feature = "sim"), tvdatafeed_loom),
-    expect(dead_code, reason = "the live engine reads it next")
-)]
 pub(crate) fn monotonic() -> Instant {
     #[expect(
         clippy::disallowed_methods,
@@ -19,10 +15,6 @@ pub(crate) fn monotonic() -> Instant {
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 before 1970).
-#[cfg_attr(
-    any(not(feature = "sim"), tvdatafeed_loom),
-    expect(dead_code, reason = "the live engine reads it next")
-)]
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -20,7 +20,6 @@ use std::{
     time::Duration,
 };
 
-#[path = "cli/hist.rs"]
 mod hist;
 
 use clap::{Parser, Subcommand};
