@@ -13,14 +13,23 @@
     reason = "a plain allocation counter, outside the loom-modelled engine"
 )]
 
-use std::{collections::BTreeMap, hint::black_box};
+use std::{collections::BTreeMap, hint::black_box, time::Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde::Deserialize;
 use tvdatafeed::protocol::{
-    ChartSession, MessageParser, SeriesRequest, ServerMessage,
+    ChartConfig, Connection, ConnectionConfig, MessageParser, SeriesKey, SeriesRequest,
+    ServerMessage,
     frame::{Frame, FrameDecoder},
 };
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the base instant of a virtual clock"
+)]
+fn now() -> Instant {
+    Instant::now()
+}
 
 #[path = "../tests/util/counting_alloc.rs"]
 mod counting_alloc;
@@ -130,15 +139,20 @@ fn report_allocations() {
         (allocations() - before) as f64 / N as f64
     };
     let mut parser = MessageParser::new();
-    let mut session = ChartSession::new("cs_kjvmuwkghjuz");
-    let _ = session.add_series(
-        0,
-        SeriesRequest::count(
-            "BINANCE:BTCUSDT".parse().unwrap_or_else(|_| unreachable!()),
-            "1".parse().unwrap_or_else(|_| unreachable!()),
-            1,
-        ),
-    );
+    let t0 = now();
+    let mut session = Connection::new(t0, ConnectionConfig::default());
+    let chart = session.add_chart_named(t0, "cs_kjvmuwkghjuz", ChartConfig::default());
+    if let Some(c) = session.chart_mut(chart) {
+        let _ = c.add_series(
+            t0,
+            SeriesKey(0),
+            SeriesRequest::count(
+                "BINANCE:BTCUSDT".parse().unwrap_or_else(|_| unreachable!()),
+                "1".parse().unwrap_or_else(|_| unreachable!()),
+                1,
+            ),
+        );
+    }
     let r = range.clone();
     let rows: [(&str, f64); 6] = [
         (
@@ -146,9 +160,9 @@ fn report_allocations() {
             count(&mut |b| ours(&mut parser, b)),
         ),
         (
-            "tvdatafeed ChartSession",
+            "tvdatafeed Connection",
             count(&mut |b| {
-                let _ = session.handle_message(1, b);
+                let _ = session.handle_message(t0, b);
                 while session.poll_event().is_some() {}
                 0.0
             }),

@@ -4,7 +4,8 @@
 //!   simulator over ws: connect, upgrade, one 5,000-bar load, parse, close. Reported as bars/s.
 //! - `sim_live_du`: live `du` messages per second the simulator pushes over ONE connection
 //!   carrying 1,000 series, each updating every 5 ms (a 200,000 msg/s offered load), read and
-//!   decoded by a `ChartSession`. The simulator must never be the latency bench's bottleneck.
+//!   decoded by a `Connection` (framing, parsing, routing to its chart session). The simulator
+//!   must never be the latency bench's bottleneck.
 //!
 //! `cargo bench --bench hist`; figures go in BENCHMARKS.md.
 #![allow(
@@ -24,16 +25,22 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
 use tvdatafeed::{
     Client, ClientConfig, HistOptions,
-    protocol::{ChartSession, SeriesEvent, SeriesRequest, SessionEvent},
+    protocol::{
+        ChartConfig, ChartEvent, Connection, ConnectionConfig, Event, SeriesEvent, SeriesKey,
+        SeriesRequest,
+    },
     sim::{Sim, SimConfig},
 };
 
 fn hist(c: &mut Criterion) {
     let sim = Sim::start(SimConfig::default()).expect("sim");
-    let client =
-        Client::new(ClientConfig::default().with_endpoint(sim.url().parse().expect("url")));
-    let symbol = "BINANCE:BTCUSDT".parse().expect("symbol");
-    let interval = "1".parse().expect("interval");
+    let client = Client::new(
+        ClientConfig::default()
+            .with_endpoint(sim.url())
+            .expect("url"),
+    );
+    let symbol: tvdatafeed::Symbol = "BINANCE:BTCUSDT".parse().expect("symbol");
+    let interval: tvdatafeed::Interval = "1".parse().expect("interval");
     let mut g = c.benchmark_group("hist");
     g.throughput(Throughput::Elements(5_000));
     g.sample_size(20);
@@ -66,58 +73,61 @@ fn sim_live(c: &mut Criterion) {
     let tcp = TcpStream::connect(sim.addr()).expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
     let (mut ws, _) = tungstenite::client(req, tcp).expect("upgrade");
-    let mut session = ChartSession::new("cs_benchbenchbe");
+    let t0 = now();
+    let mut session = Connection::new(t0, ConnectionConfig::default());
+    let chart = session.add_chart_named(t0, "cs_benchbenchbe", ChartConfig::default());
     for i in 0..SERIES {
         let symbol = format!("BINANCE:SYM{i}").parse().expect("symbol");
         session
+            .chart_mut(chart)
+            .expect("chart")
             .add_series(
-                0,
+                t0,
+                SeriesKey(u64::from(i)),
                 SeriesRequest::count(symbol, "1".parse().expect("interval"), 1),
             )
             .expect("series");
     }
-    let mut out = Vec::new();
-    while session.poll_transmit(&mut out) {
-        ws.send(Message::text(
-            String::from_utf8(std::mem::take(&mut out)).expect("ascii"),
-        ))
-        .expect("send");
+    while let Some(out) = session.poll_transmit() {
+        ws.send(Message::text(String::from_utf8(out).expect("ascii")))
+            .expect("send");
     }
     ws.get_ref()
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let start = now();
     // Count live updates; returns how many arrived.
-    let mut pump =
-        |ws: &mut tungstenite::WebSocket<TcpStream>, session: &mut ChartSession, want: u64| {
-            let mut got = 0u64;
-            while got < want {
-                let msg = match ws.read() {
-                    Ok(Message::Text(t)) => t,
-                    Ok(_) => continue,
-                    Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
-                        panic!("stalled")
-                    }
-                    Err(e) => panic!("{e}"),
-                };
-                let mut bytes = msg.as_bytes().to_vec();
-                session.handle_message(0, &mut bytes).expect("decode");
-                while let Some(e) = session.poll_event() {
-                    if let SessionEvent::Series {
-                        event: SeriesEvent::Update(_) | SeriesEvent::Closed(_),
-                        ..
-                    } = e
-                    {
-                        got += 1;
-                    }
+    let pump = |ws: &mut tungstenite::WebSocket<TcpStream>, session: &mut Connection, want: u64| {
+        let mut got = 0u64;
+        while got < want {
+            let msg = match ws.read() {
+                Ok(Message::Text(t)) => t,
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                    panic!("stalled")
                 }
-                while session.poll_transmit(&mut out) {
-                    let _ = ws.send(Message::text(
-                        String::from_utf8(std::mem::take(&mut out)).expect("ascii"),
-                    ));
+                Err(e) => panic!("{e}"),
+            };
+            let mut bytes = msg.as_bytes().to_vec();
+            session.handle_message(t0, &mut bytes).expect("decode");
+            while let Some(e) = session.poll_event() {
+                if let Event::Chart {
+                    event:
+                        ChartEvent::Series {
+                            event: SeriesEvent::Update(_) | SeriesEvent::Closed(_),
+                            ..
+                        },
+                    ..
+                } = e
+                {
+                    got += 1;
                 }
             }
-        };
+            while let Some(out) = session.poll_transmit() {
+                let _ = ws.send(Message::text(String::from_utf8(out).expect("ascii")));
+            }
+        }
+    };
     // Warm up: every series loaded and streaming.
     pump(&mut ws, &mut session, u64::from(SERIES) * 2);
     let mut g = c.benchmark_group("sim");

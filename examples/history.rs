@@ -10,13 +10,8 @@ use tvdatafeed::{
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sim = Sim::start(SimConfig::default())?; // a TradingView-protocol server on 127.0.0.1
-    let client = Client::new(ClientConfig::from_env().with_endpoint(sim.url().parse()?));
-    let history = client.get_hist(
-        &"BINANCE:BTCUSDT".parse()?,
-        "1H".parse()?,
-        300,
-        &HistOptions::default(),
-    )?;
+    let client = Client::new(ClientConfig::from_env()?.with_endpoint(sim.url())?);
+    let history = client.get_hist("BINANCE:BTCUSDT", "1H", 300, &HistOptions::default())?;
     for bar in history.bars.iter().rev().take(5) {
         println!(
             "{} o={} h={} l={} c={} v={:?}",

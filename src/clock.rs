@@ -21,3 +21,13 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
 }
+
+/// A seed for session-id generators that differs between calls and processes: the wall clock,
+/// the process id and a process-wide counter.
+pub(crate) fn id_seed() -> u64 {
+    use crate::sync::plain::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Relaxed: only uniqueness matters.
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    unix_ms() ^ n.rotate_left(32) ^ u64::from(std::process::id()).rotate_left(16)
+}

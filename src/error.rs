@@ -1,82 +1,135 @@
-//! The error of the client-facing calls (historical download, login, search).
+//! The error of the client-facing calls: historical downloads, sign-in, search and the live
+//! engine's commands.
+//!
+//! One enum for the public surface ([`Error`]), with the transport's failures nested in
+//! [`TransportError`] and a series' refusal carried whole ([`SeriesFailure`], with the symbol
+//! and interval asked for). Causes stay reachable through [`std::error::Error::source`]. No
+//! variant ever holds a token or a password, and every message names what the call was about.
 
-use std::{io, time::Duration};
+use std::{fmt, time::Duration};
+
+use crate::{Interval, Symbol, protocol::SeriesFailure, transport::TransportError};
+
+/// The longest piece of user or server input an error message repeats; longer input is cut
+/// with an ellipsis, so that a 10 KB symbol does not become a 10 KB error line.
+pub(crate) const MAX_ECHO: usize = 80;
+
+/// `s`, cut to at most [`MAX_ECHO`] characters with `…` when longer.
+pub(crate) fn echo(s: &str) -> String {
+    match s.char_indices().nth(MAX_ECHO) {
+        None => s.to_owned(),
+        Some((at, _)) => format!("{}…", &s[..at]),
+    }
+}
+
+/// The step a call was in when its deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Opening the TCP connection.
+    Connect,
+    /// The TLS handshake.
+    Tls,
+    /// The websocket upgrade.
+    Upgrade,
+    /// Waiting for the server's answer (history pages, a live engine command's reply).
+    Answer,
+    /// An HTTPS request (sign-in, search).
+    Http,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connecting",
+            Self::Tls => "the tls handshake",
+            Self::Upgrade => "the websocket upgrade",
+            Self::Answer => "waiting for the answer",
+            Self::Http => "the https request",
+        })
+    }
+}
 
 /// Why a call to TradingView (or the simulator) failed.
 ///
-/// Each variant says whether retrying can help. No variant ever holds a token or a password.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Each variant says whether retrying can help ([`Error::is_retryable`] sums it up).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The server does not know the symbol (`symbol_error "invalid symbol"`). Do not retry.
-    #[error("unknown symbol {symbol}: {reason}")]
-    UnknownSymbol {
+    /// The server refused a series: unknown symbol, permission denied, interval not entitled,
+    /// invalid parameters, or its history did not load in time. See
+    /// [`SeriesFailure::is_retryable`].
+    #[error("{symbol} {interval}: {failure}")]
+    Series {
         /// The symbol asked for.
-        symbol: String,
-        /// The server's reason.
-        reason: String,
+        symbol: Symbol,
+        /// The interval asked for.
+        interval: Interval,
+        /// What the server said.
+        #[source]
+        failure: SeriesFailure,
     },
-    /// The account may not see the symbol (`symbol_error "permission denied"`). Sign in with an
-    /// account that has the data group.
-    #[error("permission denied for {symbol} ({kind}: {detail})")]
-    PermissionDenied {
-        /// The symbol asked for.
-        symbol: String,
-        /// `group` or `symbol`.
-        kind: String,
-        /// The group (`economics_paid`) or symbol.
-        detail: String,
-    },
-    /// The account may not use this resolution (`seconds_not_entitled`, `custom_resolution`…).
-    #[error("interval {interval} is not available: {reason}")]
-    IntervalNotEntitled {
-        /// The resolution asked for.
-        interval: String,
-        /// The server's reason.
-        reason: String,
-    },
-    /// The server rejected the request's arguments (`critical_error`).
-    #[error("invalid parameters: {reason} ({detail})")]
+    /// The server rejected the auth token (`protocol_error "bad auth token"`). Final: get a new
+    /// token (sign in again).
+    #[error("the server rejected the auth token (sign in again or pass another token)")]
+    AuthRejected,
+    /// The server rejected a request's arguments for no series in particular
+    /// (`critical_error`, e.g. `invalid timezone`). Fix the call.
+    #[error("the server rejected the request: {reason} ({detail})")]
     InvalidParameters {
         /// The server's reason.
         reason: String,
         /// The server's detail.
         detail: String,
     },
-    /// The server rejected the auth token (`protocol_error "bad auth token"`). Get a new token.
-    #[error("the server rejected the auth token")]
-    AuthRejected,
     /// The server broke the protocol or sent something we cannot read. Retrying may help.
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The call did not complete within its deadline. Retrying may help.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    /// The server closed the connection before the answer was complete. Retrying may help.
-    #[error("connection closed by the server")]
-    Closed,
-    /// A network error. Retrying may help.
-    #[error("i/o error ({kind:?}): {message}")]
-    Io {
-        /// The I/O error kind.
-        kind: io::ErrorKind,
-        /// Its message.
-        message: String,
+    #[error("timed out after {after:?} ({during})")]
+    Timeout {
+        /// The deadline the call had.
+        after: Duration,
+        /// What it was doing when the deadline passed.
+        during: Phase,
     },
-    /// TLS failed (certificate not trusted, handshake refused).
-    #[error("tls error: {0}")]
-    Tls(String),
-    /// The server answered the websocket upgrade or an HTTPS call with an error status (403:
-    /// headers refused; 429: rate limited, retry later).
-    #[error("http status {status}")]
+    /// The websocket transport failed (connect, TLS, upgrade, the connection itself). See
+    /// [`TransportError::is_retryable`].
+    #[error(transparent)]
+    Transport(TransportError),
+    /// The server asked us to slow down (HTTP 429 on the websocket upgrade or an HTTPS call,
+    /// or a `rate_limit` sign-in answer). Retry after `retry_after` when given, else later.
+    #[error("rate limited by {host}{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    RateLimited {
+        /// The host that said so.
+        host: String,
+        /// Its `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// An HTTPS call (sign-in, search) got an error status other than 429.
+    #[error("{host} answered http status {status}")]
     HttpStatus {
+        /// The host.
+        host: String,
         /// The status code.
         status: u16,
     },
-    /// The request itself is invalid (bad endpoint, zero bars…). Fix the call.
+    /// An HTTPS answer we could not read. The server may have changed its format.
+    #[error("unexpected answer: {0}")]
+    Http(String),
+    /// A network error outside the websocket transport (an HTTPS call). Retrying may help.
+    #[error("i/o error talking to {host}: {source}")]
+    Io {
+        /// The host.
+        host: String,
+        /// The cause.
+        #[source]
+        source: crate::transport::IoSource,
+    },
+    /// The request itself is invalid (zero bars, a reversed range…). Fix the call.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
-    /// Sign-in: wrong username or password.
+    /// Sign-in: wrong username or password. Final.
     #[error("sign-in failed: wrong username or password")]
     WrongCredentials,
     /// Sign-in needs a two-factor code: call again with one.
@@ -85,28 +138,130 @@ pub enum Error {
     /// Sign-in needs a captcha: sign in with a browser and pass its auth token instead.
     #[error("sign-in needs a captcha: sign in with a browser and use its auth token")]
     CaptchaRequired,
-    /// Sign-in or search was rate limited: wait and retry.
-    #[error("rate limited by the server")]
-    RateLimited,
-    /// An HTTPS answer we could not read.
-    #[error("unexpected http answer: {0}")]
-    Http(String),
+    /// The live engine was shut down; every later call returns this. Final.
+    #[error("the live feed is shut down")]
+    Shutdown,
 }
 
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        if let Some(tls) = e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Self::Tls(tls.to_string());
+impl Error {
+    /// Whether the same call may succeed if made again (later, or on a new connection):
+    /// timeouts, rate limits, transport and protocol failures, a series' load timeout. Not:
+    /// a refused symbol or interval, a rejected token or password, an invalid request, a
+    /// shut-down feed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tvdatafeed::{Error, Phase};
+    ///
+    /// assert!(Error::Timeout { after: Duration::from_secs(1), during: Phase::Answer }.is_retryable());
+    /// assert!(!Error::AuthRejected.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Series { failure, .. } => failure.is_retryable(),
+            Self::Transport(t) => t.is_retryable(),
+            Self::Protocol(_)
+            | Self::Timeout { .. }
+            | Self::RateLimited { .. }
+            | Self::Io { .. } => true,
+            Self::HttpStatus { status, .. } => *status >= 500,
+            Self::AuthRejected
+            | Self::InvalidParameters { .. }
+            | Self::Http(_)
+            | Self::InvalidRequest(_)
+            | Self::WrongCredentials
+            | Self::TwoFactorRequired
+            | Self::CaptchaRequired
+            | Self::Shutdown => false,
         }
-        Self::Io {
-            kind: e.kind(),
-            message: e.to_string(),
+    }
+
+    /// The series failure, when the server refused a series.
+    pub fn series_failure(&self) -> Option<&SeriesFailure> {
+        match self {
+            Self::Series { failure, .. } => Some(failure),
+            _ => None,
         }
+    }
+}
+
+impl From<TransportError> for Error {
+    /// A 429 on the upgrade becomes [`Error::RateLimited`], as a 429 from HTTPS does.
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::UpgradeRefused {
+                host,
+                status: 429,
+                retry_after,
+                ..
+            } => Self::RateLimited {
+                host,
+                retry_after: retry_after.map(Duration::from_secs),
+            },
+            e => Self::Transport(e),
+        }
+    }
+}
+
+impl From<crate::SymbolError> for Error {
+    fn from(e: crate::SymbolError) -> Self {
+        Self::InvalidRequest(e.to_string())
+    }
+}
+
+impl From<crate::IntervalError> for Error {
+    fn from(e: crate::IntervalError) -> Self {
+        Self::InvalidRequest(e.to_string())
+    }
+}
+
+impl From<crate::EndpointError> for Error {
+    fn from(e: crate::EndpointError) -> Self {
+        Self::InvalidRequest(e.to_string())
+    }
+}
+
+impl From<std::convert::Infallible> for Error {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
     }
 }
 
 /// Results of this crate's client calls.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_cuts_long_input() {
+        assert_eq!(echo("BINANCE:BTCUSDT"), "BINANCE:BTCUSDT");
+        let long = "X".repeat(10_000);
+        let cut = echo(&long);
+        assert_eq!(cut.chars().count(), MAX_ECHO + 1);
+        assert!(cut.ends_with('…'));
+        // Never splits a character.
+        let wide = "é".repeat(200);
+        assert!(echo(&wide).starts_with("éé"));
+    }
+
+    #[test]
+    fn series_errors_name_symbol_and_interval() {
+        let e = Error::Series {
+            symbol: "BINANCE:NOPE".parse().unwrap(),
+            interval: "1H".parse().unwrap(),
+            failure: SeriesFailure::UnknownSymbol {
+                reason: "invalid symbol".into(),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "BINANCE:NOPE 60: unknown symbol (invalid symbol)"
+        );
+        assert!(!e.is_retryable());
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

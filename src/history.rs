@@ -1,34 +1,53 @@
 //! The blocking historical client: [`Client::get_hist`] and its options.
 //!
-//! One call opens one connection, drives a [`ChartSession`] to the end of the history (paging
-//! with `request_more_data` past one request's limit), and closes. Every blocking step is
-//! bounded by the call's deadline; every server refusal is a typed [`Error`] as soon as the
-//! server says it (a bad symbol never ends in a timeout).
+//! One call opens one connection, drives a [`Connection`] with one chart session to the end of
+//! the history (paging with `request_more_data` past one request's limit), and closes. The
+//! call's one deadline bounds everything (connect, TLS, upgrade, every message), however the
+//! server trickles; every server refusal is a typed [`Error`] as soon as the server says it (a
+//! bad symbol never ends in a timeout).
 
 use std::time::{Duration, Instant};
 
 use crate::{
-    Bar, Error, Interval, Symbol, clock,
+    AuthToken, Bar, Error, Interval, Symbol, clock,
     protocol::{
-        Adjustment, AuthToken, ChartSession, SeriesEvent, SeriesFailure, SeriesRequest,
-        SessionConfig, SessionEvent, SymbolInfo, SymbolSpec, TradingSession,
+        Adjustment, ChartConfig, ChartEvent, Connection, ConnectionConfig, Event, SeriesEvent,
+        SeriesKey, SeriesRequest, SymbolInfo, SymbolSpec, TradingSession,
     },
-    transport::{Connection, Endpoint, TransportConfig},
+    transport::{self, Endpoint, TransportConfig},
 };
 
 /// The environment variable [`ClientConfig::from_env`] reads a token from.
 pub const TOKEN_ENV: &str = "TV_AUTH_TOKEN";
 
+/// The environment variable [`ClientConfig::from_env`] reads an endpoint from.
+pub const URL_ENV: &str = "TVDATAFEED_URL";
+
+/// The default deadline of a whole call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Settings of a [`Client`]. By-value setters; every default is documented.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// Endpoint and TLS trust. Default: `wss://data.tradingview.com`, webpki roots.
     pub transport: TransportConfig,
-    /// Auth token; `None` is anonymous (`unauthorized_user_token`). Never shown by `Debug`.
-    pub token: Option<AuthToken>,
-    /// Deadline of a whole call (connect, upgrade, every page). Default 60 s.
-    pub timeout: Option<Duration>,
+    /// Auth token. Default: anonymous (`unauthorized_user_token`). Never shown by `Debug`.
+    pub token: AuthToken,
+    /// Deadline of a whole call (connect, TLS, upgrade, every page). Default
+    /// [`DEFAULT_TIMEOUT`] (60 s). [`Duration::MAX`] (or any span too large to add to the
+    /// clock) means no deadline.
+    pub timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            transport: TransportConfig::default(),
+            token: AuthToken::anonymous(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -36,25 +55,49 @@ impl std::fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("transport", &self.transport)
             .field("token", &self.token)
-            .field("timeout", &self.timeout())
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
 
 impl ClientConfig {
-    /// The defaults, with the token from [`TOKEN_ENV`] when it is set and not empty.
-    pub fn from_env() -> Self {
-        let token = std::env::var(TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.trim().is_empty());
-        Self::default().with_token(token.map(|t| AuthToken::new(t.trim())))
+    /// The defaults, with the token from [`TOKEN_ENV`] (`TV_AUTH_TOKEN`) and the endpoint
+    /// from [`URL_ENV`] (`TVDATAFEED_URL`) when they are set and not empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when `TVDATAFEED_URL` is not a `ws://` or `wss://` URL.
+    pub fn from_env() -> Result<Self, Error> {
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut config = Self::default();
+        if let Some(token) = var(TOKEN_ENV) {
+            config.token = AuthToken::new(token);
+        }
+        if let Some(url) = var(URL_ENV) {
+            config.transport.endpoint = url.parse().map_err(|e: crate::EndpointError| {
+                Error::InvalidRequest(format!("{URL_ENV}: {e}"))
+            })?;
+        }
+        Ok(config)
     }
 
-    /// Sets the endpoint.
-    #[must_use]
-    pub fn with_endpoint(mut self, endpoint: Endpoint) -> Self {
-        self.transport.endpoint = endpoint;
-        self
+    /// Sets the endpoint: an [`Endpoint`], or a `ws://`/`wss://` URL string.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when the string is not such a URL.
+    pub fn with_endpoint<E>(mut self, endpoint: E) -> Result<Self, Error>
+    where
+        E: TryInto<Endpoint>,
+        E::Error: Into<Error>,
+    {
+        self.transport.endpoint = endpoint.try_into().map_err(Into::into)?;
+        Ok(self)
     }
 
     /// Trusts one more root certificate (DER), e.g. the simulator's.
@@ -64,23 +107,34 @@ impl ClientConfig {
         self
     }
 
-    /// Sets the auth token (`None`: anonymous).
+    /// Trusts every certificate of a PEM bundle, e.g. the file `tvdatafeed sim --tls
+    /// --cert-out FILE` writes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when the text holds no certificate or a malformed one.
+    pub fn with_root_certificates_pem(mut self, pem: &str) -> Result<Self, Error> {
+        self.transport = self.transport.with_root_certificates_pem(pem)?;
+        Ok(self)
+    }
+
+    /// Sets the auth token.
     #[must_use]
-    pub fn with_token(mut self, token: Option<AuthToken>) -> Self {
+    pub fn with_token(mut self, token: AuthToken) -> Self {
         self.token = token;
         self
     }
 
-    /// Sets the deadline of a whole call.
+    /// Sets the deadline of a whole call ([`Duration::MAX`]: none).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.timeout = timeout;
         self
     }
 
-    /// The deadline of a whole call.
-    pub fn timeout(&self) -> Duration {
-        self.timeout.unwrap_or(Duration::from_secs(60))
+    /// The instant a call starting at `start` must end by, or `None` for no deadline.
+    fn deadline(&self, start: Instant) -> Option<Instant> {
+        start.checked_add(self.timeout)
     }
 }
 
@@ -153,21 +207,36 @@ pub struct History {
     pub info: Option<SymbolInfo>,
     /// `streaming`, `delayed_streaming_900`…
     pub update_mode: String,
+    /// The closed bars asked for (`None` for a date range).
+    pub requested: Option<u32>,
 }
 
-/// A blocking client for historical bars.
+impl History {
+    /// How many of the closed bars asked for did not come back: the server had no more (a
+    /// young symbol) or the account's history depth stopped it (5,000 bars anonymous). Always
+    /// 0 for a date range.
+    pub fn missing(&self) -> u32 {
+        self.requested.map_or(0, |n| {
+            n.saturating_sub(u32::try_from(self.bars.len()).unwrap_or(u32::MAX))
+        })
+    }
+}
+
+/// A blocking client for historical bars. Every call blocks the calling thread until the
+/// history is complete, the server refuses, or [`ClientConfig::timeout`] passes; it holds no
+/// lock and shares nothing, so calls from several threads run in parallel.
 ///
 /// # Examples
 ///
 /// ```no_run
 /// use tvdatafeed::{Client, ClientConfig, HistOptions};
 ///
-/// let client = Client::new(ClientConfig::from_env());
-/// let h = client.get_hist(&"BINANCE:BTCUSDT".parse()?, "1H".parse()?, 500, &HistOptions::default())?;
+/// let client = Client::new(ClientConfig::from_env()?);
+/// let h = client.get_hist("BINANCE:BTCUSDT", "1H", 500, &HistOptions::default())?;
 /// for bar in &h.bars {
 ///     println!("{} {}", bar.time, bar.close);
 /// }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), tvdatafeed::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -189,23 +258,30 @@ impl Client {
     }
 
     /// The last `n` closed bars of `symbol` at `interval` (or those of `options.range`), and
-    /// the forming bar apart.
+    /// the forming bar apart. `symbol` and `interval` are values or strings
+    /// (`"BINANCE:BTCUSDT"`, `"1H"`).
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownSymbol`], [`Error::PermissionDenied`], [`Error::IntervalNotEntitled`],
-    /// [`Error::InvalidParameters`] as the server answers; [`Error::AuthRejected`];
-    /// [`Error::Timeout`] when the whole call exceeds [`ClientConfig::timeout`];
-    /// [`Error::HttpStatus`] when the upgrade is refused; [`Error::Io`], [`Error::Tls`],
-    /// [`Error::Closed`], [`Error::Protocol`]; [`Error::InvalidRequest`] for `n == 0` or
-    /// above [`MAX_BARS`].
-    pub fn get_hist(
+    /// [`Error::Series`] with the server's refusal (unknown symbol, permission denied, interval
+    /// not entitled, invalid parameters); [`Error::AuthRejected`]; [`Error::Timeout`] when the
+    /// whole call exceeds [`ClientConfig::timeout`]; [`Error::RateLimited`] on a 429;
+    /// [`Error::Transport`] (connect, TLS, upgrade refused, connection closed);
+    /// [`Error::Protocol`]; [`Error::InvalidRequest`] for a bad symbol or interval string, `n
+    /// == 0` or above [`MAX_BARS`], or a reversed range.
+    pub fn get_hist<S, I>(
         &self,
-        symbol: &Symbol,
-        interval: Interval,
+        symbol: S,
+        interval: I,
         n: u32,
         options: &HistOptions,
-    ) -> Result<History, Error> {
+    ) -> Result<History, Error>
+    where
+        S: TryInto<Symbol>,
+        S::Error: Into<Error>,
+        I: TryInto<Interval>,
+        I::Error: Into<Error>,
+    {
         self.get_hist_with_progress(symbol, interval, n, options, |_| {})
     }
 
@@ -214,181 +290,175 @@ impl Client {
     /// # Errors
     ///
     /// As [`Client::get_hist`].
-    pub fn get_hist_with_progress(
+    pub fn get_hist_with_progress<S, I>(
         &self,
-        symbol: &Symbol,
-        interval: Interval,
+        symbol: S,
+        interval: I,
         n: u32,
         options: &HistOptions,
         mut progress: impl FnMut(usize),
-    ) -> Result<History, Error> {
-        if options.range.is_none() && !(1..=MAX_BARS).contains(&n) {
-            return Err(Error::InvalidRequest(format!(
-                "bar count {n} is outside 1..={MAX_BARS}"
-            )));
-        }
-        if let Some((from, to)) = options.range
-            && from > to
-        {
-            return Err(Error::InvalidRequest(format!(
-                "range start {from} is after its end {to}"
-            )));
-        }
-        let budget = self.config.timeout();
+    ) -> Result<History, Error>
+    where
+        S: TryInto<Symbol>,
+        S::Error: Into<Error>,
+        I: TryInto<Interval>,
+        I::Error: Into<Error>,
+    {
+        let symbol: Symbol = symbol.try_into().map_err(Into::into)?;
+        let interval: Interval = interval.try_into().map_err(Into::into)?;
+        let request = series_request(&symbol, interval, n, options)?;
+        let budget = self.config.timeout;
         let start = clock::monotonic();
-        let deadline = start + budget;
-        let mut spec = SymbolSpec::new(symbol.clone())
-            .with_adjustment(options.adjustment)
-            .with_back_adjustment(options.back_adjustment)
-            .with_session(if options.extended_session {
-                TradingSession::Extended
-            } else {
-                TradingSession::Regular
-            });
-        if let Some(c) = &options.currency {
-            spec = spec.with_currency(c.clone());
-        }
-        let request = match options.range {
-            Some((from, to)) => {
-                SeriesRequest::range(symbol.clone(), interval, from, to, n.clamp(1, MAX_BARS))
-            }
-            None => SeriesRequest::count(symbol.clone(), interval, n),
-        }
-        .with_spec(spec);
-        let session_config = SessionConfig::default()
-            .with_auth_token(Some(
-                self.config
-                    .token
-                    .clone()
-                    .unwrap_or_else(AuthToken::anonymous),
-            ))
-            .with_load_timeout_ms(budget.as_millis() as u64)
-            .with_idle_timeout_ms(budget.as_millis() as u64);
-        let mut session = ChartSession::with_config(session_id(), session_config);
-        let ms = |at: Instant| at.saturating_duration_since(start).as_millis() as u64;
-        let series = session
-            .add_series(0, request)
+        let deadline = self.config.deadline(start);
+        let conn_config = ConnectionConfig::default()
+            .with_auth_token(self.config.token.clone())
+            .with_idle_timeout(budget)
+            .with_id_seed(clock::id_seed());
+        let mut proto = Connection::new(start, conn_config);
+        let chart = proto.add_chart(start, ChartConfig::default().with_load_timeout(budget));
+        proto
+            .chart_mut(chart)
+            .ok_or_else(|| Error::Protocol("chart session lost".into()))?
+            .add_series(start, SeriesKey(0), request)
             .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        let mut conn = Connection::connect(&self.config.transport, deadline, budget)?;
+        let mut ws = transport::Connection::connect(&self.config.transport, deadline, budget)?;
         let result = drive(
-            &mut conn,
-            &mut session,
-            deadline,
-            ms,
+            &mut ws,
+            &mut proto,
             &mut progress,
-            symbol,
+            &symbol,
             interval,
-            series,
+            n,
+            options,
         );
-        conn.close();
+        ws.close();
         result
     }
 }
 
-#[allow(clippy::too_many_arguments, reason = "the call's state, passed once")]
+/// The series request of one `get_hist` call, validated.
+fn series_request(
+    symbol: &Symbol,
+    interval: Interval,
+    n: u32,
+    options: &HistOptions,
+) -> Result<SeriesRequest, Error> {
+    if options.range.is_none() && !(1..=MAX_BARS).contains(&n) {
+        return Err(Error::InvalidRequest(format!(
+            "bar count {n} is outside 1..={MAX_BARS}"
+        )));
+    }
+    if let Some((from, to)) = options.range
+        && from > to
+    {
+        return Err(Error::InvalidRequest(format!(
+            "range start {from} is after its end {to}"
+        )));
+    }
+    let mut spec = SymbolSpec::new(symbol.clone())
+        .with_adjustment(options.adjustment)
+        .with_back_adjustment(options.back_adjustment)
+        .with_session(if options.extended_session {
+            TradingSession::Extended
+        } else {
+            TradingSession::Regular
+        });
+    if let Some(c) = &options.currency {
+        spec = spec.with_currency(c.clone());
+    }
+    let request = match options.range {
+        Some((from, to)) => {
+            SeriesRequest::range(symbol.clone(), interval, from, to, n.clamp(1, MAX_BARS))
+        }
+        None => SeriesRequest::count(symbol.clone(), interval, n),
+    };
+    Ok(request.with_spec(spec))
+}
+
+/// The error a connection-level event means for a call in flight, if any.
+pub(crate) fn connection_error(event: &Event) -> Option<Error> {
+    match event {
+        Event::ProtocolError { text } if text == "bad auth token" => Some(Error::AuthRejected),
+        Event::ProtocolError { text } => Some(Error::Protocol(format!(
+            "the server reported a protocol error: {}",
+            crate::error::echo(text)
+        ))),
+        Event::CriticalError { reason, detail } => Some(Error::InvalidParameters {
+            reason: crate::error::echo(reason),
+            detail: crate::error::echo(detail.as_deref().unwrap_or("")),
+        }),
+        Event::Chart {
+            event: ChartEvent::CriticalError { reason, detail },
+            ..
+        } => Some(Error::InvalidParameters {
+            reason: crate::error::echo(reason),
+            detail: crate::error::echo(detail.as_deref().unwrap_or("")),
+        }),
+        _ => None,
+    }
+}
+
 fn drive(
-    conn: &mut Connection,
-    session: &mut ChartSession,
-    deadline: Instant,
-    ms: impl Fn(Instant) -> u64,
+    ws: &mut transport::Connection,
+    proto: &mut Connection,
     progress: &mut impl FnMut(usize),
     symbol: &Symbol,
     interval: Interval,
-    series: crate::protocol::SeriesId,
+    n: u32,
+    options: &HistOptions,
 ) -> Result<History, Error> {
-    let mut out = Vec::with_capacity(256);
     let mut info = None;
     loop {
-        while session.poll_transmit(&mut out) {
-            conn.send(&out, deadline)?;
-            out.clear();
+        while let Some(msg) = proto.poll_transmit() {
+            ws.send(msg)?;
         }
-        while let Some(event) = session.poll_event() {
+        while let Some(event) = proto.poll_event() {
+            if let Some(e) = connection_error(&event) {
+                return Err(e);
+            }
+            let Event::Chart {
+                event: ChartEvent::Series { event, .. },
+                ..
+            } = event
+            else {
+                continue;
+            };
             match event {
-                SessionEvent::Series { id, event } if id == series => match event {
-                    SeriesEvent::Resolved(i) => info = Some(*i),
-                    SeriesEvent::Progress { bars } => progress(bars),
-                    SeriesEvent::History {
+                SeriesEvent::Resolved(i) => info = Some(*i),
+                SeriesEvent::Progress { bars } => progress(bars),
+                SeriesEvent::History {
+                    bars,
+                    forming,
+                    update_mode,
+                } => {
+                    progress(bars.len() + usize::from(forming.is_some()));
+                    return Ok(History {
+                        symbol: symbol.clone(),
+                        interval,
                         bars,
                         forming,
+                        info,
                         update_mode,
-                    } => {
-                        progress(bars.len() + usize::from(forming.is_some()));
-                        return Ok(History {
-                            symbol: symbol.clone(),
-                            interval,
-                            bars,
-                            forming,
-                            info,
-                            update_mode,
-                        });
-                    }
-                    SeriesEvent::Failed(f) => return Err(failure(f, symbol, interval)),
-                    SeriesEvent::Update(_) | SeriesEvent::Closed(_) => {}
-                },
-                SessionEvent::ProtocolError { text } if text == "bad auth token" => {
-                    return Err(Error::AuthRejected);
-                }
-                SessionEvent::ProtocolError { text } => return Err(Error::Protocol(text)),
-                SessionEvent::CriticalError { reason, detail } => {
-                    return Err(Error::InvalidParameters {
-                        reason,
-                        detail: detail.unwrap_or_default(),
+                        requested: options.range.is_none().then_some(n),
                     });
                 }
-                _ => {}
+                SeriesEvent::Failed(failure) => {
+                    return Err(Error::Series {
+                        symbol: symbol.clone(),
+                        interval,
+                        failure,
+                    });
+                }
+                SeriesEvent::Update(_) | SeriesEvent::Closed(_) => {}
             }
         }
-        let mut msg = conn.recv(deadline)?;
-        session
-            .handle_message(ms(clock::monotonic()), &mut msg)
+        let mut msg = ws.recv()?;
+        let now = clock::monotonic();
+        proto
+            .handle_message(now, &mut msg)
             .map_err(|e| Error::Protocol(e.to_string()))?;
-    }
-}
-
-fn failure(f: SeriesFailure, symbol: &Symbol, interval: Interval) -> Error {
-    match f {
-        SeriesFailure::UnknownSymbol { reason } => Error::UnknownSymbol {
-            symbol: symbol.to_string(),
-            reason,
-        },
-        SeriesFailure::PermissionDenied { kind, detail } => Error::PermissionDenied {
-            symbol: symbol.to_string(),
-            kind,
-            detail,
-        },
-        SeriesFailure::IntervalNotEntitled { reason } => Error::IntervalNotEntitled {
-            interval: interval.to_string(),
-            reason,
-        },
-        SeriesFailure::InvalidParameters { reason, detail } => {
-            Error::InvalidParameters { reason, detail }
+        if proto.poll_timeout().is_some_and(|t| t <= now) {
+            proto.handle_timeout(now);
         }
-        SeriesFailure::LoadTimeout { timeout_ms } => {
-            Error::Timeout(Duration::from_millis(timeout_ms))
-        }
-        SeriesFailure::Server { reason } => Error::Protocol(format!("series error: {reason}")),
     }
-}
-
-/// `cs_` and 12 characters from `[a-z]`, unique per process and call.
-fn session_id() -> String {
-    use std::sync::atomic::Ordering;
-    #[expect(
-        clippy::disallowed_types,
-        reason = "a process-wide id counter, not loom-modelled"
-    )]
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    // Relaxed: only uniqueness matters.
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut x =
-        clock::unix_ms() ^ n.rotate_left(32) ^ u64::from(std::process::id()).rotate_left(16);
-    let mut id = String::from("cs_");
-    for _ in 0..12 {
-        x = x
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        id.push(char::from(b'a' + ((x >> 33) % 26) as u8));
-    }
-    id
 }

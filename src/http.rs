@@ -8,7 +8,7 @@ use std::{fmt, time::Duration};
 
 use simd_json::{BorrowedValue, prelude::*};
 
-use crate::{Error, protocol::AuthToken, transport::USER_AGENT};
+use crate::{AuthToken, Error, error::Phase, transport::USER_AGENT};
 
 /// Largest HTTP body read.
 const MAX_BODY: u64 = 4 << 20;
@@ -127,12 +127,35 @@ fn strip_em(s: &str) -> String {
     s.replace("<em>", "").replace("</em>", "")
 }
 
-fn http_error(e: ureq::Error, timeout: Duration) -> Error {
+/// The host of an `https://host[:port]/…` URL, for error messages.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    crate::error::echo(rest.split(['/', '?']).next().unwrap_or(rest))
+}
+
+fn http_error(e: ureq::Error, timeout: Duration, host: &str) -> Error {
     match e {
-        ureq::Error::Timeout(_) => Error::Timeout(timeout),
-        ureq::Error::Io(io) => Error::from(io),
-        ureq::Error::StatusCode(status) => Error::HttpStatus { status },
-        other => Error::Http(other.to_string()),
+        ureq::Error::Timeout(_) => Error::Timeout {
+            after: timeout,
+            during: Phase::Http,
+        },
+        ureq::Error::Io(io) => Error::Io {
+            host: host.to_owned(),
+            source: io.into(),
+        },
+        ureq::Error::StatusCode(status) => status_error(status, host),
+        other => Error::Http(format!("{host}: {other}")),
+    }
+}
+
+/// `rate_limit` answers name no host; give them the one asked.
+fn with_host(e: Error, host: &str) -> Error {
+    match e {
+        Error::RateLimited { retry_after, .. } => Error::RateLimited {
+            host: host.to_owned(),
+            retry_after,
+        },
+        e => e,
     }
 }
 
@@ -181,7 +204,10 @@ pub fn parse_sign_in(body: &[u8]) -> Result<SignIn, Error> {
     match code {
         "2FA_required" => Ok(SignIn::TwoFactor),
         "recaptcha_required" => Err(Error::CaptchaRequired),
-        "rate_limit" | "too_many_requests" => Err(Error::RateLimited),
+        "rate_limit" | "too_many_requests" => Err(Error::RateLimited {
+            host: "the sign-in service".into(),
+            retry_after: None,
+        }),
         "invalid_credentials" | "wrong_credentials" | "invalid_code" => {
             Err(Error::WrongCredentials)
         }
@@ -253,6 +279,7 @@ pub fn sign_in(
 ) -> Result<AuthToken, Error> {
     let agent = config.agent();
     let base = config.base_url.trim_end_matches('/');
+    let host = url_host(base);
     let mut resp = agent
         .post(format!("{base}/accounts/signin/"))
         .header("Referer", "https://www.tradingview.com")
@@ -262,7 +289,7 @@ pub fn sign_in(
             ("password", password.expose()),
             ("remember", "on"),
         ])
-        .map_err(|e| http_error(e, config.timeout))?;
+        .map_err(|e| http_error(e, config.timeout, &host))?;
     let status = resp.status().as_u16();
     let cookies: Vec<String> = resp
         .headers()
@@ -273,8 +300,8 @@ pub fn sign_in(
         .collect();
     let body = read_body(&mut resp)?;
     let first = match parse_sign_in(&body) {
-        Err(Error::Http(_)) if status >= 400 => return Err(status_error(status)),
-        other => other?,
+        Err(Error::Http(_)) if status >= 400 => return Err(status_error(status, &host)),
+        other => other.map_err(|e| with_host(e, &host))?,
     };
     match first {
         SignIn::Token(t) => Ok(t),
@@ -289,23 +316,29 @@ pub fn sign_in(
                 .header("Origin", "https://www.tradingview.com")
                 .header("Cookie", cookies.join("; "))
                 .send_form([("code", code)])
-                .map_err(|e| http_error(e, config.timeout))?;
+                .map_err(|e| http_error(e, config.timeout, &host))?;
             let status = resp.status().as_u16();
             let body = read_body(&mut resp)?;
             match parse_sign_in(&body) {
                 Ok(SignIn::Token(t)) => Ok(t),
                 Ok(SignIn::TwoFactor) => Err(Error::WrongCredentials),
-                Err(Error::Http(_)) if status >= 400 => Err(status_error(status)),
-                Err(e) => Err(e),
+                Err(Error::Http(_)) if status >= 400 => Err(status_error(status, &host)),
+                Err(e) => Err(with_host(e, &host)),
             }
         }
     }
 }
 
-fn status_error(status: u16) -> Error {
+fn status_error(status: u16, host: &str) -> Error {
     match status {
-        429 => Error::RateLimited,
-        _ => Error::HttpStatus { status },
+        429 => Error::RateLimited {
+            host: host.to_owned(),
+            retry_after: None,
+        },
+        _ => Error::HttpStatus {
+            host: host.to_owned(),
+            status,
+        },
     }
 }
 
@@ -333,10 +366,19 @@ pub fn search(
         .header("Origin", "https://www.tradingview.com")
         .header("Referer", "https://www.tradingview.com/")
         .call()
-        .map_err(|e| http_error(e, config.timeout))?;
+        .map_err(|e| http_error(e, config.timeout, &url_host(&config.search_url)))?;
     let status = resp.status().as_u16();
     if status >= 400 {
-        return Err(status_error(status));
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        return Err(match status_error(status, &url_host(&config.search_url)) {
+            Error::RateLimited { host, .. } => Error::RateLimited { host, retry_after },
+            e => e,
+        });
     }
     parse_search(&read_body(&mut resp)?)
 }
@@ -356,20 +398,20 @@ mod tests {
             parse_sign_in(br#"{"error":"2FA required","code":"2FA_required","two_factor_types":[{"name":"totp"}]}"#).unwrap(),
             SignIn::TwoFactor
         );
-        assert_eq!(
+        assert!(matches!(
             parse_sign_in(br#"{"error":"Please confirm that you are not a robot","code":"recaptcha_required"}"#),
             Err(Error::CaptchaRequired)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             parse_sign_in(br#"{"error":"slow down","code":"rate_limit"}"#),
-            Err(Error::RateLimited)
-        );
-        assert_eq!(
+            Err(Error::RateLimited { .. })
+        ));
+        assert!(matches!(
             parse_sign_in(
                 br#"{"error":"Invalid username or password","code":"invalid_credentials"}"#
             ),
             Err(Error::WrongCredentials)
-        );
+        ));
         assert!(matches!(parse_sign_in(b"<html>"), Err(Error::Http(_))));
         assert!(matches!(
             parse_sign_in(br#"{"user":{"auth_token":""}}"#),

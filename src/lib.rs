@@ -70,32 +70,33 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod auth;
 mod clock;
-#[cfg(not(tvdatafeed_loom))]
 mod error;
-#[cfg(not(tvdatafeed_loom))]
 mod history;
-#[cfg(not(tvdatafeed_loom))]
 pub mod http;
 mod market;
 pub mod protocol;
 mod registry;
 pub mod ring;
-#[cfg(all(feature = "sim", not(tvdatafeed_loom)))]
+#[cfg(feature = "sim")]
 pub mod sim;
 mod sync;
 mod timer;
-#[cfg(not(tvdatafeed_loom))]
-pub mod transport;
+mod transport;
 
 #[doc(hidden)]
 pub mod internal;
 
 // The public interface is:
-#[cfg(not(tvdatafeed_loom))]
-pub use error::{Error, Result};
-#[cfg(not(tvdatafeed_loom))]
-pub use history::{Client, ClientConfig, HistOptions, History, MAX_BARS, TOKEN_ENV};
+pub use auth::{ANONYMOUS_TOKEN, AuthToken};
+pub use error::{Error, Phase, Result};
+pub use history::{
+    Client, ClientConfig, DEFAULT_TIMEOUT, HistOptions, History, MAX_BARS, TOKEN_ENV, URL_ENV,
+};
 pub use market::{Bar, Interval, IntervalError, IntervalUnit, Symbol, SymbolError};
-#[cfg(not(tvdatafeed_loom))]
-pub use transport::{Endpoint, EndpointError, TransportConfig};
+pub use protocol::{Adjustment, SeriesFailure, SymbolInfo, TradingSession};
+pub use transport::{
+    Cause, Closed, Endpoint, EndpointError, IoSource, ORIGIN, TransportConfig, TransportError,
+    USER_AGENT,
+};

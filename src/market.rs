@@ -91,7 +91,7 @@ impl Symbol {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
-            return Err(SymbolError::InvalidExchange(exchange));
+            return Err(SymbolError::InvalidExchange(crate::error::echo(&exchange)));
         }
         if ticker.is_empty()
             || ticker.len() > MAX_TICKER_LEN
@@ -100,7 +100,7 @@ impl Symbol {
                     || matches!(b, b'.' | b'_' | b'!' | b'&' | b'-' | b'/' | b'+')
             })
         {
-            return Err(SymbolError::InvalidTicker(ticker));
+            return Err(SymbolError::InvalidTicker(crate::error::echo(&ticker)));
         }
         let colon = exchange.len();
         Ok(Self {
@@ -122,7 +122,7 @@ impl Symbol {
         }
         let root = root.trim();
         if root.ends_with('!') {
-            return Err(SymbolError::InvalidTicker(root.to_owned()));
+            return Err(SymbolError::InvalidTicker(crate::error::echo(root)));
         }
         Self::new(exchange, &format!("{root}{contract}!"))
     }
@@ -156,8 +156,38 @@ impl FromStr for Symbol {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (exchange, ticker) = s
             .split_once(':')
-            .ok_or_else(|| SymbolError::MissingExchange(s.to_owned()))?;
+            .ok_or_else(|| SymbolError::MissingExchange(crate::error::echo(s)))?;
         Self::new(exchange, ticker)
+    }
+}
+
+impl TryFrom<&str> for Symbol {
+    type Error = SymbolError;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<&String> for Symbol {
+    type Error = SymbolError;
+
+    fn try_from(s: &String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<String> for Symbol {
+    type Error = SymbolError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<&Symbol> for Symbol {
+    fn from(s: &Symbol) -> Self {
+        s.clone()
     }
 }
 
@@ -390,6 +420,40 @@ impl Interval {
         }
     }
 
+    /// How many bars open from the bar containing `from` to the bar containing `to`, both
+    /// included, at most `cap` (0 when `to < from`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let minute: tvdatafeed::Interval = "1".parse()?;
+    /// assert_eq!(minute.bars_spanning(60, 185, u64::MAX), 3); // bars at 60, 120, 180
+    /// assert_eq!(minute.bars_spanning(60, 0, u64::MAX), 0);
+    /// assert_eq!(minute.bars_spanning(0, i64::MAX, 10), 10);
+    /// # Ok::<(), tvdatafeed::IntervalError>(())
+    /// ```
+    pub fn bars_spanning(self, from: i64, to: i64, cap: u64) -> u64 {
+        if to < from {
+            return 0;
+        }
+        let (first, last) = (self.bar_open(from), self.bar_open(to));
+        match self.fixed_seconds() {
+            Some(len) => {
+                let n = (last as i128 - first as i128) / len as i128 + 1;
+                u64::try_from(n).unwrap_or(u64::MAX).min(cap)
+            }
+            None => {
+                let mut n = 0;
+                let mut t = first;
+                while t <= last && n < cap {
+                    n += 1;
+                    t = self.next_bar_open(t);
+                }
+                n
+            }
+        }
+    }
+
     /// The open time of the bar after the one that contains `t`: the instant the current bar
     /// closes.
     pub fn next_bar_open(self, t: i64) -> i64 {
@@ -438,7 +502,7 @@ impl FromStr for Interval {
     type Err = IntervalError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || IntervalError::Invalid(s.to_owned());
+        let invalid = || IntervalError::Invalid(crate::error::echo(s));
         let t = s.trim();
         let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, suffix) = t.split_at(digits_end);
@@ -479,6 +543,30 @@ impl FromStr for Interval {
             unit,
             count: total as u32,
         })
+    }
+}
+
+impl TryFrom<&str> for Interval {
+    type Error = IntervalError;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<&String> for Interval {
+    type Error = IntervalError;
+
+    fn try_from(s: &String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<String> for Interval {
+    type Error = IntervalError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

@@ -28,6 +28,60 @@
 #[cfg(not(tvdatafeed_loom))]
 pub(crate) use self::std_backend::*;
 
+/// The `std` primitives for code loom does not model (the transport, the simulator, the
+/// historical client, the engine's I/O driver), whatever the cfg: loom sees only the ring, the
+/// registry and what goes through the switched items above. Libraries that take a `std::sync::Arc`
+/// (rustls) get one from here under loom too.
+pub(crate) mod plain {
+    /// `std::sync::Arc`.
+    #[expect(
+        clippy::disallowed_types,
+        reason = "the shim's unswitched std primitives, for code loom does not model"
+    )]
+    pub type Arc<T> = std::sync::Arc<T>;
+    /// `std::sync::Mutex`.
+    #[expect(
+        clippy::disallowed_types,
+        reason = "the shim's unswitched std primitives, for code loom does not model"
+    )]
+    pub type Mutex<T> = std::sync::Mutex<T>;
+    /// `std::sync::Condvar`.
+    #[expect(
+        clippy::disallowed_types,
+        reason = "the shim's unswitched std primitives, for code loom does not model"
+    )]
+    pub type Condvar = std::sync::Condvar;
+
+    /// Atomics that loom does not model.
+    pub mod atomic {
+        pub use std::sync::atomic::Ordering;
+
+        /// `std::sync::atomic::AtomicBool`.
+        #[expect(
+            clippy::disallowed_types,
+            reason = "the shim's unswitched std primitives, for code loom does not model"
+        )]
+        pub type AtomicBool = std::sync::atomic::AtomicBool;
+        /// `std::sync::atomic::AtomicU64`.
+        #[expect(
+            clippy::disallowed_types,
+            reason = "the shim's unswitched std primitives, for code loom does not model"
+        )]
+        pub type AtomicU64 = std::sync::atomic::AtomicU64;
+        /// `std::sync::atomic::AtomicUsize`.
+        #[expect(
+            clippy::disallowed_types,
+            reason = "the shim's unswitched std primitives, for code loom does not model"
+        )]
+        pub type AtomicUsize = std::sync::atomic::AtomicUsize;
+    }
+
+    /// Threads loom does not model (always `std`).
+    pub mod thread {
+        pub use std::thread::{Builder, JoinHandle, Thread, current, park, park_timeout};
+    }
+}
+
 #[cfg(tvdatafeed_loom)]
 pub(crate) use self::loom_backend::*;
 

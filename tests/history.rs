@@ -1,17 +1,21 @@
 //! `Client::get_hist` against the simulator over ws and wss: exact values, paging past one
 //! request's maximum, typed failures that come as soon as the server speaks, and deadlines.
 
+mod util;
+
 use std::time::Duration;
 
 use tvdatafeed::{
-    Client, ClientConfig, Endpoint, Error, HistOptions, Interval, Symbol,
-    protocol::AuthToken,
+    AuthToken, Client, ClientConfig, Error, HistOptions, Interval, Phase, SeriesFailure, Symbol,
+    TransportError,
     sim::{Fault, FaultKind, Sim, SimConfig, Target},
 };
+use util::now;
 
 fn client_for(sim: &Sim) -> ClientConfig {
     let mut c = ClientConfig::default()
-        .with_endpoint(sim.url().parse::<Endpoint>().unwrap())
+        .with_endpoint(sim.url())
+        .unwrap()
         .with_timeout(Duration::from_secs(20));
     if let Some(der) = sim.root_certificate_der() {
         c = c.with_root_certificate(der.to_vec());
@@ -34,7 +38,7 @@ fn hist(
     interval: Interval,
     n: u32,
 ) -> Result<tvdatafeed::History, Error> {
-    client.get_hist(&sym(symbol), interval, n, &HistOptions::default())
+    client.get_hist(sym(symbol), interval, n, &HistOptions::default())
 }
 
 /// Asserts `n` closed bars, ascending and contiguous, each equal to the simulator's truth,
@@ -83,10 +87,18 @@ fn history_over_wss_trusting_the_simulator_root() {
     assert_exact(&sim, &h, 50);
     // Without the simulator's root the handshake fails with a typed TLS error.
     let untrusted = ClientConfig::default()
-        .with_endpoint(sim.url().parse().unwrap())
+        .with_endpoint(sim.url())
+        .unwrap()
         .with_timeout(Duration::from_secs(10));
     let err = hist(&Client::new(untrusted), "BINANCE:ETHUSDT", iv("15"), 5).unwrap_err();
-    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Transport(TransportError::CertificateNotTrusted { ref host, .. }) if host == "127.0.0.1"
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--ca-cert"), "{err}");
 }
 
 #[test]
@@ -97,12 +109,12 @@ fn history_pages_past_one_requests_maximum() {
             .with_history_depth_authenticated(20_000),
     )
     .unwrap();
-    let config = client_for(&sim).with_token(Some(AuthToken::new("aaa.bbb.ccc")));
+    let config = client_for(&sim).with_token(AuthToken::new("aaa.bbb.ccc"));
     let client = Client::new(config);
     for n in [4_999usize, 5_000, 12_000] {
         let h = client
             .get_hist(
-                &sym("BINANCE:BTCUSDT"),
+                sym("BINANCE:BTCUSDT"),
                 iv("1"),
                 n as u32,
                 &HistOptions::default(),
@@ -138,20 +150,30 @@ fn index_symbols_have_no_volume() {
 fn a_bad_symbol_fails_fast_with_the_typed_error() {
     let sim = Sim::start(SimConfig::default()).unwrap();
     let client = Client::new(client_for(&sim).with_timeout(Duration::from_secs(30)));
-    let start = std::time::SystemTime::now();
+    let start = now();
     let err = hist(&client, "BINANCE:INVALIDX", iv("1"), 10).unwrap_err();
     assert_eq!(
         err,
-        Error::UnknownSymbol {
-            symbol: "BINANCE:INVALIDX".into(),
-            reason: "invalid symbol".into()
+        Error::Series {
+            symbol: sym("BINANCE:INVALIDX"),
+            interval: iv("1"),
+            failure: SeriesFailure::UnknownSymbol {
+                reason: "invalid symbol".into()
+            }
         }
     );
+    assert_eq!(
+        err.to_string(),
+        "BINANCE:INVALIDX 1: unknown symbol (invalid symbol)"
+    );
     // Far below the 30 s deadline: the server's answer ended the call.
-    assert!(start.elapsed().unwrap() < Duration::from_secs(10));
+    assert!(now().duration_since(start) < Duration::from_secs(10));
     let err = hist(&client, "ECONOMICS:USGDP", iv("1D"), 10).unwrap_err();
     assert!(
-        matches!(err, Error::PermissionDenied { ref detail, .. } if detail == "economics_paid"),
+        matches!(
+            err.series_failure(),
+            Some(SeriesFailure::PermissionDenied { detail, .. }) if detail == "economics_paid"
+        ),
         "{err:?}"
     );
 }
@@ -167,12 +189,18 @@ fn unentitled_intervals_are_typed_errors() {
     let client = Client::new(client_for(&sim));
     let err = hist(&client, "BINANCE:BTCUSDT", iv("1S"), 10).unwrap_err();
     assert!(
-        matches!(err, Error::IntervalNotEntitled { ref reason, .. } if reason == "seconds_not_entitled"),
+        matches!(
+            err.series_failure(),
+            Some(SeriesFailure::IntervalNotEntitled { reason }) if reason == "seconds_not_entitled"
+        ),
         "{err:?}"
     );
     let err = hist(&client, "BINANCE:BTCUSDT", iv("20"), 10).unwrap_err();
     assert!(
-        matches!(err, Error::IntervalNotEntitled { ref reason, .. } if reason == "custom_resolution"),
+        matches!(
+            err.series_failure(),
+            Some(SeriesFailure::IntervalNotEntitled { reason }) if reason == "custom_resolution"
+        ),
         "{err:?}"
     );
 }
@@ -183,11 +211,17 @@ fn a_stalled_server_hits_the_deadline() {
     // The next connection stalls from its first byte: not even the hello arrives.
     sim.inject(Fault::now(FaultKind::Stall(None)).on(Target::Next));
     let client = Client::new(client_for(&sim).with_timeout(Duration::from_millis(1_500)));
-    let start = std::time::SystemTime::now();
+    let start = now();
     let err = hist(&client, "BINANCE:BTCUSDT", iv("1"), 10).unwrap_err();
-    assert_eq!(err, Error::Timeout(Duration::from_millis(1_500)));
+    assert_eq!(
+        err,
+        Error::Timeout {
+            after: Duration::from_millis(1_500),
+            during: Phase::Answer
+        }
+    );
     assert!(
-        start.elapsed().unwrap() < Duration::from_secs(6),
+        now().duration_since(start) < Duration::from_secs(6),
         "the deadline covers the whole call"
     );
     // The next call gets a healthy connection.
@@ -197,12 +231,19 @@ fn a_stalled_server_hits_the_deadline() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/socket.io/websocket", silent.local_addr().unwrap());
     let config = ClientConfig::default()
-        .with_endpoint(url.parse().unwrap())
+        .with_endpoint(url)
+        .unwrap()
         .with_timeout(Duration::from_millis(800));
-    let start = std::time::SystemTime::now();
+    let start = now();
     let err = hist(&Client::new(config), "BINANCE:BTCUSDT", iv("1"), 10).unwrap_err();
-    assert_eq!(err, Error::Timeout(Duration::from_millis(800)));
-    assert!(start.elapsed().unwrap() < Duration::from_secs(5));
+    assert_eq!(
+        err,
+        Error::Timeout {
+            after: Duration::from_millis(800),
+            during: Phase::Upgrade
+        }
+    );
+    assert!(now().duration_since(start) < Duration::from_secs(5));
 }
 
 #[test]
@@ -211,20 +252,35 @@ fn refused_upgrades_report_the_status() {
     sim.reject_next_with_429(1);
     sim.reject_next_with(403, 1);
     let client = Client::new(client_for(&sim));
-    for status in [429, 403] {
-        let err = hist(&client, "BINANCE:BTCUSDT", iv("1"), 5).unwrap_err();
-        assert_eq!(err, Error::HttpStatus { status });
-    }
-    // A wrong path is refused by the server's router: 404.
+    let err = hist(&client, "BINANCE:BTCUSDT", iv("1"), 5).unwrap_err();
+    assert_eq!(
+        err,
+        Error::RateLimited {
+            host: "127.0.0.1".into(),
+            retry_after: None
+        }
+    );
+    let err = hist(&client, "BINANCE:BTCUSDT", iv("1"), 5).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Transport(TransportError::UpgradeRefused { status: 403, .. })
+        ),
+        "{err:?}"
+    );
+    // A wrong path is refused by the server's router: 404, and the message says where.
     let url = format!("ws://{}/elsewhere", sim.addr());
     let err = hist(
-        &Client::new(client_for(&sim).with_endpoint(url.parse().unwrap())),
+        &Client::new(client_for(&sim).with_endpoint(url).unwrap()),
         "BINANCE:BTCUSDT",
         iv("1"),
         5,
     )
     .unwrap_err();
-    assert_eq!(err, Error::HttpStatus { status: 404 });
+    assert_eq!(
+        err.to_string(),
+        "upgrade refused by 127.0.0.1: 404 at /elsewhere"
+    );
     // And the client's headers pass the Origin check (403 otherwise).
     assert!(hist(&client, "BINANCE:BTCUSDT", iv("1"), 5).is_ok());
 }
@@ -234,7 +290,7 @@ fn a_bad_token_is_rejected_and_never_shown() {
     let sim =
         Sim::start(SimConfig::default().with_valid_tokens(vec!["good.token.here".into()])).unwrap();
     let secret = "eyJhbGciOiJSUzUxMiJ9.c2VjcmV0.c2lnbmF0dXJl";
-    let config = client_for(&sim).with_token(Some(AuthToken::new(secret)));
+    let config = client_for(&sim).with_token(AuthToken::new(secret));
     assert!(
         !format!("{config:?}").contains("c2VjcmV0"),
         "token in Debug"
@@ -242,7 +298,7 @@ fn a_bad_token_is_rejected_and_never_shown() {
     let err = hist(&Client::new(config), "BINANCE:BTCUSDT", iv("1"), 5).unwrap_err();
     assert_eq!(err, Error::AuthRejected);
     assert!(!err.to_string().contains("c2VjcmV0") && !format!("{err:?}").contains("c2VjcmV0"));
-    let ok = client_for(&sim).with_token(Some(AuthToken::new("good.token.here")));
+    let ok = client_for(&sim).with_token(AuthToken::new("good.token.here"));
     assert!(hist(&Client::new(ok), "BINANCE:BTCUSDT", iv("1"), 5).is_ok());
 }
 
@@ -260,7 +316,7 @@ fn a_date_range_returns_the_bars_inside_it() {
     let (from, to) = (now - 40 * 86_400, now - 30 * 86_400);
     let h = client
         .get_hist(
-            &sym("BINANCE:BTCUSDT"),
+            sym("BINANCE:BTCUSDT"),
             day,
             5_000,
             &HistOptions::default().with_range(from, to),
@@ -275,7 +331,7 @@ fn a_date_range_returns_the_bars_inside_it() {
     }
     let err = client
         .get_hist(
-            &sym("BINANCE:BTCUSDT"),
+            sym("BINANCE:BTCUSDT"),
             day,
             10,
             &HistOptions::default().with_range(to, from),
@@ -288,7 +344,8 @@ fn a_date_range_returns_the_bars_inside_it() {
 fn bad_requests_are_rejected_before_any_io() {
     let client = Client::new(
         ClientConfig::default()
-            .with_endpoint("ws://127.0.0.1:9/socket.io/websocket".parse().unwrap())
+            .with_endpoint("ws://127.0.0.1:9/socket.io/websocket")
+            .unwrap()
             .with_timeout(Duration::from_secs(1)),
     );
     let err = hist(&client, "BINANCE:BTCUSDT", iv("1"), 0).unwrap_err();

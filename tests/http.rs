@@ -10,7 +10,7 @@ use std::{
 };
 
 use tvdatafeed::{
-    Error,
+    Error, Phase,
     http::{HttpConfig, Password, search, sign_in},
 };
 
@@ -164,6 +164,7 @@ fn two_factor_sends_the_code_with_the_first_answers_cookies() {
 
 #[test]
 fn sign_in_refusals_are_distinct_errors_without_credentials() {
+    let host = String::new(); // filled in per case: each mock has its own port
     let cases: Vec<(u16, &'static str, Error)> = vec![
         (
             200,
@@ -178,18 +179,41 @@ fn sign_in_refusals_are_distinct_errors_without_credentials() {
         (
             200,
             r#"{"error":"slow down","code":"rate_limit"}"#,
-            Error::RateLimited,
+            Error::RateLimited {
+                host: host.clone(),
+                retry_after: None,
+            },
         ),
-        (429, "<html>too many</html>", Error::RateLimited),
-        (500, "<html>oops</html>", Error::HttpStatus { status: 500 }),
+        (
+            429,
+            "<html>too many</html>",
+            Error::RateLimited {
+                host: host.clone(),
+                retry_after: None,
+            },
+        ),
+        (
+            500,
+            "<html>oops</html>",
+            Error::HttpStatus {
+                host: host.clone(),
+                status: 500,
+            },
+        ),
         (
             200,
             r#"{"error":"2FA required","code":"2FA_required"}"#,
             Error::TwoFactorRequired,
         ),
     ];
-    for (status, body, want) in cases {
+    for (status, body, mut want) in cases {
         let (base, _rx) = mock(vec![(status, vec![], body)]);
+        // Each mock listens on its own port: name it in the expected error.
+        let here = base.trim_start_matches("http://").to_owned();
+        match &mut want {
+            Error::RateLimited { host, .. } | Error::HttpStatus { host, .. } => *host = here,
+            _ => {}
+        }
         let err = sign_in(&config(&base), "trader", &Password::new(PASSWORD), None).unwrap_err();
         assert_eq!(err, want, "{body}");
         no_secret(&err);
@@ -222,7 +246,10 @@ fn search_refusals_and_garbage_are_typed() {
     let (base, _rx) = mock(vec![(403, vec![], "forbidden"), (200, vec![], "not json")]);
     assert_eq!(
         search(&config(&base), "x", None).unwrap_err(),
-        Error::HttpStatus { status: 403 }
+        Error::HttpStatus {
+            host: base.trim_start_matches("http://").to_owned(),
+            status: 403
+        }
     );
     assert!(matches!(
         search(&config(&base), "x", None).unwrap_err(),
@@ -236,6 +263,12 @@ fn an_unanswered_call_hits_its_timeout() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let cfg = config(&base).with_timeout(Duration::from_millis(500));
     let err = search(&cfg, "x", None).unwrap_err();
-    assert_eq!(err, Error::Timeout(Duration::from_millis(500)));
+    assert_eq!(
+        err,
+        Error::Timeout {
+            after: Duration::from_millis(500),
+            during: Phase::Http
+        }
+    );
     drop(listener);
 }

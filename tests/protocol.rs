@@ -3,13 +3,16 @@
 
 mod util;
 
+use std::time::{Duration, Instant};
+
 use proptest::prelude::*;
 use tvdatafeed::{
     Bar,
     internal::fuzzing,
     protocol::{
-        ChartSession, MessageParser, QuoteValue, SeriesEvent, SeriesFailure, SeriesId,
-        SeriesRequest, ServerMessage, SessionConfig, SessionError, SessionEvent,
+        ChartConfig, ChartEvent, ChartId, Connection, ConnectionConfig, ConnectionError, Event,
+        MessageParser, QuoteValue, SeriesEvent, SeriesFailure, SeriesKey, SeriesRequest,
+        ServerMessage, SessionError,
         frame::{self, Frame, FrameDecoder, FrameError},
     },
 };
@@ -294,34 +297,100 @@ fn load_message() -> Vec<u8> {
     .into_bytes()
 }
 
-fn drain(s: &mut ChartSession) -> Vec<SessionEvent> {
+/// A connection with one chart session named [`CS`], driven on a virtual clock: times are
+/// milliseconds after a fixed base instant.
+struct Session {
+    conn: Connection,
+    chart: ChartId,
+    t0: Instant,
+    next_key: u64,
+}
+
+impl Session {
+    fn new(conn: ConnectionConfig, chart: ChartConfig) -> Self {
+        let t0 = util::now();
+        let mut c = Connection::new(t0, conn);
+        let chart = c.add_chart_named(t0, CS, chart);
+        Self {
+            conn: c,
+            chart,
+            t0,
+            next_key: 0,
+        }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    fn add_series(&mut self, ms: u64, req: SeriesRequest) -> Result<SeriesKey, SessionError> {
+        let key = SeriesKey(self.next_key);
+        self.next_key += 1;
+        let now = self.at(ms);
+        self.conn
+            .chart_mut(self.chart)
+            .expect("chart")
+            .add_series(now, key, req)
+            .map(|()| key)
+    }
+
+    fn remove_series(&mut self, key: SeriesKey) -> Result<(), SessionError> {
+        self.conn
+            .chart_mut(self.chart)
+            .expect("chart")
+            .remove_series(key)
+    }
+
+    fn handle_message(&mut self, ms: u64, msg: &mut [u8]) -> Result<(), ConnectionError> {
+        let now = self.at(ms);
+        self.conn.handle_message(now, msg)
+    }
+
+    fn handle_timeout(&mut self, ms: u64) {
+        let now = self.at(ms);
+        self.conn.handle_timeout(now);
+    }
+
+    /// The next deadline, in ms after the base.
+    fn poll_timeout(&self) -> Option<u64> {
+        self.conn
+            .poll_timeout()
+            .map(|t| t.duration_since(self.t0).as_millis() as u64)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.conn.poll_event()
+    }
+}
+
+fn drain(s: &mut Session) -> Vec<Event> {
     std::iter::from_fn(|| s.poll_event()).collect()
 }
 
-fn transmitted(s: &mut ChartSession) -> Vec<String> {
-    let mut all = Vec::new();
-    let mut out = Vec::new();
-    while s.poll_transmit(&mut out) {
-        all.push(String::from_utf8(std::mem::take(&mut out)).unwrap());
-    }
-    all
+fn transmitted(s: &mut Session) -> Vec<String> {
+    std::iter::from_fn(|| s.conn.poll_transmit())
+        .map(|m| String::from_utf8(m).unwrap())
+        .collect()
 }
 
-fn series_events(events: Vec<SessionEvent>, want: SeriesId) -> Vec<SeriesEvent> {
+fn series_events(events: Vec<Event>, want: SeriesKey) -> Vec<SeriesEvent> {
     events
         .into_iter()
         .map(|e| match e {
-            SessionEvent::Series { id, event } => {
-                assert_eq!(id, want);
+            Event::Chart {
+                event: ChartEvent::Series { key, event },
+                ..
+            } => {
+                assert_eq!(key, want);
                 event
             }
-            other => panic!("unexpected session event {other:?}"),
+            other => panic!("unexpected event {other:?}"),
         })
         .collect()
 }
 
-fn btc_session(closed_bars: u32) -> (ChartSession, SeriesId) {
-    let mut s = ChartSession::new(CS);
+fn btc_session(closed_bars: u32) -> (Session, SeriesKey) {
+    let mut s = Session::new(ConnectionConfig::default(), ChartConfig::default());
     let req = SeriesRequest::count(
         "BINANCE:BTCUSDT".parse().unwrap(),
         "1".parse().unwrap(),
@@ -544,14 +613,18 @@ fn every_error_message_is_a_typed_event() {
         .concat()
         .into_bytes();
     s.handle_message(2, &mut m).unwrap();
+    let chart = s.chart;
     assert_eq!(
         drain(&mut s),
         [
-            SessionEvent::CriticalError {
-                reason: "invalid timezone".into(),
-                detail: Some(r#"method: switch_timezone. args: "[Nowhere/Nowhere]""#.into())
+            Event::Chart {
+                chart,
+                event: ChartEvent::CriticalError {
+                    reason: "invalid timezone".into(),
+                    detail: Some(r#"method: switch_timezone. args: "[Nowhere/Nowhere]""#.into())
+                }
             },
-            SessionEvent::ProtocolError {
+            Event::ProtocolError {
                 text: "bad auth token".into()
             }
         ]
@@ -579,7 +652,7 @@ fn heartbeats_are_echoed_exactly() {
     let _ = transmitted(&mut s);
     let mut hb = b"~m~5~m~~h~16".to_vec();
     s.handle_message(1, &mut hb).unwrap();
-    assert_eq!(drain(&mut s), [SessionEvent::Heartbeat(16)]);
+    assert_eq!(drain(&mut s), [Event::Heartbeat(16)]);
     assert_eq!(transmitted(&mut s), ["~m~5~m~~h~16"]);
 }
 
@@ -598,14 +671,14 @@ fn a_malformed_frame_does_not_lose_the_frames_around_it() {
     .concat()
     .into_bytes();
     let err = s.handle_message(1, &mut m).unwrap_err();
-    assert!(matches!(err, SessionError::Message(_)), "{err:?}");
+    assert!(matches!(err, ConnectionError::Message(_)), "{err:?}");
     let events = series_events(drain(&mut s), id);
     assert!(matches!(events.last(), Some(SeriesEvent::History { bars, .. }) if bars.len() == 2));
 
     let mut m = [DU_299, "~m~99999999~m~x"].concat().into_bytes();
     let err = s.handle_message(2, &mut m).unwrap_err();
     assert!(
-        matches!(err, SessionError::Frame(FrameError::TooLong { .. })),
+        matches!(err, ConnectionError::Frame(FrameError::TooLong { .. })),
         "{err:?}"
     );
     assert_eq!(
@@ -617,10 +690,10 @@ fn a_malformed_frame_does_not_lose_the_frames_around_it() {
 
 #[test]
 fn load_and_idle_timeouts_fire_from_poll_timeout() {
-    let config = SessionConfig::default()
-        .with_load_timeout_ms(5_000)
-        .with_idle_timeout_ms(60_000);
-    let mut s = ChartSession::with_config(CS, config);
+    let mut s = Session::new(
+        ConnectionConfig::default().with_idle_timeout(Duration::from_secs(60)),
+        ChartConfig::default().with_load_timeout(Duration::from_secs(5)),
+    );
     let id = s
         .add_series(
             100,
@@ -634,7 +707,7 @@ fn load_and_idle_timeouts_fire_from_poll_timeout() {
     assert_eq!(
         series_events(drain(&mut s), id),
         [SeriesEvent::Failed(SeriesFailure::LoadTimeout {
-            timeout_ms: 5_000
+            timeout: Duration::from_secs(5)
         })]
     );
     let mut hb = b"~m~4~m~~h~1".to_vec();
@@ -642,7 +715,12 @@ fn load_and_idle_timeouts_fire_from_poll_timeout() {
     let _ = drain(&mut s);
     assert_eq!(s.poll_timeout(), Some(66_000));
     s.handle_timeout(66_000);
-    assert_eq!(drain(&mut s), [SessionEvent::Idle { silent_ms: 60_000 }]);
+    assert_eq!(
+        drain(&mut s),
+        [Event::Idle {
+            silent: Duration::from_secs(60)
+        }]
+    );
     s.handle_timeout(70_000);
     assert!(drain(&mut s).is_empty(), "idle fires once per silence");
 }
@@ -665,12 +743,12 @@ fn removed_series_get_no_more_events_and_the_server_is_told() {
     let mut du = DU_299.as_bytes().to_vec();
     s.handle_message(2, &mut du).unwrap();
     assert!(drain(&mut s).is_empty());
-    assert_eq!(s.remove_series(id), Err(SessionError::UnknownSeries));
+    assert_eq!(s.remove_series(id), Err(SessionError::UnknownSeries(id)));
 }
 
 #[test]
 fn several_series_share_one_session() {
-    let mut s = ChartSession::new(CS);
+    let mut s = Session::new(ConnectionConfig::default(), ChartConfig::default());
     let a = s
         .add_series(
             0,
@@ -695,7 +773,10 @@ fn several_series_share_one_session() {
     let for_b: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            SessionEvent::Series { id, event } if *id == b => Some(event.clone()),
+            Event::Chart {
+                event: ChartEvent::Series { key, event },
+                ..
+            } if *key == b => Some(event.clone()),
             _ => None,
         })
         .collect();
@@ -710,7 +791,8 @@ fn several_series_share_one_session() {
     // Series a got its live update from the same message.
     assert!(events.iter().any(|e| matches!(
         e,
-        SessionEvent::Series { id, event: SeriesEvent::Update(bar) } if *id == a && bar.close == 1.0
+        Event::Chart { event: ChartEvent::Series { key, event: SeriesEvent::Update(bar) }, .. }
+            if *key == a && bar.close == 1.0
     )));
 }
 

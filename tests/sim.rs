@@ -1,5 +1,5 @@
 //! The simulator against protocol.md: each test pins one behaviour of the real server, driving
-//! the simulator with the crate's own `ChartSession` or with a plain websocket client.
+//! the simulator with the crate's own `Connection` or with a plain websocket client.
 
 mod util;
 
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tvdatafeed::{
     protocol::{
-        AuthToken, ChartSession, Request, SeriesEvent, SeriesFailure, SeriesRequest, SessionConfig,
-        SessionEvent,
+        AuthToken, ChartConfig, ConnectionConfig, Event, Request, SeriesEvent, SeriesFailure,
+        SeriesRequest,
     },
     sim::{Sim, SimConfig},
 };
@@ -114,10 +114,10 @@ fn hello_is_the_first_frame() {
     assert!(hello["timestampMs"].as_u64().is_some());
     assert!(hello["javastudies"].is_array());
     // The crate's session recognises it.
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_hellotest01"));
+    let mut d = Driver::connect(&sim, "cs_hellotest01");
     assert!(d.run_until(5 * S, |d| !d.events.is_empty()));
     assert!(
-        matches!(d.events[0], SessionEvent::Connected { .. }),
+        matches!(d.events[0], Event::Connected { .. }),
         "{:?}",
         d.events[0]
     );
@@ -128,7 +128,7 @@ fn load_300_hourly(tls: bool) {
     assert_eq!(sim.url().starts_with("wss://"), tls);
     let (btc, hour) = (sym("BINANCE:BTCUSDT"), iv("60"));
     let before = unix_s();
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_loadtest0001"));
+    let mut d = Driver::connect(&sim, "cs_loadtest0001");
     let id = d.load(SeriesRequest::count(btc.clone(), hour, 300), 10 * S);
     let after = unix_s();
     let (bars, forming) = d
@@ -182,7 +182,7 @@ fn history_over_wss_equals_the_market_and_arrives_in_one_message() {
 #[test]
 fn unbatched_load_arrives_one_frame_per_message() {
     let sim = start(SimConfig::default().with_batch_frames(false));
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_unbatched001"));
+    let mut d = Driver::connect(&sim, "cs_unbatched001");
     let id = d.load(
         SeriesRequest::count(sym("BINANCE:ETHUSDT"), iv("5"), 50),
         10 * S,
@@ -195,7 +195,7 @@ fn unbatched_load_arrives_one_frame_per_message() {
 fn index_symbol_bars_have_no_volume() {
     let sim = start(SimConfig::default());
     let (spx, day) = (sym("SP:SPX"), iv("1D"));
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_indextest001"));
+    let mut d = Driver::connect(&sim, "cs_indextest001");
     let id = d.load(SeriesRequest::count(spx.clone(), day, 100), 10 * S);
     let (bars, forming) = d.history(id).expect("history");
     assert_eq!(bars.len(), 100);
@@ -222,7 +222,7 @@ fn index_symbol_bars_have_no_volume() {
 #[test]
 fn unknown_symbol_fails_promptly_without_completion() {
     let sim = start(SimConfig::default());
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_badsymbol001"));
+    let mut d = Driver::connect(&sim, "cs_badsymbol001");
     let t0 = now();
     let id = d.load(
         SeriesRequest::count(sym("BINANCE:INVALIDX"), iv("60"), 300),
@@ -254,7 +254,7 @@ fn unknown_symbol_fails_promptly_without_completion() {
 #[test]
 fn denied_exchange_fails_with_permission_denied() {
     let sim = start(SimConfig::default());
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_denied000001"));
+    let mut d = Driver::connect(&sim, "cs_denied000001");
     let id = d.load(
         SeriesRequest::count(sym("ECONOMICS:USGDP"), iv("1M"), 10),
         5 * S,
@@ -272,8 +272,8 @@ fn denied_exchange_fails_with_permission_denied() {
 fn paging_with_a_token_delivers_12000_bars_equal_to_the_market() {
     let sim = start(SimConfig::default().with_max_bars_per_request(5_000));
     let (btc, minute) = (sym("BINANCE:BTCUSDT"), iv("1"));
-    let cfg = SessionConfig::default().with_auth_token(Some(AuthToken::new("aaa.bbb.ccc")));
-    let mut d = Driver::connect(&sim, ChartSession::with_config("cs_pagingtest01", cfg));
+    let cfg = ConnectionConfig::default().with_auth_token(AuthToken::new("aaa.bbb.ccc"));
+    let mut d = Driver::connect_with(&sim, "cs_pagingtest01", cfg, ChartConfig::default());
     let id = d.load(SeriesRequest::count(btc.clone(), minute, 12_000), 30 * S);
     let (bars, forming) = d
         .history(id)
@@ -302,7 +302,7 @@ fn paging_with_a_token_delivers_12000_bars_equal_to_the_market() {
 fn anonymous_history_depth_caps_a_6000_bar_request_at_5000() {
     let sim = start(SimConfig::default());
     let (btc, minute) = (sym("BINANCE:BTCUSDT"), iv("1"));
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_depthtest001"));
+    let mut d = Driver::connect(&sim, "cs_depthtest001");
     let id = d.load(SeriesRequest::count(btc.clone(), minute, 6_000), 30 * S);
     let (bars, forming) = d.history(id).expect("history");
     assert_eq!(
@@ -323,8 +323,8 @@ fn bad_or_unlisted_token_gets_protocol_error_and_close() {
         ),
     ] {
         let sim = start(cfg);
-        let scfg = SessionConfig::default().with_auth_token(Some(AuthToken::new(token)));
-        let mut d = Driver::connect(&sim, ChartSession::with_config("cs_badtoken0001", scfg));
+        let scfg = ConnectionConfig::default().with_auth_token(AuthToken::new(token));
+        let mut d = Driver::connect_with(&sim, "cs_badtoken0001", scfg, ChartConfig::default());
         assert!(d.run_until(5 * S, |d| d.end.is_some()), "the server closes");
         assert_eq!(
             d.end,
@@ -332,7 +332,7 @@ fn bad_or_unlisted_token_gets_protocol_error_and_close() {
             "with a close frame, after the error"
         );
         assert!(
-            d.events.contains(&SessionEvent::ProtocolError {
+            d.events.contains(&Event::ProtocolError {
                 text: "bad auth token".into()
             }),
             "{:?}",
@@ -348,7 +348,7 @@ fn range_request_returns_exactly_the_bars_in_range() {
     let (btc, hour) = (sym("BINANCE:BTCUSDT"), iv("60"));
     let to = hour.bar_open(unix_s()) - 50 * 3600;
     let from = to - 100 * 3600;
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_rangetest001"));
+    let mut d = Driver::connect(&sim, "cs_rangetest001");
     let id = d.load(
         SeriesRequest::range(btc.clone(), hour, from, to, 5_000),
         10 * S,
@@ -403,7 +403,7 @@ fn invalid_resolution_gets_critical_error_invalid_parameters() {
 #[test]
 fn seconds_without_entitlement_get_series_error() {
     let sim = start(SimConfig::default().with_entitled_seconds(false));
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_secondstest1"));
+    let mut d = Driver::connect(&sim, "cs_secondstest1");
     let id = d.load(
         SeriesRequest::count(sym("BINANCE:BTCUSDT"), iv("1S"), 100),
         5 * S,
@@ -419,7 +419,7 @@ fn seconds_without_entitlement_get_series_error() {
 #[test]
 fn custom_resolution_without_entitlement_gets_series_error() {
     let sim = start(SimConfig::default().with_entitled_custom(false));
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_customtest01"));
+    let mut d = Driver::connect(&sim, "cs_customtest01");
     let id = d.load(
         SeriesRequest::count(sym("BINANCE:BTCUSDT"), iv("20"), 100),
         5 * S,
@@ -435,30 +435,25 @@ fn custom_resolution_without_entitlement_gets_series_error() {
 #[test]
 fn invalid_timezone_gets_critical_error() {
     let sim = start(SimConfig::default());
-    let cfg = SessionConfig::default().with_timezone(Some("Nowhere/Nowhere".into()));
-    let mut d = Driver::connect(&sim, ChartSession::with_config("cs_timezone0001", cfg));
-    assert!(d.run_until(5 * S, |d| {
-        d.events
-            .iter()
-            .any(|e| matches!(e, SessionEvent::CriticalError { .. }))
-    }));
-    assert!(d.events.contains(&SessionEvent::CriticalError {
-        reason: "invalid timezone".into(),
-        detail: Some(r#"method: switch_timezone. args: "[Nowhere/Nowhere]""#.into()),
-    }));
+    let cfg = ChartConfig::default().with_timezone(Some("Nowhere/Nowhere".into()));
+    let mut d = Driver::connect_with(&sim, "cs_timezone0001", ConnectionConfig::default(), cfg);
+    assert!(d.run_until(5 * S, |d| !d.critical_errors().is_empty()));
+    assert_eq!(
+        d.critical_errors(),
+        [(
+            "invalid timezone".to_owned(),
+            Some(r#"method: switch_timezone. args: "[Nowhere/Nowhere]""#.to_owned())
+        )]
+    );
     // A valid zone is accepted silently.
-    let cfg = SessionConfig::default().with_timezone(Some("America/New_York".into()));
-    let mut d = Driver::connect(&sim, ChartSession::with_config("cs_timezone0002", cfg));
+    let cfg = ChartConfig::default().with_timezone(Some("America/New_York".into()));
+    let mut d = Driver::connect_with(&sim, "cs_timezone0002", ConnectionConfig::default(), cfg);
     let id = d.load(
         SeriesRequest::count(sym("BINANCE:BTCUSDT"), iv("60"), 5),
         5 * S,
     );
     assert!(d.history(id).is_some());
-    assert!(
-        !d.events
-            .iter()
-            .any(|e| matches!(e, SessionEvent::CriticalError { .. }))
-    );
+    assert!(d.critical_errors().is_empty());
 }
 
 // ---------------------------------------------------------------- live
@@ -467,7 +462,7 @@ fn invalid_timezone_gets_critical_error() {
 fn live_1s_series_closes_bars_equal_to_the_market_and_published() {
     let sim = start(SimConfig::default().with_update_interval(Duration::from_millis(100)));
     let (btc, sec) = (sym("BINANCE:BTCUSDT"), iv("1S"));
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_livetest0001"));
+    let mut d = Driver::connect(&sim, "cs_livetest0001");
     let id = d.load(SeriesRequest::count(btc.clone(), sec, 10), 5 * S);
     assert!(d.history(id).is_some());
     assert!(
@@ -513,7 +508,7 @@ fn duplicated_du_frames_create_no_extra_closed_bars() {
             .with_duplicate_du_every(1),
     );
     let (btc, sec) = (sym("BINANCE:BTCUSDT"), iv("1S"));
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_duptest00001"));
+    let mut d = Driver::connect(&sim, "cs_duptest00001");
     let id = d.load(SeriesRequest::count(btc.clone(), sec, 10), 5 * S);
     assert!(
         d.run_until(8 * S, |d| d.closed(id).len() >= 2),
@@ -538,7 +533,7 @@ fn duplicated_du_frames_create_no_extra_closed_bars() {
 #[test]
 fn new_bar_is_announced_by_a_one_bar_timescale_update_at_index_plus_one() {
     let sim = start(SimConfig::default());
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_newbartest01"));
+    let mut d = Driver::connect(&sim, "cs_newbartest01");
     let id = d.load(
         SeriesRequest::count(sym("BINANCE:BTCUSDT"), iv("1S"), 5),
         5 * S,
@@ -584,7 +579,7 @@ fn quiet_symbol_sends_no_live_updates() {
             .with_update_interval(Duration::from_millis(50))
             .with_quiet_symbols(vec!["BINANCE:QUIETUSDT".into()]),
     );
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_quiettest001"));
+    let mut d = Driver::connect(&sim, "cs_quiettest001");
     let id = d.load(
         SeriesRequest::count(sym("BINANCE:QUIETUSDT"), iv("1S"), 5),
         5 * S,
@@ -597,7 +592,7 @@ fn quiet_symbol_sends_no_live_updates() {
 #[test]
 fn remove_series_stops_that_series_du() {
     let sim = start(SimConfig::default().with_update_interval(Duration::from_millis(50)));
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_removetest01"));
+    let mut d = Driver::connect(&sim, "cs_removetest01");
     let a = d.load(
         SeriesRequest::count(sym("BINANCE:BTCUSDT"), iv("1"), 5),
         5 * S,
@@ -615,7 +610,7 @@ fn remove_series_stops_that_series_du() {
         d.run_until(5 * S, |d| d.messages.iter().any(|m| du_of(m, "sds_1"))),
         "sds_1 is live"
     );
-    d.session.remove_series(a).expect("remove");
+    d.session().remove_series(a).expect("remove");
     // A marker the server answers after it has handled the removal (requests are in order).
     d.send_raw(&encode(Request::QuoteCreateSession {
         session: "qs_marker00001",
@@ -684,7 +679,7 @@ fn chart_session_echoes_heartbeats_and_the_connection_stays_open() {
             .with_heartbeat_interval(Duration::from_millis(200))
             .with_heartbeat_timeout(Duration::from_millis(800)),
     );
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_heartbeat001"));
+    let mut d = Driver::connect(&sim, "cs_heartbeat001");
     d.run_for(Duration::from_millis(1_500));
     assert_eq!(d.end, None, "still open after 1.5 s");
     let beats = d.heartbeats();
@@ -843,7 +838,7 @@ fn spec_form_quote_symbols_are_echoed_and_updated() {
 fn counters_count_connections_messages_and_bytes() {
     let sim = start(SimConfig::default().with_quiet_symbols(vec!["BINANCE:BTCUSDT".into()]));
     assert_eq!(sim.counters().connections, 0);
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_counterstest"));
+    let mut d = Driver::connect(&sim, "cs_counterstest");
     let id = d.load(
         SeriesRequest::count(sym("BINANCE:BTCUSDT"), iv("60"), 20),
         5 * S,
@@ -874,7 +869,7 @@ fn counters_count_connections_messages_and_bytes() {
 #[test]
 fn stop_returns_true_within_its_timeout_with_clients_connected() {
     let sim = start(SimConfig::default().with_update_interval(Duration::from_millis(50)));
-    let mut d = Driver::connect(&sim, ChartSession::new("cs_stoptest0001"));
+    let mut d = Driver::connect(&sim, "cs_stoptest0001");
     d.load(
         SeriesRequest::count(sym("BINANCE:BTCUSDT"), iv("1S"), 5),
         5 * S,

@@ -6,7 +6,7 @@ mod util;
 use std::time::Duration;
 
 use tvdatafeed::{
-    protocol::{ChartSession, Request, SeriesRequest, SessionError},
+    protocol::{ConnectionError, Request, SeriesRequest},
     sim::{Fault, FaultKind, Sim, SimConfig, Target, Trigger},
 };
 use util::*;
@@ -30,7 +30,7 @@ fn raw_after_hello(sim: &Sim) -> Raw {
 
 /// A chart session that has received its hello.
 fn driver_after_hello(sim: &Sim) -> Driver {
-    let mut d = Driver::connect(sim, ChartSession::new("cs_faulttest001"));
+    let mut d = Driver::connect(sim, "cs_faulttest001");
     assert!(d.run_until(5 * S, |d| !d.events.is_empty()), "hello");
     d
 }
@@ -215,7 +215,7 @@ fn frame_fault(kind: FaultKind, trigger: Trigger) -> Driver {
 fn malformed_frame_gives_a_frame_error() {
     let d = frame_fault(FaultKind::MalformedFrame, Trigger::Now);
     assert!(
-        matches!(d.errors[0], SessionError::Frame(_)),
+        matches!(d.errors[0], ConnectionError::Frame(_)),
         "{:?}",
         d.errors
     );
@@ -229,7 +229,7 @@ fn wrong_length_prefix_gives_a_frame_error() {
         Trigger::After(Duration::from_millis(200)),
     );
     assert!(
-        matches!(d.errors[0], SessionError::Frame(_)),
+        matches!(d.errors[0], ConnectionError::Frame(_)),
         "{:?}",
         d.errors
     );
@@ -239,7 +239,7 @@ fn wrong_length_prefix_gives_a_frame_error() {
 fn absurd_length_gives_a_frame_error() {
     let d = frame_fault(FaultKind::AbsurdLength, Trigger::AfterMessages(0));
     assert!(
-        matches!(d.errors[0], SessionError::Frame(_)),
+        matches!(d.errors[0], ConnectionError::Frame(_)),
         "{:?}",
         d.errors
     );
@@ -254,7 +254,7 @@ fn absurd_length_gives_a_frame_error() {
 fn garbage_json_gives_a_message_error() {
     let d = frame_fault(FaultKind::GarbageJson, Trigger::Now);
     assert!(
-        matches!(d.errors[0], SessionError::Message(_)),
+        matches!(d.errors[0], ConnectionError::Message(_)),
         "{:?}",
         d.errors
     );
@@ -283,7 +283,7 @@ fn unknown_message_is_delivered_and_ignored_without_error() {
 fn frame_faults_by_message_count_on_all_connections() {
     let sim = start(SimConfig::default());
     let mut a = driver_after_hello(&sim);
-    let mut b = Driver::connect(&sim, ChartSession::new("cs_faulttest002"));
+    let mut b = Driver::connect(&sim, "cs_faulttest002");
     assert!(b.run_until(5 * S, |d| !d.events.is_empty()));
     sim.inject(Fault::now(FaultKind::GarbageJson).when(Trigger::AfterMessages(1)));
     // Neither sends anything until a message goes out: load a series on each.
@@ -291,8 +291,8 @@ fn frame_faults_by_message_count_on_all_connections() {
     b.add(SeriesRequest::count(sym("BINANCE:ETHUSDT"), iv("60"), 5));
     assert!(a.run_until(5 * S, |d| !d.errors.is_empty()));
     assert!(b.run_until(5 * S, |d| !d.errors.is_empty()));
-    assert!(matches!(a.errors[0], SessionError::Message(_)));
-    assert!(matches!(b.errors[0], SessionError::Message(_)));
+    assert!(matches!(a.errors[0], ConnectionError::Message(_)));
+    assert!(matches!(b.errors[0], ConnectionError::Message(_)));
 }
 
 // ---------------------------------------------------------------- restart
@@ -329,7 +329,7 @@ fn restart_drops_connections_refuses_during_downtime_then_serves_again() {
         t0.elapsed() >= Duration::from_millis(1_500),
         "not before the downtime ended"
     );
-    let mut d = Driver::new(ws, ChartSession::new("cs_afterrestart"));
+    let mut d = Driver::new(ws, "cs_afterrestart");
     let id = d.load(
         SeriesRequest::count(sym("BINANCE:BTCUSDT"), iv("60"), 10),
         5 * S,

@@ -1,5 +1,5 @@
-//! The steady-state live path allocates nothing: parsing a `du`, and a `ChartSession` turning it
-//! into an `Update` event. Its own test binary, because it installs a counting allocator.
+//! The steady-state live path allocates nothing: parsing a `du`, and a `Connection` (framing,
+//! parsing, routing to its chart session) turning it into an `Update` event. Its own test binary, because it installs a counting allocator.
 
 mod util;
 
@@ -7,8 +7,11 @@ mod util;
 mod counting_alloc;
 
 use counting_alloc::allocations;
+use std::time::Duration;
+
 use tvdatafeed::protocol::{
-    ChartSession, MessageParser, SeriesEvent, SeriesRequest, ServerMessage, SessionEvent,
+    ChartConfig, ChartEvent, Connection, ConnectionConfig, Event, MessageParser, SeriesEvent,
+    SeriesKey, SeriesRequest, ServerMessage,
     frame::{Frame, FrameDecoder},
 };
 use util::frames::*;
@@ -45,11 +48,16 @@ fn steady_state_live_updates_allocate_nothing() {
     }
     assert_eq!(allocations() - before, 0, "allocations in 1000 parsed du");
 
-    // The whole session: load, then live updates turned into events.
-    let mut s = ChartSession::new("cs_kjvmuwkghjuz");
-    let id = s
+    // The whole connection: load, then live updates turned into events.
+    let t0 = util::now();
+    let mut s = Connection::new(t0, ConnectionConfig::default());
+    let chart = s.add_chart_named(t0, "cs_kjvmuwkghjuz", ChartConfig::default());
+    let id = SeriesKey(42);
+    s.chart_mut(chart)
+        .unwrap()
         .add_series(
-            0,
+            t0,
+            id,
             SeriesRequest::count("BINANCE:BTCUSDT".parse().unwrap(), "1".parse().unwrap(), 2),
         )
         .unwrap();
@@ -61,19 +69,23 @@ fn steady_state_live_updates_allocate_nothing() {
     ]
     .concat()
     .into_bytes();
-    s.handle_message(1, &mut load).unwrap();
+    s.handle_message(t0, &mut load).unwrap();
     while s.poll_event().is_some() {}
-    let mut out = Vec::new();
-    while s.poll_transmit(&mut out) {}
-    let feed = |buf: &mut Vec<u8>, s: &mut ChartSession, i: usize| {
+    while s.poll_transmit().is_some() {}
+    let feed = |buf: &mut Vec<u8>, s: &mut Connection, i: usize| {
         buf.clear();
         buf.extend_from_slice(du(i).as_bytes());
-        s.handle_message(2 + i as u64, buf).unwrap();
+        s.handle_message(t0 + Duration::from_millis(2 + i as u64), buf)
+            .unwrap();
         let mut updates = 0;
         while let Some(e) = s.poll_event() {
-            assert!(
-                matches!(e, SessionEvent::Series { id: got, event: SeriesEvent::Update(_) } if got == id)
-            );
+            assert!(matches!(
+                e,
+                Event::Chart {
+                    event: ChartEvent::Series { key, event: SeriesEvent::Update(_) },
+                    ..
+                } if key == id
+            ));
             updates += 1;
         }
         updates

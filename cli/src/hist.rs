@@ -11,9 +11,8 @@ use std::{
 };
 
 use tvdatafeed::{
-    Bar, Client, ClientConfig, Endpoint, Error, HistOptions, Interval, Symbol,
+    AuthToken, Bar, Client, ClientConfig, Endpoint, Error, HistOptions, Interval, Symbol,
     http::{self, HttpConfig},
-    protocol::AuthToken,
 };
 
 /// The parsed command line of `hist`.
@@ -42,16 +41,13 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     if args.bars == 0 {
         return Err(invalid("--bars must be at least 1".into()));
     }
-    let mut config = ClientConfig::default()
-        .with_timeout(args.timeout)
-        .with_token(
-            args.token
-                .filter(|t| !t.trim().is_empty())
-                .map(|t| AuthToken::new(t.trim())),
-        );
+    let mut config = ClientConfig::default().with_timeout(args.timeout);
+    if let Some(token) = args.token.filter(|t| !t.trim().is_empty()) {
+        config = config.with_token(AuthToken::new(token.trim()));
+    }
     if let Some(url) = &args.url {
         let endpoint: Endpoint = url.parse().map_err(|e| invalid(format!("{e}")))?;
-        config = config.with_endpoint(endpoint);
+        config = config.with_endpoint(endpoint).map_err(to_io)?;
     }
     if let Some(path) = &args.ca_cert {
         for der in read_pem_certs(path)? {
@@ -96,7 +92,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
 
 fn to_io(e: Error) -> io::Error {
     let kind = match &e {
-        Error::Timeout(_) => io::ErrorKind::TimedOut,
+        Error::Timeout { .. } => io::ErrorKind::TimedOut,
         Error::InvalidRequest(_) => io::ErrorKind::InvalidInput,
         _ => io::ErrorKind::Other,
     };

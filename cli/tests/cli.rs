@@ -139,7 +139,7 @@ fn hist_errors_are_one_line_on_stderr_with_nothing_on_stdout() {
     let o = run(bin().args(["hist", "BINANCE:INVALIDX", "1", "--url", &sim.url()]));
     assert_eq!(
         stderr(&o),
-        "tvdatafeed: unknown symbol BINANCE:INVALIDX: invalid symbol\n"
+        "tvdatafeed: BINANCE:INVALIDX 1: unknown symbol (invalid symbol)\n"
     );
 }
 

@@ -4,10 +4,11 @@
 //! promises, so a fuzz finding is a broken contract, not only a panic. Not public API.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use super::{
-    ChartSession, SeriesEvent, SeriesId, SeriesRequest, SessionConfig, SessionEvent,
+    ChartConfig, ChartEvent, Connection, ConnectionConfig, Event, SeriesEvent, SeriesKey,
+    SeriesRequest,
     frame::{self, Frame, FrameDecoder},
     message::{MessageParser, ServerMessage},
 };
@@ -109,20 +110,26 @@ struct Seen {
     forming: Option<i64>,
 }
 
-/// Session properties, for an operation sequence decoded from `data`: events of a series stop
-/// after `Failed`; history is ascending, deduplicated and no longer than asked; closed bars
-/// strictly ascend and follow the history; every transmitted message is well-formed frames;
-/// queued events stay bounded when drained.
+/// Session properties, for an operation sequence decoded from `data` and fed to a
+/// [`Connection`] with one chart session: events of a series stop after `Failed`; history is
+/// ascending, deduplicated and no longer than asked; closed bars strictly ascend and follow the
+/// history; no event names a removed series; every transmitted message is well-formed frames;
+/// queued events stay bounded when drained; slots never outnumber the series open at once.
 pub fn session(data: &[u8]) {
-    let config = SessionConfig::default()
+    // Only offsets from this base matter: every input is relative to it.
+    let t0 = crate::clock::monotonic();
+    let mut conn = Connection::new(t0, ConnectionConfig::default());
+    let chart_config = ChartConfig::default()
         .with_max_history_bars(64)
-        .with_load_timeout_ms(1_000);
-    let mut s = ChartSession::with_config("cs_fuzz", config);
+        .with_load_timeout(Duration::from_secs(1));
+    let chart = conn.add_chart_named(t0, "cs_fuzz", chart_config);
     let symbol: Symbol = "BINANCE:BTCUSDT".parse().unwrap_or_else(|_| unreachable!());
     let interval: Interval = "1".parse().unwrap_or_else(|_| unreachable!());
-    let mut seen: HashMap<SeriesId, Seen> = HashMap::new();
-    let mut wanted: HashMap<SeriesId, usize> = HashMap::new();
-    let mut now = 0u64;
+    let mut seen: HashMap<SeriesKey, Seen> = HashMap::new();
+    let mut wanted: HashMap<SeriesKey, usize> = HashMap::new();
+    let mut next_key = 0u64;
+    let mut peak_open = 0usize;
+    let mut now = t0;
     let mut ops = data;
     while let Some((&op, rest)) = ops.split_first() {
         // Each op: a code byte, a little-endian u16 length, then that many bytes (or fewer).
@@ -133,54 +140,81 @@ pub fn session(data: &[u8]) {
         let body = rest.get(2..).unwrap_or(&[]);
         let (chunk, tail) = body.split_at(len.min(body.len()));
         ops = tail;
-        match op % 5 {
+        match op % 6 {
             0 | 1 => {
                 let mut msg = chunk.to_vec();
-                let _ = s.handle_message(now, &mut msg);
+                let _ = conn.handle_message(now, &mut msg);
             }
             2 => {
-                now += u64::from(chunk.first().copied().unwrap_or(1)) * 50;
-                s.handle_timeout(now);
+                now += Duration::from_millis(u64::from(chunk.first().copied().unwrap_or(1)) * 50);
+                conn.handle_timeout(now);
             }
             3 => {
                 let n = u32::from(chunk.first().copied().unwrap_or(3) % 8);
-                if let Ok(id) = s.add_series(now, SeriesRequest::count(symbol.clone(), interval, n))
+                let key = SeriesKey(next_key);
+                next_key += 1;
+                let req = SeriesRequest::count(symbol.clone(), interval, n);
+                if let Some(c) = conn.chart_mut(chart)
+                    && c.add_series(now, key, req).is_ok()
                 {
-                    wanted.insert(id, n as usize);
+                    wanted.insert(key, n as usize);
+                    peak_open = peak_open.max(wanted.len());
+                }
+            }
+            4 => {
+                if let Some(&key) = wanted.keys().min() {
+                    if let Some(c) = conn.chart_mut(chart) {
+                        let _ = c.remove_series(key);
+                    }
+                    wanted.remove(&key);
+                    seen.remove(&key);
                 }
             }
             _ => {
-                if let Some(&id) = wanted.keys().min() {
-                    let _ = s.remove_series(id);
-                    wanted.remove(&id);
-                    seen.remove(&id);
+                // A reconnect: replay the chart; every series loads again from scratch.
+                conn.reset(now);
+                if let Some(c) = conn.chart_mut(chart) {
+                    c.resubscribe(now, 1_751_833_080, |_| None);
+                }
+                for st in seen.values_mut() {
+                    if !st.failed {
+                        *st = Seen::default();
+                    }
                 }
             }
         }
-        let mut out = Vec::new();
-        while s.poll_transmit(&mut out) {
+        if let Some(c) = conn.chart(chart) {
+            assert!(
+                c.slot_count() <= peak_open.max(1),
+                "slots grew past the open series"
+            );
+        }
+        while let Some(out) = conn.poll_transmit() {
             let mut copy = out.clone();
             for f in FrameDecoder::new().frames(&mut copy) {
                 assert!(f.is_ok(), "we sent a malformed frame: {out:?}");
             }
-            out.clear();
         }
         let mut events = 0;
-        while let Some(ev) = s.poll_event() {
+        while let Some(ev) = conn.poll_event() {
             events += 1;
             assert!(events < 1_000_000);
-            let SessionEvent::Series { id, event } = ev else {
+            let Event::Chart {
+                event: ChartEvent::Series { key, event },
+                ..
+            } = ev
+            else {
                 continue;
             };
-            assert!(wanted.contains_key(&id), "event for a removed series");
-            let st = seen.entry(id).or_default();
+            assert!(wanted.contains_key(&key), "event for a removed series");
+            let st = seen.entry(key).or_default();
             assert!(!st.failed, "event after Failed: {event:?}");
             match event {
                 SeriesEvent::Failed(_) => st.failed = true,
                 SeriesEvent::History { bars, forming, .. } => {
                     assert!(!st.history, "history twice");
                     st.history = true;
-                    assert!(bars.len() <= wanted[&id]);
+                    assert!(bars.len() <= wanted[&key]);
                     assert!(bars.windows(2).all(|w| w[0].time < w[1].time));
                     if let (Some(l), Some(f)) = (bars.last(), forming) {
                         assert!(l.time < f.time);

@@ -313,6 +313,26 @@ pub enum ServerMessage<'a> {
     },
 }
 
+impl ServerMessage<'_> {
+    /// The chart or quote session the message is addressed to, if it names one.
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            Self::SeriesLoading { session, .. }
+            | Self::SymbolResolved { session, .. }
+            | Self::TimescaleUpdate { session, .. }
+            | Self::DataUpdate { session, .. }
+            | Self::SeriesCompleted { session, .. }
+            | Self::SeriesTimeframe { session, .. }
+            | Self::SymbolError { session, .. }
+            | Self::SeriesError { session, .. }
+            | Self::CriticalError { session, .. }
+            | Self::QuoteData { session, .. }
+            | Self::QuoteCompleted { session, .. } => Some(session),
+            Self::Hello(_) | Self::ProtocolError { .. } | Self::Other { .. } => None,
+        }
+    }
+}
+
 /// Parses server JSON payloads, reusing its buffers across calls.
 ///
 /// # Examples

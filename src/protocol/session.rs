@@ -1,145 +1,101 @@
-//! The chart-session state machine: resolve, create series, load and page history, follow live
-//! updates, detect bar closes, echo heartbeats, surface every error as a typed event.
+//! The chart-session state machine: the series of one chart session, keyed by the caller.
 //!
-//! Pure, in the `quinn-proto` style: no sockets, no threads, no clock. Time is a `u64` count of
-//! milliseconds on any monotonic clock the caller picks, passed into every input.
+//! A [`ChartSession`] owns series only: it queues `resolve_symbol` / `create_series` /
+//! `request_more_data` / `remove_series`, takes the server messages addressed to its session
+//! (already framed and parsed by [`Connection`](super::Connection), which owns it), pages
+//! history, follows live updates, detects bar closes and turns every refusal into a typed
+//! [`SeriesFailure`]. Framing, parsing, heartbeats, auth and the idle deadline belong to the
+//! connection.
+//!
+//! Pure, in the `quinn-proto` style: no sockets, threads or clock; time is a parameter.
+//!
+//! # Keys, wire ids and slots
+//!
+//! The caller names each series with a stable [`SeriesKey`] (the engine uses its seis id). On the
+//! wire a series is `sds_<n>` with symbol `sds_sym_<n>`, where `n` comes from a counter that
+//! never repeats within the session: a late message for a removed series can never be taken
+//! for the series that reuses its slot. Slots are reused after [`ChartSession::remove_series`],
+//! so memory follows the number of live series, not the number ever added.
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    time::{Duration, Instant},
+};
 
 use super::{
-    frame::{self, Frame, FrameDecoder, FrameError},
-    message::{MessageError, MessageParser, SeriesData, ServerMessage, SymbolInfo},
+    message::{SeriesData, ServerMessage, SymbolInfo},
     request::{Request, SeriesRange, SymbolSpec},
 };
-use crate::{Bar, Interval, Symbol};
+use crate::{Bar, Interval, Symbol, timer::TimerWheel};
 
-/// The token anonymous sessions send.
-pub const ANONYMOUS_TOKEN: &str = "unauthorized_user_token";
-
-/// An authentication token (a JWT or [`ANONYMOUS_TOKEN`]). Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AuthToken(String);
-
-impl AuthToken {
-    /// Wraps a token.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The anonymous token.
-    pub fn anonymous() -> Self {
-        Self(ANONYMOUS_TOKEN.to_owned())
-    }
-
-    /// Whether this is the anonymous token.
-    pub fn is_anonymous(&self) -> bool {
-        self.0 == ANONYMOUS_TOKEN
-    }
-
-    /// The token text, to be sent to the server and nowhere else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for AuthToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.is_anonymous() {
-            f.write_str("AuthToken(anonymous)")
-        } else {
-            f.write_str("AuthToken(<redacted>)")
-        }
-    }
-}
+/// The turnaround id of every series: wire ids are never reused, so one turnaround suffices.
+const TURNAROUND: &str = "s1";
 
 /// Settings of a [`ChartSession`]. By-value setters; every default is documented.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SessionConfig {
-    /// Sent first as `set_auth_token` when `Some`. Default: the anonymous token. Set `None` when
-    /// another session on the same connection already authenticated.
-    pub auth_token: Option<AuthToken>,
-    /// `set_locale`, default `("en", "US")`.
-    pub locale: Option<(String, String)>,
-    /// `switch_timezone`, default `None`. Bar times are UTC whatever the zone.
+pub struct ChartConfig {
+    /// `switch_timezone` sent after `chart_create_session`, default `None`. Bar times are UTC
+    /// whatever the zone.
     pub timezone: Option<String>,
-    /// Largest frame accepted, default [`frame::DEFAULT_MAX_FRAME_LEN`].
-    pub max_frame_len: usize,
-    /// How long a series may take from `add_series` to its history, in ms. Default 30,000.
-    pub load_timeout_ms: u64,
-    /// Silence after which [`SessionEvent::Idle`] fires, in ms, counted from the last message
-    /// received (the timer is armed by the first one). Heartbeats count as traffic.
-    /// Default 45,000 (the server beats every 10-20 s).
-    pub idle_timeout_ms: u64,
+    /// How long a series may take from [`ChartSession::add_series`] to its history before it
+    /// fails with [`SeriesFailure::LoadTimeout`]. Default 30 s.
+    pub load_timeout: Duration,
     /// Most bars kept for one series while its history loads. Default 100,000.
     pub max_history_bars: usize,
     /// Bars asked per `request_more_data` page at most. Default 5,000.
     pub page_size: u32,
+    /// Most closed bars [`ChartSession::resubscribe`] asks for to fill one series' gap.
+    /// Default 5,000 (the anonymous history depth).
+    pub max_gap_bars: u32,
 }
 
-impl Default for SessionConfig {
+impl Default for ChartConfig {
     fn default() -> Self {
         Self {
-            auth_token: Some(AuthToken::anonymous()),
-            locale: Some(("en".into(), "US".into())),
             timezone: None,
-            max_frame_len: frame::DEFAULT_MAX_FRAME_LEN,
-            load_timeout_ms: 30_000,
-            idle_timeout_ms: 45_000,
+            load_timeout: Duration::from_secs(30),
             max_history_bars: 100_000,
             page_size: 5_000,
+            max_gap_bars: 5_000,
         }
     }
 }
 
-impl SessionConfig {
-    /// Sets the token sent with `set_auth_token` (`None`: send none).
-    #[must_use]
-    pub fn with_auth_token(mut self, token: Option<AuthToken>) -> Self {
-        self.auth_token = token;
-        self
-    }
-
-    /// Sets the `switch_timezone` zone.
+impl ChartConfig {
+    /// Sets [`ChartConfig::timezone`].
     #[must_use]
     pub fn with_timezone(mut self, tz: Option<String>) -> Self {
         self.timezone = tz;
         self
     }
 
-    /// Sets the largest frame accepted.
+    /// Sets [`ChartConfig::load_timeout`].
     #[must_use]
-    pub fn with_max_frame_len(mut self, max: usize) -> Self {
-        self.max_frame_len = max;
+    pub fn with_load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = timeout;
         self
     }
 
-    /// Sets the history load timeout in milliseconds.
-    #[must_use]
-    pub fn with_load_timeout_ms(mut self, ms: u64) -> Self {
-        self.load_timeout_ms = ms;
-        self
-    }
-
-    /// Sets the idle timeout in milliseconds.
-    #[must_use]
-    pub fn with_idle_timeout_ms(mut self, ms: u64) -> Self {
-        self.idle_timeout_ms = ms;
-        self
-    }
-
-    /// Sets the bar cap per loading series.
+    /// Sets [`ChartConfig::max_history_bars`] (at least 1).
     #[must_use]
     pub fn with_max_history_bars(mut self, n: usize) -> Self {
         self.max_history_bars = n.max(1);
         self
     }
 
-    /// Sets the largest page asked with `request_more_data`.
+    /// Sets [`ChartConfig::page_size`] (at least 1).
     #[must_use]
     pub fn with_page_size(mut self, n: u32) -> Self {
         self.page_size = n.max(1);
+        self
+    }
+
+    /// Sets [`ChartConfig::max_gap_bars`] (at least 1).
+    #[must_use]
+    pub fn with_max_gap_bars(mut self, n: u32) -> Self {
+        self.max_gap_bars = n.max(1);
         self
     }
 }
@@ -181,30 +137,30 @@ impl SeriesRequest {
         self.spec = spec;
         self
     }
-}
 
-/// Handle of a series within its [`ChartSession`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SeriesId(u32);
-
-impl SeriesId {
-    /// The series key on the wire (`sds_<n>`).
-    pub fn wire_key(self) -> String {
-        format!("sds_{}", self.0 + 1)
+    /// The symbol.
+    pub fn symbol(&self) -> &Symbol {
+        &self.spec.symbol
     }
 }
+
+/// The caller's name for a series: stable for the series' life, chosen by the caller (the live
+/// engine uses its seis id), unique within one [`ChartSession`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey(pub u64);
 
 /// Why a series failed. Final: the series receives nothing more.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SeriesFailure {
-    /// `symbol_error "invalid symbol"` (or another symbol reason).
-    #[error("unknown symbol: {reason}")]
+    /// `symbol_error "invalid symbol"` (or another symbol reason). Do not retry.
+    #[error("unknown symbol ({reason})")]
     UnknownSymbol {
         /// The server's reason.
         reason: String,
     },
-    /// `symbol_error "permission denied"`: the account may not see this symbol.
+    /// `symbol_error "permission denied"`: the account may not see this symbol. Sign in with an
+    /// account that has the data group.
     #[error("permission denied ({kind}: {detail})")]
     PermissionDenied {
         /// `group` or `symbol`.
@@ -214,7 +170,7 @@ pub enum SeriesFailure {
     },
     /// `series_error` about the resolution: `seconds_not_entitled`, `custom_resolution`,
     /// `resolution_not_entitled`, `unsupported resolution: …`, `ticks_not_entitled`.
-    #[error("interval not entitled: {reason}")]
+    #[error("interval not entitled ({reason})")]
     IntervalNotEntitled {
         /// The server's reason.
         reason: String,
@@ -234,12 +190,19 @@ pub enum SeriesFailure {
         /// The server's reason.
         reason: String,
     },
-    /// History did not complete within [`SessionConfig::load_timeout_ms`].
-    #[error("history did not complete within {timeout_ms} ms")]
+    /// History did not complete within [`ChartConfig::load_timeout`]. Retrying may help.
+    #[error("history did not complete within {timeout:?}")]
     LoadTimeout {
         /// The timeout.
-        timeout_ms: u64,
+        timeout: Duration,
     },
+}
+
+impl SeriesFailure {
+    /// Whether asking again (later, or on a new connection) may succeed: only a load timeout.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::LoadTimeout { .. })
+    }
 }
 
 /// What happened to one series.
@@ -273,58 +236,39 @@ pub enum SeriesEvent {
 /// An output of [`ChartSession::poll_event`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum SessionEvent {
-    /// The server's hello arrived.
-    Connected {
-        /// The server's opaque session id.
-        server_session: String,
-    },
-    /// A heartbeat arrived; its echo is queued for [`ChartSession::poll_transmit`].
-    Heartbeat(u64),
+pub enum ChartEvent {
     /// Something happened to a series.
     Series {
-        /// Which series.
-        id: SeriesId,
+        /// The caller's key of the series.
+        key: SeriesKey,
         /// What.
         event: SeriesEvent,
     },
-    /// A `critical_error` not attributable to one series (`invalid timezone`…).
+    /// A `critical_error` for this chart that names no series (`invalid timezone`…).
     CriticalError {
         /// The server's reason.
         reason: String,
         /// The server's detail.
         detail: Option<String>,
     },
-    /// A `protocol_error`: the server is about to close the connection (`bad auth token`).
-    ProtocolError {
-        /// The server's text.
-        text: String,
-    },
-    /// Nothing arrived for [`SessionConfig::idle_timeout_ms`]; the connection is probably
-    /// dead. Fires once per silence.
-    Idle {
-        /// Milliseconds since the last message.
-        silent_ms: u64,
-    },
 }
 
-/// A message [`ChartSession::handle_message`] could not take. Not fatal: the frames before the
-/// bad one were handled, and the session goes on.
+/// A call a [`ChartSession`] could not take.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// Bad framing; the rest of the websocket message was dropped.
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-    /// A frame whose JSON is bad or of the wrong shape; other frames were handled.
-    #[error(transparent)]
-    Message(#[from] MessageError),
-    /// A [`SeriesId`] this session does not hold.
-    #[error("unknown series")]
-    UnknownSeries,
-    /// More than `u32::MAX` series were added.
-    #[error("too many series")]
+    /// No series has this key here.
+    #[error("no series {0:?} in this chart session")]
+    UnknownSeries(SeriesKey),
+    /// A series with this key is already open here.
+    #[error("series {0:?} is already open in this chart session")]
+    DuplicateSeries(SeriesKey),
+    /// More than `u32::MAX` series are open at once.
+    #[error("too many series in one chart session")]
     TooManySeries,
+    /// The chart session was removed from its connection.
+    #[error("no such chart session")]
+    UnknownChart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,54 +285,55 @@ enum Phase {
 
 #[derive(Debug)]
 struct SeriesState {
+    key: SeriesKey,
     request: SeriesRequest,
-    key: String,
-    symbol_id: String,
-    turnaround: String,
+    /// The `n` of `sds_<n>` / `sds_sym_<n>`; never reused within the session.
+    wire: u64,
     phase: Phase,
+    /// What the current load asks for (the request, or a resubscription's gap window).
+    range: SeriesRange,
     history: BTreeMap<i64, Bar>,
     page_added: usize,
     bar_close_time: Option<i64>,
     forming: Option<Bar>,
-    deadline: Option<u64>,
+    load_timer: Option<crate::timer::TimerKey>,
 }
 
 impl SeriesState {
     /// Closed bars wanted plus the forming bar.
     fn wanted(&self) -> usize {
-        match self.request.range {
+        match self.range {
             SeriesRange::Count(n) => n as usize + 1,
             SeriesRange::Range { max_bars, .. } => max_bars as usize,
         }
     }
 }
 
-/// Everything but the codec, so that a parsed message (which borrows the parser) can be
-/// dispatched while the state is mutated.
-#[derive(Debug)]
-struct Core {
-    id: String,
-    config: SessionConfig,
-    series: Vec<Option<SeriesState>>,
-    transmit: VecDeque<Vec<u8>>,
-    events: VecDeque<SessionEvent>,
-    last_rx: Option<u64>,
-    idle_reported: bool,
+/// The load-timeout timer of a series: its slot and its wire id (a stale timer of a removed
+/// series finds another wire id in the slot and is ignored).
+#[derive(Debug, Clone, Copy)]
+struct LoadTimer {
+    slot: u32,
+    wire: u64,
 }
 
-/// A TradingView chart session over one connection: bytes in, events and bytes out.
+/// One chart session's series: requests out, parsed server messages in, events out.
+///
+/// Usually owned by a [`Connection`](super::Connection), which frames and parses the bytes,
+/// routes each message here by session id and drains this session's transmits and events. It
+/// can also be driven alone with parsed messages (the tests do).
 ///
 /// # Driving it
 ///
-/// 1. Create it with [`ChartSession::new`] or [`ChartSession::with_config`]; add series with
-///    [`ChartSession::add_series`] at any time.
-/// 2. Send every message [`ChartSession::poll_transmit`] produces, each as one websocket text
-///    message, until it returns `false`.
-/// 3. Feed every websocket text message received to [`ChartSession::handle_message`].
+/// 1. Add series with [`ChartSession::add_series`] at any time; remove them with
+///    [`ChartSession::remove_series`].
+/// 2. Send every message [`ChartSession::poll_transmit`] returns, each as one websocket text
+///    message, after the connection's own (auth first).
+/// 3. Feed it every parsed server message for its session ([`ChartSession::handle_message`]).
 /// 4. Drain [`ChartSession::poll_event`].
 /// 5. Call [`ChartSession::handle_timeout`] when [`ChartSession::poll_timeout`] is reached.
 ///
-/// Repeat 2-5 after every input. Times must not go backwards.
+/// Times must not go backwards.
 ///
 /// # Bars
 ///
@@ -397,292 +342,302 @@ struct Core {
 /// forming bar with the last values seen ([`SeriesEvent::Closed`]).
 #[derive(Debug)]
 pub struct ChartSession {
-    decoder: FrameDecoder,
-    parser: MessageParser,
-    core: Core,
+    id: String,
+    config: ChartConfig,
+    /// The instant time 0 of `timers` stands for.
+    epoch: Instant,
+    slots: Vec<Option<SeriesState>>,
+    /// Free slot indices (LIFO).
+    free: Vec<u32>,
+    by_key: HashMap<SeriesKey, u32>,
+    by_wire: HashMap<u64, u32>,
+    next_wire: u64,
+    /// Load deadlines, in milliseconds since `epoch`.
+    timers: TimerWheel<LoadTimer>,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<ChartEvent>,
+    /// Keys removed since the owning connection last looked, so that it can drop the events
+    /// of theirs it already queued.
+    removed: Vec<SeriesKey>,
 }
 
 impl ChartSession {
-    /// A session with the default [`SessionConfig`] (anonymous).
-    pub fn new(id: impl Into<String>) -> Self {
-        Self::with_config(id, SessionConfig::default())
-    }
-
-    /// A session with `config`. Queues `set_auth_token`, `set_locale`, `chart_create_session`
-    /// and `switch_timezone` as configured.
-    pub fn with_config(id: impl Into<String>, config: SessionConfig) -> Self {
-        let mut core = Core {
+    /// A chart session named `id` (`cs_` and 12 letters, see
+    /// [`SessionIds`](super::SessionIds)). Queues `chart_create_session` and, when configured,
+    /// `switch_timezone`.
+    pub fn new(now: Instant, id: impl Into<String>, config: ChartConfig) -> Self {
+        let mut s = Self {
             id: id.into(),
             config,
-            series: Vec::new(),
+            epoch: now,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_key: HashMap::new(),
+            by_wire: HashMap::new(),
+            next_wire: 1,
+            timers: TimerWheel::new(0),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
-            last_rx: None,
-            idle_reported: false,
+            removed: Vec::new(),
         };
-        let c = core.config.clone();
-        if let Some(token) = &c.auth_token {
-            core.send(Request::SetAuthToken {
-                token: token.expose(),
-            });
-        }
-        if let Some((language, country)) = &c.locale {
-            core.send(Request::SetLocale { language, country });
-        }
-        let session = core.id.clone();
-        core.send(Request::ChartCreateSession { session: &session });
-        if let Some(timezone) = &c.timezone {
-            core.send(Request::SwitchTimezone {
-                session: &session,
-                timezone,
-            });
-        }
-        Self {
-            decoder: FrameDecoder::new().with_max_frame_len(c.max_frame_len),
-            parser: MessageParser::new(),
-            core,
-        }
+        s.queue_create();
+        s
     }
 
     /// The chart session id.
     pub fn id(&self) -> &str {
-        &self.core.id
+        &self.id
     }
 
-    /// Opens a series: queues `resolve_symbol` and `create_series`, and arms its load timeout
-    /// from `now`.
+    /// The configuration.
+    pub fn config(&self) -> &ChartConfig {
+        &self.config
+    }
+
+    /// How many series are open (loading, live or failed but not removed).
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether no series is open.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Slots allocated for series: the peak number open at once, never the number ever added.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether a series with `key` is open.
+    pub fn contains(&self, key: SeriesKey) -> bool {
+        self.by_key.contains_key(&key)
+    }
+
+    /// The request a series was opened with.
+    pub fn request(&self, key: SeriesKey) -> Option<&SeriesRequest> {
+        let slot = *self.by_key.get(&key)?;
+        self.slots[slot as usize].as_ref().map(|s| &s.request)
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn queue_create(&mut self) {
+        let session = self.id.clone();
+        self.send(Request::ChartCreateSession { session: &session });
+        if let Some(timezone) = self.config.timezone.clone() {
+            self.send(Request::SwitchTimezone {
+                session: &session,
+                timezone: &timezone,
+            });
+        }
+    }
+
+    /// Opens a series under `key`: queues `resolve_symbol` and `create_series`, and arms its
+    /// load timeout from `now`.
     ///
     /// # Errors
     ///
-    /// [`SessionError::TooManySeries`] after `u32::MAX` series.
+    /// [`SessionError::DuplicateSeries`] when `key` is open here;
+    /// [`SessionError::TooManySeries`] past `u32::MAX` open series.
     pub fn add_series(
         &mut self,
-        now: u64,
+        now: Instant,
+        key: SeriesKey,
         request: SeriesRequest,
-    ) -> Result<SeriesId, SessionError> {
-        let n = u32::try_from(self.core.series.len()).map_err(|_| SessionError::TooManySeries)?;
-        let id = SeriesId(n);
-        let state = SeriesState {
-            key: id.wire_key(),
-            symbol_id: format!("sds_sym_{}", n + 1),
-            turnaround: "s1".to_owned(),
+    ) -> Result<(), SessionError> {
+        if self.by_key.contains_key(&key) {
+            return Err(SessionError::DuplicateSeries(key));
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot =
+                    u32::try_from(self.slots.len()).map_err(|_| SessionError::TooManySeries)?;
+                self.slots.push(None);
+                slot
+            }
+        };
+        let range = request.range;
+        self.slots[slot as usize] = Some(SeriesState {
+            key,
+            request,
+            wire: 0,
             phase: Phase::Loading,
+            range,
             history: BTreeMap::new(),
             page_added: 0,
             bar_close_time: None,
             forming: None,
-            deadline: Some(now.saturating_add(self.core.config.load_timeout_ms)),
-            request,
-        };
-        let session = self.core.id.clone();
-        let first_page = state.wanted().min(self.core.config.page_size as usize) as u32;
-        let range = match state.request.range {
-            SeriesRange::Count(_) => SeriesRange::Count(first_page.max(1)),
-            r => r,
-        };
-        self.core.send(Request::ResolveSymbol {
-            session: &session,
-            symbol_id: &state.symbol_id,
-            spec: &state.request.spec,
+            load_timer: None,
         });
-        self.core.send(Request::CreateSeries {
-            session: &session,
-            series_id: &state.key,
-            turnaround: &state.turnaround,
-            symbol_id: &state.symbol_id,
-            interval: state.request.interval,
-            range,
-        });
-        self.core.series.push(Some(state));
-        Ok(id)
-    }
-
-    /// Closes a series: queues `remove_series`; no event of it follows.
-    ///
-    /// # Errors
-    ///
-    /// [`SessionError::UnknownSeries`] when `id` is not open here.
-    pub fn remove_series(&mut self, id: SeriesId) -> Result<(), SessionError> {
-        let slot = self
-            .core
-            .series
-            .get_mut(id.0 as usize)
-            .ok_or(SessionError::UnknownSeries)?;
-        let state = slot.take().ok_or(SessionError::UnknownSeries)?;
-        let session = self.core.id.clone();
-        self.core.send(Request::RemoveSeries {
-            session: &session,
-            series_id: &state.key,
-        });
-        self.core
-            .events
-            .retain(|e| !matches!(e, SessionEvent::Series { id: i, .. } if *i == id));
+        self.by_key.insert(key, slot);
+        self.start_load(now, slot, range);
         Ok(())
     }
 
-    /// Feeds one websocket text message (one or more frames) received at `now`.
+    /// (Re)starts the load of the series in `slot` under a fresh wire id: queues its requests
+    /// and arms its load timer.
+    fn start_load(&mut self, now: Instant, slot: u32, range: SeriesRange) {
+        let now_ms = self.ms(now);
+        let deadline = now_ms.saturating_add(
+            u64::try_from(self.config.load_timeout.as_millis()).unwrap_or(u64::MAX),
+        );
+        let wire = self.next_wire;
+        self.next_wire += 1;
+        let page_size = self.config.page_size as usize;
+        let Some(s) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
+        if s.wire != 0 {
+            self.by_wire.remove(&s.wire);
+        }
+        if let Some(t) = s.load_timer.take() {
+            self.timers.cancel(t);
+        }
+        s.wire = wire;
+        s.phase = Phase::Loading;
+        s.range = range;
+        s.history.clear();
+        s.page_added = 0;
+        s.bar_close_time = None;
+        s.forming = None;
+        s.load_timer = Some(self.timers.insert(deadline, LoadTimer { slot, wire }));
+        self.by_wire.insert(wire, slot);
+        let first_page = s.wanted().min(page_size) as u32;
+        let wire_range = match range {
+            SeriesRange::Count(_) => SeriesRange::Count(first_page.max(1)),
+            r => r,
+        };
+        let (session, series_id, symbol_id) = (
+            self.id.clone(),
+            format!("sds_{wire}"),
+            format!("sds_sym_{wire}"),
+        );
+        let Some(s) = self.slots[slot as usize].as_ref() else {
+            return;
+        };
+        let mut resolve = Vec::with_capacity(160);
+        Request::ResolveSymbol {
+            session: &session,
+            symbol_id: &symbol_id,
+            spec: &s.request.spec,
+        }
+        .encode(&mut resolve);
+        let mut create = Vec::with_capacity(128);
+        Request::CreateSeries {
+            session: &session,
+            series_id: &series_id,
+            turnaround: TURNAROUND,
+            symbol_id: &symbol_id,
+            interval: s.request.interval,
+            range: wire_range,
+        }
+        .encode(&mut create);
+        self.transmit.push_back(resolve);
+        self.transmit.push_back(create);
+    }
+
+    /// Closes the series `key`: queues `remove_series` and drops its queued events; nothing of
+    /// it follows, and its slot is reused by the next [`ChartSession::add_series`].
     ///
     /// # Errors
     ///
-    /// The first [`SessionError`] met. Frames before a framing error, and every well-formed
-    /// frame around a malformed JSON payload, are still handled.
-    pub fn handle_message(&mut self, now: u64, msg: &mut [u8]) -> Result<(), SessionError> {
-        self.core.last_rx = Some(now);
-        self.core.idle_reported = false;
-        let mut first_err = None;
-        for frame in self.decoder.frames(msg) {
-            match frame {
-                Err(e) => {
-                    first_err.get_or_insert(SessionError::Frame(e));
-                    break;
-                }
-                Ok(Frame::Heartbeat(n)) => {
-                    let mut echo = Vec::with_capacity(16);
-                    frame::encode_heartbeat(n, &mut echo);
-                    self.core.transmit.push_back(echo);
-                    self.core.events.push_back(SessionEvent::Heartbeat(n));
-                }
-                Ok(Frame::Json(payload)) => match self.parser.parse(payload) {
-                    Ok(m) => self.core.dispatch(m),
-                    Err(e) => {
-                        first_err.get_or_insert(SessionError::Message(e));
-                    }
-                },
-            }
+    /// [`SessionError::UnknownSeries`] when `key` is not open here.
+    pub fn remove_series(&mut self, key: SeriesKey) -> Result<(), SessionError> {
+        let slot = self
+            .by_key
+            .remove(&key)
+            .ok_or(SessionError::UnknownSeries(key))?;
+        let Some(state) = self.slots[slot as usize].take() else {
+            return Err(SessionError::UnknownSeries(key));
+        };
+        self.by_wire.remove(&state.wire);
+        if let Some(t) = state.load_timer {
+            self.timers.cancel(t);
         }
-        first_err.map_or(Ok(()), Err)
-    }
-
-    /// Fires the timers due at `now`: load timeouts and the idle timeout.
-    pub fn handle_timeout(&mut self, now: u64) {
-        let core = &mut self.core;
-        for (i, slot) in core.series.iter_mut().enumerate() {
-            let Some(s) = slot else { continue };
-            if s.deadline.is_some_and(|d| d <= now)
-                && matches!(s.phase, Phase::Loading | Phase::Paging)
-            {
-                s.phase = Phase::Failed;
-                s.deadline = None;
-                s.history = BTreeMap::new();
-                core.events.push_back(SessionEvent::Series {
-                    id: SeriesId(i as u32),
-                    event: SeriesEvent::Failed(SeriesFailure::LoadTimeout {
-                        timeout_ms: core.config.load_timeout_ms,
-                    }),
-                });
-            }
-        }
-        if let Some(last) = core.last_rx {
-            let silent = now.saturating_sub(last);
-            if !core.idle_reported && silent >= core.config.idle_timeout_ms {
-                core.idle_reported = true;
-                core.events
-                    .push_back(SessionEvent::Idle { silent_ms: silent });
-            }
-        }
-    }
-
-    /// The next instant [`ChartSession::handle_timeout`] has work, if any.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<u64> {
-        let core = &self.core;
-        let loads = core
-            .series
-            .iter()
-            .flatten()
-            .filter(|s| matches!(s.phase, Phase::Loading | Phase::Paging))
-            .filter_map(|s| s.deadline);
-        let idle = core
-            .last_rx
-            .filter(|_| !core.idle_reported)
-            .map(|t| t.saturating_add(core.config.idle_timeout_ms));
-        loads.chain(idle).min()
-    }
-
-    /// Appends the next websocket text message to send to `out`; `false` when none is queued.
-    #[must_use]
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
-        match self.core.transmit.pop_front() {
-            Some(m) => {
-                out.extend_from_slice(&m);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The next event, if any.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<SessionEvent> {
-        self.core.events.pop_front()
-    }
-}
-
-impl Core {
-    fn send(&mut self, req: Request<'_>) {
-        let mut out = Vec::with_capacity(96);
-        req.encode(&mut out);
-        self.transmit.push_back(out);
-    }
-
-    fn emit(&mut self, id: usize, event: SeriesEvent) {
-        self.events.push_back(SessionEvent::Series {
-            id: SeriesId(id as u32),
-            event,
+        self.free.push(slot);
+        let session = self.id.clone();
+        self.send(Request::RemoveSeries {
+            session: &session,
+            series_id: &format!("sds_{}", state.wire),
         });
+        self.events
+            .retain(|e| !matches!(e, ChartEvent::Series { key: k, .. } if *k == key));
+        self.removed.push(key);
+        Ok(())
     }
 
-    /// The slot of a series by its wire key (`sds_<n>`), if open and not failed.
-    fn by_key(&self, key: &str) -> Option<usize> {
-        let n: usize = key.strip_prefix("sds_")?.parse().ok()?;
-        let i = n.checked_sub(1)?;
-        match self.series.get(i)? {
-            Some(s) if s.key == key && s.phase != Phase::Failed => Some(i),
-            _ => None,
-        }
+    /// The keys removed since the last call (for the owning connection).
+    pub(crate) fn take_removed(&mut self) -> Option<Vec<SeriesKey>> {
+        (!self.removed.is_empty()).then(|| std::mem::take(&mut self.removed))
     }
 
-    fn by_symbol_id(&self, symbol_id: &str) -> Option<usize> {
-        let n: usize = symbol_id.strip_prefix("sds_sym_")?.parse().ok()?;
-        let i = n.checked_sub(1)?;
-        match self.series.get(i)? {
-            Some(s) if s.symbol_id == symbol_id && s.phase != Phase::Failed => Some(i),
-            _ => None,
-        }
-    }
-
-    fn fail(&mut self, i: usize, failure: SeriesFailure) {
-        if let Some(s) = self.series[i].as_mut() {
-            s.phase = Phase::Failed;
-            s.deadline = None;
-            s.history = BTreeMap::new();
-            s.forming = None;
-        }
-        self.emit(i, SeriesEvent::Failed(failure));
-    }
-
-    fn dispatch(&mut self, msg: ServerMessage<'_>) {
-        match msg {
-            ServerMessage::Hello(h) => self.events.push_back(SessionEvent::Connected {
-                server_session: h.session_id.to_owned(),
-            }),
-            ServerMessage::ProtocolError { text } => {
-                self.events.push_back(SessionEvent::ProtocolError {
-                    text: text.to_owned(),
-                })
+    /// Replays this chart session onto a fresh connection (after a reconnect): drops whatever
+    /// was queued for the old one, queues `chart_create_session` again, and re-opens every
+    /// series that has not failed, each under a new wire id and with its load timer re-armed.
+    ///
+    /// For a series whose caller saw bars up to open time `t` (`last_seen(key) == Some(t)`,
+    /// UTC seconds), the new load asks for every bar from `t` to `unix_now` (bar `t` included,
+    /// so the caller can check it), at most [`ChartConfig::max_gap_bars`] closed bars; the
+    /// [`SeriesEvent::History`] that answers it is the gap fill, and live updates follow. Other
+    /// series are re-opened with their original request.
+    pub fn resubscribe(
+        &mut self,
+        now: Instant,
+        unix_now: i64,
+        mut last_seen: impl FnMut(SeriesKey) -> Option<i64>,
+    ) {
+        self.transmit.clear();
+        self.events.clear();
+        self.queue_create();
+        for slot in 0..self.slots.len() {
+            let Some(s) = self.slots[slot].as_ref() else {
+                continue;
+            };
+            if s.phase == Phase::Failed {
+                continue;
             }
+            let range = match last_seen(s.key) {
+                Some(t) => {
+                    // Bars from `t` to the forming one, `t` included; Count asks closed bars.
+                    let span = s.request.interval.bars_spanning(
+                        t,
+                        unix_now,
+                        u64::from(self.config.max_gap_bars) + 1,
+                    );
+                    let closed = span.saturating_sub(1).max(1);
+                    SeriesRange::Count(
+                        u32::try_from(closed)
+                            .unwrap_or(u32::MAX)
+                            .min(self.config.max_gap_bars),
+                    )
+                }
+                None => s.request.range,
+            };
+            self.start_load(now, slot as u32, range);
+        }
+    }
+
+    /// Takes one parsed server message. Messages for other sessions, quotes and studies are
+    /// ignored.
+    pub fn handle_message(&mut self, now: Instant, msg: &ServerMessage<'_>) {
+        let _ = now;
+        match msg {
             ServerMessage::SymbolResolved {
                 session,
                 symbol_id,
                 info,
-            } if session == self.id => {
+            } if *session == self.id => {
                 if let Some(i) = self.by_symbol_id(symbol_id) {
-                    self.emit(i, SeriesEvent::Resolved(info));
+                    self.emit(i, SeriesEvent::Resolved(info.clone()));
                 }
             }
             ServerMessage::TimescaleUpdate { session, data }
             | ServerMessage::DataUpdate { session, data }
-                if session == self.id =>
+                if *session == self.id =>
             {
                 self.series_data(data);
             }
@@ -691,23 +646,23 @@ impl Core {
                 series,
                 update_mode,
                 turnaround,
-            } if session == self.id => self.completed(series, update_mode, turnaround),
+            } if *session == self.id => self.completed(series, update_mode, *turnaround),
             ServerMessage::SymbolError {
                 session,
                 symbol_id,
                 reason,
                 kind,
                 detail,
-            } if session == self.id => {
+            } if *session == self.id => {
                 if let Some(i) = self.by_symbol_id(symbol_id) {
-                    let failure = if reason == "permission denied" {
+                    let failure = if *reason == "permission denied" {
                         SeriesFailure::PermissionDenied {
                             kind: kind.unwrap_or("").to_owned(),
                             detail: detail.unwrap_or("").to_owned(),
                         }
                     } else {
                         SeriesFailure::UnknownSymbol {
-                            reason: reason.to_owned(),
+                            reason: (*reason).to_owned(),
                         }
                     };
                     self.fail(i, failure);
@@ -718,9 +673,9 @@ impl Core {
                 series,
                 reason,
                 ..
-            } if session == self.id => {
+            } if *session == self.id => {
                 // A `resolve error` after a `symbol_error` finds the series already failed.
-                if let Some(i) = self.by_key(series) {
+                if let Some(i) = self.by_series_id(series) {
                     self.fail(i, series_failure(reason));
                 }
             }
@@ -728,45 +683,133 @@ impl Core {
                 session,
                 reason,
                 detail,
-            } if session == self.id || session.is_empty() => {
+            } if *session == self.id => {
                 match detail
                     .and_then(critical_error_series)
-                    .and_then(|k| self.by_key(k))
+                    .and_then(|k| self.by_series_id(k))
                 {
                     Some(i) => self.fail(
                         i,
                         SeriesFailure::InvalidParameters {
-                            reason: reason.to_owned(),
+                            reason: (*reason).to_owned(),
                             detail: detail.unwrap_or("").to_owned(),
                         },
                     ),
-                    None => self.events.push_back(SessionEvent::CriticalError {
-                        reason: reason.to_owned(),
+                    None => self.events.push_back(ChartEvent::CriticalError {
+                        reason: (*reason).to_owned(),
                         detail: detail.map(str::to_owned),
                     }),
                 }
             }
-            // Other sessions' traffic, quotes, studies: not this state machine's business.
             _ => {}
         }
     }
 
-    fn series_data(&mut self, data: SeriesData<'_>) {
+    /// Fires the load timeouts due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now_ms = self.ms(now);
+        let mut due = Vec::new();
+        due.extend(self.timers.advance(now_ms).map(|(_, t)| t));
+        for t in due {
+            let Some(s) = self.slots.get_mut(t.slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if s.wire != t.wire || !matches!(s.phase, Phase::Loading | Phase::Paging) {
+                continue;
+            }
+            s.load_timer = None;
+            let timeout = self.config.load_timeout;
+            self.fail(t.slot as usize, SeriesFailure::LoadTimeout { timeout });
+        }
+    }
+
+    /// The next instant [`ChartSession::handle_timeout`] has work, if any: the earliest load
+    /// deadline, from the timer wheel (no scan of the series).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers
+            .next_deadline()
+            .map(|ms| self.epoch + Duration::from_millis(ms))
+    }
+
+    /// The next websocket text message to send, if any.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ChartEvent> {
+        self.events.pop_front()
+    }
+
+    /// Queues `chart_delete_session` (for a connection removing this chart).
+    pub(crate) fn queue_delete(&mut self) {
+        let session = self.id.clone();
+        self.send(Request::ChartDeleteSession { session: &session });
+    }
+
+    fn send(&mut self, req: Request<'_>) {
+        let mut out = Vec::with_capacity(96);
+        req.encode(&mut out);
+        self.transmit.push_back(out);
+    }
+
+    fn emit(&mut self, slot: usize, event: SeriesEvent) {
+        if let Some(s) = self.slots[slot].as_ref() {
+            self.events
+                .push_back(ChartEvent::Series { key: s.key, event });
+        }
+    }
+
+    /// The slot of a live (not failed) series by its wire id number.
+    fn by_wire_number(&self, n: Option<u64>) -> Option<usize> {
+        let slot = *self.by_wire.get(&n?)? as usize;
+        match self.slots[slot].as_ref() {
+            Some(s) if s.phase != Phase::Failed => Some(slot),
+            _ => None,
+        }
+    }
+
+    /// `sds_<n>`.
+    fn by_series_id(&self, id: &str) -> Option<usize> {
+        self.by_wire_number(id.strip_prefix("sds_").and_then(|n| n.parse().ok()))
+    }
+
+    /// `sds_sym_<n>`.
+    fn by_symbol_id(&self, id: &str) -> Option<usize> {
+        self.by_wire_number(id.strip_prefix("sds_sym_").and_then(|n| n.parse().ok()))
+    }
+
+    fn fail(&mut self, slot: usize, failure: SeriesFailure) {
+        if let Some(s) = self.slots[slot].as_mut() {
+            s.phase = Phase::Failed;
+            s.history = BTreeMap::new();
+            s.forming = None;
+            if let Some(t) = s.load_timer.take() {
+                self.timers.cancel(t);
+            }
+        }
+        self.emit(slot, SeriesEvent::Failed(failure));
+    }
+
+    fn series_data(&mut self, data: &SeriesData<'_>) {
         let max_history = self.config.max_history_bars;
         for update in data.iter() {
             if update.is_study {
                 continue;
             }
-            let Some(i) = self.by_key(update.key) else {
+            let Some(i) = self.by_series_id(update.key) else {
                 continue;
             };
             // Split borrows: the series is mutated while events are pushed.
-            let Core { series, events, .. } = self;
-            let Some(s) = series[i].as_mut() else {
+            let Self { slots, events, .. } = self;
+            let Some(s) = slots[i].as_mut() else {
                 continue;
             };
-            if update.turnaround.is_some_and(|t| t != s.turnaround) {
-                continue; // stale: from before a modify_series
+            if update.turnaround.is_some_and(|t| t != TURNAROUND) {
+                continue; // not ours: a turnaround we never sent
             }
             if let Some(t) = update.bar_close_time {
                 s.bar_close_time = Some(t);
@@ -785,10 +828,10 @@ impl Core {
                     }
                 }
                 Phase::Live => {
-                    let id = SeriesId(i as u32);
+                    let key = s.key;
                     for b in update.bars {
                         live_bar(s, b.bar, |event| {
-                            events.push_back(SessionEvent::Series { id, event })
+                            events.push_back(ChartEvent::Series { key, event });
                         });
                     }
                 }
@@ -797,33 +840,33 @@ impl Core {
         }
     }
 
-    fn completed(&mut self, key: &str, update_mode: &str, turnaround: Option<&str>) {
-        let Some(i) = self.by_key(key) else { return };
-        let session = self.id.clone();
-        let page_size = self.config.page_size;
-        let Some(s) = self.series[i].as_mut() else {
+    fn completed(&mut self, series: &str, update_mode: &str, turnaround: Option<&str>) {
+        let Some(i) = self.by_series_id(series) else {
             return;
         };
-        if turnaround.is_some_and(|t| t != s.turnaround) {
+        if turnaround.is_some_and(|t| t != TURNAROUND) {
             return;
         }
-        match s.phase {
-            Phase::Loading | Phase::Paging => {}
-            Phase::Live | Phase::Failed => return,
+        let session = self.id.clone();
+        let page_size = self.config.page_size;
+        let Some(s) = self.slots[i].as_mut() else {
+            return;
+        };
+        if !matches!(s.phase, Phase::Loading | Phase::Paging) {
+            return;
         }
         let have = s.history.len();
-        let more = matches!(s.request.range, SeriesRange::Count(_))
-            && have < s.wanted()
-            && s.page_added > 0;
+        let more =
+            matches!(s.range, SeriesRange::Count(_)) && have < s.wanted() && s.page_added > 0;
         if more {
             let count = (s.wanted() - have).min(page_size as usize) as u32;
             s.phase = Phase::Paging;
             s.page_added = 0;
-            let key = s.key.clone();
+            let series_id = format!("sds_{}", s.wire);
             self.emit(i, SeriesEvent::Progress { bars: have });
             self.send(Request::RequestMoreData {
                 session: &session,
-                series_id: &key,
+                series_id: &series_id,
                 count,
             });
             return;
@@ -833,7 +876,7 @@ impl Core {
         let mut bars: Vec<Bar> = history.into_values().collect();
         let forming = match bars.last() {
             Some(last) => {
-                let is_forming = match (s.bar_close_time, s.request.range) {
+                let is_forming = match (s.bar_close_time, s.range) {
                     (Some(close), _) => s.request.interval.next_bar_open(last.time) >= close,
                     (None, SeriesRange::Count(_)) => true,
                     (None, SeriesRange::Range { .. }) => false,
@@ -842,13 +885,15 @@ impl Core {
             }
             None => None,
         };
-        if let SeriesRange::Count(n) = s.request.range {
+        if let SeriesRange::Count(n) = s.range {
             let excess = bars.len().saturating_sub(n as usize);
             bars.drain(..excess);
         }
         s.phase = Phase::Live;
-        s.deadline = None;
         s.forming = forming;
+        if let Some(t) = s.load_timer.take() {
+            self.timers.cancel(t);
+        }
         self.emit(
             i,
             SeriesEvent::History {
@@ -938,13 +983,5 @@ mod tests {
             None
         );
         assert_eq!(critical_error_series("garbage"), None);
-    }
-
-    #[test]
-    fn auth_token_debug_is_redacted() {
-        let t = AuthToken::new("eyJhbGciOiJSUzUxMiJ9.secret.sig");
-        assert_eq!(format!("{t:?}"), "AuthToken(<redacted>)");
-        let c = SessionConfig::default().with_auth_token(Some(t));
-        assert!(!format!("{c:?}").contains("secret"));
     }
 }

@@ -18,8 +18,8 @@ use super::{Armed, FaultKind, Shared, SimConfig, SimError, session::ServerSessio
 use crate::{
     clock,
     protocol::frame::encode_frame,
-    sync::{Arc, atomic::Ordering},
-    transport::MaybeTls,
+    sync::plain::{Arc, atomic::Ordering},
+    transport::{MaybeTls, TlsStream},
 };
 
 /// The longest the loop blocks in a read before re-checking stop flags and faults.
@@ -48,7 +48,7 @@ pub(crate) fn tls_config() -> Result<(Arc<rustls::ServerConfig>, Vec<u8>, String
     Ok((Arc::new(config), der, pem))
 }
 
-type Stream = MaybeTls<rustls::ServerConnection>;
+type Stream = MaybeTls<rustls::ServerConnection, TcpStream>;
 
 fn origin_ok(req: &Request) -> bool {
     req.headers()
@@ -99,7 +99,7 @@ fn serve(
     let stream = match tls {
         Some(config) => {
             let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
-            Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            Stream::Tls(Box::new(TlsStream { conn, sock: tcp }))
         }
         None => Stream::Plain(tcp),
     };

@@ -47,7 +47,7 @@ pub use market::{Market, Prices};
 
 use crate::{
     Bar, Interval, Symbol,
-    sync::{
+    sync::plain::{
         Arc, Condvar, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
         thread,

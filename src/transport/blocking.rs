@@ -1,168 +1,165 @@
-//! A blocking websocket connection whose every call is bounded by a deadline.
+//! A blocking websocket connection whose whole life is bounded by one deadline.
+//!
+//! Every syscall under tungstenite and rustls goes through [`DeadlineTcp`], which sets the
+//! socket's timeout to the time left before each read and write: a server that trickles one
+//! byte at a time (inside the upgrade, or inside a message) cannot hold a call past its
+//! deadline, because tungstenite's internal read loops end on the first `TimedOut`.
 
 use std::{
-    io,
     net::{Shutdown, TcpStream, ToSocketAddrs},
     time::{Duration, Instant},
 };
 
-use tungstenite::{
-    HandshakeError, Message, WebSocket, client::IntoClientRequest, http::HeaderValue,
-    protocol::WebSocketConfig,
-};
+use tungstenite::{HandshakeError, Message, WebSocket};
 
-use super::{MaybeTls, ORIGIN, TransportConfig, USER_AGENT};
-use crate::{Error, clock};
+use super::{IoSource, MaybeTls, TlsStream, TransportConfig, TransportError, handshake};
+use crate::{Error, clock, error::Phase};
 
-type Stream = MaybeTls<rustls::ClientConnection>;
+type Stream = MaybeTls<rustls::ClientConnection, DeadlineTcp>;
+
+pub(crate) use super::stream::DeadlineTcp;
 
 /// One websocket connection.
 pub(crate) struct Connection {
     ws: WebSocket<Stream>,
-    /// The timeout of the call, for error messages.
+    cfg: TransportConfig,
+    /// The call's deadline, for error messages.
     budget: Duration,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("endpoint", &self.cfg.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
-/// Time left before `deadline`, or a timeout error.
-fn remaining(deadline: Instant, budget: Duration) -> Result<Duration, Error> {
+/// Time left before `deadline` (`None`: no deadline), or a timeout in `phase`.
+fn remaining(
+    deadline: Option<Instant>,
+    budget: Duration,
+    phase: Phase,
+) -> Result<Option<Duration>, Error> {
+    let Some(deadline) = deadline else {
+        return Ok(None);
+    };
     let left = deadline.saturating_duration_since(clock::monotonic());
     if left.is_zero() {
-        Err(Error::Timeout(budget))
+        Err(Error::Timeout {
+            after: budget,
+            during: phase,
+        })
     } else {
-        Ok(left)
-    }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-fn ws_error(e: tungstenite::Error, budget: Duration) -> Error {
-    match e {
-        tungstenite::Error::Io(io) if is_timeout(&io) => Error::Timeout(budget),
-        tungstenite::Error::Io(io) => Error::from(io),
-        tungstenite::Error::Http(resp) => Error::HttpStatus {
-            status: resp.status().as_u16(),
-        },
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Error::Closed,
-        other => Error::Protocol(other.to_string()),
+        Ok(Some(left))
     }
 }
 
 impl Connection {
-    /// Connects, upgrades (with TLS for `wss`), all before `deadline`.
+    /// Connects, upgrades (with TLS for `wss`), all before `deadline` (`None`: no deadline).
     ///
     /// Name resolution uses the system resolver, which `std` cannot bound: a host name whose
     /// lookup hangs can outlast the deadline. Addresses (the simulator, `127.0.0.1`) never do.
     pub(crate) fn connect(
         cfg: &TransportConfig,
-        deadline: Instant,
+        deadline: Option<Instant>,
         budget: Duration,
     ) -> Result<Self, Error> {
         let ep = &cfg.endpoint;
-        let addrs: Vec<_> = (ep.host(), ep.port()).to_socket_addrs()?.collect();
-        let mut last = Error::InvalidRequest(format!("{} resolves to no address", ep.host()));
+        let host = ep.host();
+        let addrs: Vec<_> = (host, ep.port())
+            .to_socket_addrs()
+            .map_err(|e| {
+                Error::Transport(TransportError::Resolve {
+                    host: host.to_owned(),
+                    source: IoSource::from(e),
+                })
+            })?
+            .collect();
+        let mut last = Error::Transport(TransportError::NoAddress {
+            host: host.to_owned(),
+        });
         let mut tcp = None;
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, remaining(deadline, budget)?) {
+            let left = remaining(deadline, budget, Phase::Connect)?;
+            let attempt = match left {
+                Some(left) => TcpStream::connect_timeout(&addr, left),
+                None => TcpStream::connect(addr),
+            };
+            match attempt {
                 Ok(s) => {
                     tcp = Some(s);
                     break;
                 }
-                Err(e) if is_timeout(&e) => last = Error::Timeout(budget),
-                Err(e) => last = e.into(),
+                Err(e) => last = connect_error(e, addr, budget),
             }
         }
         let tcp = tcp.ok_or(last)?;
-        tcp.set_nodelay(true)?;
+        tcp.set_nodelay(true)
+            .map_err(|e| handshake::io_error(e, host, ep.is_tls(), Phase::Connect, budget))?;
+        let sock = DeadlineTcp::new(tcp, deadline);
         let stream = if ep.is_tls() {
-            let config = cfg.rustls().map_err(Error::Tls)?;
-            let name =
-                rustls::pki_types::ServerName::try_from(ep.host().to_owned()).map_err(|e| {
-                    Error::InvalidRequest(format!("bad tls server name {}: {e}", ep.host()))
-                })?;
+            let config = cfg.rustls()?;
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+                Error::InvalidRequest(format!(
+                    "bad tls server name {}: {e}",
+                    crate::error::echo(host)
+                ))
+            })?;
             let conn = rustls::ClientConnection::new(config, name)
-                .map_err(|e| Error::Tls(e.to_string()))?;
-            Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+                .map_err(|e| Error::Transport(handshake::tls_failure(&e, host)))?;
+            Stream::Tls(Box::new(TlsStream { conn, sock }))
         } else {
-            Stream::Plain(tcp)
+            Stream::Plain(sock)
         };
-        let mut req = ep
-            .to_string()
-            .into_client_request()
-            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        let headers = req.headers_mut();
-        for (k, v) in [
-            ("Origin", ORIGIN),
-            ("User-Agent", USER_AGENT),
-            ("Accept-Language", "en-US,en;q=0.9"),
-            ("Cache-Control", "no-cache"),
-            ("Pragma", "no-cache"),
-        ] {
-            headers.insert(k, HeaderValue::from_static(v));
-        }
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(cfg.max_message_size))
-            .max_frame_size(Some(cfg.max_message_size))
-            .max_write_buffer_size(cfg.max_message_size);
-        let set_timeouts = |s: &Stream| -> Result<(), Error> {
-            let left = remaining(deadline, budget)?;
-            s.tcp().set_read_timeout(Some(left))?;
-            s.tcp().set_write_timeout(Some(left))?;
-            Ok(())
-        };
-        set_timeouts(&stream)?;
-        let mut attempt = tungstenite::client::client_with_config(req, stream, Some(ws_config));
-        loop {
-            match attempt {
-                Ok((ws, _response)) => return Ok(Self { ws, budget }),
-                Err(HandshakeError::Failure(e)) => return Err(ws_error(e, budget)),
-                Err(HandshakeError::Interrupted(mid)) => {
-                    // A read timed out mid-handshake: resume while time is left.
-                    set_timeouts(mid.get_ref().get_ref())?;
-                    attempt = mid.handshake();
-                }
+        let req = handshake::request(cfg)?;
+        let ws_config = handshake::ws_config(cfg);
+        // With a deadline-bound socket a handshake never returns `Interrupted`: every read
+        // blocks until data or the deadline (`TimedOut`, a failure).
+        match tungstenite::client::client_with_config(req, stream, Some(ws_config)) {
+            Ok((ws, _response)) => Ok(Self {
+                ws,
+                cfg: cfg.clone(),
+                budget,
+            }),
+            Err(HandshakeError::Failure(e)) => {
+                let phase = phase_of(&e);
+                Err(handshake::ws_error(e, cfg, phase, budget))
             }
+            Err(HandshakeError::Interrupted(_)) => Err(Error::Timeout {
+                after: budget,
+                during: Phase::Upgrade,
+            }),
         }
     }
 
-    fn arm(&self, deadline: Instant) -> Result<(), Error> {
-        let left = remaining(deadline, self.budget)?;
-        let tcp = self.ws.get_ref().tcp();
-        tcp.set_read_timeout(Some(left))?;
-        tcp.set_write_timeout(Some(left))?;
-        Ok(())
+    fn phase_error(&self, e: tungstenite::Error) -> Error {
+        handshake::ws_error(e, &self.cfg, Phase::Answer, self.budget)
     }
 
     /// Sends one text message (ASCII frames).
-    pub(crate) fn send(&mut self, text: &[u8], deadline: Instant) -> Result<(), Error> {
-        self.arm(deadline)?;
-        let text =
-            std::str::from_utf8(text).map_err(|_| Error::Protocol("non-utf8 request".into()))?;
+    pub(crate) fn send(&mut self, text: Vec<u8>) -> Result<(), Error> {
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::Protocol("a request is not utf-8".into()))?;
         self.ws
             .send(Message::text(text))
-            .map_err(|e| ws_error(e, self.budget))
+            .map_err(|e| self.phase_error(e))
     }
 
-    /// The next text message, before `deadline`. Pings are answered by tungstenite.
-    pub(crate) fn recv(&mut self, deadline: Instant) -> Result<Vec<u8>, Error> {
+    /// The next text message. Pings are answered by tungstenite.
+    pub(crate) fn recv(&mut self) -> Result<Vec<u8>, Error> {
         loop {
-            self.arm(deadline)?;
             match self.ws.read() {
                 Ok(Message::Text(t)) => return Ok(t.as_bytes().to_vec()),
                 Ok(Message::Binary(b)) => return Ok(b.to_vec()),
-                Ok(Message::Close(_)) => return Err(Error::Closed),
+                Ok(Message::Close(frame)) => {
+                    return Err(Error::Transport(TransportError::Closed {
+                        host: self.cfg.endpoint.host().to_owned(),
+                        how: super::Closed::CloseFrame(frame.map(|f| u16::from(f.code))),
+                    }));
+                }
                 Ok(_) => {}
-                Err(e) => return Err(ws_error(e, self.budget)),
+                Err(e) => return Err(self.phase_error(e)),
             }
         }
     }
@@ -170,9 +167,41 @@ impl Connection {
     /// Closes politely, waiting at most a moment for the server's answer.
     pub(crate) fn close(mut self) {
         let quick = clock::monotonic() + Duration::from_millis(200);
-        if self.arm(quick).is_ok() && self.ws.close(None).is_ok() {
+        self.ws.get_mut().socket_mut().set_deadline(Some(quick));
+        if self.ws.close(None).is_ok() {
             while self.ws.read().is_ok() {}
         }
-        let _ = self.ws.get_ref().tcp().shutdown(Shutdown::Both);
+        let _ = self.ws.get_ref().socket().get().shutdown(Shutdown::Both);
+    }
+}
+
+/// Where a handshake failure happened: rustls errors come from the TLS handshake, the rest
+/// from the upgrade (which, for `wss://`, runs over TLS).
+fn phase_of(e: &tungstenite::Error) -> Phase {
+    match e {
+        tungstenite::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            Phase::Tls
+        }
+        _ => Phase::Upgrade,
+    }
+}
+
+fn connect_error(e: std::io::Error, addr: std::net::SocketAddr, budget: Duration) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => Error::Transport(TransportError::Refused {
+            addr: addr.to_string(),
+        }),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Error::Timeout {
+            after: budget,
+            during: Phase::Connect,
+        },
+        _ => Error::Transport(TransportError::Connect {
+            addr: addr.to_string(),
+            source: IoSource::from(e),
+        }),
     }
 }

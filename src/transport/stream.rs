@@ -1,36 +1,58 @@
-//! A TCP stream, plain or wrapped in rustls: what both the client transport and the
-//! simulator's server put under tungstenite.
+//! The byte streams under tungstenite: plain TCP, or rustls over TCP, generic over the socket
+//! (`std::net::TcpStream` for the historical client and the simulator, `mio::net::TcpStream`
+//! for the live engine), plus a TCP socket whose every read and write is bounded by one
+//! deadline.
 
 use std::{
     io::{self, Read, Write},
     net::TcpStream,
     ops::{Deref, DerefMut},
+    time::{Duration, Instant},
 };
 
-use rustls::{ConnectionCommon, SideData, StreamOwned};
+use rustls::{ConnectionCommon, SideData};
 
-/// Plain TCP, or TLS over TCP; `C` is `rustls::ClientConnection` or `ServerConnection`.
-pub(crate) enum MaybeTls<C> {
+use crate::clock;
+
+/// Plain, or TLS over the socket `S`; `C` is `rustls::ClientConnection` or
+/// `rustls::ServerConnection`.
+pub(crate) enum MaybeTls<C, S> {
     /// `ws://`.
-    Plain(TcpStream),
+    Plain(S),
     /// `wss://`.
-    Tls(Box<StreamOwned<C, TcpStream>>),
+    Tls(Box<TlsStream<C, S>>),
 }
 
-impl<C> MaybeTls<C> {
-    /// The TCP socket under either form (for timeouts and shutdown).
-    pub(crate) fn tcp(&self) -> &TcpStream {
+impl<C, S> MaybeTls<C, S> {
+    /// The socket under either form.
+    pub(crate) fn socket(&self) -> &S {
         match self {
             Self::Plain(s) => s,
-            Self::Tls(s) => &s.sock,
+            Self::Tls(t) => &t.sock,
+        }
+    }
+
+    /// The socket under either form, mutably.
+    pub(crate) fn socket_mut(&mut self) -> &mut S {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(t) => &mut t.sock,
         }
     }
 }
 
-impl<C, S> Read for MaybeTls<C>
+impl<C> MaybeTls<C, TcpStream> {
+    /// The TCP socket under either form (for timeouts and shutdown).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        self.socket()
+    }
+}
+
+impl<C, S, D> Read for MaybeTls<C, S>
 where
-    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    S: Read + Write,
+    D: SideData,
 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -40,10 +62,11 @@ where
     }
 }
 
-impl<C, S> Write for MaybeTls<C>
+impl<C, S, D> Write for MaybeTls<C, S>
 where
-    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    S: Read + Write,
+    D: SideData,
 {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
@@ -57,5 +80,188 @@ where
             Self::Plain(s) => s.flush(),
             Self::Tls(s) => s.flush(),
         }
+    }
+}
+
+/// rustls over a socket, correct on blocking and non-blocking sockets alike.
+///
+/// `rustls::StreamOwned` drives the connection with `complete_io`, which is written for
+/// blocking sockets. This adapter does one step at a time instead, and lets the socket's
+/// `WouldBlock` (or `TimedOut`) surface unchanged, with nothing lost: what rustls buffered stays
+/// buffered for the next call.
+///
+/// - `read`: return decrypted plaintext if any; else send what rustls queued (handshake
+///   messages, alerts; a full socket is not an error here), read TLS records from the socket,
+///   process them, and try again. A clean `close_notify` reads as `Ok(0)`; an EOF without it
+///   as `UnexpectedEof`; a TLS error as `InvalidData` with the rustls error inside.
+/// - `write`: hand the plaintext to rustls (bounded by its buffer limit) and push TLS records
+///   out until the socket would block; `WouldBlock` only when rustls took nothing.
+/// - `flush`: push every queued TLS record out, or `WouldBlock`.
+pub(crate) struct TlsStream<C, S> {
+    /// The rustls connection.
+    pub(crate) conn: C,
+    /// The socket.
+    pub(crate) sock: S,
+}
+
+impl<C, S, D> TlsStream<C, S>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    S: Read + Write,
+    D: SideData,
+{
+    /// Writes queued TLS records until none is left or the socket would block.
+    fn write_pending(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut self.sock)? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<C, S, D> Read for TlsStream<C, S>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    S: Read + Write,
+    D: SideData,
+{
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            match self.write_pending() {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                _ => {}
+            }
+            let n = self.conn.read_tls(&mut self.sock)?;
+            if let Err(e) = self.conn.process_new_packets() {
+                // Send the alert rustls queued, best effort, then fail.
+                let _ = self.write_pending();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if n == 0 {
+                if self.conn.is_handshaking() {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, HandshakeEof));
+                }
+                // EOF: the reader now says `Ok(0)` (close_notify seen) or `UnexpectedEof`.
+                return self.conn.reader().read(buf);
+            }
+        }
+    }
+}
+
+/// The peer ended the stream before the TLS handshake completed: most likely not a TLS server
+/// (it closed on our ClientHello).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the stream ended during the tls handshake")]
+pub(crate) struct HandshakeEof;
+
+impl<C, S, D> Write for TlsStream<C, S>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    S: Read + Write,
+    D: SideData,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.conn.writer().write(buf)?;
+        match self.write_pending() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            _ => {}
+        }
+        if n == 0 && !buf.is_empty() {
+            // rustls' buffer is full and the socket takes nothing now.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.conn.writer().flush()?;
+        self.write_pending()?;
+        self.sock.flush()
+    }
+}
+
+/// How much later than its last arming a read or write re-arms the socket's timeout. A
+/// syscall that starts `REARM` after the arming may overshoot the deadline by at most that.
+const REARM: Duration = Duration::from_millis(5);
+
+/// A blocking TCP socket whose reads and writes all end by one deadline, however the peer
+/// trickles: before each syscall the socket's timeout is set to the time left (re-armed at
+/// most every [`REARM`]), and once the deadline has passed every call fails with `TimedOut`.
+#[derive(Debug)]
+pub(crate) struct DeadlineTcp {
+    sock: TcpStream,
+    /// `None`: no deadline.
+    deadline: Option<Instant>,
+    /// When the socket's timeouts were last set.
+    armed_at: Option<Instant>,
+}
+
+impl DeadlineTcp {
+    pub(crate) fn new(sock: TcpStream, deadline: Option<Instant>) -> Self {
+        Self {
+            sock,
+            deadline,
+            armed_at: None,
+        }
+    }
+
+    /// The socket.
+    pub(crate) fn get(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    /// Replaces the deadline.
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+        self.armed_at = None;
+    }
+
+    fn arm(&mut self) -> io::Result<()> {
+        let Some(deadline) = self.deadline else {
+            if self.armed_at.is_none() {
+                self.sock.set_read_timeout(None)?;
+                self.sock.set_write_timeout(None)?;
+                self.armed_at = Some(clock::monotonic());
+            }
+            return Ok(());
+        };
+        let now = clock::monotonic();
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        if self
+            .armed_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= REARM)
+        {
+            self.sock.set_read_timeout(Some(left))?;
+            self.sock.set_write_timeout(Some(left))?;
+            self.armed_at = Some(now);
+        }
+        Ok(())
+    }
+}
+
+impl Read for DeadlineTcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.sock.read(buf)
+    }
+}
+
+impl Write for DeadlineTcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
     }
 }

@@ -28,10 +28,10 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointError {
-    /// Not `ws://` or `wss://`.
+    /// Not `ws://` or `wss://`. Holds the input, cut to 80 characters.
     #[error("endpoint {0:?} is not a ws:// or wss:// url")]
     Scheme(String),
-    /// The host or port is missing or invalid.
+    /// The host or port is missing or invalid. Holds the input, cut to 80 characters.
     #[error("endpoint {0:?} has no valid host and port")]
     Authority(String),
 }
@@ -86,13 +86,13 @@ impl FromStr for Endpoint {
         } else if let Some(r) = s.strip_prefix("ws://") {
             (false, r)
         } else {
-            return Err(EndpointError::Scheme(s.to_owned()));
+            return Err(EndpointError::Scheme(crate::error::echo(s)));
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let bad = || EndpointError::Authority(s.to_owned());
+        let bad = || EndpointError::Authority(crate::error::echo(s));
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(bad)?;
             let port = match after.strip_prefix(':') {
@@ -121,6 +121,30 @@ impl FromStr for Endpoint {
             port,
             path,
         })
+    }
+}
+
+impl TryFrom<&str> for Endpoint {
+    type Error = EndpointError;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = EndpointError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<&String> for Endpoint {
+    type Error = EndpointError;
+
+    fn try_from(s: &String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

@@ -6,7 +6,6 @@ pub mod frames;
 use std::{
     io::{self, Read, Write},
     net::{IpAddr, TcpStream},
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -17,7 +16,8 @@ use tungstenite::{
 use tvdatafeed::{
     Bar, Interval, Symbol,
     protocol::{
-        ChartSession, Request, SeriesEvent, SeriesFailure, SeriesId, SessionError, SessionEvent,
+        ChartConfig, ChartEvent, ChartId, ChartSession, Connection, ConnectionConfig,
+        ConnectionError, Event, Request, SeriesEvent, SeriesFailure, SeriesKey,
         frame::{Frame, FrameDecoder},
     },
     sim::Sim,
@@ -36,12 +36,6 @@ pub fn now() -> Instant {
     )]
     let t = Instant::now();
     t
-}
-
-/// Milliseconds on a monotonic clock, for `ChartSession` inputs.
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    now().duration_since(*START.get_or_init(now)).as_millis() as u64
 }
 
 /// Wall-clock seconds since the Unix epoch.
@@ -372,14 +366,15 @@ impl Raw {
     }
 }
 
-/// Drives a [`ChartSession`] over a websocket: sends what it transmits, feeds it what comes,
-/// collects its events and errors.
+/// Drives a [`Connection`] with one chart session over a websocket: sends what it transmits,
+/// feeds it what comes, collects its events and errors.
 #[derive(Debug)]
 pub struct Driver {
     pub ws: Ws,
-    pub session: ChartSession,
-    pub events: Vec<SessionEvent>,
-    pub errors: Vec<SessionError>,
+    pub conn: Connection,
+    pub chart: ChartId,
+    pub events: Vec<Event>,
+    pub errors: Vec<ConnectionError>,
     /// Every message received, in order.
     pub messages: Vec<String>,
     /// Websocket messages sent.
@@ -388,28 +383,62 @@ pub struct Driver {
     pub end: Option<Recv>,
     /// The first failed send (the connection may still have bytes to read).
     pub send_error: Option<String>,
+    next_key: u64,
 }
 
 impl Driver {
-    pub fn new(ws: Ws, session: ChartSession) -> Self {
+    pub fn new(ws: Ws, chart_id: &str) -> Self {
+        Self::with_config(
+            ws,
+            chart_id,
+            ConnectionConfig::default(),
+            ChartConfig::default(),
+        )
+    }
+
+    pub fn with_config(ws: Ws, chart_id: &str, conn: ConnectionConfig, chart: ChartConfig) -> Self {
+        let t = now();
+        let mut conn = Connection::new(t, conn);
+        let chart = conn.add_chart_named(t, chart_id, chart);
         Self {
             ws,
-            session,
+            conn,
+            chart,
             events: Vec::new(),
             errors: Vec::new(),
             messages: Vec::new(),
             sent: 0,
             end: None,
             send_error: None,
+            next_key: 0,
         }
     }
 
-    pub fn connect(sim: &Sim, session: ChartSession) -> Self {
-        Self::new(connect(sim), session)
+    pub fn connect(sim: &Sim, chart_id: &str) -> Self {
+        Self::new(connect(sim), chart_id)
     }
 
-    pub fn add(&mut self, req: tvdatafeed::protocol::SeriesRequest) -> SeriesId {
-        self.session.add_series(now_ms(), req).expect("add_series")
+    pub fn connect_with(
+        sim: &Sim,
+        chart_id: &str,
+        conn: ConnectionConfig,
+        chart: ChartConfig,
+    ) -> Self {
+        Self::with_config(connect(sim), chart_id, conn, chart)
+    }
+
+    /// The driven chart session.
+    pub fn session(&mut self) -> &mut ChartSession {
+        self.conn.chart_mut(self.chart).expect("chart open")
+    }
+
+    pub fn add(&mut self, req: tvdatafeed::protocol::SeriesRequest) -> SeriesKey {
+        let key = SeriesKey(self.next_key);
+        self.next_key += 1;
+        self.session()
+            .add_series(now(), key, req)
+            .expect("add_series");
+        key
     }
 
     /// Sends a raw text message (after what the session has queued).
@@ -421,11 +450,10 @@ impl Driver {
         }
     }
 
-    /// Sends everything the session has queued.
+    /// Sends everything the connection has queued.
     pub fn flush(&mut self) {
-        let mut out = Vec::new();
-        while self.session.poll_transmit(&mut out) {
-            let text = String::from_utf8(std::mem::take(&mut out)).expect("ascii");
+        while let Some(out) = self.conn.poll_transmit() {
+            let text = String::from_utf8(out).expect("ascii");
             if self.end.is_none() && self.send_error.is_none() {
                 match self.ws.send(Message::text(text)) {
                     Ok(()) => self.sent += 1,
@@ -435,7 +463,7 @@ impl Driver {
         }
     }
 
-    /// One read of at most `wait`, fed to the session.
+    /// One read of at most `wait`, fed to the connection.
     pub fn pump(&mut self, wait: Duration) {
         self.flush();
         if self.end.is_some() {
@@ -445,18 +473,18 @@ impl Driver {
             Recv::Text(t) => {
                 let mut bytes = t.clone().into_bytes();
                 self.messages.push(t);
-                if let Err(e) = self.session.handle_message(now_ms(), &mut bytes) {
+                if let Err(e) = self.conn.handle_message(now(), &mut bytes) {
                     self.errors.push(e);
                 }
             }
             Recv::Timeout => {}
             end => self.end = Some(end),
         }
-        let t = now_ms();
-        if self.session.poll_timeout().is_some_and(|d| d <= t) {
-            self.session.handle_timeout(t);
+        let t = now();
+        if self.conn.poll_timeout().is_some_and(|d| d <= t) {
+            self.conn.handle_timeout(t);
         }
-        while let Some(e) = self.session.poll_event() {
+        while let Some(e) = self.conn.poll_event() {
             self.events.push(e);
         }
         self.flush();
@@ -484,22 +512,40 @@ impl Driver {
     }
 
     /// The events of one series.
-    pub fn series(&self, id: SeriesId) -> impl Iterator<Item = &SeriesEvent> {
+    pub fn series(&self, id: SeriesKey) -> impl Iterator<Item = &SeriesEvent> {
         self.events.iter().filter_map(move |e| match e {
-            SessionEvent::Series { id: i, event } if *i == id => Some(event),
+            Event::Chart {
+                event: ChartEvent::Series { key, event },
+                ..
+            } if *key == id => Some(event),
             _ => None,
         })
     }
 
+    /// The chart-level critical errors.
+    pub fn critical_errors(&self) -> Vec<(String, Option<String>)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Chart {
+                    event: ChartEvent::CriticalError { reason, detail },
+                    ..
+                }
+                | Event::CriticalError { reason, detail } => Some((reason.clone(), detail.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The history of a series, once complete.
-    pub fn history(&self, id: SeriesId) -> Option<(Vec<Bar>, Option<Bar>)> {
+    pub fn history(&self, id: SeriesKey) -> Option<(Vec<Bar>, Option<Bar>)> {
         self.series(id).find_map(|e| match e {
             SeriesEvent::History { bars, forming, .. } => Some((bars.clone(), *forming)),
             _ => None,
         })
     }
 
-    pub fn failure(&self, id: SeriesId) -> Option<SeriesFailure> {
+    pub fn failure(&self, id: SeriesKey) -> Option<SeriesFailure> {
         self.series(id).find_map(|e| match e {
             SeriesEvent::Failed(f) => Some(f.clone()),
             _ => None,
@@ -507,13 +553,13 @@ impl Driver {
     }
 
     /// Whether the series has a history or a failure.
-    pub fn settled(&self, id: SeriesId) -> bool {
+    pub fn settled(&self, id: SeriesKey) -> bool {
         self.series(id)
             .any(|e| matches!(e, SeriesEvent::History { .. } | SeriesEvent::Failed(_)))
     }
 
     /// Bars the series closed live.
-    pub fn closed(&self, id: SeriesId) -> Vec<Bar> {
+    pub fn closed(&self, id: SeriesKey) -> Vec<Bar> {
         self.series(id)
             .filter_map(|e| match e {
                 SeriesEvent::Closed(b) => Some(*b),
@@ -527,7 +573,7 @@ impl Driver {
         &mut self,
         req: tvdatafeed::protocol::SeriesRequest,
         timeout: Duration,
-    ) -> SeriesId {
+    ) -> SeriesKey {
         let id = self.add(req);
         assert!(
             self.run_until(timeout, |d| d.settled(id)),
@@ -542,7 +588,7 @@ impl Driver {
         self.events
             .iter()
             .filter_map(|e| match e {
-                SessionEvent::Heartbeat(n) => Some(*n),
+                Event::Heartbeat(n) => Some(*n),
                 _ => None,
             })
             .collect()
