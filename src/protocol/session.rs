@@ -724,12 +724,13 @@ impl ChartSession {
     }
 
     /// The next instant [`ChartSession::handle_timeout`] has work, if any: the earliest load
-    /// deadline, from the timer wheel (no scan of the series).
+    /// deadline, from the timer wheel (no scan of the series). A deadline too far to represent
+    /// (a [`Duration::MAX`] timeout) is none.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers
             .next_deadline()
-            .map(|ms| self.epoch + Duration::from_millis(ms))
+            .and_then(|ms| self.epoch.checked_add(Duration::from_millis(ms)))
     }
 
     /// The next websocket text message to send, if any.

@@ -212,6 +212,12 @@ pub(crate) fn ws_error(
                 retry_after,
             })
         }
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => Error::Transport(TransportError::Closed {
+            host: host.to_owned(),
+            how: Closed::Eof,
+        }),
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             Error::Transport(TransportError::Closed {
                 host: host.to_owned(),
