@@ -337,7 +337,7 @@ impl Client {
 }
 
 /// The series request of one `get_hist` call, validated.
-fn series_request(
+pub(crate) fn series_request(
     symbol: &Symbol,
     interval: Interval,
     n: u32,
@@ -449,7 +449,7 @@ fn drive(
                         failure,
                     });
                 }
-                SeriesEvent::Update(_) | SeriesEvent::Closed(_) => {}
+                SeriesEvent::Update(_) | SeriesEvent::Closed(_) | SeriesEvent::Late(_) => {}
             }
         }
         let mut msg = ws.recv()?;

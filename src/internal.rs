@@ -6,6 +6,10 @@ pub use crate::protocol::fuzzing;
 pub use crate::registry::{ConsumerId, Entry, Registry, Removed, Snapshot};
 pub use crate::timer::{TimerKey, TimerWheel};
 
+/// The gate a consumer's callback passes (the last step of the consumer-removal contract),
+/// for the loom model.
+pub use crate::live::gate::Gate;
+
 /// The live engine's non-blocking transport, for the integration tests that drive it through
 /// a `mio::Poll` loop.
 pub mod transport {

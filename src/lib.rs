@@ -10,8 +10,9 @@
 //!   typed events out; no sockets, threads or clocks. [`protocol::frame`] splits
 //!   `~m~<len>~m~<payload>` frames in place, [`protocol::Request`] builds client requests,
 //!   [`protocol::MessageParser`] parses server messages with `simd-json` (reusing its buffers),
-//!   and [`protocol::ChartSession`] drives symbol resolution, history paging and live bar-close
-//!   detection.
+//!   [`protocol::Connection`] handles one websocket (heartbeats, auth, routing) and owns
+//!   [`protocol::ChartSession`]s, which drive symbol resolution, history paging and live
+//!   bar-close detection.
 //! - [`Client::get_hist`]: historical bars over `ws`/`wss`, paging past one request's limit,
 //!   with one deadline per call and a typed [`Error`] for every refusal; [`http`] signs in
 //!   (with the TOTP step) and searches symbols.
@@ -22,27 +23,16 @@
 //! - [`ring`]: a bounded single-producer single-consumer ring with a lost-wake-up-free
 //!   park/unpark handshake, model-checked with loom.
 //!
-//! # Example: decode a live update
+//! # Example: download history from the simulator
 //!
 //! ```
-//! use tvdatafeed::protocol::{ChartSession, SeriesEvent, SessionEvent, SeriesRequest};
-//! use tvdatafeed::{Interval, Symbol};
+//! use tvdatafeed::{Client, ClientConfig, HistOptions, sim::{Sim, SimConfig}};
 //!
-//! let mut session = ChartSession::new("cs_kjvmuwkghjuz");
-//! let symbol: Symbol = "BINANCE:BTCUSDT".parse()?;
-//! let interval: Interval = "1".parse()?;
-//! let series = session.add_series(0, SeriesRequest::count(symbol, interval, 300))?;
-//!
-//! // The bytes a server sends: one websocket text message, one frame.
-//! let mut msg = br#"~m~205~m~{"m":"du","p":["cs_kjvmuwkghjuz",{"sds_1":{"s":[{"i":299,"v":[1751833020.0,108756.4,108756.41,108756.4,108756.41,0.031]}],"ns":{"d":"","indexes":"nochange"},"t":"s1","lbs":{"bar_close_time":1751833080}}}]}"#.to_vec();
-//! session.handle_message(0, &mut msg)?;
-//! while let Some(event) = session.poll_event() {
-//!     if let SessionEvent::Series { id, event: SeriesEvent::Update(bar) } = event {
-//!         assert_eq!(id, series);
-//!         assert_eq!(bar.time, 1751833020);
-//!         assert_eq!(bar.close, 108756.41);
-//!     }
-//! }
+//! let sim = Sim::start(SimConfig::default())?; // a TradingView-protocol server on loopback
+//! let client = Client::new(ClientConfig::default().with_endpoint(sim.url())?);
+//! let h = client.get_hist("BINANCE:BTCUSDT", "1H", 300, &HistOptions::default())?;
+//! assert_eq!(h.bars.len(), 300);
+//! assert_eq!(h.bars[0], sim.expected_bar(&h.symbol, h.interval, h.bars[0].time));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -65,8 +55,13 @@
 //!
 //! # Features
 //!
-//! - `cli` (default): the `tvdatafeed` binary (`hist`, `search`, `sim`, `decode`); implies `sim`.
-//! - `sim` (default through `cli`): the protocol simulator, [`sim`].
+//! No feature is on by default: a trading system that depends on `tvdatafeed` compiles the
+//! library only (no command line, no simulator, no certificate generator).
+//!
+//! - `sim`: the protocol simulator, [`sim`], for tests, benches and demos.
+//!
+//! The `tvdatafeed` command line (`hist`, `search`, `sim`, `decode`) is the workspace's
+//! `tvdatafeed-cli` package: `cargo run -- --help` in the repository.
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -75,6 +70,7 @@ mod clock;
 mod error;
 mod history;
 pub mod http;
+mod live;
 mod market;
 pub mod protocol;
 mod registry;
@@ -88,14 +84,25 @@ mod transport;
 #[doc(hidden)]
 pub mod internal;
 
+/// The README's Rust examples, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 // The public interface is:
 pub use auth::{ANONYMOUS_TOKEN, AuthToken};
 pub use error::{Error, Phase, Result};
 pub use history::{
     Client, ClientConfig, DEFAULT_TIMEOUT, HistOptions, History, MAX_BARS, TOKEN_ENV, URL_ENV,
 };
+pub use live::{
+    ConsumerOptions, ConsumerStats, IoWait, Latency, LiveEvent, LiveFeed, LiveFeedBuilder,
+    RecvError, Seis, SeisId, SeisStats, ShutdownReport, Stats, Subscription,
+};
 pub use market::{Bar, Interval, IntervalError, IntervalUnit, Symbol, SymbolError};
 pub use protocol::{Adjustment, SeriesFailure, SymbolInfo, TradingSession};
+pub use registry::ConsumerId;
+pub use ring::WaitStrategy;
 pub use transport::{
     Cause, Closed, Endpoint, EndpointError, IoSource, ORIGIN, TransportConfig, TransportError,
     USER_AGENT,

@@ -39,6 +39,7 @@ pub(crate) mod plain {
         reason = "the shim's unswitched std primitives, for code loom does not model"
     )]
     pub type Arc<T> = std::sync::Arc<T>;
+    pub use std::sync::Weak;
     /// `std::sync::Mutex`.
     #[expect(
         clippy::disallowed_types,

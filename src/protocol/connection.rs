@@ -191,16 +191,36 @@ struct ChartSlot {
 /// let t0 = Instant::now();
 /// let mut conn = Connection::new(t0, ConnectionConfig::default());
 /// let chart = conn.add_chart_named(t0, "cs_kjvmuwkghjuz", ChartConfig::default());
-/// let req = SeriesRequest::count("BINANCE:BTCUSDT".parse()?, "1".parse()?, 300);
+/// let req = SeriesRequest::count("BINANCE:BTCUSDT".parse()?, "1".parse()?, 1);
 /// conn.chart_mut(chart).expect("open").add_series(t0, SeriesKey(7), req)?;
 /// while let Some(msg) = conn.poll_transmit() {
-///     // send `msg` as one websocket text message
+///     // Send `msg` as one websocket text message: set_auth_token, set_locale,
+///     // chart_create_session, resolve_symbol, create_series.
 ///     assert!(msg.starts_with(b"~m~"));
 /// }
-/// let mut du = br#"~m~205~m~{"m":"du","p":["cs_kjvmuwkghjuz",{"sds_1":{"s":[{"i":299,"v":[1751833020.0,108756.4,108756.41,108756.4,108756.41,0.031]}],"ns":{"d":"","indexes":"nochange"},"t":"s1","lbs":{"bar_close_time":1751833080}}}]}"#.to_vec();
-/// conn.handle_message(t0, &mut du)?;
-/// // The series is still loading (no history yet), so the update is kept for the history.
-/// assert!(conn.poll_event().is_none());
+/// // The server's answer: the history (one closed bar and the forming one), then a `du`.
+/// let load = r#"{"m":"timescale_update","p":["cs_kjvmuwkghjuz",{"sds_1":{"s":[{"i":0,"v":[1751832960.0,1.0,2.0,0.5,1.5,3.0]},{"i":1,"v":[1751833020.0,1.5,1.5,1.5,1.5,0.1]}],"t":"s1","lbs":{"bar_close_time":1751833080}}},{}]}"#;
+/// let done = r#"{"m":"series_completed","p":["cs_kjvmuwkghjuz","sds_1","streaming","s1",{}]}"#;
+/// let du = r#"{"m":"du","p":["cs_kjvmuwkghjuz",{"sds_1":{"s":[{"i":1,"v":[1751833020.0,1.5,1.7,1.5,1.6,0.2]}],"t":"s1"}}]}"#;
+/// let mut msg = Vec::new();
+/// for payload in [load, done, du] {
+///     tvdatafeed::protocol::frame::encode_frame(payload.as_bytes(), &mut msg);
+/// }
+/// conn.handle_message(t0, &mut msg)?;
+/// let mut updates = Vec::new();
+/// while let Some(event) = conn.poll_event() {
+///     if let Event::Chart { event: ChartEvent::Series { key: SeriesKey(7), event }, .. } = event {
+///         match event {
+///             SeriesEvent::History { bars, forming, .. } => {
+///                 assert_eq!(bars.len(), 1);
+///                 assert_eq!(forming.map(|b| b.time), Some(1751833020));
+///             }
+///             SeriesEvent::Update(bar) => updates.push(bar.close),
+///             _ => {}
+///         }
+///     }
+/// }
+/// assert_eq!(updates, [1.6]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]

@@ -233,6 +233,11 @@ pub fn session(data: &[u8]) {
                     );
                     st.last_closed = Some(b.time);
                 }
+                SeriesEvent::Late(b) => {
+                    assert!(st.history, "late bar before history");
+                    assert!(st.forming.is_some_and(|f| b.time < f), "late bar not older");
+                    check_bar(&b);
+                }
                 SeriesEvent::Update(b) => {
                     assert!(st.history, "update before history");
                     assert!(st.last_closed.is_none_or(|t| t < b.time));

@@ -229,6 +229,9 @@ pub enum SeriesEvent {
     Update(Bar),
     /// A bar closed, with the last values seen for it.
     Closed(Bar),
+    /// Values for a bar that already closed here (a late or repeated `du` for an older
+    /// index): compare them with what was delivered to detect a correction.
+    Late(Bar),
     /// The series failed; nothing follows.
     Failed(SeriesFailure),
 }
@@ -621,6 +624,20 @@ impl ChartSession {
         }
     }
 
+    /// Forgets every series without telling the server, for a connection that is gone: the
+    /// chart session is empty afterwards, with nothing queued. [`ChartSession::resubscribe`]
+    /// then re-creates it on the next connection.
+    pub fn clear(&mut self) {
+        self.transmit.clear();
+        self.events.clear();
+        self.removed.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.by_key.clear();
+        self.by_wire.clear();
+        self.timers = TimerWheel::new(0);
+    }
+
     /// Takes one parsed server message. Messages for other sessions, quotes and studies are
     /// ignored.
     pub fn handle_message(&mut self, now: Instant, msg: &ServerMessage<'_>) {
@@ -909,7 +926,7 @@ impl ChartSession {
 /// Applies one live bar to the forming bar, emitting what it means.
 fn live_bar(s: &mut SeriesState, bar: Bar, mut emit: impl FnMut(SeriesEvent)) {
     match s.forming {
-        Some(f) if bar.time < f.time => {} // a late value of an already closed bar
+        Some(f) if bar.time < f.time => emit(SeriesEvent::Late(bar)),
         Some(f) if bar.time == f.time => {
             if f != bar {
                 s.forming = Some(bar);

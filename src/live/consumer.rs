@@ -1,0 +1,267 @@
+//! The consuming ends of the rings: a callback consumer's `tv-consumer-N` thread, and the pull
+//! handle [`Subscription`] a user polls from a thread of their own.
+
+use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+
+use super::{ConsumerCounters, Delivery, LiveEvent, gate::Gate, stats::histogram};
+use crate::{
+    clock,
+    ring::{Consumer, PopTimeoutError},
+    sync::plain::{Arc, atomic::AtomicBool, atomic::Ordering},
+};
+
+/// How often a waiting consumer wakes to publish its latencies and re-check its gate.
+const WAKE_EVERY: Duration = Duration::from_millis(100);
+
+/// Records the latencies of one delivery: ring push to now (monotonic), and, for a closed
+/// bar, its close time (the next bar's open, wall clock) to now.
+fn record(
+    d: &Delivery,
+    interval: crate::Interval,
+    push: &mut Histogram<u64>,
+    close: &mut Histogram<u64>,
+) {
+    let waited = clock::monotonic().saturating_duration_since(d.pushed_at);
+    let _ = push.record(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX).max(1));
+    if let LiveEvent::Closed(bar) = &d.event {
+        let close_ms =
+            u64::try_from(interval.next_bar_open(bar.time).saturating_mul(1000)).unwrap_or(0);
+        let late_ms = clock::unix_ms().saturating_sub(close_ms);
+        let _ = close.record(late_ms.saturating_mul(1_000_000).max(1));
+    }
+}
+
+/// What a callback consumer thread shares with the feed.
+#[derive(Debug)]
+pub(crate) struct CallbackShared {
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) counters: Arc<ConsumerCounters>,
+    pub(crate) finished: AtomicBool,
+}
+
+/// The body of a `tv-consumer-N` thread: pop, pass the gate, run the callback, until the
+/// ring is abandoned (the producer dropped: unsubscribed or shut down), the gate closes, or
+/// the callback panics (which ends this consumer only: logged, counted, reported).
+pub(crate) fn run_callback(
+    name: &str,
+    mut rx: Consumer<Delivery>,
+    shared: &CallbackShared,
+    interval: crate::Interval,
+    mut callback: impl FnMut(LiveEvent),
+) {
+    tracing::debug!(thread = name, "consumer started");
+    let mut push = histogram();
+    let mut close = histogram();
+    let mut batch = 0u64;
+    loop {
+        if !shared.gate.is_open() {
+            break;
+        }
+        match rx.pop_timeout(WAKE_EVERY) {
+            Ok(d) => {
+                record(&d, interval, &mut push, &mut close);
+                if !shared.gate.enter() {
+                    break;
+                }
+                let result = catch_unwind(AssertUnwindSafe(|| callback(d.event)));
+                shared.gate.exit();
+                batch += 1;
+                if result.is_err() {
+                    shared.counters.record_panic();
+                    tracing::error!(thread = name, "consumer callback panicked: consumer ended");
+                    break;
+                }
+                if batch >= 64 {
+                    shared.counters.record_delivered(batch);
+                    shared.counters.merge(&mut push, &mut close);
+                    batch = 0;
+                }
+            }
+            Err(PopTimeoutError::Timeout) => {
+                shared.counters.record_delivered(batch);
+                shared.counters.merge(&mut push, &mut close);
+                batch = 0;
+            }
+            Err(PopTimeoutError::Abandoned) => break,
+        }
+    }
+    shared.counters.record_delivered(batch);
+    shared.counters.merge(&mut push, &mut close);
+    // Release: a joiner that sees `finished` also sees the counters above.
+    shared.finished.store(true, Ordering::Release);
+    tracing::debug!(thread = name, "consumer ended");
+}
+
+/// Why [`Subscription::recv`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// No event within the timeout ([`Subscription::recv_timeout`], [`Subscription::try_recv`]).
+    /// Not final.
+    #[error("no event within the timeout")]
+    Timeout,
+    /// The subscription ended: it was removed, its seis was removed, or the feed shut down.
+    /// Events delivered before are not lost: they were returned first. Final.
+    #[error("the subscription ended")]
+    Closed,
+}
+
+/// A pull consumer of one seis: the events come out of its ring on the thread that polls it.
+///
+/// No other TradingView client offers this: a trading loop that already owns a thread (and
+/// maybe a core) polls its bars with [`Subscription::try_recv`] between its own work, with no
+/// callback thread and no context switch, or blocks in [`Subscription::recv_timeout`].
+///
+/// It is `Send` (move it to the thread that polls) but not `Sync`. Dropping it unsubscribes.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn demo(feed: &tvdatafeed::LiveFeed) -> tvdatafeed::Result<()> {
+/// use std::time::Duration;
+/// use tvdatafeed::LiveEvent;
+///
+/// let btc = feed.new_seis("BINANCE:BTCUSDT", "1")?;
+/// let sub = feed.subscribe(&btc)?;
+/// while let Ok(event) = sub.recv_timeout(Duration::from_secs(120)) {
+///     if let LiveEvent::Closed(bar) = event {
+///         println!("{} closed at {}", bar.time, bar.close);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) id: super::ConsumerId,
+    pub(crate) rx: Option<Consumer<Delivery>>,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) counters: Arc<ConsumerCounters>,
+    pub(crate) feed: std::sync::Weak<super::Shared>,
+    pub(crate) interval: crate::Interval,
+    push: Histogram<u64>,
+    close: Histogram<u64>,
+    batch: u64,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        id: super::ConsumerId,
+        rx: Consumer<Delivery>,
+        gate: Arc<Gate>,
+        counters: Arc<ConsumerCounters>,
+        feed: std::sync::Weak<super::Shared>,
+        interval: crate::Interval,
+    ) -> Self {
+        Self {
+            id,
+            rx: Some(rx),
+            gate,
+            counters,
+            feed,
+            interval,
+            push: histogram(),
+            close: histogram(),
+            batch: 0,
+        }
+    }
+
+    /// This consumer's id (for [`LiveFeed::del_consumer`](super::LiveFeed::del_consumer)).
+    pub fn id(&self) -> super::ConsumerId {
+        self.id
+    }
+
+    fn take(&mut self, d: Delivery) -> LiveEvent {
+        record(&d, self.interval, &mut self.push, &mut self.close);
+        self.batch += 1;
+        if self.batch >= 64 {
+            self.flush_stats();
+        }
+        d.event
+    }
+
+    fn flush_stats(&mut self) {
+        self.counters.record_delivered(self.batch);
+        self.batch = 0;
+        self.counters.merge(&mut self.push, &mut self.close);
+    }
+
+    /// The next event if one is waiting; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`] when none is waiting; [`RecvError::Closed`] once the subscription
+    /// ended and its ring is drained.
+    pub fn try_recv(&mut self) -> Result<LiveEvent, RecvError> {
+        self.recv_timeout(Duration::ZERO)
+    }
+
+    /// The next event, waiting at most `timeout` with the ring's wait strategy.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`] when nothing arrived in time; [`RecvError::Closed`] once the
+    /// subscription ended and its ring is drained.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<LiveEvent, RecvError> {
+        if !self.gate.is_open() {
+            return Err(RecvError::Closed);
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(RecvError::Closed);
+        };
+        let result = if timeout.is_zero() {
+            match rx.pop() {
+                Ok(d) => Ok(d),
+                Err(_) if rx.is_abandoned() => rx.pop().map_err(|_| PopTimeoutError::Abandoned),
+                Err(_) => Err(PopTimeoutError::Timeout),
+            }
+        } else {
+            rx.pop_timeout(timeout)
+        };
+        match result {
+            Ok(d) => Ok(self.take(d)),
+            Err(PopTimeoutError::Timeout) => {
+                self.flush_stats();
+                Err(RecvError::Timeout)
+            }
+            Err(PopTimeoutError::Abandoned) => {
+                self.flush_stats();
+                Err(RecvError::Closed)
+            }
+        }
+    }
+
+    /// The next event, waiting until one comes or the subscription ends (the feed shutting
+    /// down ends it: this never waits past [`LiveFeed::shutdown`](super::LiveFeed::shutdown)).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Closed`] once the subscription ended and its ring is drained.
+    pub fn recv(&mut self) -> Result<LiveEvent, RecvError> {
+        loop {
+            match self.recv_timeout(Duration::from_secs(1)) {
+                Err(RecvError::Timeout) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// An iterator over the events, blocking like [`Subscription::recv`]; it ends when the
+    /// subscription ends.
+    pub fn iter(&mut self) -> impl Iterator<Item = LiveEvent> + '_ {
+        std::iter::from_fn(move || self.recv().ok())
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.flush_stats();
+        if let Some(feed) = self.feed.upgrade() {
+            let _ = super::remove_consumer(&feed, self.id, Duration::from_secs(1));
+        }
+    }
+}

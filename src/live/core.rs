@@ -1,0 +1,1035 @@
+//! The engine's decisions, as a sans-I/O state machine: commands, socket events, bytes and the
+//! time in; bytes to send, connection actions, deliveries and the next deadline out.
+//!
+//! No sockets, threads or clocks: the `tv-io` thread (`io.rs`) is a thin driver around it, and
+//! the deterministic simulation test drives it against the simulator's server session in
+//! memory with a virtual clock. Every deadline lives in one timer wheel (milliseconds since
+//! `epoch`), beside the protocol connection's own (load and idle deadlines).
+//!
+//! # Exactly once, in order
+//!
+//! For each seis the core keeps the last closed bar it delivered (`last_closed`) and the values
+//! of the last 64 (`recent`). A bar reaches consumers as [`LiveEvent::Closed`] only if it opens
+//! after `last_closed`, whichever path reported it:
+//!
+//! - the stream: the next bar appears (the chart session's `Closed`), at once;
+//! - a quiet market: when the bar's close time plus the grace passes with the bar still
+//!   forming, a fetch over the existing connection (a second chart session) confirms it;
+//! - a reconnect: the gap fill (the replayed series' history from `last_closed`) delivers every
+//!   bar that closed while the connection was down, in order, between
+//!   [`LiveEvent::Disconnected`] and [`LiveEvent::Reconnected`].
+//!
+//! A value for a bar already delivered that differs from what was delivered is a
+//! [`LiveEvent::Revised`]; an equal one is dropped. The stream's own `Closed` for a bar a fetch
+//! already confirmed is dropped even if it differs: it carries the last `du` seen before the
+//! fetch, never newer values.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use super::{LiveEvent, Seis, command::Reply};
+use crate::{
+    AuthToken, Bar, Error, History,
+    error::Phase,
+    protocol::{
+        ChartConfig, ChartEvent, ChartId, Connection, ConnectionConfig, Event, SeriesEvent,
+        SeriesKey, SeriesRange, SeriesRequest,
+    },
+    sync::Arc,
+    timer::TimerWheel,
+};
+
+/// How many delivered closed bars per seis are kept to recognise revisions.
+const RECENT: usize = 64;
+/// Bars asked when subscribing: the last closed one is the baseline (not delivered).
+const BASELINE_BARS: u32 = 2;
+/// A connection that stayed up this long resets the reconnect backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(5);
+/// A failed confirmation fetch is retried after this.
+const FETCH_RETRY: Duration = Duration::from_secs(1);
+
+/// The engine's settings (the public builder fills them).
+#[derive(Debug, Clone)]
+pub(crate) struct CoreConfig {
+    pub(crate) token: AuthToken,
+    /// After a bar's close time, how long the stream may take to show the next bar before a
+    /// fetch confirms the close.
+    pub(crate) close_grace: Duration,
+    /// Silence after which the connection counts as stalled and is replaced.
+    pub(crate) stall_timeout: Duration,
+    /// Connect + TLS + upgrade must finish within this.
+    pub(crate) connect_timeout: Duration,
+    /// Reconnect backoff: full jitter in `0..=min(cap, base * 2^attempt)`.
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_cap: Duration,
+    /// Most closed bars one gap fill asks for.
+    pub(crate) max_gap_bars: u32,
+    /// Seed of the jitter and of the session ids.
+    pub(crate) seed: u64,
+    pub(crate) max_frame_len: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            token: AuthToken::anonymous(),
+            close_grace: Duration::from_millis(5),
+            stall_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_secs(30),
+            max_gap_bars: 5_000,
+            seed: 0,
+            max_frame_len: crate::protocol::frame::DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// What the driver must do with the socket.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Action {
+    /// Open a connection (resolve, connect, TLS, upgrade), then call
+    /// [`Core::handle_connected`] or [`Core::handle_connect_failed`].
+    Connect,
+    /// Drop the current connection (stalled, bad frames, a connect timeout), then call
+    /// [`Core::handle_closed`] with `cause`.
+    Disconnect { cause: Error },
+}
+
+/// The state of the link to the server.
+#[derive(Debug)]
+enum Link {
+    /// No connection; the next attempt is armed in the wheel.
+    Down,
+    /// The driver is connecting (`Action::Connect` was handed out).
+    Connecting { started: Instant },
+    /// Upgraded and talking.
+    Up { since: Instant },
+    /// The token was rejected: no more connections.
+    Terminal(Error),
+    /// Shut down.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// The close time (plus grace) of the bar opening at `bar` passed.
+    Close { seis: u64, bar: i64 },
+    /// Retry a failed confirmation fetch.
+    FetchRetry { seis: u64, bar: i64 },
+    /// Start the next connection attempt.
+    Reconnect,
+    /// Connection attempt `attempt` took too long.
+    ConnectTimeout { attempt: u64 },
+    /// A `get_hist` request's deadline.
+    Hist { key: u64 },
+}
+
+#[derive(Debug)]
+enum SeisPhase {
+    /// Subscribed, waiting for the server's first answer (history or refusal).
+    Validating(Vec<Reply<Result<(), Error>>>),
+    /// Streaming.
+    Live,
+    /// Refused or ended: nothing more.
+    Failed(Error),
+}
+
+/// Where a disconnected seis stands in its gap fill.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    down_since: Instant,
+}
+
+#[derive(Debug)]
+struct SeisState {
+    seis: Arc<Seis>,
+    phase: SeisPhase,
+    last_closed: Option<Bar>,
+    recent: VecDeque<Bar>,
+    forming: Option<Bar>,
+    /// A confirmation fetch in flight: its key in the fetch chart and the bar it confirms.
+    fetching: Option<(u64, i64)>,
+    gap: Option<Gap>,
+}
+
+#[derive(Debug)]
+struct HistWaiter {
+    request: SeriesRequest,
+    timeout: Duration,
+    reply: Reply<Result<History, Error>>,
+    info: Option<crate::protocol::SymbolInfo>,
+}
+
+/// The engine core. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Core {
+    cfg: CoreConfig,
+    epoch: Instant,
+    conn: Connection,
+    main: ChartId,
+    fetch: ChartId,
+    hist: ChartId,
+    link: Link,
+    /// Connection attempts since the last stable connection.
+    attempt: u64,
+    /// Attempts ever (to tell a stale connect timeout).
+    attempts_total: u64,
+    /// The connection has been up at least once (so a drop is a `Disconnected`).
+    was_up: bool,
+    seises: HashMap<u64, SeisState>,
+    timers: TimerWheel<Timer>,
+    deliveries: VecDeque<(u64, LiveEvent)>,
+    actions: VecDeque<Action>,
+    /// Fetch key → (seis id, bar it confirms).
+    fetches: HashMap<u64, (u64, i64)>,
+    hists: HashMap<u64, HistWaiter>,
+    next_key: u64,
+    rng: u64,
+    /// Timers due, reused across calls.
+    due: Vec<Timer>,
+    /// Unsubscriptions to answer once this turn's writes went out.
+    acks: Vec<Reply<Result<(), Error>>>,
+    /// The last wall-clock time seen, in milliseconds.
+    unix_ms: i64,
+    /// A 429's `Retry-After`, applied to the next backoff.
+    retry_after: Option<Duration>,
+    /// Counters for stats.
+    pub(crate) reconnects: u64,
+    pub(crate) bad_messages: u64,
+}
+
+fn new_connection(
+    now: Instant,
+    cfg: &CoreConfig,
+    seed: u64,
+) -> (Connection, ChartId, ChartId, ChartId) {
+    let mut conn = Connection::new(
+        now,
+        ConnectionConfig::default()
+            .with_auth_token(cfg.token.clone())
+            .with_idle_timeout(cfg.stall_timeout)
+            .with_max_frame_len(cfg.max_frame_len)
+            .with_id_seed(seed),
+    );
+    let main = conn.add_chart(
+        now,
+        ChartConfig::default()
+            .with_max_gap_bars(cfg.max_gap_bars)
+            .with_load_timeout(cfg.stall_timeout.max(Duration::from_secs(10))),
+    );
+    let fetch = conn.add_chart(
+        now,
+        ChartConfig::default().with_load_timeout(Duration::from_secs(10)),
+    );
+    let hist = conn.add_chart(
+        now,
+        ChartConfig::default().with_load_timeout(Duration::from_secs(3_600)),
+    );
+    (conn, main, fetch, hist)
+}
+
+fn ms_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Core {
+    /// A core starting at `now`, disconnected, with its first connection attempt due at once.
+    pub(crate) fn new(now: Instant, unix_ms: i64, cfg: CoreConfig) -> Self {
+        let (conn, main, fetch, hist) = new_connection(now, &cfg, cfg.seed);
+        let mut timers = TimerWheel::new(0);
+        timers.insert(0, Timer::Reconnect);
+        Self {
+            rng: cfg.seed | 1,
+            cfg,
+            epoch: now,
+            conn,
+            main,
+            fetch,
+            hist,
+            link: Link::Down,
+            attempt: 0,
+            attempts_total: 0,
+            was_up: false,
+            seises: HashMap::new(),
+            timers,
+            deliveries: VecDeque::new(),
+            actions: VecDeque::new(),
+            fetches: HashMap::new(),
+            hists: HashMap::new(),
+            next_key: 1 << 62,
+            due: Vec::new(),
+            acks: Vec::new(),
+            unix_ms,
+            retry_after: None,
+            reconnects: 0,
+            bad_messages: 0,
+        }
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        ms_of(t.saturating_duration_since(self.epoch))
+    }
+
+    fn arm(&mut self, now: Instant, after: Duration, t: Timer) {
+        let when = self.ms(now).saturating_add(ms_of(after));
+        self.timers.insert(when, t);
+    }
+
+    /// A uniformly random duration in `0..=max` (xorshift64*; seeded, so tests replay).
+    fn jitter(&mut self, max: Duration) -> Duration {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let max_ms = ms_of(max);
+        Duration::from_millis(if max_ms == u64::MAX {
+            r
+        } else {
+            r % (max_ms + 1)
+        })
+    }
+
+    fn take_key(&mut self) -> u64 {
+        self.next_key += 1;
+        self.next_key
+    }
+
+    /// Whether a connection is up.
+    pub(crate) fn is_up(&self) -> bool {
+        matches!(self.link, Link::Up { .. })
+    }
+
+    /// A subscribed seis.
+    pub(crate) fn seis(&self, id: u64) -> Option<&Arc<Seis>> {
+        self.seises.get(&id).map(|s| &s.seis)
+    }
+
+    fn closed_error(&self) -> Option<Error> {
+        match &self.link {
+            Link::Terminal(e) => Some(e.clone()),
+            Link::Closed => Some(Error::Shutdown),
+            _ => None,
+        }
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    /// Subscribes `seis` (idempotent): its series is opened on the main chart session, and
+    /// `reply` gets `Ok` with the server's history or the server's refusal.
+    pub(crate) fn subscribe(
+        &mut self,
+        now: Instant,
+        seis: Arc<Seis>,
+        reply: Reply<Result<(), Error>>,
+    ) {
+        if let Some(e) = self.closed_error() {
+            return reply.send(Err(e));
+        }
+        let id = seis.id().get();
+        if let Some(st) = self.seises.get_mut(&id) {
+            match &mut st.phase {
+                SeisPhase::Validating(waiters) => waiters.push(reply),
+                SeisPhase::Live => reply.send(Ok(())),
+                SeisPhase::Failed(e) => reply.send(Err(e.clone())),
+            }
+            return;
+        }
+        let req = SeriesRequest::count(seis.symbol().clone(), seis.interval(), BASELINE_BARS);
+        let added = self
+            .conn
+            .chart_mut(self.main)
+            .map(|c| c.add_series(now, SeriesKey(id), req));
+        if let Some(Err(e)) = added {
+            return reply.send(Err(Error::InvalidRequest(e.to_string())));
+        }
+        self.seises.insert(
+            id,
+            SeisState {
+                seis,
+                phase: SeisPhase::Validating(vec![reply]),
+                last_closed: None,
+                recent: VecDeque::new(),
+                forming: None,
+                fetching: None,
+                gap: None,
+            },
+        );
+    }
+
+    /// Removes the subscription of seis `id`: `remove_series` goes out, waiters get an error,
+    /// and nothing of it is delivered any more.
+    pub(crate) fn unsubscribe(&mut self, id: u64, reply: Reply<Result<(), Error>>) {
+        if let Some(st) = self.seises.remove(&id) {
+            if let Some(c) = self.conn.chart_mut(self.main) {
+                let _ = c.remove_series(SeriesKey(id));
+            }
+            if let Some((key, _)) = st.fetching {
+                self.fetches.remove(&key);
+                if let Some(c) = self.conn.chart_mut(self.fetch) {
+                    let _ = c.remove_series(SeriesKey(key));
+                }
+            }
+            if let SeisPhase::Validating(waiters) = st.phase {
+                let e = Error::InvalidRequest(format!(
+                    "{} {} was removed while it was being subscribed",
+                    st.seis.symbol(),
+                    st.seis.interval()
+                ));
+                for w in waiters {
+                    w.send(Err(e.clone()));
+                }
+            }
+            self.deliveries.retain(|(s, _)| *s != id);
+        }
+        // Answered after the driver's next writes, so that the server was told when the caller
+        // learns it (see `complete_acks`).
+        self.acks.push(reply);
+    }
+
+    /// Answers the unsubscriptions whose `remove_series` the driver has now written (or that
+    /// had nothing to write: no connection, the server forgot them).
+    pub(crate) fn complete_acks(&mut self) {
+        for a in self.acks.drain(..) {
+            a.send(Ok(()));
+        }
+    }
+
+    /// Downloads history over the live connection, on its own chart session; `reply` gets the
+    /// history, the server's refusal, or a timeout after `timeout`.
+    pub(crate) fn get_hist(
+        &mut self,
+        now: Instant,
+        request: SeriesRequest,
+        timeout: Duration,
+        reply: Reply<Result<History, Error>>,
+    ) {
+        if let Some(e) = self.closed_error() {
+            return reply.send(Err(e));
+        }
+        let key = self.take_key();
+        let added = self
+            .conn
+            .chart_mut(self.hist)
+            .map(|c| c.add_series(now, SeriesKey(key), request.clone()));
+        if let Some(Err(e)) = added {
+            return reply.send(Err(Error::InvalidRequest(e.to_string())));
+        }
+        self.arm(now, timeout, Timer::Hist { key });
+        self.hists.insert(
+            key,
+            HistWaiter {
+                request,
+                timeout,
+                reply,
+                info: None,
+            },
+        );
+    }
+
+    /// Ends everything: waiters get [`Error::Shutdown`], no more connections are made.
+    pub(crate) fn shutdown(&mut self) {
+        self.link = Link::Closed;
+        for st in self.seises.values_mut() {
+            if let SeisPhase::Validating(waiters) =
+                std::mem::replace(&mut st.phase, SeisPhase::Failed(Error::Shutdown))
+            {
+                for w in waiters {
+                    w.send(Err(Error::Shutdown));
+                }
+            }
+        }
+        for (_, w) in self.hists.drain() {
+            w.reply.send(Err(Error::Shutdown));
+        }
+    }
+
+    // ------------------------------------------------------------------ the link
+
+    /// The driver's connection attempt succeeded (upgraded) at `now`: replay every chart
+    /// session onto it, the seises with a gap window from the last bar they delivered.
+    pub(crate) fn handle_connected(&mut self, now: Instant) {
+        if !matches!(self.link, Link::Connecting { .. }) {
+            return;
+        }
+        self.link = Link::Up { since: now };
+        self.was_up = true;
+        self.conn.reset(now);
+        let unix_s = self.unix_ms.div_euclid(1000);
+        let seen: HashMap<u64, i64> = self
+            .seises
+            .iter()
+            .filter_map(|(id, st)| st.last_closed.map(|b| (*id, b.time)))
+            .collect();
+        if let Some(c) = self.conn.chart_mut(self.main) {
+            c.resubscribe(now, unix_s, |k| seen.get(&k.0).copied());
+        }
+        // Confirmation fetches in flight are dropped: the gap fill covers their bars.
+        self.fetches.clear();
+        for st in self.seises.values_mut() {
+            st.fetching = None;
+        }
+        if let Some(c) = self.conn.chart_mut(self.fetch) {
+            c.clear();
+            c.resubscribe(now, unix_s, |_| None);
+        }
+        if let Some(c) = self.conn.chart_mut(self.hist) {
+            c.resubscribe(now, unix_s, |_| None);
+        }
+    }
+
+    /// The driver's connection attempt failed with `cause`.
+    pub(crate) fn handle_connect_failed(&mut self, now: Instant, cause: Error) {
+        if !matches!(self.link, Link::Connecting { .. }) {
+            return;
+        }
+        if let Error::RateLimited {
+            retry_after: Some(d),
+            ..
+        } = cause
+        {
+            self.retry_after = Some(d);
+        }
+        self.link = Link::Down;
+        self.notify_down(now, &cause);
+        self.schedule_reconnect(now);
+    }
+
+    /// The connection (or the attempt) ended with `cause`: tell the consumers, reconnect with
+    /// backoff.
+    pub(crate) fn handle_closed(&mut self, now: Instant, cause: Error) {
+        match self.link {
+            Link::Up { since } => {
+                if now.saturating_duration_since(since) >= STABLE_AFTER {
+                    self.attempt = 0;
+                }
+                self.reconnects += 1;
+            }
+            Link::Connecting { .. } => {}
+            Link::Down | Link::Terminal(_) | Link::Closed => return,
+        }
+        self.link = Link::Down;
+        self.notify_down(now, &cause);
+        self.schedule_reconnect(now);
+    }
+
+    /// Tells every live seis that the connection is gone (once per outage).
+    fn notify_down(&mut self, now: Instant, cause: &Error) {
+        if !self.was_up {
+            return; // never connected: subscriptions simply wait
+        }
+        let text = cause.to_string();
+        for (id, st) in &mut self.seises {
+            if matches!(st.phase, SeisPhase::Live) && st.gap.is_none() {
+                st.gap = Some(Gap { down_since: now });
+                self.deliveries.push_back((
+                    *id,
+                    LiveEvent::Disconnected {
+                        cause: text.clone(),
+                    },
+                ));
+            }
+        }
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant) {
+        let exp = self
+            .cfg
+            .backoff_base
+            .saturating_mul(1 << self.attempt.min(20))
+            .min(self.cfg.backoff_cap);
+        let mut delay = self.jitter(exp);
+        if let Some(d) = self.retry_after.take() {
+            delay = delay.max(d);
+        }
+        self.attempt += 1;
+        self.arm(now, delay, Timer::Reconnect);
+    }
+
+    // ------------------------------------------------------------------ inputs
+
+    /// One websocket message received at `now` (wall clock `unix_ms`).
+    pub(crate) fn handle_message(&mut self, now: Instant, unix_ms: i64, msg: &mut [u8]) {
+        self.unix_ms = unix_ms;
+        if !self.is_up() {
+            return;
+        }
+        if let Err(e) = self.conn.handle_message(now, msg) {
+            self.bad_messages += 1;
+            if e.is_fatal() {
+                // The byte stream cannot be trusted (an absurd length, a broken frame): drop
+                // the connection and start over, never allocate what it claims.
+                self.actions.push_back(Action::Disconnect {
+                    cause: Error::Protocol(format!("bad frame from the server: {e}")),
+                });
+            }
+        }
+        self.process_events(now);
+    }
+
+    /// Fires what is due at `now` (wall clock `unix_ms`).
+    pub(crate) fn handle_timeout(&mut self, now: Instant, unix_ms: i64) {
+        self.unix_ms = unix_ms;
+        if self.is_up() && self.conn.poll_timeout().is_some_and(|t| t <= now) {
+            self.conn.handle_timeout(now);
+            self.process_events(now);
+        }
+        let now_ms = self.ms(now);
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(self.timers.advance(now_ms).map(|(_, t)| t));
+        for t in due.drain(..) {
+            match t {
+                Timer::Reconnect => {
+                    if matches!(self.link, Link::Down) {
+                        self.link = Link::Connecting { started: now };
+                        self.attempts_total += 1;
+                        self.actions.push_back(Action::Connect);
+                        let attempt = self.attempts_total;
+                        self.arm(
+                            now,
+                            self.cfg.connect_timeout,
+                            Timer::ConnectTimeout { attempt },
+                        );
+                    }
+                }
+                Timer::ConnectTimeout { attempt } => {
+                    if let Link::Connecting { started } = self.link
+                        && attempt == self.attempts_total
+                    {
+                        let _ = started;
+                        self.actions.push_back(Action::Disconnect {
+                            cause: Error::Timeout {
+                                after: self.cfg.connect_timeout,
+                                during: Phase::Connect,
+                            },
+                        });
+                    }
+                }
+                Timer::Close { seis, bar } | Timer::FetchRetry { seis, bar } => {
+                    self.close_due(now, seis, bar);
+                }
+                Timer::Hist { key } => {
+                    if let Some(w) = self.hists.remove(&key) {
+                        if let Some(c) = self.conn.chart_mut(self.hist) {
+                            let _ = c.remove_series(SeriesKey(key));
+                        }
+                        w.reply.send(Err(Error::Timeout {
+                            after: w.timeout,
+                            during: Phase::Answer,
+                        }));
+                    }
+                }
+            }
+        }
+        self.due = due;
+        if self.is_up() {
+            self.process_events(now);
+        }
+    }
+
+    /// The close time (plus grace) of bar `bar` of seis `id` passed: if the stream has not
+    /// closed it, confirm it with a fetch over the existing connection.
+    fn close_due(&mut self, now: Instant, id: u64, bar: i64) {
+        if !self.is_up() {
+            return; // the gap fill after the reconnect covers it
+        }
+        let Some(st) = self.seises.get(&id) else {
+            return;
+        };
+        if !matches!(st.phase, SeisPhase::Live)
+            || st.fetching.is_some()
+            || st.last_closed.is_some_and(|b| b.time >= bar)
+            || st.forming.map(|f| f.time) != Some(bar)
+        {
+            return;
+        }
+        let req = SeriesRequest::count(st.seis.symbol().clone(), st.seis.interval(), 2);
+        let key = self.take_key();
+        let added = self
+            .conn
+            .chart_mut(self.fetch)
+            .map(|c| c.add_series(now, SeriesKey(key), req));
+        if let Some(Ok(())) = added {
+            self.fetches.insert(key, (id, bar));
+            if let Some(st) = self.seises.get_mut(&id) {
+                st.fetching = Some((key, bar));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ outputs
+
+    /// The next instant [`Core::handle_timeout`] has work.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let wheel = self
+            .timers
+            .next_deadline()
+            .and_then(|ms| self.epoch.checked_add(Duration::from_millis(ms)));
+        let conn = if self.is_up() {
+            self.conn.poll_timeout()
+        } else {
+            None
+        };
+        match (wheel, conn) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next websocket message to send (only while a connection is up).
+    pub(crate) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.is_up() {
+            self.conn.poll_transmit()
+        } else {
+            None
+        }
+    }
+
+    /// The next thing the driver must do with the socket.
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event for the consumers of seis `id`.
+    pub(crate) fn poll_delivery(&mut self) -> Option<(u64, LiveEvent)> {
+        self.deliveries.pop_front()
+    }
+
+    // ------------------------------------------------------------------ events
+
+    fn process_events(&mut self, now: Instant) {
+        while let Some(e) = self.conn.poll_event() {
+            match e {
+                Event::ProtocolError { text } if text == "bad auth token" => {
+                    self.terminal(Error::AuthRejected);
+                }
+                Event::ProtocolError { text } => self.actions.push_back(Action::Disconnect {
+                    cause: Error::Protocol(format!(
+                        "the server reported a protocol error: {}",
+                        crate::error::echo(&text)
+                    )),
+                }),
+                Event::Idle { silent } => self.actions.push_back(Action::Disconnect {
+                    cause: Error::Timeout {
+                        after: silent,
+                        during: Phase::Answer,
+                    },
+                }),
+                Event::Chart {
+                    chart,
+                    event: ChartEvent::Series { key, event },
+                } => {
+                    if chart == self.main {
+                        self.on_main(now, key.0, event);
+                    } else if chart == self.fetch {
+                        self.on_fetch(now, key.0, event);
+                    } else if chart == self.hist {
+                        self.on_hist(key.0, event);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The token was rejected: every seis fails, no more connections.
+    fn terminal(&mut self, e: Error) {
+        self.link = Link::Terminal(e.clone());
+        self.actions
+            .push_back(Action::Disconnect { cause: e.clone() });
+        for (id, st) in &mut self.seises {
+            match std::mem::replace(&mut st.phase, SeisPhase::Failed(e.clone())) {
+                SeisPhase::Validating(waiters) => {
+                    for w in waiters {
+                        w.send(Err(e.clone()));
+                    }
+                }
+                SeisPhase::Live => self
+                    .deliveries
+                    .push_back((*id, LiveEvent::Failed(e.clone()))),
+                SeisPhase::Failed(_) => {}
+            }
+        }
+        for (_, w) in self.hists.drain() {
+            w.reply.send(Err(e.clone()));
+        }
+    }
+
+    fn on_main(&mut self, now: Instant, id: u64, event: SeriesEvent) {
+        let unix_ms = self.unix_ms;
+        let grace = self.cfg.close_grace;
+        let now_ms = self.ms(now);
+        let Some(st) = self.seises.get_mut(&id) else {
+            return;
+        };
+        let out = &mut self.deliveries;
+        match event {
+            SeriesEvent::History { bars, forming, .. } => {
+                if let SeisPhase::Validating(waiters) =
+                    std::mem::replace(&mut st.phase, SeisPhase::Live)
+                {
+                    for w in waiters {
+                        w.send(Ok(()));
+                    }
+                }
+                let mut gap_bars = 0;
+                if st.last_closed.is_none() {
+                    // The baseline: the last bar that closed before the subscription.
+                    if let Some(b) = bars.last() {
+                        remember(st, *b);
+                    }
+                } else {
+                    for b in bars {
+                        gap_bars += u64::from(offer_closed(st, out, id, b, true));
+                    }
+                }
+                if let Some(f) = forming {
+                    // A forming bar whose close time passed while the market was quiet is
+                    // closed: the gap fill delivers it now rather than a fetch later.
+                    let closed_by_time = st
+                        .seis
+                        .interval()
+                        .next_bar_open(f.time)
+                        .saturating_mul(1000)
+                        <= unix_ms;
+                    if st.gap.is_some() && closed_by_time {
+                        gap_bars += u64::from(offer_closed(st, out, id, f, true));
+                    } else if let Some(t) = on_update(st, out, id, f, unix_ms, grace) {
+                        self.timers.insert(
+                            now_ms.saturating_add(t),
+                            Timer::Close {
+                                seis: id,
+                                bar: f.time,
+                            },
+                        );
+                    }
+                }
+                if let Some(g) = st.gap.take() {
+                    out.push_back((
+                        id,
+                        LiveEvent::Reconnected {
+                            down: now.saturating_duration_since(g.down_since),
+                            gap_bars,
+                        },
+                    ));
+                }
+            }
+            SeriesEvent::Update(b) => {
+                if let Some(t) = on_update(st, out, id, b, unix_ms, grace) {
+                    self.timers.insert(
+                        now_ms.saturating_add(t),
+                        Timer::Close {
+                            seis: id,
+                            bar: b.time,
+                        },
+                    );
+                }
+            }
+            SeriesEvent::Closed(b) => {
+                offer_closed(st, out, id, b, false);
+            }
+            SeriesEvent::Late(b) => revise(st, out, id, b),
+            SeriesEvent::Failed(failure) => {
+                let e = Error::Series {
+                    symbol: st.seis.symbol().clone(),
+                    interval: st.seis.interval(),
+                    failure,
+                };
+                match std::mem::replace(&mut st.phase, SeisPhase::Failed(e.clone())) {
+                    SeisPhase::Validating(waiters) => {
+                        for w in waiters {
+                            w.send(Err(e.clone()));
+                        }
+                    }
+                    SeisPhase::Live => out.push_back((id, LiveEvent::Failed(e))),
+                    SeisPhase::Failed(_) => {}
+                }
+                if let Some(c) = self.conn.chart_mut(self.main) {
+                    let _ = c.remove_series(SeriesKey(id));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_fetch(&mut self, now: Instant, key: u64, event: SeriesEvent) {
+        let Some(&(id, bar)) = self.fetches.get(&key) else {
+            return;
+        };
+        let done = match event {
+            SeriesEvent::History { bars, forming, .. } => {
+                let unix_ms = self.unix_ms;
+                let grace = self.cfg.close_grace;
+                let now_ms = self.ms(now);
+                if let Some(st) = self.seises.get_mut(&id) {
+                    st.fetching = None;
+                    let out = &mut self.deliveries;
+                    for b in bars {
+                        offer_closed(st, out, id, b, true);
+                    }
+                    if let Some(f) = forming {
+                        let closed_by_time = st
+                            .seis
+                            .interval()
+                            .next_bar_open(f.time)
+                            .saturating_mul(1000)
+                            <= unix_ms;
+                        if closed_by_time {
+                            offer_closed(st, out, id, f, true);
+                        } else if let Some(t) = on_update(st, out, id, f, unix_ms, grace) {
+                            self.timers.insert(
+                                now_ms.saturating_add(t),
+                                Timer::Close {
+                                    seis: id,
+                                    bar: f.time,
+                                },
+                            );
+                        }
+                    }
+                }
+                true
+            }
+            SeriesEvent::Failed(_) => {
+                if let Some(st) = self.seises.get_mut(&id) {
+                    st.fetching = None;
+                }
+                self.arm(now, FETCH_RETRY, Timer::FetchRetry { seis: id, bar });
+                true
+            }
+            _ => false,
+        };
+        if done {
+            self.fetches.remove(&key);
+            if let Some(c) = self.conn.chart_mut(self.fetch) {
+                let _ = c.remove_series(SeriesKey(key));
+            }
+        }
+    }
+
+    fn on_hist(&mut self, key: u64, event: SeriesEvent) {
+        let done = match event {
+            SeriesEvent::Resolved(info) => {
+                if let Some(w) = self.hists.get_mut(&key) {
+                    w.info = Some(*info);
+                }
+                false
+            }
+            SeriesEvent::History {
+                bars,
+                forming,
+                update_mode,
+            } => {
+                if let Some(w) = self.hists.remove(&key) {
+                    let requested = match w.request.range {
+                        SeriesRange::Count(n) => Some(n),
+                        _ => None,
+                    };
+                    w.reply.send(Ok(History {
+                        symbol: w.request.symbol().clone(),
+                        interval: w.request.interval,
+                        bars,
+                        forming,
+                        info: w.info,
+                        update_mode,
+                        requested,
+                    }));
+                }
+                true
+            }
+            SeriesEvent::Failed(failure) => {
+                if let Some(w) = self.hists.remove(&key) {
+                    w.reply.send(Err(Error::Series {
+                        symbol: w.request.symbol().clone(),
+                        interval: w.request.interval,
+                        failure,
+                    }));
+                }
+                true
+            }
+            _ => false,
+        };
+        if done && let Some(c) = self.conn.chart_mut(self.hist) {
+            let _ = c.remove_series(SeriesKey(key));
+        }
+    }
+}
+
+/// Records `bar` as the last closed bar delivered.
+fn remember(st: &mut SeisState, bar: Bar) {
+    st.last_closed = Some(bar);
+    if st.recent.len() == RECENT {
+        st.recent.pop_front();
+    }
+    st.recent.push_back(bar);
+}
+
+/// Delivers `bar` as closed if it opens after the last closed bar; otherwise, when
+/// `authoritative` (a fetch or a gap fill, not the stream's own close), checks it for a
+/// revision. Returns whether it was delivered as closed.
+fn offer_closed(
+    st: &mut SeisState,
+    out: &mut VecDeque<(u64, LiveEvent)>,
+    id: u64,
+    bar: Bar,
+    authoritative: bool,
+) -> bool {
+    if st.last_closed.is_none_or(|l| bar.time > l.time) {
+        remember(st, bar);
+        st.seis.counters.record_closed();
+        out.push_back((id, LiveEvent::Closed(bar)));
+        if st.forming.is_some_and(|f| f.time <= bar.time) {
+            st.forming = None;
+        }
+        true
+    } else {
+        if authoritative {
+            revise(st, out, id, bar);
+        }
+        false
+    }
+}
+
+/// A value for a bar already delivered: a revision if it differs from what was delivered.
+fn revise(st: &mut SeisState, out: &mut VecDeque<(u64, LiveEvent)>, id: u64, bar: Bar) {
+    if let Some(known) = st.recent.iter_mut().find(|b| b.time == bar.time)
+        && *known != bar
+    {
+        *known = bar;
+        if st.last_closed.is_some_and(|l| l.time == bar.time) {
+            st.last_closed = Some(bar);
+        }
+        st.seis.counters.record_revised();
+        out.push_back((id, LiveEvent::Revised(bar)));
+    }
+}
+
+/// New values of the forming bar. Returns, when `bar` is a new forming bar, the delay (ms)
+/// after which its close time plus `grace` has passed (for the close timer).
+fn on_update(
+    st: &mut SeisState,
+    out: &mut VecDeque<(u64, LiveEvent)>,
+    id: u64,
+    bar: Bar,
+    unix_ms: i64,
+    grace: Duration,
+) -> Option<u64> {
+    if st.last_closed.is_some_and(|l| bar.time <= l.time) {
+        revise(st, out, id, bar);
+        return None;
+    }
+    let new_bar = st.forming.map(|f| f.time) != Some(bar.time);
+    st.forming = Some(bar);
+    out.push_back((id, LiveEvent::Update(bar)));
+    if !new_bar {
+        return None;
+    }
+    let close_ms = st
+        .seis
+        .interval()
+        .next_bar_open(bar.time)
+        .saturating_mul(1000)
+        .saturating_add(i64::try_from(ms_of(grace)).unwrap_or(i64::MAX));
+    Some(u64::try_from(close_ms.saturating_sub(unix_ms)).unwrap_or(0))
+}

@@ -1,0 +1,85 @@
+//! What a consumer receives: [`LiveEvent`]s, in order, one seis per consumer.
+
+use std::time::{Duration, Instant};
+
+use crate::{Bar, Error};
+
+/// One event of a seis, as a consumer receives it.
+///
+/// For each consumer the events of its seis arrive in order: closed bars ascending by time,
+/// each exactly once (also across reconnects), a correction of a bar already delivered as an
+/// explicit [`LiveEvent::Revised`], never as a second [`LiveEvent::Closed`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LiveEvent {
+    /// A bar closed, with the final values the server reported. `bar.time` is its open time.
+    Closed(Bar),
+    /// The server changed a bar this consumer already received as [`LiveEvent::Closed`]; these
+    /// are its new values.
+    Revised(Bar),
+    /// New values of the bar still forming. Only for consumers that asked for updates
+    /// ([`ConsumerOptions::updates`]).
+    Update(Bar),
+    /// This consumer's ring was full: `missed` events were dropped for it (the engine never
+    /// waits for a consumer). `first_time` is the open time of the first bar missed, when the
+    /// first missed event was about a bar: fetch the gap with `get_hist` if you need it.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+        /// The open time of the first bar among them.
+        first_time: Option<i64>,
+    },
+    /// The connection to the server was lost. Closed bars keep their promise: what closes
+    /// while the engine reconnects is delivered after [`LiveEvent::Reconnected`]'s gap fill.
+    Disconnected {
+        /// Why, in words (the [`Error`] it came from, displayed).
+        cause: String,
+    },
+    /// The connection is back and this seis' gap was filled: `gap_bars` closed bars that
+    /// closed while it was down were delivered just before this event.
+    Reconnected {
+        /// How long the connection was down.
+        down: Duration,
+        /// How many closed bars the gap fill delivered.
+        gap_bars: u64,
+    },
+    /// The seis ended for good (the token was rejected, the server refused the symbol after a
+    /// reconnect, or the feed shut down). Nothing follows.
+    Failed(Error),
+}
+
+impl LiveEvent {
+    /// The bar this event is about, if any.
+    pub fn bar(&self) -> Option<&Bar> {
+        match self {
+            Self::Closed(b) | Self::Revised(b) | Self::Update(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// What a consumer wants. By-value setters; every default is documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ConsumerOptions {
+    /// Also receive [`LiveEvent::Update`]s of the forming bar. Default `false`: closed bars
+    /// (and revisions, lags and connection events) only.
+    pub updates: bool,
+}
+
+impl ConsumerOptions {
+    /// Sets [`ConsumerOptions::updates`].
+    #[must_use]
+    pub fn with_updates(mut self, on: bool) -> Self {
+        self.updates = on;
+        self
+    }
+}
+
+/// An event in a consumer's ring, stamped with the instant it was pushed (for the push to
+/// callback latency in [`ConsumerStats`](super::ConsumerStats)).
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) event: LiveEvent,
+    pub(crate) pushed_at: Instant,
+}

@@ -1,0 +1,331 @@
+//! The `tv-io` thread: a thin driver around [`Core`]. It owns the `mio::Poll`, the socket and
+//! the consumers' producers, blocks only in `Poll::poll` (whose timeout is the core's next
+//! deadline; zero in busy-poll mode), and moves bytes, time and commands into the core and
+//! deliveries out to the rings.
+//!
+//! Per turn: poll; drive the connect or the upgrade; drain the command queue; drain the socket
+//! (edge-triggered: to `WouldBlock`); fire due timers; carry out the core's connection actions;
+//! send what the core queued; fan the deliveries out to each consumer's ring (one registry
+//! `load` per turn with deliveries, never a lock); answer the commands whose writes went out.
+
+use std::{
+    net::{IpAddr, SocketAddr, ToSocketAddrs},
+    sync::PoisonError,
+    time::{Duration, Instant},
+};
+
+use mio::{Events, Poll, Token};
+
+use super::{Command, Core, IoWait, LiveEvent, Shared, core::Action, fanout::Fanout};
+use crate::{
+    Error, TransportError, clock,
+    sync::plain::{Arc, Mutex},
+    transport::{IoSource, nonblocking::NbSocket, nonblocking::Progress},
+};
+
+/// The socket's token.
+const SOCKET: Token = Token(0);
+/// The waker's token (commands, shutdown, a resolved address).
+pub(crate) const WAKER: Token = Token(1);
+/// The longest `poll` blocks even with nothing due (the core always has a deadline while it
+/// runs; this only bounds a wait in a state that has none).
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// A host name being resolved on a `tv-resolve` thread (the system resolver blocks; `tv-io`
+/// must not).
+type Resolved = Arc<Mutex<Option<Result<SocketAddr, Error>>>>;
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value on tv-io's stack; the socket variant is the common one"
+)]
+enum Link {
+    Idle,
+    Resolving(Resolved),
+    Socket(NbSocket),
+}
+
+/// Everything the thread owns.
+pub(crate) struct Driver {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) core: Core,
+    pub(crate) poll: Poll,
+    pub(crate) wait: IoWait,
+    pub(crate) waker: Arc<mio::Waker>,
+}
+
+impl Driver {
+    /// Runs until shutdown.
+    pub(crate) fn run(mut self) {
+        tracing::info!("tv-io started");
+        let mut events = Events::with_capacity(64);
+        let mut link = Link::Idle;
+        let mut fanout = Fanout::default();
+        loop {
+            let now = clock::monotonic();
+            let timeout = match self.wait {
+                IoWait::BusyPoll => Duration::ZERO,
+                IoWait::Block => self
+                    .core
+                    .poll_timeout()
+                    .map_or(MAX_WAIT, |t| t.saturating_duration_since(now).min(MAX_WAIT)),
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "poll failed; tv-io stops");
+                break;
+            }
+            let now = clock::monotonic();
+            let unix = unix_ms();
+            let socket_ready = events.iter().any(|e| e.token() == SOCKET);
+
+            // A name resolved: start the TCP connect.
+            if let Link::Resolving(slot) = &link {
+                let done = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(result) = done {
+                    link = Link::Idle;
+                    match result.and_then(|addr| self.connect(addr)) {
+                        Ok(sock) => link = Link::Socket(sock),
+                        Err(e) => self.connect_failed(now, e),
+                    }
+                }
+            }
+            // Connect, TLS and upgrade progress.
+            if socket_ready
+                && let Link::Socket(sock) = &mut link
+                && !sock.is_open()
+            {
+                match sock.drive() {
+                    Ok(Progress::Open) => {
+                        self.core.handle_connected(now);
+                        self.first_outcome(Ok(()));
+                    }
+                    Ok(Progress::Pending) => {}
+                    Err(e) => {
+                        sock.deregister(self.poll.registry());
+                        link = Link::Idle;
+                        self.connect_failed(now, e);
+                    }
+                }
+            }
+            // Commands.
+            while let Some(cmd) = self.shared.commands.pop() {
+                self.command(now, cmd, &mut fanout);
+            }
+            // Reads, drained.
+            if let Link::Socket(sock) = &mut link
+                && sock.is_open()
+            {
+                let core = &mut self.core;
+                let mut n = 0u64;
+                let read = sock.read(|msg| {
+                    n += 1;
+                    core.handle_message(now, unix, msg);
+                });
+                self.shared
+                    .engine
+                    .messages
+                    .fetch_add(n, crate::sync::plain::atomic::Ordering::Relaxed);
+                if let Err(e) = read {
+                    sock.deregister(self.poll.registry());
+                    link = Link::Idle;
+                    self.core.handle_closed(now, e);
+                }
+            }
+            // Deadlines.
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle_timeout(now, unix);
+            }
+            // The core's connection actions (each may lead to more).
+            while let Some(action) = self.core.poll_action() {
+                match action {
+                    Action::Connect => match self.start_connect() {
+                        Ok(l) => link = l,
+                        Err(e) => self.connect_failed(now, e),
+                    },
+                    Action::Disconnect { cause } => {
+                        let open = matches!(&link, Link::Socket(s) if s.is_open());
+                        if let Link::Socket(sock) = &mut link {
+                            sock.close(self.poll.registry());
+                        }
+                        link = Link::Idle;
+                        if !open {
+                            self.first_outcome(Err(cause.clone()));
+                        }
+                        self.core.handle_closed(now, cause);
+                    }
+                }
+            }
+            // Writes.
+            if let Link::Socket(sock) = &mut link
+                && sock.is_open()
+            {
+                let mut failed = None;
+                while let Some(msg) = self.core.poll_transmit() {
+                    if let Err(e) = sock.send(msg) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if failed.is_none() && socket_ready {
+                    failed = sock.flush().err();
+                }
+                if let Some(e) = failed {
+                    sock.deregister(self.poll.registry());
+                    link = Link::Idle;
+                    self.core.handle_closed(now, e);
+                }
+            }
+            // Deliveries.
+            self.deliver(&mut fanout, now);
+            // Unsubscriptions are answered once their `remove_series` went out.
+            self.core.complete_acks();
+            self.publish();
+            if self.shared.stopping() {
+                break;
+            }
+        }
+        // Shutdown: waiters fail, every consumer learns it, then the producers go (their rings
+        // read as abandoned once drained) and the socket closes.
+        self.core.shutdown();
+        self.deliver(&mut fanout, clock::monotonic());
+        let snapshot = self.shared.registry.load();
+        for (_, entry) in snapshot.iter() {
+            for (_, c) in entry.consumers() {
+                fanout.push(
+                    c.fanout,
+                    &LiveEvent::Failed(Error::Shutdown),
+                    clock::monotonic(),
+                );
+            }
+        }
+        drop(snapshot);
+        drop(fanout);
+        if let Link::Socket(mut sock) = link {
+            sock.close(self.poll.registry());
+        }
+        self.shared
+            .engine
+            .connected
+            .store(false, crate::sync::plain::atomic::Ordering::Relaxed);
+        tracing::info!("tv-io ended");
+    }
+
+    /// A connection attempt failed before the upgrade completed.
+    fn connect_failed(&mut self, now: Instant, e: Error) {
+        self.first_outcome(Err(e.clone()));
+        self.core.handle_connect_failed(now, e);
+    }
+
+    /// Answers `build()` with the first attempt's outcome (once).
+    fn first_outcome(&self, r: Result<(), Error>) {
+        let first = self
+            .shared
+            .first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(f) = first {
+            f.send(r);
+        }
+    }
+
+    fn publish(&self) {
+        use crate::sync::plain::atomic::Ordering::Relaxed;
+        let e = &self.shared.engine;
+        e.connected.store(self.core.is_up(), Relaxed);
+        e.reconnects.store(self.core.reconnects, Relaxed);
+        e.bad_messages.store(self.core.bad_messages, Relaxed);
+    }
+
+    /// Fans the core's deliveries out to the consumers' rings.
+    fn deliver(&mut self, fanout: &mut Fanout, now: Instant) {
+        let Some(first) = self.core.poll_delivery() else {
+            return;
+        };
+        let snapshot = self.shared.registry.load();
+        let mut next = Some(first);
+        while let Some((id, event)) = next {
+            if let Some(seis) = self.core.seis(id)
+                && let Some(entry) = snapshot.get(seis.key())
+            {
+                for (_, c) in entry.consumers() {
+                    fanout.push(c.fanout, &event, now);
+                }
+            }
+            next = self.core.poll_delivery();
+        }
+    }
+
+    fn command(&mut self, now: Instant, cmd: Command, fanout: &mut Fanout) {
+        match cmd {
+            Command::Subscribe { seis, reply } => self.core.subscribe(now, seis, reply),
+            Command::Unsubscribe { seis, reply } => self.core.unsubscribe(seis.id().get(), reply),
+            Command::AddConsumer {
+                producer,
+                updates,
+                counters,
+                reply,
+            } => reply.send(fanout.add(producer, updates, counters)),
+            Command::RemoveConsumer { slot } => fanout.remove(slot),
+            Command::GetHist {
+                request,
+                timeout,
+                reply,
+            } => self.core.get_hist(now, *request, timeout, reply),
+        }
+    }
+
+    fn connect(&self, addr: SocketAddr) -> Result<NbSocket, Error> {
+        NbSocket::connect(addr, &self.shared.transport, self.poll.registry(), SOCKET)
+    }
+
+    /// Starts a connection attempt: an address connects at once; a host name is resolved on a
+    /// `tv-resolve` thread first.
+    fn start_connect(&self) -> Result<Link, Error> {
+        let ep = &self.shared.transport.endpoint;
+        let host = ep.host().trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self
+                .connect(SocketAddr::new(ip, ep.port()))
+                .map(Link::Socket);
+        }
+        let slot: Resolved = Arc::new(Mutex::new(None));
+        let (host, port) = (ep.host().to_owned(), ep.port());
+        let out = Arc::clone(&slot);
+        let waker = Arc::clone(&self.waker);
+        crate::sync::plain::thread::Builder::new()
+            .name("tv-resolve".into())
+            .spawn(move || {
+                tracing::debug!(%host, "resolving");
+                let result = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map_err(|e| {
+                        Error::Transport(TransportError::Resolve {
+                            host: host.clone(),
+                            source: IoSource::from(e),
+                        })
+                    })
+                    .and_then(|mut a| {
+                        a.next().ok_or_else(|| {
+                            Error::Transport(TransportError::NoAddress { host: host.clone() })
+                        })
+                    });
+                *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+                let _ = waker.wake();
+            })
+            .map_err(|e| {
+                Error::Transport(TransportError::Io {
+                    host: ep.host().to_owned(),
+                    source: IoSource::from(e),
+                })
+            })?;
+        Ok(Link::Resolving(slot))
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, as the core wants them.
+fn unix_ms() -> i64 {
+    i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX)
+}

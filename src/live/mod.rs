@@ -1,0 +1,1126 @@
+//! The live engine: [`LiveFeed`], one `mio` event loop owning one persistent connection that
+//! multiplexes every subscription, and consumers fed through SPSC rings.
+//!
+//! ```text
+//! user threads ──commands──▶ [ArrayQueue + mio::Waker] ──▶ tv-io (pinned if asked)
+//!                                                            │ owns: Poll, socket, protocol
+//!                                                            │       Connection, Core, timers
+//! socket ─▶ frames ─▶ parse ─▶ chart session ─▶ Core (close? revision? gap?)
+//!                                                            │ registry.load() (lock-free)
+//!                                                            ▼
+//!                                   one SPSC ring per consumer (push never blocks)
+//!                                                            ▼
+//!                     tv-consumer-N: pop, callback      or    Subscription (user's thread)
+//! ```
+//!
+//! - [`LiveFeed::new_seis`] subscribes a (symbol, interval) once, however many callers race on
+//!   it, and returns when the server accepted or refused it.
+//! - [`LiveFeed::new_consumer`] runs a callback on its own thread; [`LiveFeed::subscribe`]
+//!   returns a pull handle instead.
+//! - Every closed bar reaches every consumer once, in order, with the server's final values,
+//!   across reconnects ([`LiveEvent`]).
+//! - [`LiveFeed::shutdown`] returns within its timeout whatever the callbacks do.
+//!
+//! # Locks
+//!
+//! The hot path takes none: `tv-io` reads the registry with one `arc-swap` load and pushes to
+//! rings. The registry's writer mutex serializes subscribe/unsubscribe/consumer changes (user
+//! threads only). The consumer table (`Shared::consumers`) is a mutex taken by user calls only,
+//! never while the registry's writer lock is held and never across a wait.
+
+mod command;
+mod consumer;
+mod core;
+mod event;
+mod fanout;
+pub(crate) mod gate;
+mod io;
+mod stats;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::PoisonError,
+    time::{Duration, Instant},
+};
+
+pub(crate) use self::core::{Core, CoreConfig};
+use self::gate::Gate;
+use self::{
+    command::{Command, Commands},
+    consumer::CallbackShared,
+    stats::{ConsumerCounters, EngineCounters, SeisCounters},
+};
+pub use self::{
+    consumer::{RecvError, Subscription},
+    event::{ConsumerOptions, LiveEvent},
+    stats::Latency,
+};
+use crate::{
+    AuthToken, Endpoint, Error, HistOptions, History, Interval, Symbol, clock,
+    error::Phase,
+    registry::{ConsumerId, Registry},
+    ring::{self, WaitStrategy},
+    sync::{
+        self,
+        plain::{
+            self, Mutex,
+            atomic::{AtomicBool, AtomicU64, Ordering},
+        },
+    },
+    transport::TransportConfig,
+};
+pub(crate) use event::Delivery;
+
+/// A seis' identity: one per (symbol, interval) in a feed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SeisKey {
+    symbol: Symbol,
+    interval: Interval,
+}
+
+/// A seis' number, unique within its feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeisId(u64);
+
+impl SeisId {
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// A subscription to one (symbol, interval): what [`LiveFeed::new_seis`] returns. Shared
+/// (`Arc`) by every caller that asked for the same pair.
+#[derive(Debug)]
+pub struct Seis {
+    key: SeisKey,
+    id: SeisId,
+    pub(crate) counters: SeisCounters,
+}
+
+impl Seis {
+    fn new(key: SeisKey, id: u64) -> Self {
+        Self {
+            key,
+            id: SeisId(id),
+            counters: SeisCounters::default(),
+        }
+    }
+
+    /// The symbol.
+    pub fn symbol(&self) -> &Symbol {
+        &self.key.symbol
+    }
+
+    /// The interval.
+    pub fn interval(&self) -> Interval {
+        self.key.interval
+    }
+
+    /// Its number in the feed.
+    pub fn id(&self) -> SeisId {
+        self.id
+    }
+
+    pub(crate) fn key(&self) -> &SeisKey {
+        &self.key
+    }
+}
+
+impl fmt::Display for Seis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.key.symbol, self.key.interval)
+    }
+}
+
+/// A consumer as the registry holds it: where `tv-io` pushes its events.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConsumerSlot {
+    pub(crate) fanout: u32,
+}
+
+/// How `tv-io` waits for the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IoWait {
+    /// Block in `epoll_wait` until the socket or a deadline needs it. Idle CPU near zero; a
+    /// wake-up costs tens of microseconds on a VM. The default.
+    #[default]
+    Block,
+    /// Poll with a zero timeout in a loop: the lowest latency, and one core at 100 %. Give it
+    /// a core of its own ([`LiveFeedBuilder::io_core`]).
+    BusyPoll,
+}
+
+/// Builds a [`LiveFeed`]. By-value setters; every default is documented.
+#[derive(Clone)]
+#[must_use]
+pub struct LiveFeedBuilder {
+    transport: TransportConfig,
+    token: AuthToken,
+    ring_capacity: usize,
+    wait_strategy: WaitStrategy,
+    io_core: Option<usize>,
+    io_wait: IoWait,
+    command_timeout: Duration,
+    hist_timeout: Duration,
+    close_grace: Duration,
+    stall_timeout: Duration,
+    connect_timeout: Duration,
+    backoff_base: Duration,
+    backoff_cap: Duration,
+    max_gap_bars: u32,
+    command_queue: usize,
+}
+
+impl fmt::Debug for LiveFeedBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveFeedBuilder")
+            .field("transport", &self.transport)
+            .field("token", &self.token)
+            .field("ring_capacity", &self.ring_capacity)
+            .field("wait_strategy", &self.wait_strategy)
+            .field("io_core", &self.io_core)
+            .field("io_wait", &self.io_wait)
+            .field("close_grace", &self.close_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LiveFeedBuilder {
+    fn default() -> Self {
+        Self {
+            transport: TransportConfig::default(),
+            token: AuthToken::anonymous(),
+            ring_capacity: 1024,
+            wait_strategy: WaitStrategy::default(),
+            io_core: None,
+            io_wait: IoWait::Block,
+            command_timeout: Duration::from_secs(10),
+            hist_timeout: crate::DEFAULT_TIMEOUT,
+            close_grace: Duration::from_millis(5),
+            stall_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_secs(30),
+            max_gap_bars: 5_000,
+            command_queue: 1024,
+        }
+    }
+}
+
+impl LiveFeedBuilder {
+    /// The endpoint: an [`Endpoint`] or a `ws://`/`wss://` URL. Default TradingView's data
+    /// host.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when the string is not such a URL.
+    pub fn endpoint<E>(mut self, endpoint: E) -> Result<Self, Error>
+    where
+        E: TryInto<Endpoint>,
+        E::Error: Into<Error>,
+    {
+        self.transport.endpoint = endpoint.try_into().map_err(Into::into)?;
+        Ok(self)
+    }
+
+    /// The transport configuration (endpoint, trusted roots, limits) whole.
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Trusts one more root certificate (DER), e.g. the simulator's.
+    pub fn root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.transport.extra_roots.push(der.into());
+        self
+    }
+
+    /// The auth token. Default anonymous.
+    pub fn token(mut self, token: AuthToken) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Events each consumer's ring holds (rounded up to a power of two). Default 1,024. A
+    /// consumer that falls this far behind gets [`LiveEvent::Lagged`] instead of stalling the
+    /// engine.
+    pub fn ring_capacity(mut self, n: usize) -> Self {
+        self.ring_capacity = n.clamp(2, ring::MAX_CAPACITY);
+        self
+    }
+
+    /// How consumers wait for events (spin, yield, park). Default
+    /// [`WaitStrategy::default`] (spin briefly, then park: idle CPU near zero).
+    pub fn wait_strategy(mut self, s: WaitStrategy) -> Self {
+        self.wait_strategy = s;
+        self
+    }
+
+    /// Pins `tv-io` to this core (`core_affinity`'s numbering, 0-based). Default: not pinned.
+    pub fn io_core(mut self, core: Option<usize>) -> Self {
+        self.io_core = core;
+        self
+    }
+
+    /// How `tv-io` waits for the socket. Default [`IoWait::Block`].
+    pub fn io_wait(mut self, wait: IoWait) -> Self {
+        self.io_wait = wait;
+        self
+    }
+
+    /// How long a call (`new_seis`, `del_seis`, consumer changes) waits for `tv-io`'s answer.
+    /// Default 10 s. A `new_seis` made while the connection is down waits for it this long.
+    pub fn command_timeout(mut self, t: Duration) -> Self {
+        self.command_timeout = t;
+        self
+    }
+
+    /// The deadline of [`LiveFeed::get_hist`]. Default 60 s.
+    pub fn hist_timeout(mut self, t: Duration) -> Self {
+        self.hist_timeout = t;
+        self
+    }
+
+    /// After a bar's close time, how long the stream may take to show the next bar before a
+    /// fetch over the same connection confirms the close (a quiet market). Default 5 ms (see
+    /// BENCHMARKS.md for the trade-off: a shorter grace costs a fetch per close when the
+    /// stream is a few milliseconds late; a longer one delays quiet markets' closes).
+    pub fn close_grace(mut self, t: Duration) -> Self {
+        self.close_grace = t;
+        self
+    }
+
+    /// Silence (no message, no heartbeat) after which the connection counts as stalled and is
+    /// replaced. Default 30 s: TradingView sends a heartbeat every 10 s, so three in a row
+    /// missed.
+    pub fn stall_timeout(mut self, t: Duration) -> Self {
+        self.stall_timeout = t;
+        self
+    }
+
+    /// Connect, TLS and upgrade must finish within this. Default 10 s.
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Reconnect backoff: attempt `n` waits a random time in `0..=min(cap, base * 2^n)` (full
+    /// jitter), at least a 429's `Retry-After`. Defaults 250 ms and 30 s.
+    pub fn reconnect_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_cap = cap.max(base);
+        self
+    }
+
+    /// Most closed bars one seis' gap fill asks for after a reconnect. Default 5,000 (the
+    /// anonymous history depth); a longer outage delivers the newest 5,000 and a
+    /// [`LiveEvent::Lagged`]-free gap report in [`LiveEvent::Reconnected`].
+    pub fn max_gap_bars(mut self, n: u32) -> Self {
+        self.max_gap_bars = n.max(1);
+        self
+    }
+
+    /// Starts `tv-io` and connects.
+    ///
+    /// # Errors
+    ///
+    /// The first connection attempt failed (refused, TLS, upgrade refused, timeout):
+    /// [`Error::Transport`], [`Error::Timeout`], [`Error::RateLimited`]; or the thread or the
+    /// poll could not be created.
+    pub fn build(self) -> Result<LiveFeed, Error> {
+        let io_error = |e: std::io::Error| {
+            Error::Transport(crate::TransportError::Io {
+                host: self.transport.endpoint.host().to_owned(),
+                source: e.into(),
+            })
+        };
+        let poll = mio::Poll::new().map_err(io_error)?;
+        let waker = plain::Arc::new(mio::Waker::new(poll.registry(), io::WAKER).map_err(io_error)?);
+        let now = clock::monotonic();
+        let unix = i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX);
+        let seed = clock::id_seed();
+        let core = Core::new(
+            now,
+            unix,
+            CoreConfig {
+                token: self.token.clone(),
+                close_grace: self.close_grace,
+                stall_timeout: self.stall_timeout,
+                connect_timeout: self.connect_timeout,
+                backoff_base: self.backoff_base,
+                backoff_cap: self.backoff_cap,
+                max_gap_bars: self.max_gap_bars,
+                seed,
+                max_frame_len: crate::protocol::frame::DEFAULT_MAX_FRAME_LEN
+                    .min(self.transport.max_message_size),
+            },
+        );
+        let shared = plain::Arc::new(Shared {
+            commands: Commands::new(self.command_queue, plain::Arc::clone(&waker)),
+            registry: Registry::new(),
+            transport: self.transport.clone(),
+            engine: EngineCounters::default(),
+            stop: AtomicBool::new(false),
+            next_seis: AtomicU64::new(1),
+            consumers: Mutex::new(HashMap::new()),
+            stragglers: Mutex::new(Vec::new()),
+            first: Mutex::new(None),
+            builder: self.clone(),
+        });
+        let (first, first_wait) = command::reply();
+        *shared.first.lock().unwrap_or_else(PoisonError::into_inner) = Some(first);
+        let driver = io::Driver {
+            shared: plain::Arc::clone(&shared),
+            core,
+            poll,
+            wait: self.io_wait,
+            waker,
+        };
+        let pin = self.io_core;
+        let io = plain::thread::Builder::new()
+            .name("tv-io".into())
+            .spawn(move || {
+                if let Some(id) = pin
+                    && !core_affinity::set_for_current(core_affinity::CoreId { id })
+                {
+                    tracing::warn!(core = id, "tv-io could not be pinned");
+                }
+                driver.run();
+            })
+            .map_err(io_error)?;
+        let feed = LiveFeed {
+            shared,
+            io: Mutex::new(Some(io)),
+            report: Mutex::new(None),
+        };
+        let deadline = clock::monotonic().checked_add(self.connect_timeout.saturating_mul(2));
+        match first_wait.wait(deadline) {
+            Some(Ok(())) => Ok(feed),
+            Some(Err(e)) => {
+                feed.shutdown(Duration::from_secs(2));
+                Err(e)
+            }
+            None => {
+                feed.shutdown(Duration::from_secs(2));
+                Err(Error::Timeout {
+                    after: self.connect_timeout,
+                    during: Phase::Connect,
+                })
+            }
+        }
+    }
+}
+
+/// One consumer, as the feed keeps it for removal and shutdown.
+struct ConsumerEntry {
+    seis: SeisKey,
+    gate: plain::Arc<Gate>,
+    counters: plain::Arc<ConsumerCounters>,
+    fanout: u32,
+    thread: Option<(String, plain::thread::JoinHandle<()>)>,
+}
+
+/// A callback thread that did not finish when its consumer was removed.
+struct Straggler {
+    name: String,
+    handle: plain::thread::JoinHandle<()>,
+}
+
+/// What the feed's handles and `tv-io` share.
+pub(crate) struct Shared {
+    pub(crate) commands: Commands,
+    pub(crate) registry: Registry<SeisKey, Seis, ConsumerSlot>,
+    pub(crate) transport: TransportConfig,
+    pub(crate) engine: EngineCounters,
+    stop: AtomicBool,
+    next_seis: AtomicU64,
+    consumers: Mutex<HashMap<ConsumerId, ConsumerEntry>>,
+    stragglers: Mutex<Vec<Straggler>>,
+    /// Answered by `tv-io` with the first connection attempt's outcome.
+    pub(crate) first: Mutex<Option<command::Reply<Result<(), Error>>>>,
+    builder: LiveFeedBuilder,
+}
+
+impl Shared {
+    pub(crate) fn stopping(&self) -> bool {
+        // Acquire: pairs with `shutdown`'s Release store; nothing else rides on it.
+        self.stop.load(Ordering::Acquire)
+    }
+
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        clock::monotonic().checked_add(timeout)
+    }
+}
+
+/// What [`LiveFeed::shutdown`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Threads still running at the timeout (a callback that does not return), by name.
+    pub unfinished: Vec<String>,
+    /// How long the shutdown took.
+    pub elapsed: Duration,
+}
+
+impl ShutdownReport {
+    /// Whether every thread finished in time.
+    pub fn is_clean(&self) -> bool {
+        self.unfinished.is_empty()
+    }
+}
+
+/// Statistics of a feed, from [`LiveFeed::stats`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Whether a connection is up.
+    pub connected: bool,
+    /// Connections lost (and replaced) so far.
+    pub reconnects: u64,
+    /// Websocket messages received.
+    pub messages: u64,
+    /// Messages the engine could not take (bad frames or JSON).
+    pub bad_messages: u64,
+    /// Per seis.
+    pub seises: Vec<SeisStats>,
+    /// Per consumer.
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// One seis' statistics.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SeisStats {
+    /// The symbol.
+    pub symbol: Symbol,
+    /// The interval.
+    pub interval: Interval,
+    /// Closed bars delivered.
+    pub closed: u64,
+    /// Revisions delivered.
+    pub revised: u64,
+}
+
+/// One consumer's statistics.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumerStats {
+    /// The consumer.
+    pub id: ConsumerId,
+    /// Its seis' symbol.
+    pub symbol: Symbol,
+    /// Its seis' interval.
+    pub interval: Interval,
+    /// Events pushed into its ring.
+    pub pushed: u64,
+    /// Events it consumed (callbacks run, or events received).
+    pub delivered: u64,
+    /// Events dropped because its ring was full (each reported by a `Lagged`).
+    pub lagged: u64,
+    /// Whether its callback panicked (which ended it).
+    pub panicked: bool,
+    /// Ring push to callback start (or to `recv`).
+    pub push_to_callback: Latency,
+    /// A closed bar's close time (wall clock) to its callback.
+    pub close_to_callback: Latency,
+}
+
+/// The live feed: TradingView's `TvDatafeedLive`, rebuilt as an event-loop engine.
+///
+/// `Send` and `Sync`: share it (`&LiveFeed` or an `Arc`) between threads; every method takes
+/// `&self`, never blocks `tv-io`, and waits for its answer at most the configured timeout.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tvdatafeed::{LiveEvent, LiveFeed, sim::{Sim, SimConfig}};
+///
+/// let sim = Sim::start(SimConfig::default())?; // a TradingView-protocol server on loopback
+/// let feed = LiveFeed::builder().endpoint(sim.url())?.build()?;
+/// let btc = feed.new_seis("BINANCE:BTCUSDT", "1S")?;
+/// let mut bars = feed.subscribe(&btc)?;
+/// while let Ok(event) = bars.recv_timeout(Duration::from_secs(5)) {
+///     if let LiveEvent::Closed(bar) = event {
+///         assert_eq!(bar, sim.expected_bar(btc.symbol(), btc.interval(), bar.time));
+///         break;
+///     }
+/// }
+/// assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct LiveFeed {
+    shared: plain::Arc<Shared>,
+    io: Mutex<Option<plain::thread::JoinHandle<()>>>,
+    report: Mutex<Option<ShutdownReport>>,
+}
+
+impl fmt::Debug for LiveFeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveFeed")
+            .field("endpoint", &self.shared.transport.endpoint)
+            .field("seises", &self.shared.registry.load().len())
+            .field("stopping", &self.shared.stopping())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveFeed {
+    /// A builder with every default.
+    pub fn builder() -> LiveFeedBuilder {
+        LiveFeedBuilder::default()
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.shared.stopping() {
+            Err(Error::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn timeout_error(&self) -> Error {
+        Error::Timeout {
+            after: self.shared.builder.command_timeout,
+            during: Phase::Answer,
+        }
+    }
+
+    /// Subscribes `symbol` at `interval`, or returns the existing subscription: callers racing
+    /// on one pair all get the same `Arc`. Returns once the server accepted it (its history
+    /// arrived), so a refusal is a typed error within one round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Series`] with the server's refusal (unknown symbol, permission denied,
+    /// interval not entitled); [`Error::InvalidRequest`] for a malformed symbol or interval;
+    /// [`Error::Timeout`] when no answer came within the command timeout (the subscription is
+    /// then removed); [`Error::AuthRejected`]; [`Error::Shutdown`].
+    pub fn new_seis<S, I>(&self, symbol: S, interval: I) -> Result<sync::Arc<Seis>, Error>
+    where
+        S: TryInto<Symbol>,
+        S::Error: Into<Error>,
+        I: TryInto<Interval>,
+        I::Error: Into<Error>,
+    {
+        self.check_open()?;
+        let key = SeisKey {
+            symbol: symbol.try_into().map_err(Into::into)?,
+            interval: interval.try_into().map_err(Into::into)?,
+        };
+        let shared = &self.shared;
+        let seis = shared.registry.get_or_insert(key.clone(), || {
+            // Relaxed: only uniqueness matters.
+            Seis::new(key, shared.next_seis.fetch_add(1, Ordering::Relaxed))
+        });
+        let deadline = shared.deadline(shared.builder.command_timeout);
+        let (reply, waiter) = command::reply();
+        shared.commands.send(
+            Command::Subscribe {
+                seis: sync::Arc::clone(&seis),
+                reply,
+            },
+            deadline,
+        )?;
+        match waiter.wait(deadline) {
+            Some(Ok(())) => Ok(seis),
+            Some(Err(e)) => {
+                let _ = self.remove_seis(&seis, Duration::from_secs(1));
+                Err(e)
+            }
+            None => {
+                let _ = self.remove_seis(&seis, Duration::from_secs(1));
+                Err(self.timeout_error())
+            }
+        }
+    }
+
+    /// Removes a seis: after it returns, none of its consumers' callbacks runs again and the
+    /// server subscription is removed (its `remove_series` was written).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when the seis is not (or no longer) subscribed here;
+    /// [`Error::Timeout`] when a callback was still running at the command timeout (it will
+    /// not run again); [`Error::Shutdown`].
+    pub fn del_seis(&self, seis: &Seis) -> Result<(), Error> {
+        self.check_open()?;
+        if !self.remove_seis(seis, self.shared.builder.command_timeout)? {
+            return Err(Error::InvalidRequest(format!("{seis} is not subscribed")));
+        }
+        Ok(())
+    }
+
+    /// Removes `seis` from the registry (if this very seis is there), its consumers, and its
+    /// server subscription. Returns whether it was there.
+    fn remove_seis(&self, seis: &Seis, timeout: Duration) -> Result<bool, Error> {
+        let shared = &self.shared;
+        let deadline = shared.deadline(timeout);
+        let same = shared
+            .registry
+            .load()
+            .get(seis.key())
+            .is_some_and(|e| std::ptr::eq(&**e.value(), seis));
+        if !same {
+            return Ok(false);
+        }
+        let Some((value, removed)) = shared.registry.remove(seis.key()) else {
+            return Ok(false);
+        };
+        let mut result = Ok(());
+        for r in removed {
+            if let Err(e) = finish_removal(shared, r.id(), Some(r), deadline) {
+                result = Err(e);
+            }
+        }
+        let (reply, waiter) = command::reply();
+        shared
+            .commands
+            .send(Command::Unsubscribe { seis: value, reply }, deadline)?;
+        match waiter.wait(deadline) {
+            Some(r) => r?,
+            None => return Err(self.timeout_error()),
+        }
+        result.map(|()| true)
+    }
+
+    /// Runs `callback` for every event of `seis` (closed bars, revisions, lags, connection
+    /// events; no forming-bar updates) on a thread of its own, `tv-consumer-N`. Returns its id
+    /// for [`LiveFeed::del_consumer`].
+    ///
+    /// A callback that panics ends its own consumer only: it is logged, counted
+    /// ([`ConsumerStats::panicked`]) and the others go on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when `seis` is not subscribed here; [`Error::Timeout`];
+    /// [`Error::Shutdown`]; a thread that could not be spawned ([`Error::Transport`] with the
+    /// OS error).
+    pub fn new_consumer(
+        &self,
+        seis: &Seis,
+        callback: impl FnMut(LiveEvent) + Send + 'static,
+    ) -> Result<ConsumerId, Error> {
+        self.new_consumer_with(seis, ConsumerOptions::default(), callback)
+    }
+
+    /// [`LiveFeed::new_consumer`] with options (forming-bar updates).
+    ///
+    /// # Errors
+    ///
+    /// As [`LiveFeed::new_consumer`].
+    pub fn new_consumer_with(
+        &self,
+        seis: &Seis,
+        options: ConsumerOptions,
+        callback: impl FnMut(LiveEvent) + Send + 'static,
+    ) -> Result<ConsumerId, Error> {
+        self.check_open()?;
+        let shared = &self.shared;
+        let (producer, rx) = self.ring()?;
+        let counters = plain::Arc::new(ConsumerCounters::default());
+        let gate = plain::Arc::new(Gate::new());
+        let cb = CallbackShared {
+            gate: plain::Arc::clone(&gate),
+            counters: plain::Arc::clone(&counters),
+            finished: AtomicBool::new(false),
+        };
+        let interval = seis.interval();
+        let (id, slot) = self.attach(seis, producer, options, &counters)?;
+        let name = format!("tv-consumer-{}", id.get());
+        let thread_name = name.clone();
+        let spawned = plain::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                consumer::run_callback(&thread_name, rx, &cb, interval, callback);
+            });
+        let (thread, spawn_error) = match spawned {
+            Ok(h) => (Some((name, h)), None),
+            Err(e) => (None, Some(e)),
+        };
+        self.table().insert(
+            id,
+            ConsumerEntry {
+                seis: seis.key().clone(),
+                gate,
+                counters,
+                fanout: slot,
+                thread,
+            },
+        );
+        if let Some(e) = spawn_error {
+            let _ = finish_removal(shared, id, shared.registry.remove_consumer(id), None);
+            return Err(Error::Transport(crate::TransportError::Io {
+                host: "this machine (spawning a consumer thread)".into(),
+                source: e.into(),
+            }));
+        }
+        Ok(id)
+    }
+
+    /// A pull handle on `seis`' events: poll it from a thread you own with
+    /// [`Subscription::recv`], [`Subscription::try_recv`], [`Subscription::recv_timeout`] or
+    /// its iterator. Dropping it unsubscribes.
+    ///
+    /// # Errors
+    ///
+    /// As [`LiveFeed::new_consumer`].
+    pub fn subscribe(&self, seis: &Seis) -> Result<Subscription, Error> {
+        self.subscribe_with(seis, ConsumerOptions::default())
+    }
+
+    /// [`LiveFeed::subscribe`] with options (forming-bar updates).
+    ///
+    /// # Errors
+    ///
+    /// As [`LiveFeed::new_consumer`].
+    pub fn subscribe_with(
+        &self,
+        seis: &Seis,
+        options: ConsumerOptions,
+    ) -> Result<Subscription, Error> {
+        self.check_open()?;
+        let (producer, rx) = self.ring()?;
+        let counters = plain::Arc::new(ConsumerCounters::default());
+        let (id, slot) = self.attach(seis, producer, options, &counters)?;
+        let gate = plain::Arc::new(Gate::new());
+        self.table().insert(
+            id,
+            ConsumerEntry {
+                seis: seis.key().clone(),
+                gate: plain::Arc::clone(&gate),
+                counters: plain::Arc::clone(&counters),
+                fanout: slot,
+                thread: None,
+            },
+        );
+        Ok(Subscription::new(
+            id,
+            rx,
+            gate,
+            counters,
+            plain::Arc::downgrade(&self.shared),
+            seis.interval(),
+        ))
+    }
+
+    fn ring(&self) -> Result<(ring::Producer<Delivery>, ring::Consumer<Delivery>), Error> {
+        ring::with_strategy(
+            self.shared.builder.ring_capacity,
+            self.shared.builder.wait_strategy,
+        )
+        .map_err(|e| Error::InvalidRequest(e.to_string()))
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ConsumerId, ConsumerEntry>> {
+        self.shared
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands the producer to `tv-io`, then publishes the consumer in the registry.
+    fn attach(
+        &self,
+        seis: &Seis,
+        producer: ring::Producer<Delivery>,
+        options: ConsumerOptions,
+        counters: &plain::Arc<ConsumerCounters>,
+    ) -> Result<(ConsumerId, u32), Error> {
+        let shared = &self.shared;
+        let deadline = shared.deadline(shared.builder.command_timeout);
+        let registered = shared
+            .registry
+            .load()
+            .get(seis.key())
+            .is_some_and(|e| std::ptr::eq(&**e.value(), seis));
+        if !registered {
+            return Err(Error::InvalidRequest(format!("{seis} is not subscribed")));
+        }
+        let (reply, waiter) = command::reply();
+        shared.commands.send(
+            Command::AddConsumer {
+                producer,
+                updates: options.updates,
+                counters: plain::Arc::clone(counters),
+                reply,
+            },
+            deadline,
+        )?;
+        let slot = waiter.wait(deadline).ok_or_else(|| self.timeout_error())?;
+        match shared
+            .registry
+            .insert_consumer(seis.key(), ConsumerSlot { fanout: slot })
+        {
+            Some(id) => Ok((id, slot)),
+            None => {
+                let _ = shared
+                    .commands
+                    .send(Command::RemoveConsumer { slot }, deadline);
+                Err(Error::InvalidRequest(format!(
+                    "{seis} was removed while adding a consumer"
+                )))
+            }
+        }
+    }
+
+    /// Removes a consumer: after it returns, its callback never runs again (if it was running
+    /// at the call, this waited for it to return, at most the command timeout), and a
+    /// [`Subscription`]'s `recv` reports [`RecvError::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] for an unknown id; [`Error::Timeout`] when the callback was
+    /// still running at the timeout (it will not run again after it returns);
+    /// [`Error::Shutdown`].
+    pub fn del_consumer(&self, id: ConsumerId) -> Result<(), Error> {
+        self.check_open()?;
+        remove_consumer(&self.shared, id, self.shared.builder.command_timeout)
+    }
+
+    /// History through the live connection (its own chart session), with the same typed
+    /// errors as [`Client::get_hist`](crate::Client::get_hist). No new connection is opened.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get_hist`](crate::Client::get_hist); [`Error::Shutdown`].
+    pub fn get_hist<S, I>(
+        &self,
+        symbol: S,
+        interval: I,
+        n: u32,
+        options: &HistOptions,
+    ) -> Result<History, Error>
+    where
+        S: TryInto<Symbol>,
+        S::Error: Into<Error>,
+        I: TryInto<Interval>,
+        I::Error: Into<Error>,
+    {
+        self.check_open()?;
+        let symbol: Symbol = symbol.try_into().map_err(Into::into)?;
+        let interval: Interval = interval.try_into().map_err(Into::into)?;
+        let request = crate::history::series_request(&symbol, interval, n, options)?;
+        let timeout = self.shared.builder.hist_timeout;
+        let deadline = self.shared.deadline(timeout);
+        let (reply, waiter) = command::reply();
+        self.shared.commands.send(
+            Command::GetHist {
+                request: Box::new(request),
+                timeout,
+                reply,
+            },
+            deadline,
+        )?;
+        // The engine answers at its own deadline; this one only guards against a lost answer.
+        let guard = deadline.and_then(|d| d.checked_add(Duration::from_secs(1)));
+        waiter.wait(guard).unwrap_or(Err(Error::Timeout {
+            after: timeout,
+            during: Phase::Answer,
+        }))
+    }
+
+    /// The feed's counters and latency histograms (per seis and per consumer).
+    pub fn stats(&self) -> Stats {
+        let e = &self.shared.engine;
+        let mut stats = Stats {
+            connected: e.connected.load(Ordering::Relaxed),
+            reconnects: e.reconnects.load(Ordering::Relaxed),
+            messages: e.messages.load(Ordering::Relaxed),
+            bad_messages: e.bad_messages.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        for (key, entry) in self.shared.registry.load().iter() {
+            stats.seises.push(SeisStats {
+                symbol: key.symbol.clone(),
+                interval: key.interval,
+                closed: entry.value().counters.closed(),
+                revised: entry.value().counters.revised(),
+            });
+        }
+        let table = self.table();
+        for (id, c) in table.iter() {
+            let (pushed, delivered, lagged, panicked, push, close) = c.counters.snapshot();
+            stats.consumers.push(ConsumerStats {
+                id: *id,
+                symbol: c.seis.symbol.clone(),
+                interval: c.seis.interval,
+                pushed,
+                delivered,
+                lagged,
+                panicked,
+                push_to_callback: Latency::of(&push),
+                close_to_callback: Latency::of(&close),
+            });
+        }
+        stats
+    }
+
+    /// Stops the feed: `tv-io` ends (the socket closes, waiters get [`Error::Shutdown`],
+    /// every consumer gets a final [`LiveEvent::Failed`]), and the consumer threads are joined.
+    /// Returns within `timeout` whatever the callbacks do, naming every thread that did not
+    /// finish. Idempotent: later calls return the first report. `Drop` calls it with a 1 s
+    /// timeout; every other call afterwards returns [`Error::Shutdown`].
+    pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        let start = clock::monotonic();
+        let deadline = start.checked_add(timeout);
+        // Release: pairs with `stopping`'s Acquire in tv-io and the API calls.
+        if self.shared.stop.swap(true, Ordering::AcqRel) {
+            // Already stopping: wait (bounded) for the first call's report.
+            loop {
+                if let Some(r) = self
+                    .report
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                {
+                    return r;
+                }
+                if deadline.is_some_and(|d| clock::monotonic() >= d) {
+                    return ShutdownReport {
+                        unfinished: vec!["shutdown in progress".into()],
+                        elapsed: start.elapsed(),
+                    };
+                }
+                plain::thread::park_timeout(Duration::from_millis(1));
+            }
+        }
+        tracing::info!("live feed shutting down");
+        self.shared.commands.wake();
+        let mut unfinished = Vec::new();
+        let io = self
+            .io
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = io {
+            if wait_finished(&h, deadline) {
+                let _ = h.join();
+            } else {
+                unfinished.push("tv-io".to_owned());
+            }
+        }
+        let entries: Vec<ConsumerEntry> = self.table().drain().map(|(_, e)| e).collect();
+        let stragglers: Vec<Straggler> = self
+            .shared
+            .stragglers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        let threads = entries
+            .into_iter()
+            .filter_map(|e| e.thread)
+            .chain(stragglers.into_iter().map(|s| (s.name, s.handle)));
+        for (name, h) in threads {
+            if wait_finished(&h, deadline) {
+                let _ = h.join();
+            } else {
+                tracing::warn!(thread = %name, "consumer did not finish within the shutdown timeout");
+                unfinished.push(name);
+            }
+        }
+        let report = ShutdownReport {
+            unfinished,
+            elapsed: start.elapsed(),
+        };
+        *self.report.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
+        tracing::info!(clean = report.is_clean(), "live feed shut down");
+        report
+    }
+}
+
+impl Drop for LiveFeed {
+    fn drop(&mut self) {
+        let _ = self.shutdown(Duration::from_secs(1));
+    }
+}
+
+/// Waits for a thread to finish, at most until `deadline`.
+fn wait_finished(h: &plain::thread::JoinHandle<()>, deadline: Option<Instant>) -> bool {
+    loop {
+        if h.is_finished() {
+            return true;
+        }
+        let left = match deadline {
+            None => Duration::from_millis(2),
+            Some(d) => d.saturating_duration_since(clock::monotonic()),
+        };
+        if left.is_zero() {
+            return false;
+        }
+        plain::thread::park_timeout(left.min(Duration::from_millis(2)));
+    }
+}
+
+/// Removes consumer `id` (for `del_consumer` and a dropped [`Subscription`]).
+pub(crate) fn remove_consumer(
+    shared: &Shared,
+    id: ConsumerId,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let deadline = shared.deadline(timeout);
+    let removed = shared.registry.remove_consumer(id);
+    finish_removal(shared, id, removed, deadline)
+}
+
+/// The rest of the consumer-removal contract, after the registry let go of it: wait until
+/// `tv-io` no longer holds a snapshot with it, close its gate (waiting for a running callback),
+/// drop its producer, and reap its thread.
+fn finish_removal(
+    shared: &Shared,
+    id: ConsumerId,
+    removed: Option<crate::registry::Removed<ConsumerSlot>>,
+    deadline: Option<Instant>,
+) -> Result<(), Error> {
+    let entry = shared
+        .consumers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&id);
+    let Some(entry) = entry else {
+        return Err(Error::InvalidRequest(format!(
+            "no consumer {} in this feed",
+            id.get()
+        )));
+    };
+    let left = |d: Option<Instant>| {
+        d.map_or(Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(clock::monotonic())
+        })
+    };
+    let mut timed_out = false;
+    if let Some(r) = removed
+        && r.wait_unused(left(deadline)).is_err()
+    {
+        timed_out = true;
+    }
+    if !entry.gate.close(left(deadline)) {
+        timed_out = true;
+    }
+    let _ = shared
+        .commands
+        .send(Command::RemoveConsumer { slot: entry.fanout }, deadline);
+    if let Some((name, handle)) = entry.thread {
+        if wait_finished(&handle, deadline) {
+            let _ = handle.join();
+        } else {
+            shared
+                .stragglers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Straggler { name, handle });
+        }
+    }
+    let _ = entry.counters;
+    if timed_out {
+        return Err(Error::Timeout {
+            after: shared.builder.command_timeout,
+            during: Phase::Answer,
+        });
+    }
+    Ok(())
+}
