@@ -76,6 +76,16 @@ impl<T> Reply<T> {
 }
 
 impl<T> Waiter<T> {
+    /// The reply if it came; never waits.
+    #[cfg(test)]
+    pub(crate) fn try_take(&self) -> Option<T> {
+        self.slot
+            .value
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// The reply, waiting at most until `deadline` (`None`: no deadline).
     pub(crate) fn wait(self, deadline: Option<Instant>) -> Option<T> {
         let mut value = self

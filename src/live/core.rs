@@ -194,6 +194,8 @@ pub(crate) struct Core {
     acks: Vec<Reply<Result<(), Error>>>,
     /// The last wall-clock time seen, in milliseconds.
     unix_ms: i64,
+    /// The wall-clock time the charts were last replayed onto a new connection (ms).
+    replayed_at: i64,
     /// A 429's `Retry-After`, applied to the next backoff.
     retry_after: Option<Duration>,
     /// Counters for stats.
@@ -263,6 +265,7 @@ impl Core {
             due: Vec::new(),
             acks: Vec::new(),
             unix_ms,
+            replayed_at: 0,
             retry_after: None,
             reconnects: 0,
             bad_messages: 0,
@@ -457,6 +460,7 @@ impl Core {
         self.link = Link::Up { since: now };
         self.was_up = true;
         self.conn.reset(now);
+        self.replayed_at = self.unix_ms;
         let unix_s = self.unix_ms.div_euclid(1000);
         let seen: HashMap<u64, i64> = self
             .seises
@@ -645,7 +649,15 @@ impl Core {
         {
             return;
         }
-        let req = SeriesRequest::count(st.seis.symbol().clone(), st.seis.interval(), 2);
+        // Ask for every bar from the one to confirm to now (it may be several bars late: a
+        // quiet market, a slow answer), the forming one aside.
+        let span = st.seis.interval().bars_spanning(
+            bar,
+            self.unix_ms.div_euclid(1000),
+            u64::from(self.cfg.max_gap_bars) + 1,
+        );
+        let closed = u32::try_from(span.max(2)).unwrap_or(u32::MAX);
+        let req = SeriesRequest::count(st.seis.symbol().clone(), st.seis.interval(), closed);
         let key = self.take_key();
         let added = self
             .conn
@@ -759,6 +771,7 @@ impl Core {
 
     fn on_main(&mut self, now: Instant, id: u64, event: SeriesEvent) {
         let unix_ms = self.unix_ms;
+        let replayed_at = self.replayed_at;
         let grace = self.cfg.close_grace;
         let now_ms = self.ms(now);
         let Some(st) = self.seises.get_mut(&id) else {
@@ -786,15 +799,17 @@ impl Core {
                     }
                 }
                 if let Some(f) = forming {
-                    // A forming bar whose close time passed while the market was quiet is
-                    // closed: the gap fill delivers it now rather than a fetch later.
-                    let closed_by_time = st
+                    // The server's latest bar closed before the replay was asked: no trade
+                    // since (else a newer bar would exist), so it is final and the gap fill
+                    // delivers it. A bar closing after the request may still change: it is
+                    // followed as forming.
+                    let closed_before_request = st
                         .seis
                         .interval()
                         .next_bar_open(f.time)
                         .saturating_mul(1000)
-                        <= unix_ms;
-                    if st.gap.is_some() && closed_by_time {
+                        <= replayed_at;
+                    if st.gap.is_some() && closed_before_request {
                         gap_bars += u64::from(offer_closed(st, out, id, f, true));
                     } else if let Some(t) = on_update(st, out, id, f, unix_ms, grace) {
                         self.timers.insert(
@@ -870,13 +885,9 @@ impl Core {
                         offer_closed(st, out, id, b, true);
                     }
                     if let Some(f) = forming {
-                        let closed_by_time = st
-                            .seis
-                            .interval()
-                            .next_bar_open(f.time)
-                            .saturating_mul(1000)
-                            <= unix_ms;
-                        if closed_by_time {
+                        // The server's latest bar is still the one we asked about: no trade
+                        // since its close (the request left after it), so it is final.
+                        if f.time == bar {
                             offer_closed(st, out, id, f, true);
                         } else if let Some(t) = on_update(st, out, id, f, unix_ms, grace) {
                             self.timers.insert(

@@ -31,6 +31,8 @@
 mod command;
 mod consumer;
 mod core;
+#[cfg(all(test, feature = "sim"))]
+mod dst;
 mod event;
 mod fanout;
 pub(crate) mod gate;

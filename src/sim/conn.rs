@@ -249,7 +249,7 @@ fn serve(
         match read_one(&mut ws) {
             Ok(Some(mut text)) => {
                 shared.messages_received.fetch_add(1, Ordering::Relaxed);
-                session.handle_text(cfg, clock::unix_ms(), &mut text);
+                session.handle_text(cfg, shared, clock::unix_ms(), &mut text);
             }
             Ok(None) => {}
             Err(e) => return Err(e),

@@ -126,6 +126,17 @@ impl Prices {
         )
     }
 
+    /// A correction of a closed bar, as [`SimConfig::revise_every`](super::SimConfig) sends
+    /// it: the close one cent higher (and the high with it when needed).
+    pub fn revise(bar: &Bar) -> Bar {
+        let close = round_to(bar.close + 0.01, 2);
+        Bar {
+            close,
+            high: bar.high.max(close),
+            ..*bar
+        }
+    }
+
     /// The final values of the bar opening at `t`.
     pub fn bar(&self, t: i64) -> Bar {
         let open = self.close(Market::previous_open(self.interval, t));

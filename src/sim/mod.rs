@@ -35,7 +35,7 @@
 
 mod conn;
 mod market;
-mod session;
+pub(crate) mod session;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -103,6 +103,11 @@ pub struct SimConfig {
     /// Record the send instant of every live message (for the latency benchmark), at most this
     /// many. Default 0 (off).
     pub record_send_times: usize,
+    /// Revise about one bar in n after its live close: right after the close, a `du` for the
+    /// closed bar's index carries new values ([`Prices::revise`]) on every series streaming
+    /// it, and history and [`Sim::expected_bar`] return them from then on. Which bars are
+    /// revised is a pure function of the bar and the seed. Default 0 (never).
+    pub revise_every: u64,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -145,6 +150,7 @@ impl Default for SimConfig {
             denied_exchanges: vec![("ECONOMICS".into(), "economics_paid".into())],
             unknown_symbols: Vec::new(),
             record_send_times: 0,
+            revise_every: 0,
         }
     }
 }
@@ -200,6 +206,8 @@ impl SimConfig {
         with_unknown_symbols: unknown_symbols: Vec<String>,
         /// Sets [`SimConfig::record_send_times`].
         with_record_send_times: record_send_times: usize,
+        /// Sets [`SimConfig::revise_every`].
+        with_revise_every: revise_every: u64,
     }
 
     /// Whether `symbol` exists on this server.
@@ -387,6 +395,8 @@ pub(crate) struct Shared {
     restart: Mutex<Option<Duration>>,
     published: Mutex<VecDeque<PublishedBar>>,
     send_times: Mutex<Vec<Instant>>,
+    /// Bars revised after their close: (symbol, interval, open time) → new values.
+    revisions: Mutex<HashMap<(String, Interval, i64), Bar>>,
 }
 
 // Orderings: every atomic here is a counter or a flag read by polling loops that re-check it
@@ -415,6 +425,23 @@ impl Shared {
             interval,
             bar,
         });
+    }
+
+    /// Records a revision of a closed bar.
+    pub(crate) fn revise(&self, symbol: &str, interval: Interval, bar: Bar) {
+        let mut r = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() < MAX_PUBLISHED {
+            r.insert((symbol.to_owned(), interval, bar.time), bar);
+        }
+    }
+
+    /// The revised values of a bar, if it was revised.
+    pub(crate) fn revised(&self, symbol: &str, interval: Interval, t: i64) -> Option<Bar> {
+        let r = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_empty() {
+            return None;
+        }
+        r.get(&(symbol.to_owned(), interval, t)).copied()
     }
 
     pub(crate) fn record_send(&self, cfg: &SimConfig, at: Instant, n: u64) {
@@ -547,9 +574,21 @@ impl Sim {
         Market::new(self.cfg.seed)
     }
 
-    /// The final values of a bar, as history and the live close publish them.
+    /// The final values of a bar, as history and the live close publish them (revised when
+    /// the simulator revised it, see [`SimConfig::revise_every`]).
     pub fn expected_bar(&self, symbol: &Symbol, interval: Interval, open_time: i64) -> Bar {
-        self.market().bar(symbol, interval, open_time)
+        self.shared
+            .revised(symbol.as_str(), interval, open_time)
+            .unwrap_or_else(|| self.market().bar(symbol, interval, open_time))
+    }
+
+    /// How many bars the simulator revised so far.
+    pub fn revision_count(&self) -> usize {
+        self.shared
+            .revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Bars closed live so far (their final `du`), oldest first, at most the last 100,000.

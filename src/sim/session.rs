@@ -145,7 +145,13 @@ impl ServerSession {
     }
 
     /// Handles one websocket text message from the client.
-    pub(crate) fn handle_text(&mut self, cfg: &SimConfig, now_ms: u64, msg: &mut [u8]) {
+    pub(crate) fn handle_text(
+        &mut self,
+        cfg: &SimConfig,
+        shared: &Shared,
+        now_ms: u64,
+        msg: &mut [u8],
+    ) {
         let decoder = FrameDecoder::new().with_max_frame_len(1 << 20);
         for frame in decoder.frames(msg) {
             match frame {
@@ -155,7 +161,7 @@ impl ServerSession {
                     }
                 }
                 Ok(Frame::Json(payload)) => match parse_client(payload) {
-                    Ok(req) => self.handle_request(cfg, now_ms, req),
+                    Ok(req) => self.handle_request(cfg, shared, now_ms, req),
                     Err(_) => return self.protocol_error("wrong data"),
                 },
                 Err(_) => return self.protocol_error("wrong data"),
@@ -173,7 +179,13 @@ impl ServerSession {
         self.close = Some(CloseReason::ProtocolError);
     }
 
-    fn handle_request(&mut self, cfg: &SimConfig, now_ms: u64, req: ClientRequest) {
+    fn handle_request(
+        &mut self,
+        cfg: &SimConfig,
+        shared: &Shared,
+        now_ms: u64,
+        req: ClientRequest,
+    ) {
         let mut w = ServerWriter::new();
         match req {
             ClientRequest::SetAuthToken(token) => {
@@ -255,6 +267,7 @@ impl ServerSession {
             } => {
                 self.load(
                     cfg,
+                    shared,
                     &mut w,
                     now_ms,
                     &session,
@@ -285,6 +298,7 @@ impl ServerSession {
                     .map_or(300, |s| s.sent.max(1) as u64);
                 self.load(
                     cfg,
+                    shared,
                     &mut w,
                     now_ms,
                     &session,
@@ -309,7 +323,7 @@ impl ServerSession {
                 series,
                 count,
             } => {
-                self.more(cfg, &mut w, now_ms, &session, &series, count);
+                self.more(cfg, shared, &mut w, now_ms, &session, &series, count);
             }
             ClientRequest::QuoteCreateSession { session } => {
                 self.quotes.entry(session).or_default();
@@ -392,11 +406,23 @@ impl ServerSession {
         ((now_ms as f64 - open as f64 * 1000.0) / len_ms).clamp(0.0, 0.999)
     }
 
-    fn bar_at(prices: &Prices, interval: Interval, t: i64, forming: i64, now_ms: u64) -> Bar {
+    /// The bar opening at `t`: forming at `now_ms` if `t == forming`, else final (revised if
+    /// the simulator revised it).
+    fn bar_at(
+        shared: &Shared,
+        symbol: &Symbol,
+        prices: &Prices,
+        interval: Interval,
+        t: i64,
+        forming: i64,
+        now_ms: u64,
+    ) -> Bar {
         if t == forming {
             prices.forming(t, Self::fraction(interval, t, now_ms))
         } else {
-            prices.bar(t)
+            shared
+                .revised(symbol.as_str(), interval, t)
+                .unwrap_or_else(|| prices.bar(t))
         }
     }
 
@@ -407,6 +433,7 @@ impl ServerSession {
     fn load(
         &mut self,
         cfg: &SimConfig,
+        shared: &Shared,
         w: &mut ServerWriter,
         now_ms: u64,
         cs: &str,
@@ -501,7 +528,7 @@ impl ServerSession {
         for (i, t) in times.iter().enumerate() {
             payload.push((
                 i as i64,
-                Self::bar_at(&prices, interval, *t, forming, now_ms),
+                Self::bar_at(shared, &sym, &prices, interval, *t, forming, now_ms),
             ));
         }
         let close_time = interval.next_bar_open(forming);
@@ -536,9 +563,14 @@ impl ServerSession {
         );
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one parameter per request_more_data field"
+    )]
     fn more(
         &mut self,
         cfg: &SimConfig,
+        shared: &Shared,
         w: &mut ServerWriter,
         now_ms: u64,
         cs: &str,
@@ -560,7 +592,10 @@ impl ServerSession {
             let times =
                 Self::times_back(s.interval, Market::previous_open(s.interval, s.oldest), n);
             for (i, t) in times.iter().enumerate() {
-                page.push((i as i64, s.prices.bar(*t)));
+                let bar = shared
+                    .revised(s.symbol.as_str(), s.interval, *t)
+                    .unwrap_or_else(|| s.prices.bar(*t));
+                page.push((i as i64, bar));
             }
             s.oldest = times[0];
             s.sent += n;
@@ -682,7 +717,9 @@ impl ServerSession {
                 let current = s.interval.bar_open(now_s);
                 if current > s.forming {
                     // Bar close: the final values, then the new bar, as the real server does.
-                    let fin = s.prices.bar(s.forming);
+                    let fin = shared
+                        .revised(s.symbol.as_str(), s.interval, s.forming)
+                        .unwrap_or_else(|| s.prices.bar(s.forming));
                     let close_time = s.interval.next_bar_open(s.forming);
                     w.du(cs, key, &s.turnaround, s.index, &fin, Some(close_time));
                     self.out.push(std::mem::take(&mut w.out));
@@ -705,6 +742,23 @@ impl ServerSession {
                     self.du_count += 2;
                     self.du_pending += 2;
                     s.next_du_ms = now_ms + update_ms;
+                    if revises(cfg, &s.symbol, s.interval, fin.time) {
+                        // A late correction of the bar that just closed: a `du` for its index.
+                        let revised = Prices::revise(&s.prices.bar(fin.time));
+                        shared.revise(s.symbol.as_str(), s.interval, revised);
+                        let closed_at = s.interval.next_bar_open(fin.time);
+                        w.du(
+                            cs,
+                            key,
+                            &s.turnaround,
+                            s.index - 1,
+                            &revised,
+                            Some(closed_at),
+                        );
+                        self.out.push(std::mem::take(&mut w.out));
+                        self.du_count += 1;
+                        self.du_pending += 1;
+                    }
                 }
                 if now_ms >= s.next_du_ms {
                     let bar = s
@@ -752,6 +806,20 @@ impl ServerSession {
             }
         }
     }
+}
+
+/// Whether the simulator revises bar `t` of `symbol` at `interval` after its close: a pure
+/// function of the bar (about one in [`SimConfig::revise_every`]), so that every series and
+/// every connection that streams the bar corrects it the same way.
+fn revises(cfg: &SimConfig, symbol: &Symbol, interval: Interval, t: i64) -> bool {
+    use std::hash::{Hash, Hasher};
+    if cfg.revise_every == 0 {
+        return false;
+    }
+    // SipHash with fixed keys: the same answer in every run.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (symbol.as_str(), interval.to_string(), t, cfg.seed).hash(&mut h);
+    h.finish() % cfg.revise_every == 0
 }
 
 /// The symbol a quote session names: `EXCH:TICKER` or an `={…}` spec (`qsd` echoes the name).
