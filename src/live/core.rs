@@ -119,6 +119,8 @@ enum Timer {
     Close { seis: u64, bar: i64 },
     /// Retry a failed confirmation fetch.
     FetchRetry { seis: u64, bar: i64 },
+    /// Retry a failed gap fetch.
+    GapRetry { seis: u64 },
     /// Start the next connection attempt.
     Reconnect,
     /// Connection attempt `attempt` took too long.
@@ -150,10 +152,32 @@ struct SeisState {
     last_closed: Option<Bar>,
     recent: VecDeque<Bar>,
     forming: Option<Bar>,
-    /// A confirmation fetch in flight: its key in the fetch chart and the bar it confirms.
-    fetching: Option<(u64, i64)>,
+    /// A fetch in flight for this seis: its key in the fetch chart.
+    fetching: Option<u64>,
     gap: Option<Gap>,
+    /// While a gap fetch is in flight after a reconnect whose replayed history did not reach
+    /// back to `last_closed`: the main series' events, replayed in order once the gap is
+    /// filled (so that nothing newer is delivered before the gap). Bounded by `HOLD_MAX`.
+    hold: Option<VecDeque<SeriesEvent>>,
+    /// Closed bars the gap fill delivered so far (for `Reconnected`).
+    gap_bars: u64,
 }
+
+/// A fetch on the fetch chart: every bar of a seis from an anchor on.
+#[derive(Debug, Clone, Copy)]
+struct Fetch {
+    seis: u64,
+    /// The bar whose close it confirms (a close-time fetch) or the anchor (a gap fetch).
+    bar: i64,
+    /// Wall-clock ms when it was asked: a bar that closed before it is final.
+    asked_at: i64,
+    /// It fills a reconnect's gap (the main series' events are held meanwhile).
+    gap: bool,
+}
+
+/// Most main-series events held during one gap fetch; past it, updates are dropped (the
+/// closes and revisions are kept).
+const HOLD_MAX: usize = 4_096;
 
 #[derive(Debug)]
 struct HistWaiter {
@@ -183,8 +207,8 @@ pub(crate) struct Core {
     timers: TimerWheel<Timer>,
     deliveries: VecDeque<(u64, LiveEvent)>,
     actions: VecDeque<Action>,
-    /// Fetch key → (seis id, bar it confirms).
-    fetches: HashMap<u64, (u64, i64)>,
+    /// Fetch key → what it is for.
+    fetches: HashMap<u64, Fetch>,
     hists: HashMap<u64, HistWaiter>,
     next_key: u64,
     rng: u64,
@@ -358,6 +382,8 @@ impl Core {
                 forming: None,
                 fetching: None,
                 gap: None,
+                hold: None,
+                gap_bars: 0,
             },
         );
     }
@@ -369,7 +395,7 @@ impl Core {
             if let Some(c) = self.conn.chart_mut(self.main) {
                 let _ = c.remove_series(SeriesKey(id));
             }
-            if let Some((key, _)) = st.fetching {
+            if let Some(key) = st.fetching {
                 self.fetches.remove(&key);
                 if let Some(c) = self.conn.chart_mut(self.fetch) {
                     let _ = c.remove_series(SeriesKey(key));
@@ -470,10 +496,12 @@ impl Core {
         if let Some(c) = self.conn.chart_mut(self.main) {
             c.resubscribe(now, unix_s, |k| seen.get(&k.0).copied());
         }
-        // Confirmation fetches in flight are dropped: the gap fill covers their bars.
+        // Fetches in flight are dropped: the gap fill covers their bars. Events held for a
+        // gap fetch are dropped too: the replay starts over from `last_closed`.
         self.fetches.clear();
         for st in self.seises.values_mut() {
             st.fetching = None;
+            st.hold = None;
         }
         if let Some(c) = self.conn.chart_mut(self.fetch) {
             c.clear();
@@ -528,6 +556,7 @@ impl Core {
         for (id, st) in &mut self.seises {
             if matches!(st.phase, SeisPhase::Live) && st.gap.is_none() {
                 st.gap = Some(Gap { down_since: now });
+                st.gap_bars = 0;
                 self.deliveries.push_back((
                     *id,
                     LiveEvent::Disconnected {
@@ -614,6 +643,19 @@ impl Core {
                 Timer::Close { seis, bar } | Timer::FetchRetry { seis, bar } => {
                     self.close_due(now, seis, bar);
                 }
+                Timer::GapRetry { seis } => {
+                    let anchor = self
+                        .seises
+                        .get(&seis)
+                        .filter(|st| st.hold.is_some() && st.fetching.is_none())
+                        .and_then(|st| st.last_closed)
+                        .map(|b| b.time);
+                    if let Some(t) = anchor
+                        && self.is_up()
+                    {
+                        self.start_fetch(now, seis, t, t, true);
+                    }
+                }
                 Timer::Hist { key } => {
                     if let Some(w) = self.hists.remove(&key) {
                         if let Some(c) = self.conn.chart_mut(self.hist) {
@@ -649,24 +691,41 @@ impl Core {
         {
             return;
         }
-        // Ask for every bar from the one to confirm to now (it may be several bars late: a
-        // quiet market, a slow answer), the forming one aside.
-        let span = st.seis.interval().bars_spanning(
-            bar,
-            self.unix_ms.div_euclid(1000),
-            u64::from(self.cfg.max_gap_bars) + 1,
+        let anchor = st.last_closed.map_or(bar, |b| b.time);
+        self.start_fetch(now, id, bar, anchor, false);
+    }
+
+    /// Opens a fetch of every bar of seis `id` from open time `anchor` on (a date range, so
+    /// that a late answer still reaches back to it), on the fetch chart.
+    fn start_fetch(&mut self, now: Instant, id: u64, bar: i64, anchor: i64, gap: bool) {
+        let Some(st) = self.seises.get(&id) else {
+            return;
+        };
+        let unix_s = self.unix_ms.div_euclid(1000);
+        let req = SeriesRequest::range(
+            st.seis.symbol().clone(),
+            st.seis.interval(),
+            anchor,
+            unix_s.saturating_add(86_400),
+            self.cfg.max_gap_bars.saturating_add(2),
         );
-        let closed = u32::try_from(span.max(2)).unwrap_or(u32::MAX);
-        let req = SeriesRequest::count(st.seis.symbol().clone(), st.seis.interval(), closed);
         let key = self.take_key();
         let added = self
             .conn
             .chart_mut(self.fetch)
             .map(|c| c.add_series(now, SeriesKey(key), req));
         if let Some(Ok(())) = added {
-            self.fetches.insert(key, (id, bar));
+            self.fetches.insert(
+                key,
+                Fetch {
+                    seis: id,
+                    bar,
+                    asked_at: self.unix_ms,
+                    gap,
+                },
+            );
             if let Some(st) = self.seises.get_mut(&id) {
-                st.fetching = Some((key, bar));
+                st.fetching = Some(key);
             }
         }
     }
@@ -769,7 +828,34 @@ impl Core {
         }
     }
 
+    /// An event of seis `id`'s main series: held while a gap fetch is in flight; a replayed
+    /// history that does not reach back to the last bar delivered starts that fetch.
     fn on_main(&mut self, now: Instant, id: u64, event: SeriesEvent) {
+        let Some(st) = self.seises.get_mut(&id) else {
+            return;
+        };
+        if let Some(hold) = st.hold.as_mut() {
+            if hold.len() < HOLD_MAX || !matches!(event, SeriesEvent::Update(_)) {
+                hold.push_back(event);
+            }
+            return;
+        }
+        if let SeriesEvent::History { bars, .. } = &event
+            && st.gap.is_some()
+            && let Some(last) = st.last_closed
+            && !bars.first().is_some_and(|b| b.time <= last.time)
+        {
+            // The replayed window (a count of bars) does not reach back to the last bar
+            // delivered: a slow answer shifted it, or the gap is longer. Fill the gap from an
+            // anchored fetch first, and hold the main series until then.
+            st.hold = Some(VecDeque::from([event]));
+            self.start_fetch(now, id, last.time, last.time, true);
+            return;
+        }
+        self.apply_main(now, id, event);
+    }
+
+    fn apply_main(&mut self, now: Instant, id: u64, event: SeriesEvent) {
         let unix_ms = self.unix_ms;
         let replayed_at = self.replayed_at;
         let grace = self.cfg.close_grace;
@@ -787,7 +873,6 @@ impl Core {
                         w.send(Ok(()));
                     }
                 }
-                let mut gap_bars = 0;
                 if st.last_closed.is_none() {
                     // The baseline: the last bar that closed before the subscription.
                     if let Some(b) = bars.last() {
@@ -795,7 +880,7 @@ impl Core {
                     }
                 } else {
                     for b in bars {
-                        gap_bars += u64::from(offer_closed(st, out, id, b, true));
+                        st.gap_bars += u64::from(offer_closed(st, out, id, b, true));
                     }
                 }
                 if let Some(f) = forming {
@@ -810,7 +895,7 @@ impl Core {
                         .saturating_mul(1000)
                         <= replayed_at;
                     if st.gap.is_some() && closed_before_request {
-                        gap_bars += u64::from(offer_closed(st, out, id, f, true));
+                        st.gap_bars += u64::from(offer_closed(st, out, id, f, true));
                     } else if let Some(t) = on_update(st, out, id, f, unix_ms, grace) {
                         self.timers.insert(
                             now_ms.saturating_add(t),
@@ -826,7 +911,7 @@ impl Core {
                         id,
                         LiveEvent::Reconnected {
                             down: now.saturating_duration_since(g.down_since),
-                            gap_bars,
+                            gap_bars: std::mem::take(&mut st.gap_bars),
                         },
                     ));
                 }
@@ -870,43 +955,75 @@ impl Core {
     }
 
     fn on_fetch(&mut self, now: Instant, key: u64, event: SeriesEvent) {
-        let Some(&(id, bar)) = self.fetches.get(&key) else {
+        let Some(&f) = self.fetches.get(&key) else {
             return;
         };
+        let id = f.seis;
         let done = match event {
             SeriesEvent::History { bars, forming, .. } => {
                 let unix_ms = self.unix_ms;
                 let grace = self.cfg.close_grace;
                 let now_ms = self.ms(now);
+                let mut held = None;
                 if let Some(st) = self.seises.get_mut(&id) {
-                    st.fetching = None;
-                    let out = &mut self.deliveries;
-                    for b in bars {
-                        offer_closed(st, out, id, b, true);
+                    if st.fetching == Some(key) {
+                        st.fetching = None;
                     }
-                    if let Some(f) = forming {
-                        // The server's latest bar is still the one we asked about: no trade
-                        // since its close (the request left after it), so it is final.
-                        if f.time == bar {
-                            offer_closed(st, out, id, f, true);
-                        } else if let Some(t) = on_update(st, out, id, f, unix_ms, grace) {
+                    let out = &mut self.deliveries;
+                    let counting = st.gap.is_some();
+                    for b in bars {
+                        let new = offer_closed(st, out, id, b, true);
+                        st.gap_bars += u64::from(new && counting);
+                    }
+                    if let Some(fm) = forming {
+                        // A bar that closed before the fetch was asked is final: no trade since
+                        // (else a newer bar would exist).
+                        let closed = st
+                            .seis
+                            .interval()
+                            .next_bar_open(fm.time)
+                            .saturating_mul(1000)
+                            <= f.asked_at;
+                        if closed {
+                            let new = offer_closed(st, out, id, fm, true);
+                            st.gap_bars += u64::from(new && counting);
+                        } else if !f.gap
+                            && let Some(t) = on_update(st, out, id, fm, unix_ms, grace)
+                        {
                             self.timers.insert(
                                 now_ms.saturating_add(t),
                                 Timer::Close {
                                     seis: id,
-                                    bar: f.time,
+                                    bar: fm.time,
                                 },
                             );
                         }
                     }
+                    if f.gap {
+                        held = st.hold.take();
+                    }
+                }
+                // The gap is filled: replay what the main series said meanwhile, in order.
+                for e in held.into_iter().flatten() {
+                    self.apply_main(now, id, e);
                 }
                 true
             }
             SeriesEvent::Failed(_) => {
-                if let Some(st) = self.seises.get_mut(&id) {
+                if let Some(st) = self.seises.get_mut(&id)
+                    && st.fetching == Some(key)
+                {
                     st.fetching = None;
                 }
-                self.arm(now, FETCH_RETRY, Timer::FetchRetry { seis: id, bar });
+                let t = if f.gap {
+                    Timer::GapRetry { seis: id }
+                } else {
+                    Timer::FetchRetry {
+                        seis: id,
+                        bar: f.bar,
+                    }
+                };
+                self.arm(now, FETCH_RETRY, t);
                 true
             }
             _ => false,

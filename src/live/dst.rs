@@ -135,8 +135,10 @@ struct World {
     market: Market,
     server: Option<ServerSession>,
     conns: u64,
-    /// The server holds its output until then (a stall).
+    /// The server holds its output, and does not read, until then (a stall).
     stall_until: u64,
+    /// What the client sent during a stall, read by the server when it ends.
+    to_server: Vec<Vec<u8>>,
     seises: Vec<SeisSlot>,
     fanout: Fanout,
     checks: Vec<Check>,
@@ -176,6 +178,7 @@ impl World {
             server: None,
             conns: 0,
             stall_until: 0,
+            to_server: Vec::new(),
             seises: Vec::new(),
             fanout: Fanout::default(),
             checks: Vec::new(),
@@ -289,6 +292,7 @@ impl World {
             }
             Op::Advance { ms } => self.run(ms),
             Op::Drop => {
+                self.to_server.clear();
                 if self.server.take().is_some() {
                     self.core.handle_closed(
                         now,
@@ -361,20 +365,28 @@ impl World {
             }
             match a {
                 Action::Connect => {
+                    self.to_server.clear();
                     self.conns += 1;
+                    // A stall in progress goes on over the new connection (a slow network).
                     self.server = Some(ServerSession::new(&self.cfg, unix, self.conns));
-                    self.stall_until = 0;
                     self.core.handle_connected(now);
                 }
                 Action::Disconnect { cause } => {
                     self.server = None;
+                    self.to_server.clear();
                     self.core.handle_closed(now, cause);
                 }
             }
         }
         while let Some(m) = self.core.poll_transmit() {
-            if let Some(s) = &mut self.server {
-                let mut m = m;
+            if self.server.is_some() {
+                self.to_server.push(m);
+            }
+        }
+        if self.now_ms >= self.stall_until
+            && let Some(s) = &mut self.server
+        {
+            for mut m in self.to_server.drain(..) {
                 s.handle_text(&self.cfg, &self.sim, unix, &mut m);
             }
         }
@@ -809,4 +821,19 @@ fn regression_a_quiet_market_through_a_stall() {
         Op::Stall { ms: 3837 },
         Op::Advance { ms: 3936 },
     ]);
+}
+
+#[test]
+fn a_replay_answered_late_is_completed_by_an_anchored_gap_fetch() {
+    let mut w = World::new();
+    w.run(10);
+    w.apply(&Op::Subscribe { symbol: 0, interval: 0 });
+    w.apply(&Op::AddConsumer { seis: 0, capacity: 256, rate: 256, updates: false });
+    w.run(2_000);
+    // Drop, and slow the network for 3.5 bars: the replay's window (a count of bars computed
+    // when it is sent) is shifted past the gap by the time the server reads it.
+    w.apply(&Op::Drop);
+    w.apply(&Op::Stall { ms: 3_500 });
+    w.run(6_000);
+    w.settle();
 }

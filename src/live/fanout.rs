@@ -82,10 +82,14 @@ impl Fanout {
                 },
                 pushed_at: now,
             };
+            // Counted before the push, so that a consumer that reads the event and then the
+            // stats sees the count (undone if the push fails).
+            s.counters.record_lagged(s.missed);
             if s.producer.push(lagged).is_ok() {
-                s.counters.record_lagged(s.missed);
                 s.missed = 0;
                 s.first_missed = None;
+            } else {
+                s.counters.unrecord_lagged(s.missed);
             }
         }
         if s.missed == 0 {
@@ -93,10 +97,11 @@ impl Fanout {
                 event: event.clone(),
                 pushed_at: now,
             };
+            s.counters.record_pushed();
             if s.producer.push(d).is_ok() {
-                s.counters.record_pushed();
                 return true;
             }
+            s.counters.unrecord_pushed();
         }
         if s.missed == 0 {
             s.first_missed = event.bar().map(|b| b.time);

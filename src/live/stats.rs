@@ -110,8 +110,16 @@ impl ConsumerCounters {
         self.pushed.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn unrecord_pushed(&self) {
+        self.pushed.fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn record_lagged(&self, missed: u64) {
         self.lagged.fetch_add(missed, Ordering::Relaxed);
+    }
+
+    pub(crate) fn unrecord_lagged(&self, missed: u64) {
+        self.lagged.fetch_sub(missed, Ordering::Relaxed);
     }
 
     pub(crate) fn record_delivered(&self, n: u64) {

@@ -135,6 +135,10 @@ fn serve(
     shared.changed.notify_all();
     let generation = shared.generation();
     let mut session = ServerSession::new(cfg, clock::unix_ms(), id);
+    let mut series = SeriesGauge {
+        shared,
+        counted: 0,
+    };
     let mut faults: Vec<Armed> = Vec::new();
     let mut hold_until: Option<Instant> = None;
     let mut stalled_forever = false;
@@ -250,10 +254,38 @@ fn serve(
             Ok(Some(mut text)) => {
                 shared.messages_received.fetch_add(1, Ordering::Relaxed);
                 session.handle_text(cfg, shared, clock::unix_ms(), &mut text);
+                series.set(session.series_count());
             }
             Ok(None) => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// This connection's share of [`Shared::series_open`], given back when the connection ends.
+struct SeriesGauge<'a> {
+    shared: &'a Shared,
+    counted: u64,
+}
+
+impl SeriesGauge<'_> {
+    fn set(&mut self, n: u64) {
+        if n > self.counted {
+            self.shared
+                .series_open
+                .fetch_add(n - self.counted, Ordering::Relaxed);
+        } else {
+            self.shared
+                .series_open
+                .fetch_sub(self.counted - n, Ordering::Relaxed);
+        }
+        self.counted = n;
+    }
+}
+
+impl Drop for SeriesGauge<'_> {
+    fn drop(&mut self) {
+        self.set(0);
     }
 }
 

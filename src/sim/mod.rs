@@ -332,6 +332,9 @@ pub struct Counters {
     pub live_sent: u64,
     /// Websocket messages received from clients.
     pub messages_received: u64,
+    /// Series open now, over every connection (created and neither removed nor closed with
+    /// their connection).
+    pub series_open: u64,
 }
 
 /// A bar whose close the simulator published live (its final `du`).
@@ -384,6 +387,7 @@ pub(crate) struct Shared {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) live_sent: AtomicU64,
     pub(crate) messages_received: AtomicU64,
+    pub(crate) series_open: AtomicU64,
     /// Faults waiting for their connection to pick them up.
     faults: Mutex<HashMap<u64, Vec<Armed>>>,
     /// Open connection numbers.
@@ -623,6 +627,7 @@ impl Sim {
             bytes_sent: l(&s.bytes_sent),
             live_sent: l(&s.live_sent),
             messages_received: l(&s.messages_received),
+            series_open: l(&s.series_open),
         }
     }
 

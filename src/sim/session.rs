@@ -139,6 +139,11 @@ impl ServerSession {
         s
     }
 
+    /// Series open on this connection (every chart session).
+    pub(crate) fn series_count(&self) -> u64 {
+        self.charts.values().map(|c| c.series.len() as u64).sum()
+    }
+
     /// Live `du` messages queued since the last call.
     pub(crate) fn take_du_count(&mut self) -> u64 {
         std::mem::take(&mut self.du_pending)

@@ -1,0 +1,530 @@
+//! The live engine against the running simulator: its contracts (DESIGN.md), each pinned by a
+//! test named for it, and the seed's own tests (racing `new_seis`, `shutdown` while a callback
+//! sleeps, many threads of mixed operations), every one bounded by a deadline.
+
+mod util;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    time::Duration,
+};
+
+use tvdatafeed::{
+    ConsumerOptions, Error, HistOptions, LiveEvent, LiveFeed, RecvError, SeriesFailure,
+    sim::{Sim, SimConfig},
+};
+use util::now;
+
+fn sim() -> Sim {
+    Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(100))).unwrap()
+}
+
+fn feed(sim: &Sim) -> LiveFeed {
+    let mut b = LiveFeed::builder()
+        .endpoint(sim.url())
+        .unwrap()
+        .command_timeout(Duration::from_secs(10));
+    if let Some(der) = sim.root_certificate_der() {
+        b = b.root_certificate(der.to_vec());
+    }
+    b.build().unwrap()
+}
+
+/// Sleeps without `std::thread::sleep` (forbidden in this crate): a timed wait on a channel
+/// nobody sends on.
+fn pause(d: Duration) {
+    let (_tx, rx) = mpsc::channel::<()>();
+    let _ = rx.recv_timeout(d);
+}
+
+#[test]
+fn racing_new_seis_on_one_key_returns_one_arc() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            let feed = Arc::clone(&feed);
+            std::thread::Builder::new()
+                .name(format!("test-racer-{i}"))
+                .spawn(move || feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap())
+                .unwrap()
+        })
+        .collect();
+    let seises: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for s in &seises {
+        assert!(Arc::ptr_eq(s, &seises[0]), "one object for one key");
+    }
+    assert_eq!(feed.stats().seises.len(), 1);
+    // One series on the server, not ten.
+    let deadline = now() + Duration::from_secs(5);
+    while sim.counters().series_open != 1 && now() < deadline {
+        pause(Duration::from_millis(10));
+    }
+    assert_eq!(sim.counters().series_open, 1);
+}
+
+#[test]
+fn refusals_are_typed_errors_within_one_round_trip() {
+    let sim = Sim::start(SimConfig::default().with_entitled_seconds(false)).unwrap();
+    let feed = feed(&sim);
+    let start = now();
+    let err = feed.new_seis("BINANCE:INVALIDX", "1").unwrap_err();
+    assert!(
+        matches!(err.series_failure(), Some(SeriesFailure::UnknownSymbol { .. })),
+        "{err:?}"
+    );
+    let err = feed.new_seis("ECONOMICS:USGDP", "1D").unwrap_err();
+    assert!(
+        matches!(err.series_failure(), Some(SeriesFailure::PermissionDenied { .. })),
+        "{err:?}"
+    );
+    let err = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap_err();
+    assert!(
+        matches!(err.series_failure(), Some(SeriesFailure::IntervalNotEntitled { .. })),
+        "{err:?}"
+    );
+    assert!(now().duration_since(start) < Duration::from_secs(5));
+    // A refused seis is not kept: asking again asks the server again.
+    assert!(feed.stats().seises.is_empty());
+    let err = feed.new_seis("NOT A SYMBOL", "1").unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+}
+
+#[test]
+fn closed_bars_reach_every_consumer_once_in_order_with_final_values() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    feed.new_consumer(&btc, move |e| {
+        if let LiveEvent::Closed(b) = e {
+            s.lock().unwrap().push(b);
+        }
+    })
+    .unwrap();
+    let mut pull = feed.subscribe(&btc).unwrap();
+    let mut pulled = Vec::new();
+    let deadline = now() + Duration::from_secs(10);
+    while pulled.len() < 4 && now() < deadline {
+        if let Ok(LiveEvent::Closed(b)) = pull.recv_timeout(Duration::from_secs(3)) {
+            pulled.push(b);
+        }
+    }
+    assert_eq!(pulled.len(), 4);
+    pause(Duration::from_millis(200));
+    let called = seen.lock().unwrap().clone();
+    for bars in [&pulled, &called] {
+        for w in bars.windows(2) {
+            assert_eq!(btc.interval().next_bar_open(w[0].time), w[1].time, "once, in order");
+        }
+        for b in bars.iter() {
+            assert_eq!(*b, sim.expected_bar(btc.symbol(), btc.interval(), b.time));
+        }
+    }
+    assert!(called.len() >= pulled.len() - 1);
+    // The simulator published each of them.
+    let published: Vec<_> = sim
+        .published_closes()
+        .into_iter()
+        .filter(|p| p.symbol == "BINANCE:BTCUSDT")
+        .map(|p| p.bar)
+        .collect();
+    for b in &pulled {
+        assert!(published.contains(b), "{b:?} was not published");
+    }
+}
+
+#[test]
+fn forming_updates_go_only_to_consumers_that_ask() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let mut with = feed
+        .subscribe_with(&btc, ConsumerOptions::default().with_updates(true))
+        .unwrap();
+    let mut without = feed.subscribe(&btc).unwrap();
+    let deadline = now() + Duration::from_secs(10);
+    let mut updates = 0;
+    while updates < 5 && now() < deadline {
+        if let Ok(LiveEvent::Update(_)) = with.recv_timeout(Duration::from_secs(2)) {
+            updates += 1;
+        }
+    }
+    assert_eq!(updates, 5);
+    let mut closed = 0;
+    while closed < 2 && now() < deadline {
+        match without.recv_timeout(Duration::from_secs(2)) {
+            Ok(LiveEvent::Update(_)) => panic!("an update for a consumer that did not ask"),
+            Ok(LiveEvent::Closed(_)) => closed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(closed, 2);
+}
+
+#[test]
+fn a_full_ring_never_blocks_the_engine_and_is_told_as_lagged() {
+    let sim = sim();
+    let feed = LiveFeed::builder()
+        .endpoint(sim.url())
+        .unwrap()
+        .ring_capacity(2)
+        .build()
+        .unwrap();
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let eth = feed.new_seis("BINANCE:ETHUSDT", "1S").unwrap();
+    // A pull consumer that does not read for a while, with updates: its ring overflows.
+    let mut slow = feed
+        .subscribe_with(&btc, ConsumerOptions::default().with_updates(true))
+        .unwrap();
+    // Meanwhile another consumer keeps receiving: the engine is not blocked.
+    let mut fast = feed.subscribe(&eth).unwrap();
+    let deadline = now() + Duration::from_secs(10);
+    let mut fast_closed = 0;
+    while fast_closed < 3 && now() < deadline {
+        if let Ok(LiveEvent::Closed(_)) = fast.recv_timeout(Duration::from_secs(2)) {
+            fast_closed += 1;
+        }
+    }
+    assert_eq!(fast_closed, 3, "a full ring elsewhere never stalls delivery");
+    let mut lagged = None;
+    while lagged.is_none() && now() < deadline {
+        match slow.recv_timeout(Duration::from_secs(2)) {
+            Ok(LiveEvent::Lagged { missed, first_time }) => lagged = Some((missed, first_time)),
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (missed, first_time) = lagged.expect("a Lagged event");
+    assert!(missed > 0);
+    assert!(first_time.is_some(), "the first missed event was about a bar");
+    let stats = feed.stats();
+    assert!(
+        stats.consumers.iter().any(|c| c.lagged >= missed),
+        "{:?}",
+        stats.consumers
+    );
+}
+
+#[test]
+fn after_del_consumer_returns_the_callback_never_runs_again_even_if_it_was_running() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let running = Arc::new(AtomicBool::new(false));
+    let (r, ru) = (Arc::clone(&runs), Arc::clone(&running));
+    let id = feed
+        .new_consumer_with(&btc, ConsumerOptions::default().with_updates(true), move |_| {
+            ru.store(true, Ordering::SeqCst);
+            pause(Duration::from_millis(300));
+            r.fetch_add(1, Ordering::SeqCst);
+            ru.store(false, Ordering::SeqCst);
+        })
+        .unwrap();
+    // Wait until the callback is inside a run, then remove it.
+    let deadline = now() + Duration::from_secs(10);
+    while !running.load(Ordering::SeqCst) {
+        assert!(now() < deadline, "the callback never ran");
+        pause(Duration::from_millis(5));
+    }
+    feed.del_consumer(id).unwrap();
+    assert!(!running.load(Ordering::SeqCst), "del_consumer waited for the running callback");
+    let after = runs.load(Ordering::SeqCst);
+    pause(Duration::from_millis(1_500));
+    assert_eq!(runs.load(Ordering::SeqCst), after, "the callback ran after del_consumer");
+    assert!(matches!(feed.del_consumer(id), Err(Error::InvalidRequest(_))));
+}
+
+#[test]
+fn after_del_seis_returns_no_callback_runs_and_the_server_subscription_is_gone() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let eth = feed.new_seis("BINANCE:ETHUSDT", "1S").unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    for _ in 0..3 {
+        let r = Arc::clone(&runs);
+        feed.new_consumer_with(&btc, ConsumerOptions::default().with_updates(true), move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    let mut pull = feed.subscribe(&btc).unwrap();
+    let deadline = now() + Duration::from_secs(10);
+    while runs.load(Ordering::SeqCst) < 3 {
+        assert!(now() < deadline);
+        pause(Duration::from_millis(10));
+    }
+    feed.del_seis(&btc).unwrap();
+    let after = runs.load(Ordering::SeqCst);
+    // The server was told: one series left (ETH).
+    while sim.counters().series_open != 1 {
+        assert!(now() < deadline, "series open: {}", sim.counters().series_open);
+        pause(Duration::from_millis(10));
+    }
+    pause(Duration::from_millis(1_200));
+    assert_eq!(runs.load(Ordering::SeqCst), after, "a callback ran after del_seis");
+    // The pull handle drains what it had, then says the subscription ended.
+    let mut end = None;
+    for _ in 0..10_000 {
+        match pull.try_recv() {
+            Ok(_) => {}
+            Err(e) => {
+                end = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(end, Some(RecvError::Closed));
+    assert!(matches!(feed.del_seis(&btc), Err(Error::InvalidRequest(_))));
+    assert!(matches!(feed.new_consumer(&btc, |_| {}), Err(Error::InvalidRequest(_))));
+    // The other seis is untouched.
+    let mut e = feed.subscribe(&eth).unwrap();
+    assert!(e.recv_timeout(Duration::from_secs(3)).is_ok());
+}
+
+#[test]
+fn a_panicking_callback_ends_its_own_consumer_only() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let bad = feed
+        .new_consumer_with(&btc, ConsumerOptions::default().with_updates(true), |_| {
+            panic!("a bug in user code")
+        })
+        .unwrap();
+    let good = Arc::new(AtomicU64::new(0));
+    let g = Arc::clone(&good);
+    feed.new_consumer(&btc, move |e| {
+        if matches!(e, LiveEvent::Closed(_)) {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    let deadline = now() + Duration::from_secs(10);
+    while good.load(Ordering::SeqCst) < 3 {
+        assert!(now() < deadline, "the other consumer stopped");
+        pause(Duration::from_millis(20));
+    }
+    let stats = feed.stats();
+    let c = stats.consumers.iter().find(|c| c.id == bad).unwrap();
+    assert!(c.panicked, "the panic is counted and reported");
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn shutdown_while_a_callback_sleeps_returns_within_its_timeout_and_names_the_thread() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let entered = Arc::new(AtomicBool::new(false));
+    let e = Arc::clone(&entered);
+    let id = feed
+        .new_consumer_with(&btc, ConsumerOptions::default().with_updates(true), move |_| {
+            e.store(true, Ordering::SeqCst);
+            pause(Duration::from_secs(30));
+        })
+        .unwrap();
+    let deadline = now() + Duration::from_secs(10);
+    while !entered.load(Ordering::SeqCst) {
+        assert!(now() < deadline);
+        pause(Duration::from_millis(5));
+    }
+    let start = now();
+    let report = feed.shutdown(Duration::from_millis(500));
+    let took = now().duration_since(start);
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert_eq!(report.unfinished, [format!("tv-consumer-{}", id.get())]);
+    // Idempotent, and every later call is refused.
+    assert_eq!(feed.shutdown(Duration::from_millis(10)), report);
+    assert!(matches!(feed.new_seis("BINANCE:ETHUSDT", "1S"), Err(Error::Shutdown)));
+    assert!(matches!(feed.del_seis(&btc), Err(Error::Shutdown)));
+    assert!(matches!(
+        feed.get_hist("BINANCE:BTCUSDT", "1", 5, &HistOptions::default()),
+        Err(Error::Shutdown)
+    ));
+}
+
+#[test]
+fn pull_consumers_end_with_a_failed_shutdown_event_and_closed() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let mut sub = feed.subscribe(&btc).unwrap();
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+    let mut last = None;
+    loop {
+        match sub.recv_timeout(Duration::from_secs(5)) {
+            Ok(e) => last = Some(e),
+            Err(e) => {
+                assert_eq!(e, RecvError::Closed);
+                break;
+            }
+        }
+    }
+    assert!(matches!(last, Some(LiveEvent::Failed(Error::Shutdown))), "{last:?}");
+}
+
+#[test]
+fn get_hist_goes_over_the_live_connection() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let _btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let h = feed
+        .get_hist("BINANCE:ETHUSDT", "1H", 300, &HistOptions::default())
+        .unwrap();
+    assert_eq!(h.bars.len(), 300);
+    for b in &h.bars {
+        assert_eq!(*b, sim.expected_bar(&h.symbol, h.interval, b.time));
+    }
+    let err = feed
+        .get_hist("BINANCE:INVALIDX", "1H", 10, &HistOptions::default())
+        .unwrap_err();
+    assert!(matches!(err.series_failure(), Some(SeriesFailure::UnknownSymbol { .. })));
+    assert_eq!(sim.counters().connections, 1, "no new connection");
+}
+
+#[test]
+fn ten_threads_of_a_hundred_mixed_operations_finish_without_deadlock() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let symbols = ["BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "BINANCE:SOLUSDT"];
+    let (tx, rx) = mpsc::channel();
+    for t in 0..10 {
+        let feed = Arc::clone(&feed);
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("test-mixed-{t}"))
+            .spawn(move || {
+                for i in 0..100 {
+                    let sym = symbols[(t + i) % symbols.len()];
+                    let result = match i % 5 {
+                        0 | 1 => feed.new_seis(sym, "1S").map(|_| ()),
+                        2 => feed.new_seis(sym, "1S").and_then(|s| {
+                            let id = feed.new_consumer(&s, |_| {})?;
+                            feed.del_consumer(id)
+                        }),
+                        3 => feed.new_seis(sym, "1S").and_then(|s| {
+                            let sub = feed.subscribe(&s)?;
+                            drop(sub);
+                            Ok(())
+                        }),
+                        _ => feed.new_seis(sym, "1S").and_then(|s| feed.del_seis(&s)),
+                    };
+                    // Races between del_seis and the others may refuse an operation; what
+                    // matters is that every call returns.
+                    if let Err(e) = result {
+                        assert!(
+                            matches!(e, Error::InvalidRequest(_)),
+                            "unexpected error {e:?}"
+                        );
+                    }
+                }
+                let _ = tx.send(t);
+            })
+            .unwrap();
+    }
+    drop(tx);
+    let mut done = 0;
+    let deadline = now() + Duration::from_secs(120);
+    while done < 10 {
+        let left = deadline.saturating_duration_since(now());
+        match rx.recv_timeout(left) {
+            Ok(_) => done += 1,
+            Err(_) => panic!("deadlock: {done} of 10 threads finished in 120 s"),
+        }
+    }
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+/// Subscribes `n` seises (in parallel), then checks every closed bar each one's consumer got
+/// against the simulator's truth for a few bar closes.
+fn many_seises(tls: bool, n: usize) {
+    // Updates of the forming bars are rare: the closes are what is checked, and a debug build
+    // of the simulator serves a thousand series on one connection thread.
+    let sim = Sim::start(
+        SimConfig::default()
+            .with_tls(tls)
+            .with_update_interval(Duration::from_secs(5)),
+    )
+    .unwrap();
+    let mut builder = LiveFeed::builder()
+        .endpoint(sim.url())
+        .unwrap()
+        .command_timeout(Duration::from_secs(60));
+    if let Some(der) = sim.root_certificate_der() {
+        builder = builder.root_certificate(der.to_vec());
+    }
+    let feed = Arc::new(builder.build().unwrap());
+    let seises: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|k| {
+                let feed = Arc::clone(&feed);
+                s.spawn(move || {
+                    (k..n)
+                        .step_by(4)
+                        .map(|i| feed.new_seis(format!("BINANCE:SYM{i}"), "1S").unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(seises.len(), n);
+    let got: Vec<Arc<Mutex<Vec<tvdatafeed::Bar>>>> =
+        (0..n).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    for (s, g) in seises.iter().zip(&got) {
+        let g = Arc::clone(g);
+        feed.new_consumer(s, move |e| {
+            if let LiveEvent::Closed(b) = e {
+                g.lock().unwrap().push(b);
+            }
+        })
+        .unwrap();
+    }
+    let deadline = now() + Duration::from_secs(30);
+    while got.iter().any(|g| g.lock().unwrap().len() < 3) {
+        assert!(now() < deadline, "not every seis closed 3 bars in 30 s");
+        pause(Duration::from_millis(50));
+    }
+    for (s, g) in seises.iter().zip(&got) {
+        let bars = g.lock().unwrap();
+        for w in bars.windows(2) {
+            assert_eq!(s.interval().next_bar_open(w[0].time), w[1].time, "{s}");
+        }
+        for b in bars.iter() {
+            assert_eq!(*b, sim.expected_bar(s.symbol(), s.interval(), b.time), "{s}");
+        }
+    }
+    assert_eq!(sim.counters().connections, 1, "one connection carries every seis");
+    assert!(feed.shutdown(Duration::from_secs(10)).is_clean());
+}
+
+#[test]
+fn one_seis_over_ws() {
+    many_seises(false, 1);
+}
+
+#[test]
+fn a_hundred_seises_over_ws_on_one_connection() {
+    many_seises(false, 100);
+}
+
+#[test]
+fn a_hundred_seises_over_wss_on_one_connection() {
+    many_seises(true, 100);
+}
+
+#[test]
+fn a_thousand_seises_over_ws_on_one_connection() {
+    many_seises(false, 1_000);
+}
