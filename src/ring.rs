@@ -74,8 +74,8 @@ const DEADLINE_CHECK_EVERY: u64 = 16;
 ///
 /// # Panics
 ///
-/// If `capacity` is 0 or larger than [`MAX_CAPACITY`]; [`with_strategy`] returns a
-/// [`CapacityError`] instead.
+/// If `capacity` is 0, larger than [`MAX_CAPACITY`], or so large that the slots would not fit
+/// in `isize::MAX` bytes; [`with_strategy`] returns a [`CapacityError`] instead.
 ///
 /// # Examples
 ///
@@ -102,7 +102,8 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 ///
 /// # Errors
 ///
-/// [`CapacityError`] if `capacity` is 0 or larger than [`MAX_CAPACITY`].
+/// [`CapacityError`] if `capacity` is 0, larger than [`MAX_CAPACITY`], or (rounded up) too
+/// large for its slots to fit in `isize::MAX` bytes, the most one allocation can hold.
 ///
 /// # Examples
 ///
@@ -113,6 +114,10 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 /// assert_eq!(producer.capacity(), 1024);
 /// assert_eq!(consumer.wait_strategy(), WaitStrategy::Spin);
 /// assert_eq!(ring::with_strategy::<u32>(0, WaitStrategy::Spin).err(), Some(CapacityError::Zero));
+/// assert!(matches!(
+///     ring::with_strategy::<u64>(1 << 61, WaitStrategy::Spin),
+///     Err(CapacityError::TooManyBytes { .. })
+/// ));
 /// # Ok::<(), CapacityError>(())
 /// ```
 pub fn with_strategy<T>(
@@ -126,6 +131,19 @@ pub fn with_strategy<T>(
         .checked_next_power_of_two()
         .filter(|&c| c <= MAX_CAPACITY)
         .ok_or(CapacityError::TooLarge(capacity))?;
+    // Checked before allocating: a slice of more than `isize::MAX` bytes cannot exist, and
+    // `collect` would panic ("capacity overflow") rather than fail. Zero-sized items take no
+    // bytes, whatever the capacity.
+    let slot_bytes = size_of::<UnsafeCell<MaybeUninit<T>>>();
+    if capacity
+        .checked_mul(slot_bytes)
+        .is_none_or(|bytes| bytes > isize::MAX as usize)
+    {
+        return Err(CapacityError::TooManyBytes {
+            capacity,
+            item_bytes: slot_bytes,
+        });
+    }
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect();
@@ -975,4 +993,13 @@ pub enum CapacityError {
     /// The capacity (here the requested one) rounds up past [`MAX_CAPACITY`].
     #[error("ring buffer capacity {0} is too large")]
     TooLarge(usize),
+    /// The capacity (rounded up) times the size of a slot exceeds `isize::MAX` bytes, the
+    /// most one allocation can hold. Ask for fewer items, or box large items.
+    #[error("ring buffer capacity {capacity} of {item_bytes}-byte slots exceeds isize::MAX bytes")]
+    TooManyBytes {
+        /// The capacity, rounded up to a power of two.
+        capacity: usize,
+        /// The size of one slot, in bytes.
+        item_bytes: usize,
+    },
 }

@@ -371,6 +371,42 @@ fn capacity_zero_and_overflow_are_typed_errors() {
 }
 
 #[test]
+fn capacity_whose_bytes_overflow_is_a_typed_error_not_a_panic() {
+    let _serial = one_at_a_time();
+    // 2^61 slots of 8 bytes: 2^64 bytes, past `isize::MAX` (and `usize`).
+    assert_eq!(
+        ring::with_strategy::<u64>(1 << 61, WaitStrategy::Spin).err(),
+        Some(CapacityError::TooManyBytes {
+            capacity: 1 << 61,
+            item_bytes: 8,
+        })
+    );
+    // Fits `usize` but not `isize::MAX`: 2^60 slots of 8 bytes.
+    assert!(matches!(
+        ring::with_strategy::<u64>(1 << 60, WaitStrategy::Spin),
+        Err(CapacityError::TooManyBytes { .. })
+    ));
+    // Rounded up before the check: 2^58 + 1 slots of 32 bytes is 2^59 slots, 2^64 bytes.
+    assert_eq!(
+        ring::with_strategy::<[u64; 4]>((1 << 58) + 1, WaitStrategy::Spin).err(),
+        Some(CapacityError::TooManyBytes {
+            capacity: 1 << 59,
+            item_bytes: 32,
+        })
+    );
+    let e = ring::with_strategy::<u64>(1 << 61, WaitStrategy::Spin).expect_err("too many bytes");
+    assert_eq!(
+        e.to_string(),
+        "ring buffer capacity 2305843009213693952 of 8-byte slots exceeds isize::MAX bytes"
+    );
+    // Zero-sized items take no bytes: the byte check never rejects them (building a ring of
+    // `MAX_CAPACITY` of them would take a while, as each slot is initialized).
+    let (producer, _consumer) =
+        ring::with_strategy::<()>(1 << 16, WaitStrategy::Spin).expect("no bytes");
+    assert_eq!(producer.capacity(), 1 << 16);
+}
+
+#[test]
 fn zero_sized_items_are_counted() {
     let _serial = one_at_a_time();
     let (mut producer, mut consumer) = ring::channel(2);
