@@ -18,6 +18,8 @@ use std::{
     time::Duration,
 };
 
+mod util;
+
 use tvdatafeed::ring::{self, CapacityError, PopError, PopTimeoutError, PushError, WaitStrategy};
 
 const COUNT: u64 = if cfg!(debug_assertions) {
@@ -28,6 +30,12 @@ const COUNT: u64 = if cfg!(debug_assertions) {
 
 /// Long enough never to fire on a healthy run: a wait that times out is a failure.
 const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How soon a wake-up must end a parked wait in the wake-up tests: far below [`PATIENCE`], so a
+/// lost wake-up (which still ends the wait, when the patience runs out, with the item) fails
+/// instead of only being slow. Generous for a loaded 2-core machine, where a wake-up takes
+/// microseconds to milliseconds.
+const WAKE_WITHIN: Duration = Duration::from_secs(5);
 
 /// The tests below spin on both cores; run in parallel they starve each other's threads of
 /// time slices (seconds of scheduler waits on a 2-core machine), so each takes this lock.
@@ -276,8 +284,14 @@ fn push_wakes_a_parked_consumer() {
         for _ in 0..(round % 7) {
             thread::yield_now();
         }
+        let pushed = util::now();
         producer.push(round).expect("room in ring");
         assert_eq!(handle.join().expect("consumer panicked"), Ok(round));
+        let took = pushed.elapsed();
+        assert!(
+            took < WAKE_WITHIN,
+            "round {round}: the push did not wake the parked consumer ({took:?})"
+        );
     }
 }
 
@@ -292,10 +306,16 @@ fn producer_drop_wakes_a_parked_consumer() {
         for _ in 0..(round % 7) {
             thread::yield_now();
         }
+        let dropped = util::now();
         drop(producer);
         assert_eq!(
             handle.join().expect("consumer panicked"),
             Err(PopTimeoutError::Abandoned)
+        );
+        let took = dropped.elapsed();
+        assert!(
+            took < WAKE_WITHIN,
+            "round {round}: the drop did not wake the parked consumer ({took:?})"
         );
     }
 }
