@@ -18,7 +18,7 @@
 //! unparking through the old handle, the consumer waits out that one `unpark`. The producer
 //! borrows the slot with one compare-and-swap from idle; if it finds the consumer writing, it
 //! skips the unpark: a consumer still registering has not announced the sleep yet, so its
-//! re-check after the fence sees the push (see [`Shared`]'s `# Synchronization`).
+//! re-check after the fence sees the push (see `Shared`'s `# Synchronization`).
 //!
 //! The layout follows `rtrb`: one constructor returns the two halves, so exactly one producer
 //! and one consumer exist; head and tail sit on their own cache lines
