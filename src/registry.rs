@@ -20,7 +20,16 @@
 //! - `writer` (`Mutex`): serializes the load-clone-modify-swap sequence, so no writer's update
 //!   is lost and publishing needs no compare-and-swap loop (hence no `rcu`). It also guards the
 //!   consumer-id counter and the id → key index. It is the only lock; no other lock is taken
-//!   while it is held.
+//!   while it is held. Each writer loads the snapshot it modifies only after taking it.
+//!
+//! # Key methods and panics
+//!
+//! The key type's `Hash`, `Eq` and `Clone` run under the writer lock (cloning the map clones
+//! every key; looking a key up hashes it), so they must not block or take this registry's
+//! writer paths. If one panics, the registry is left as it was: a writer builds the whole next
+//! map and clones every key it needs before it publishes anything, then publishes with one
+//! `swap`, then updates the id → key index with operations that cannot panic (they hash only
+//! [`ConsumerId`]s). The panic poisons the lock, which the next writer takes over.
 //! - In-flight readers: a reader that loaded an older snapshot may still deliver to a consumer
 //!   that was just removed. Such a reader keeps that snapshot, and through it the consumer's
 //!   `Arc`, alive until it drops the snapshot. So the [`Removed`] handle's `Arc` becomes unique
@@ -248,22 +257,24 @@ impl<K: Hash + Eq + Clone, V, C> Registry<K, V, C> {
             value: Arc::clone(&value),
             consumers: Box::new([]),
         });
-        self.publish(&writer, current, |map| {
+        let next = Self::modified(current, |map| {
             map.insert(key, entry);
         });
+        self.publish(&writer, next);
         value
     }
 
     /// Adds `consumer` to `key`'s entry and returns its id, or `None` (dropping `consumer`) if
     /// the key is not registered.
+    ///
+    /// If the key's `Hash` or `Clone` panics, the panic propagates and the registry is
+    /// unchanged (see the module's `# Key methods and panics`).
     pub fn insert_consumer(&self, key: &K, consumer: C) -> Option<ConsumerId> {
         let consumer = Arc::new(consumer);
         let mut writer = self.lock_writer();
         let current = self.snapshot.load();
         let old = Arc::clone(cell::get(&current).get(key)?);
         let id = ConsumerId(writer.next_id);
-        writer.next_id += 1;
-        writer.owners.insert(id, key.clone());
         let consumers = old
             .consumers
             .iter()
@@ -274,9 +285,16 @@ impl<K: Hash + Eq + Clone, V, C> Registry<K, V, C> {
             value: Arc::clone(&old.value),
             consumers,
         });
-        self.publish(&writer, current, |map| {
-            map.insert(key.clone(), entry);
-        });
+        drop(old);
+        // Everything that runs key methods comes before the publish: the index's copy of the
+        // key, then the next map.
+        let owner_key = key.clone();
+        let next = Self::modified(current, |map| replace_entry(map, key, entry));
+        writer.owners.reserve(1);
+        self.publish(&writer, next);
+        // Cannot panic: hashes a `ConsumerId`, and the room is reserved.
+        writer.owners.insert(id, owner_key);
+        writer.next_id += 1;
         Some(id)
     }
 
@@ -285,11 +303,15 @@ impl<K: Hash + Eq + Clone, V, C> Registry<K, V, C> {
     /// Linearizable: once this returns, no [`load`](Self::load) that starts afterwards sees the
     /// consumer. Readers that loaded before may still be delivering to it; the returned
     /// [`Removed`] tells when they are done.
+    ///
+    /// If the key's `Hash` panics, the panic propagates and the registry is unchanged.
     pub fn remove_consumer(&self, id: ConsumerId) -> Option<Removed<C>> {
         let mut writer = self.lock_writer();
-        let key = writer.owners.remove(&id)?;
+        let key = writer.owners.get(&id)?;
+        // Loaded under the lock: a snapshot loaded before it could miss a concurrent writer's
+        // update, which our publish would then undo.
         let current = self.snapshot.load();
-        let Some(old) = cell::get(&current).get(&key).cloned() else {
+        let Some(old) = cell::get(&current).get(key).cloned() else {
             debug_assert!(false, "owner index names a missing key");
             return None;
         };
@@ -310,34 +332,40 @@ impl<K: Hash + Eq + Clone, V, C> Registry<K, V, C> {
             consumers,
         });
         drop(old);
-        self.publish(&writer, current, |map| {
-            map.insert(key, entry);
-        });
+        let next = Self::modified(current, |map| replace_entry(map, key, entry));
+        self.publish(&writer, next);
+        // Cannot panic: hashes a `ConsumerId`.
+        writer.owners.remove(&id);
         removed.map(|consumer| Removed { id, consumer })
     }
 
     /// Removes `key` with all its consumers; `None` if absent. Linearizable like
     /// [`remove_consumer`](Self::remove_consumer).
+    ///
+    /// If the key's `Hash`, `Eq` or `Clone` panics, the panic propagates and the registry is
+    /// unchanged.
     pub fn remove(&self, key: &K) -> Option<(Arc<V>, Vec<Removed<C>>)> {
         let mut writer = self.lock_writer();
         let current = self.snapshot.load();
         let old = Arc::clone(cell::get(&current).get(key)?);
-        let removed = old
+        let removed: Vec<Removed<C>> = old
             .consumers
             .iter()
-            .map(|(id, c)| {
-                writer.owners.remove(id);
-                Removed {
-                    id: *id,
-                    consumer: Arc::clone(c),
-                }
+            .map(|(id, c)| Removed {
+                id: *id,
+                consumer: Arc::clone(c),
             })
             .collect();
         let value = Arc::clone(&old.value);
         drop(old);
-        self.publish(&writer, current, |map| {
+        let next = Self::modified(current, |map| {
             map.remove(key);
         });
+        self.publish(&writer, next);
+        for r in &removed {
+            // Cannot panic: hashes a `ConsumerId`.
+            writer.owners.remove(&r.id);
+        }
         Some((value, removed))
     }
 
@@ -347,20 +375,33 @@ impl<K: Hash + Eq + Clone, V, C> Registry<K, V, C> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Clone-modify-publish. The `MutexGuard` argument proves the caller holds the writer
-    /// lock, so `current` is the latest map and nobody else stores meanwhile.
-    fn publish(
-        &self,
-        _writer: &MutexGuard<'_, Writer<K>>,
+    /// Clone-modify: the next map, built aside. Runs key methods (the clone, and whatever
+    /// `modify` looks up), so a panic here leaves the registry as it was.
+    fn modified(
         current: cell::Guard<Map<K, V, C>>,
         modify: impl FnOnce(&mut Map<K, V, C>),
-    ) {
+    ) -> Map<K, V, C> {
         let mut next = cell::get(&current).clone();
         // Release our own hold on the old map before publishing, so it can be freed at once.
         drop(current);
         modify(&mut next);
+        next
+    }
+
+    /// Publishes `next` with one `swap`, which runs no key method. The `MutexGuard` argument
+    /// proves the caller holds the writer lock, so `next` was built from the latest map and
+    /// nobody else stores meanwhile.
+    fn publish(&self, _writer: &MutexGuard<'_, Writer<K>>, next: Map<K, V, C>) {
         let old = self.snapshot.swap(Arc::new(next));
         reclaim(old);
+    }
+}
+
+/// Replaces the entry of `key`, which the map holds, without cloning the key.
+fn replace_entry<K: Hash + Eq, V, C>(map: &mut Map<K, V, C>, key: &K, entry: Arc<Entry<V, C>>) {
+    match map.get_mut(key) {
+        Some(slot) => *slot = entry,
+        None => debug_assert!(false, "the entry to replace is missing"),
     }
 }
 
@@ -574,6 +615,117 @@ mod tests {
         for id in ids {
             assert!(registry.remove_consumer(id).is_none());
         }
+    }
+
+    /// A key whose `Hash` or `Clone` panics on demand: at the `n`-th call on this thread after
+    /// [`arm`], counting from 0.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Touchy(u8);
+
+    thread_local! {
+        static ARMED: std::cell::Cell<Option<(&'static str, u32)>> =
+            const { std::cell::Cell::new(None) };
+    }
+
+    fn arm(method: &'static str, nth: u32) {
+        ARMED.with(|a| a.set(Some((method, nth))));
+    }
+
+    fn disarm() {
+        ARMED.with(|a| a.set(None));
+    }
+
+    fn maybe_panic(method: &'static str) {
+        ARMED.with(|a| match a.get() {
+            Some((m, 0)) if m == method => {
+                a.set(None);
+                panic!("Touchy::{method} panics on demand");
+            }
+            Some((m, n)) if m == method => a.set(Some((m, n - 1))),
+            _ => {}
+        });
+    }
+
+    impl std::hash::Hash for Touchy {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            maybe_panic("hash");
+            self.0.hash(state);
+        }
+    }
+
+    impl Clone for Touchy {
+        fn clone(&self) -> Self {
+            maybe_panic("clone");
+            Self(self.0)
+        }
+    }
+
+    /// The id → key index names exactly the consumers of the published snapshot.
+    fn assert_index_matches_snapshot(registry: &Registry<Touchy, (), u32>, context: &str) {
+        let writer = registry.lock_writer();
+        let snapshot = registry.load();
+        let mut published = 0;
+        for (key, entry) in snapshot.iter() {
+            for (id, _) in entry.consumers() {
+                published += 1;
+                assert_eq!(
+                    writer.owners.get(&id),
+                    Some(key),
+                    "{context}: consumer {id:?} is published but not indexed"
+                );
+            }
+        }
+        assert_eq!(
+            writer.owners.len(),
+            published,
+            "{context}: the index names consumers that are not published"
+        );
+    }
+
+    #[test]
+    fn a_panicking_key_method_leaves_the_index_and_the_snapshot_in_step() {
+        type Op = fn(&Registry<Touchy, (), u32>, ConsumerId);
+        let ops: [(&str, Op); 4] = [
+            ("insert_consumer", |r, _| {
+                let _ = r.insert_consumer(&Touchy(1), 11);
+            }),
+            ("remove_consumer", |r, id| {
+                let _ = r.remove_consumer(id);
+            }),
+            ("remove", |r, _| {
+                let _ = r.remove(&Touchy(1));
+            }),
+            ("get_or_insert", |r, _| {
+                let _ = r.get_or_insert(Touchy(7), || ());
+            }),
+        ];
+        let mut panics = 0;
+        for method in ["hash", "clone"] {
+            // Every call of the method during the operation, in turn, is the one that panics.
+            for nth in 0..12 {
+                for (name, op) in ops {
+                    let registry: Registry<Touchy, (), u32> = Registry::new();
+                    for k in 0..3 {
+                        registry.get_or_insert(Touchy(k), || ());
+                    }
+                    let id = registry.insert_consumer(&Touchy(1), 10).expect("key");
+                    registry.insert_consumer(&Touchy(2), 20).expect("key");
+                    arm(method, nth);
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        op(&registry, id)
+                    }));
+                    disarm();
+                    panics += usize::from(result.is_err());
+                    let context = format!("{name} with {method} call {nth} panicking");
+                    assert_index_matches_snapshot(&registry, &context);
+                    // And the registry still works: the lock's poison is taken over.
+                    let again = registry.insert_consumer(&Touchy(0), 1).expect("key");
+                    assert!(registry.remove_consumer(again).is_some(), "{context}");
+                    assert_index_matches_snapshot(&registry, &context);
+                }
+            }
+        }
+        assert!(panics > 20, "the key methods panicked only {panics} times");
     }
 
     /// Writers churn consumers while readers check every snapshot is consistent and that a

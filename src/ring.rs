@@ -10,6 +10,16 @@
 //! system call while the consumer is awake, and a parked consumer is never left asleep next to
 //! an item. The handshake and the index protocol are model-checked with loom (`loom-tests/`).
 //!
+//! The wake path takes no lock, so a push never waits on the consumer's thread. The consumer's
+//! `Thread` handle sits in a slot guarded by a three-state word (idle, borrowed by the producer,
+//! being written by the consumer) instead of a mutex. The consumer writes the slot only when it
+//! parks on a thread other than the one it registered last (once per thread change, not once
+//! per park), after taking the word from idle to writing; if the producer is just then
+//! unparking through the old handle, the consumer waits out that one `unpark`. The producer
+//! borrows the slot with one compare-and-swap from idle; if it finds the consumer writing, it
+//! skips the unpark: a consumer still registering has not announced the sleep yet, so its
+//! re-check after the fence sees the push (see `Shared`'s `# Synchronization`).
+//!
 //! The layout follows `rtrb`: one constructor returns the two halves, so exactly one producer
 //! and one consumer exist; head and tail sit on their own cache lines
 //! ([`crossbeam_utils::CachePadded`]); each half caches the other's index and reads the shared
@@ -49,15 +59,15 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use std::{cell::Cell, fmt, mem::MaybeUninit, sync::PoisonError, time::Duration};
+use std::{cell::Cell, fmt, mem::MaybeUninit, time::Duration};
 
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    Arc, Deadline, Mutex, UnsafeCell,
+    Arc, Deadline, UnsafeCell,
     atomic::{AtomicBool, AtomicUsize, Ordering, fence},
     hint,
-    thread::{self, Thread},
+    thread::{self, Thread, ThreadId},
 };
 
 /// The largest capacity a ring can have: indices run free modulo `usize::MAX + 1`, and the
@@ -74,8 +84,8 @@ const DEADLINE_CHECK_EVERY: u64 = 16;
 ///
 /// # Panics
 ///
-/// If `capacity` is 0 or larger than [`MAX_CAPACITY`]; [`with_strategy`] returns a
-/// [`CapacityError`] instead.
+/// If `capacity` is 0, larger than [`MAX_CAPACITY`], or so large that the slots would not fit
+/// in `isize::MAX` bytes; [`with_strategy`] returns a [`CapacityError`] instead.
 ///
 /// # Examples
 ///
@@ -102,7 +112,8 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 ///
 /// # Errors
 ///
-/// [`CapacityError`] if `capacity` is 0 or larger than [`MAX_CAPACITY`].
+/// [`CapacityError`] if `capacity` is 0, larger than [`MAX_CAPACITY`], or (rounded up) too
+/// large for its slots to fit in `isize::MAX` bytes, the most one allocation can hold.
 ///
 /// # Examples
 ///
@@ -113,6 +124,10 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 /// assert_eq!(producer.capacity(), 1024);
 /// assert_eq!(consumer.wait_strategy(), WaitStrategy::Spin);
 /// assert_eq!(ring::with_strategy::<u32>(0, WaitStrategy::Spin).err(), Some(CapacityError::Zero));
+/// assert!(matches!(
+///     ring::with_strategy::<u64>(1 << 61, WaitStrategy::Spin),
+///     Err(CapacityError::TooManyBytes { .. })
+/// ));
 /// # Ok::<(), CapacityError>(())
 /// ```
 pub fn with_strategy<T>(
@@ -126,6 +141,19 @@ pub fn with_strategy<T>(
         .checked_next_power_of_two()
         .filter(|&c| c <= MAX_CAPACITY)
         .ok_or(CapacityError::TooLarge(capacity))?;
+    // Checked before allocating: a slice of more than `isize::MAX` bytes cannot exist, and
+    // `collect` would panic ("capacity overflow") rather than fail. Zero-sized items take no
+    // bytes, whatever the capacity.
+    let slot_bytes = size_of::<UnsafeCell<MaybeUninit<T>>>();
+    if capacity
+        .checked_mul(slot_bytes)
+        .is_none_or(|bytes| bytes > isize::MAX as usize)
+    {
+        return Err(CapacityError::TooManyBytes {
+            capacity,
+            item_bytes: slot_bytes,
+        });
+    }
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect();
@@ -134,7 +162,8 @@ pub fn with_strategy<T>(
         tail: CachePadded::new(AtomicUsize::new(0)),
         sleeper: CachePadded::new(Sleeper {
             sleeping: AtomicBool::new(false),
-            thread: Mutex::new(None),
+            access: AtomicUsize::new(IDLE),
+            thread: UnsafeCell::new(None),
         }),
         disconnected: AtomicBool::new(false),
         slots,
@@ -151,6 +180,7 @@ pub fn with_strategy<T>(
         shared,
         head: Cell::new(0),
         cached_tail: Cell::new(0),
+        registered: None,
     };
     Ok((producer, consumer))
 }
@@ -211,6 +241,13 @@ impl WaitStrategy {
 ///   `tail..head + capacity`. So no slot is ever accessed by both halves at once.
 /// - `head` is written only by the consumer, `tail` only by the producer; `sleeping` is set only
 ///   by the consumer; `disconnected` goes from `false` to `true` once, when the first half drops.
+/// - `sleeper.access` is `IDLE`, `BORROWED` or `WRITING`. Only the producer moves it
+///   `IDLE -> BORROWED -> IDLE`, only the consumer `IDLE -> WRITING -> IDLE`, each with a
+///   compare-and-swap from `IDLE`, so at most one of them is past it at a time:
+///   `sleeper.thread` is read only by the producer while it holds `BORROWED`, and written
+///   only by the consumer while it holds `WRITING`.
+/// - `sleeper.thread`, once the consumer has parked, names the thread of its last
+///   registration: the consumer re-registers before it parks on any other thread.
 ///
 /// # Synchronization
 ///
@@ -225,6 +262,17 @@ impl WaitStrategy {
 ///   loads `sleeping`. The two fences are totally ordered, so at least one side sees the other's
 ///   store: either the consumer sees the item and does not park, or the producer sees `sleeping`
 ///   and unparks it (an unpark before the park makes the park return at once).
+/// - Thread handle (no lock): the consumer writes `thread` between its `Acquire` CAS
+///   `IDLE -> WRITING` and its `Release` store of `IDLE`; the producer reads it between its
+///   `Acquire` CAS `IDLE -> BORROWED` and its `Release` store of `IDLE`. Each Acquire CAS reads
+///   the other side's Release store (or an older `IDLE`), so the producer sees the handle the
+///   consumer wrote last, and the consumer overwrites it only after the producer's `unpark`
+///   through it returned. The producer never waits: if its CAS finds `WRITING`, it skips the
+///   unpark. That loses no wake-up: the consumer registers before it stores `sleeping = true`
+///   and fences, so if its fence came first in the total order the producer's CAS (after the
+///   producer's fence) would read that registration's `IDLE` or later, not `WRITING`. Reading
+///   `WRITING` means the consumer's fence comes after the producer's, and its re-check sees the
+///   push. The consumer may wait for the producer (one `unpark` long), never the reverse.
 /// - Disconnect: a half's `Release` store of `disconnected` pairs with the other's `Acquire`
 ///   load, so a consumer that sees the producer gone also sees all its pushes.
 /// - Drop: the last `Arc` owner drops the items left in `head..tail`; the `Arc`'s own counter
@@ -236,7 +284,8 @@ struct Shared<T> {
     tail: CachePadded<AtomicUsize>,
     /// The consumer's "I am about to sleep" announcement and the thread to unpark. The producer
     /// reads `sleeping` on every push of a parking ring, so it has its own cache line, which
-    /// stays shared and quiet while the consumer is awake.
+    /// stays shared and quiet while the consumer is awake (the handle is written once per
+    /// thread change, not per park).
     sleeper: CachePadded<Sleeper>,
     /// Set by whichever half is dropped first.
     disconnected: AtomicBool,
@@ -248,20 +297,82 @@ struct Shared<T> {
     strategy: WaitStrategy,
 }
 
-/// See [`Shared`]'s `# Synchronization`.
+/// See [`Shared`]'s `# Invariants` and `# Synchronization`.
 struct Sleeper {
     /// `true` from the consumer's announcement until it wakes up.
     sleeping: AtomicBool,
-    /// The consumer's thread, stored before `sleeping` is set (the consumer may move between
-    /// threads, so it stores itself each time it is about to park). The lock is taken only on
-    /// the slow path: by the consumer before parking, by the producer to unpark it.
-    thread: Mutex<Option<Thread>>,
+    /// Who may touch `thread`: [`IDLE`], [`BORROWED`] or [`WRITING`].
+    access: AtomicUsize,
+    /// The consumer's thread, registered before it first parks on that thread (a consumer that
+    /// moved to another thread registers again). `None` until the first park.
+    thread: UnsafeCell<Option<Thread>>,
+}
+
+/// [`Sleeper::access`]: nobody touches the thread handle.
+const IDLE: usize = 0;
+/// [`Sleeper::access`]: the producer is reading the handle to unpark the consumer.
+const BORROWED: usize = 1;
+/// [`Sleeper::access`]: the consumer is writing its new thread into the handle.
+const WRITING: usize = 2;
+
+impl Sleeper {
+    /// The consumer's side: makes `thread` the one the producer unparks. Waits only while the
+    /// producer is inside one `unpark` through the old handle.
+    #[cold]
+    fn register(&self, thread: Thread) {
+        // Acquire: pairs with the producer's Release store of `IDLE` after its borrow, so its
+        // read of the old handle is done before we overwrite it.
+        while self
+            .access
+            .compare_exchange_weak(IDLE, WRITING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            hint::spin_loop();
+        }
+        self.thread.with_mut(|p| {
+            // SAFETY: we hold `WRITING`, so the producer does not read the handle (it reads
+            // only while holding `BORROWED`, which it cannot take from `WRITING`); we are the
+            // only consumer, so nobody else writes it.
+            unsafe { *p = Some(thread) }
+        });
+        // Release: a producer whose Acquire CAS reads this `IDLE` sees the handle just written.
+        self.access.store(IDLE, Ordering::Release);
+    }
+
+    /// The producer's side: unparks the registered consumer thread. Never waits.
+    #[cold]
+    fn unpark(&self) {
+        // Acquire: pairs with the consumer's Release store of `IDLE` after it wrote the handle.
+        match self
+            .access
+            .compare_exchange(IDLE, BORROWED, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => {
+                self.thread.with(|p| {
+                    // SAFETY: we hold `BORROWED`, so the consumer does not write the handle
+                    // until we store `IDLE` below.
+                    if let Some(thread) = unsafe { &*p } {
+                        thread.unpark();
+                    }
+                });
+                // Release: our read of the handle happens before the consumer's Acquire CAS
+                // lets it overwrite the handle.
+                self.access.store(IDLE, Ordering::Release);
+            }
+            // The consumer is registering: it has not announced the park that this wake-up is
+            // for, and its re-check after the fence will see what we published (see
+            // `# Synchronization`).
+            Err(state) => debug_assert_eq!(state, WRITING, "one producer borrows at a time"),
+        }
+    }
 }
 
 // SAFETY: `Shared` is shared between exactly one producer and one consumer. Values of `T` are
 // moved from the producer's thread to the consumer's (hence `T: Send`), never shared: the
 // invariants give each slot to one half at a time, with the Release/Acquire pairs on `head` and
-// `tail` ordering the hand-over. Every other field is an atomic or a mutex.
+// `tail` ordering the hand-over. The thread handle (`Thread` is `Send + Sync`) is read and
+// written only under the `access` protocol, which gives it to one half at a time. Every other
+// field is an atomic.
 unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
@@ -290,19 +401,6 @@ impl<T> Shared<T> {
         d
     }
 
-    /// Wakes the consumer thread, if one registered. Cold: only after it announced sleeping.
-    #[cold]
-    fn unpark_consumer(&self) {
-        let thread = self
-            .sleeper
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(thread) = thread.as_ref() {
-            thread.unpark();
-        }
-    }
-
     /// The producer's half of the wake-up handshake, after it published `tail` or
     /// `disconnected`.
     #[inline]
@@ -310,12 +408,10 @@ impl<T> Shared<T> {
         // SeqCst: the Dekker fence, paired with the consumer's fence in `park_until`: either it
         // sees what we just stored, or we see its `sleeping = true` below.
         fence(Ordering::SeqCst);
-        // Acquire: pairs with the consumer's Release store of `sleeping`, so the thread handle
-        // it stored before is what we find under the lock. (Mutex order plus coherence already
-        // imply this, and loom passes with Relaxed; the pair keeps the argument local and is
-        // free on x86.)
-        if self.sleeper.sleeping.load(Ordering::Acquire) {
-            self.unpark_consumer();
+        // Relaxed: the fence above orders this load for the handshake; the thread handle is
+        // published by the `access` protocol in `Sleeper::unpark`, not by this flag.
+        if self.sleeper.sleeping.load(Ordering::Relaxed) {
+            self.sleeper.unpark();
         }
     }
 }
@@ -591,6 +687,9 @@ pub struct Consumer<T> {
     head: Cell<usize>,
     /// The last `shared.tail` we loaded: a lower bound on the real tail.
     cached_tail: Cell<usize>,
+    /// The thread registered in `shared.sleeper.thread`, if any: we register again when we
+    /// park on another one.
+    registered: Option<ThreadId>,
 }
 
 impl<T> Consumer<T> {
@@ -785,14 +884,16 @@ impl<T> Consumer<T> {
     fn park_until(&mut self, deadline: Deadline) -> Result<T, PopTimeoutError> {
         let shared = Arc::clone(&self.shared);
         let sleeper = &shared.sleeper;
-        *sleeper
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(thread::current());
+        let me = thread::current();
+        if self.registered != Some(me.id()) {
+            // First park, or the consumer moved: the producer must unpark this thread now.
+            // Done before the announcement below, which the handshake argument relies on.
+            self.registered = Some(me.id());
+            sleeper.register(me);
+        }
         loop {
-            // Release: a producer whose Acquire load reads `true` also sees the thread handle
-            // stored above.
-            sleeper.sleeping.store(true, Ordering::Release);
+            // Relaxed: the fence below orders this store for the handshake.
+            sleeper.sleeping.store(true, Ordering::Relaxed);
             // SeqCst: the Dekker fence, paired with the producer's in `wake_if_sleeping`:
             // either the re-check below sees its `tail`/`disconnected` store, or it sees our
             // `sleeping = true` and unparks us.
@@ -975,4 +1076,13 @@ pub enum CapacityError {
     /// The capacity (here the requested one) rounds up past [`MAX_CAPACITY`].
     #[error("ring buffer capacity {0} is too large")]
     TooLarge(usize),
+    /// The capacity (rounded up) times the size of a slot exceeds `isize::MAX` bytes, the
+    /// most one allocation can hold. Ask for fewer items, or box large items.
+    #[error("ring buffer capacity {capacity} of {item_bytes}-byte slots exceeds isize::MAX bytes")]
+    TooManyBytes {
+        /// The capacity, rounded up to a power of two.
+        capacity: usize,
+        /// The size of one slot, in bytes.
+        item_bytes: usize,
+    },
 }

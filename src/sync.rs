@@ -147,7 +147,7 @@ mod std_backend {
     /// Threads (std backend). Spawn through [`thread::Builder`] so every thread has a name.
     pub mod thread {
         pub use std::thread::{
-            Builder, JoinHandle, Thread, current, park, park_timeout, yield_now,
+            Builder, JoinHandle, Thread, ThreadId, current, park, park_timeout, yield_now,
         };
     }
 
@@ -262,7 +262,7 @@ mod loom_backend {
 
     /// Threads (loom backend).
     pub mod thread {
-        pub use loom::thread::{Builder, JoinHandle, Thread, current, park, yield_now};
+        pub use loom::thread::{Builder, JoinHandle, Thread, ThreadId, current, park, yield_now};
 
         /// loom has no `park_timeout`: this parks without a timeout.
         ///

@@ -60,8 +60,11 @@ const NIL: u32 = u32::MAX;
 pub struct TimerKey {
     /// Slab index.
     index: u32,
-    /// The slab node's generation when the timer was inserted.
-    generation: u32,
+    /// The slab node's generation when the timer was inserted. 64 bits so that it never wraps:
+    /// at one insert/cancel cycle per nanosecond a slot would need 584 years to come back to
+    /// a generation a stale key holds (a `u32` came back after 2^32 cycles, about an hour at a
+    /// million cycles a second, and let a stale key cancel an unrelated timer).
+    generation: u64,
 }
 
 /// Where a timer's node is linked.
@@ -110,7 +113,8 @@ enum Node<T> {
 }
 
 struct SlabSlot<T> {
-    generation: u32,
+    /// Bumped each time the node is freed; see `TimerKey::generation`.
+    generation: u64,
     node: Node<T>,
 }
 
@@ -346,6 +350,14 @@ impl<T> TimerWheel<T> {
         assert_eq!(used, self.len);
     }
 
+    /// Ages slab node `index` by `cycles` insert/cancel cycles at once, so a test can reach a
+    /// generation's wrap point without running billions of cycles.
+    #[cfg(test)]
+    fn age_slot(&mut self, index: u32, cycles: u64) {
+        let slot = &mut self.slab[index as usize];
+        slot.generation = slot.generation.wrapping_add(cycles as _);
+    }
+
     /// Links node `index` into the level, slot or overflow list its deadline calls for.
     fn place(&mut self, index: u32) {
         let when = self.timer(index).when;
@@ -522,6 +534,7 @@ impl<T> TimerWheel<T> {
                 next_free: self.free_head,
             },
         );
+        // Cannot overflow in practice (2^64 cycles); wrapping keeps `free` panic-free anyway.
         slot.generation = slot.generation.wrapping_add(1);
         self.free_head = index;
         self.len -= 1;
@@ -622,5 +635,27 @@ mod tests {
         assert_eq!(fire(&mut wheel, 1_000), [3, 4]);
         assert_eq!(fire(&mut wheel, 2_000), [2]);
         assert_eq!(wheel.cancel(b), None, "fired");
+    }
+
+    #[test]
+    fn a_stale_key_never_matches_after_2_pow_32_cycles_on_its_slot() {
+        let mut wheel = TimerWheel::new(0);
+        let stale = wheel.insert(100, 1);
+        assert_eq!(wheel.cancel(stale), Some(1));
+        // 2^32 - 1 more insert/cancel cycles on the same slot: with a 32-bit generation the
+        // slot would be back at the stale key's generation.
+        wheel.age_slot(stale.index, (1 << 32) - 1);
+        let live = wheel.insert(200, 2);
+        assert_eq!(
+            live.index, stale.index,
+            "the LIFO free list reuses the slot"
+        );
+        assert_eq!(
+            wheel.cancel(stale),
+            None,
+            "a stale key cancelled a live timer"
+        );
+        assert_eq!(wheel.len(), 1);
+        assert_eq!(wheel.cancel(live), Some(2));
     }
 }

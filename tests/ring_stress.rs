@@ -18,6 +18,8 @@ use std::{
     time::Duration,
 };
 
+mod util;
+
 use tvdatafeed::ring::{self, CapacityError, PopError, PopTimeoutError, PushError, WaitStrategy};
 
 const COUNT: u64 = if cfg!(debug_assertions) {
@@ -28,6 +30,12 @@ const COUNT: u64 = if cfg!(debug_assertions) {
 
 /// Long enough never to fire on a healthy run: a wait that times out is a failure.
 const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How soon a wake-up must end a parked wait in the wake-up tests: far below [`PATIENCE`], so a
+/// lost wake-up (which still ends the wait, when the patience runs out, with the item) fails
+/// instead of only being slow. Generous for a loaded 2-core machine, where a wake-up takes
+/// microseconds to milliseconds.
+const WAKE_WITHIN: Duration = Duration::from_secs(5);
 
 /// The tests below spin on both cores; run in parallel they starve each other's threads of
 /// time slices (seconds of scheduler waits on a 2-core machine), so each takes this lock.
@@ -276,8 +284,14 @@ fn push_wakes_a_parked_consumer() {
         for _ in 0..(round % 7) {
             thread::yield_now();
         }
+        let pushed = util::now();
         producer.push(round).expect("room in ring");
         assert_eq!(handle.join().expect("consumer panicked"), Ok(round));
+        let took = pushed.elapsed();
+        assert!(
+            took < WAKE_WITHIN,
+            "round {round}: the push did not wake the parked consumer ({took:?})"
+        );
     }
 }
 
@@ -292,10 +306,16 @@ fn producer_drop_wakes_a_parked_consumer() {
         for _ in 0..(round % 7) {
             thread::yield_now();
         }
+        let dropped = util::now();
         drop(producer);
         assert_eq!(
             handle.join().expect("consumer panicked"),
             Err(PopTimeoutError::Abandoned)
+        );
+        let took = dropped.elapsed();
+        assert!(
+            took < WAKE_WITHIN,
+            "round {round}: the drop did not wake the parked consumer ({took:?})"
         );
     }
 }
@@ -368,6 +388,42 @@ fn capacity_zero_and_overflow_are_typed_errors() {
         ring::with_strategy::<()>(ring::MAX_CAPACITY + 1, WaitStrategy::Spin).err(),
         Some(CapacityError::TooLarge(ring::MAX_CAPACITY + 1))
     );
+}
+
+#[test]
+fn capacity_whose_bytes_overflow_is_a_typed_error_not_a_panic() {
+    let _serial = one_at_a_time();
+    // 2^61 slots of 8 bytes: 2^64 bytes, past `isize::MAX` (and `usize`).
+    assert_eq!(
+        ring::with_strategy::<u64>(1 << 61, WaitStrategy::Spin).err(),
+        Some(CapacityError::TooManyBytes {
+            capacity: 1 << 61,
+            item_bytes: 8,
+        })
+    );
+    // Fits `usize` but not `isize::MAX`: 2^60 slots of 8 bytes.
+    assert!(matches!(
+        ring::with_strategy::<u64>(1 << 60, WaitStrategy::Spin),
+        Err(CapacityError::TooManyBytes { .. })
+    ));
+    // Rounded up before the check: 2^58 + 1 slots of 32 bytes is 2^59 slots, 2^64 bytes.
+    assert_eq!(
+        ring::with_strategy::<[u64; 4]>((1 << 58) + 1, WaitStrategy::Spin).err(),
+        Some(CapacityError::TooManyBytes {
+            capacity: 1 << 59,
+            item_bytes: 32,
+        })
+    );
+    let e = ring::with_strategy::<u64>(1 << 61, WaitStrategy::Spin).expect_err("too many bytes");
+    assert_eq!(
+        e.to_string(),
+        "ring buffer capacity 2305843009213693952 of 8-byte slots exceeds isize::MAX bytes"
+    );
+    // Zero-sized items take no bytes: the byte check never rejects them (building a ring of
+    // `MAX_CAPACITY` of them would take a while, as each slot is initialized).
+    let (producer, _consumer) =
+        ring::with_strategy::<()>(1 << 16, WaitStrategy::Spin).expect("no bytes");
+    assert_eq!(producer.capacity(), 1 << 16);
 }
 
 #[test]

@@ -1,7 +1,11 @@
 //! `tvdatafeed hist`: download closed bars as CSV or JSON lines.
 //!
 //! The output is built in memory and written only once the download succeeded, so an error
-//! never leaves partial rows on stdout or in `--out`.
+//! never leaves partial rows on stdout or in `--out`. Where `--out` writes is checked before
+//! the download starts (see `out.rs`).
+//!
+//! With `--include-forming`, CSV rows get a seventh column, `forming`: `false` on closed bars,
+//! `true` on the bar still forming (the last row); JSON puts `"forming":true` on that row only.
 
 use std::{
     fmt::Write as _,
@@ -9,6 +13,8 @@ use std::{
     path::PathBuf,
     time::Duration,
 };
+
+use crate::out::Out;
 
 use tvdatafeed::{
     AuthToken, Bar, Client, ClientConfig, Endpoint, Error, HistOptions, Interval, Symbol,
@@ -45,7 +51,8 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     if let Some(token) = args.token.filter(|t| !t.trim().is_empty()) {
         config = config.with_token(AuthToken::new(token.trim()));
     }
-    if let Some(url) = &args.url {
+    // An empty URL (e.g. `TVDATAFEED_URL=`) means the default, like an empty token.
+    if let Some(url) = args.url.as_deref().filter(|u| !u.trim().is_empty()) {
         let endpoint: Endpoint = url.parse().map_err(|e| invalid(format!("{e}")))?;
         config = config.with_endpoint(endpoint).map_err(to_io)?;
     }
@@ -54,6 +61,8 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             config = config.with_root_certificate(der);
         }
     }
+    // Before any network work: a destination we cannot write fails now, not after the download.
+    let out = Out::prepare(args.out.as_deref())?;
     let options = HistOptions::default().with_extended_session(args.extended);
     let client = Client::new(config);
     let bar = progress_bar(args.bars);
@@ -66,28 +75,27 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         b.finish_and_clear();
     }
     let history = result.map_err(to_io)?;
-    let mut rows: Vec<Bar> = history.bars;
-    if args.include_forming {
-        rows.extend(history.forming);
+    let got = history.bars.len();
+    if got < args.bars as usize {
+        // Not an error (the rows are what exists), but a script asking for more should know.
+        let _ = writeln!(
+            io::stderr(),
+            "tvdatafeed: {symbol} {interval}: {got} of {} bars asked (history depth of this \
+             account or symbol)",
+            args.bars
+        );
     }
-    let text = if args.json {
-        json(&symbol, interval, &rows)
+    let forming = if args.include_forming {
+        Some(history.forming.as_ref())
     } else {
-        csv(&rows)
+        None
     };
-    match &args.out {
-        Some(path) => {
-            // Write beside the target, then rename: no half-written file on failure.
-            let tmp = path.with_extension("tmp-tvdatafeed");
-            std::fs::write(&tmp, text.as_bytes())?;
-            std::fs::rename(&tmp, path)
-        }
-        None => {
-            let mut out = io::stdout().lock();
-            out.write_all(text.as_bytes())?;
-            out.flush()
-        }
-    }
+    let text = if args.json {
+        json(&symbol, interval, &history.bars, forming)
+    } else {
+        csv(&history.bars, forming)
+    };
+    out.finish(text.as_bytes())
 }
 
 fn to_io(e: Error) -> io::Error {
@@ -131,11 +139,19 @@ fn num(x: f64) -> String {
     format!("{x}")
 }
 
-fn csv(rows: &[Bar]) -> String {
-    let mut s = String::from("time,open,high,low,close,volume\n");
-    for b in rows {
+/// The closed bars, then (when `forming` is `Some`, i.e. `--include-forming`) a `forming`
+/// column and the forming bar, if any, marked `true`.
+fn csv(closed: &[Bar], forming: Option<Option<&Bar>>) -> String {
+    let mark = forming.is_some();
+    let mut s = String::from("time,open,high,low,close,volume");
+    s.push_str(if mark { ",forming\n" } else { "\n" });
+    let rows = closed
+        .iter()
+        .map(|b| (b, false))
+        .chain(forming.flatten().map(|b| (b, true)));
+    for (b, is_forming) in rows {
         let volume = b.volume.map(num).unwrap_or_default();
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{},{},{},{},{},{volume}",
             b.time,
@@ -144,18 +160,33 @@ fn csv(rows: &[Bar]) -> String {
             num(b.low),
             num(b.close)
         );
+        if mark {
+            let _ = write!(s, ",{is_forming}");
+        }
+        s.push('\n');
     }
     s
 }
 
-fn json(symbol: &Symbol, interval: Interval, rows: &[Bar]) -> String {
+/// One object per line; the forming bar (with `--include-forming`) has `"forming":true`.
+fn json(
+    symbol: &Symbol,
+    interval: Interval,
+    closed: &[Bar],
+    forming: Option<Option<&Bar>>,
+) -> String {
     // Symbols and intervals are validated ASCII without quotes or backslashes.
     let mut s = String::new();
-    for b in rows {
+    let rows = closed
+        .iter()
+        .map(|b| (b, false))
+        .chain(forming.flatten().map(|b| (b, true)));
+    for (b, is_forming) in rows {
         let volume = b.volume.map_or_else(|| "null".to_owned(), num);
+        let mark = if is_forming { r#","forming":true"# } else { "" };
         let _ = writeln!(
             s,
-            r#"{{"symbol":"{symbol}","interval":"{interval}","time":{},"open":{},"high":{},"low":{},"close":{},"volume":{volume}}}"#,
+            r#"{{"symbol":"{symbol}","interval":"{interval}","time":{},"open":{},"high":{},"low":{},"close":{},"volume":{volume}{mark}}}"#,
             b.time,
             num(b.open),
             num(b.high),
@@ -173,12 +204,14 @@ pub(crate) fn search(
     exchange: Option<&str>,
     as_json: bool,
     url: Option<String>,
+    timeout: Duration,
 ) -> io::Result<()> {
     if text.trim().is_empty() {
         return Err(invalid("the search text is empty".into()));
     }
-    let mut config = HttpConfig::default();
-    if let Some(u) = url {
+    let mut config = HttpConfig::default().with_timeout(timeout);
+    // An empty URL (e.g. `TVDATAFEED_SEARCH_URL=`) means the default.
+    if let Some(u) = url.filter(|u| !u.trim().is_empty()) {
         config = config.with_search_url(u);
     }
     let results = http::search(&config, text.trim(), exchange).map_err(to_io)?;
@@ -210,7 +243,7 @@ pub(crate) fn search(
             );
         }
     }
-    let mut out = io::stdout().lock();
+    let mut out = crate::stdout();
     out.write_all(s.as_bytes())?;
     out.flush()
 }

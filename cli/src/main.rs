@@ -1,16 +1,23 @@
 //! The `tvdatafeed` command line.
 //!
-//! - `tvdatafeed sim --bind 127.0.0.1:PORT [--tls]` runs the TradingView-protocol simulator,
-//!   prints its URL and serves until stopped.
+//! - `tvdatafeed sim --bind 127.0.0.1:PORT [--tls [--cert-out FILE]] [--allow-remote]` runs
+//!   the TradingView-protocol simulator, prints its URL and serves until stopped. A
+//!   non-loopback `--bind` needs `--allow-remote`.
 //! - `tvdatafeed decode [FILE]` reads TradingView websocket messages, one per line (a capture
 //!   log, or `-`/nothing for standard input), and prints each frame as a typed message.
 //!
 //! - `tvdatafeed hist EXCHANGE:TICKER INTERVAL [--bars N] [--url URL] [--token T]
-//!   [--format csv|json] [--include-forming] [--extended] [--out FILE]` downloads closed bars.
-//!   CSV has the header `time,open,high,low,close,volume` (`time`: the bar's open, integer UTC
-//!   seconds; `volume` empty when the symbol has none); JSON is one object per line. Rows ascend
-//!   by time. On error: one line on stderr, a non-zero exit, nothing on stdout.
-//! - `tvdatafeed search TEXT [--exchange E] [--format csv|json]` searches symbols.
+//!   [--format csv|json] [--include-forming] [--extended] [--out FILE|-] [--timeout-secs S]`
+//!   downloads closed bars. CSV has the header `time,open,high,low,close,volume` (`time`: the
+//!   bar's open, integer UTC seconds; `volume` empty when the symbol has none), plus a
+//!   `forming` column (`true` on the forming bar) with `--include-forming`; JSON is one object
+//!   per line, the forming bar with `"forming":true`. Rows ascend by time. Fewer bars than
+//!   asked is said on stderr (exit 0). On error: one line on stderr, a non-zero exit, nothing
+//!   on stdout.
+//! - `tvdatafeed search TEXT [--exchange E] [--format csv|json] [--timeout-secs S]` searches
+//!   symbols.
+//!
+//! A closed standard output is an error (exit 1), as is any failed write.
 
 use std::{
     fs::File,
@@ -21,6 +28,7 @@ use std::{
 };
 
 mod hist;
+mod out;
 
 use clap::{Parser, Subcommand};
 use tvdatafeed::{
@@ -48,6 +56,13 @@ enum Format {
     Json,
 }
 
+/// The longest timeout the command line passes on: larger values (up to `u64::MAX` seconds)
+/// mean "no practical deadline" and are capped here, where deadline arithmetic cannot overflow.
+const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// The largest heartbeat period the simulator accepts, in seconds: a year.
+const MAX_HEARTBEAT_SECS: u64 = 365 * 24 * 3600;
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Search symbols by text.
@@ -60,9 +75,13 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
-        /// Search endpoint (default: TradingView's v3 symbol search).
+        /// Search endpoint (default: TradingView's v3 symbol search; an empty value means the
+        /// default).
         #[arg(long, env = "TVDATAFEED_SEARCH_URL")]
         url: Option<String>,
+        /// Deadline of the whole search, in seconds (values above a year mean a year).
+        #[arg(long, default_value_t = 20)]
+        timeout_secs: u64,
     },
     /// Download historical bars.
     Hist {
@@ -73,7 +92,8 @@ enum Command {
         /// Number of closed bars wanted.
         #[arg(long, default_value_t = 100)]
         bars: u32,
-        /// Websocket endpoint (default: TradingView's data host).
+        /// Websocket endpoint (default: TradingView's data host; an empty value means the
+        /// default).
         #[arg(long, env = "TVDATAFEED_URL")]
         url: Option<String>,
         /// Auth token (default: TV_AUTH_TOKEN, else anonymous).
@@ -82,32 +102,38 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
-        /// Also print the bar still forming, last.
+        /// Also print the bar still forming, last, marked: CSV gets a 7th column `forming`
+        /// (`false` on closed bars, `true` on the forming one); JSON puts `"forming":true` on
+        /// the forming bar only.
         #[arg(long)]
         include_forming: bool,
         /// Include extended-hours bars.
         #[arg(long)]
         extended: bool,
-        /// Write to this file instead of standard output.
+        /// Write to this file instead of standard output (`-`: standard output). A regular file
+        /// is replaced atomically; a symlink is followed; a device or FIFO is written in place.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Trust this PEM root certificate too (e.g. the simulator's, from `sim --cert-out`).
         #[arg(long)]
         ca_cert: Option<PathBuf>,
-        /// Deadline of the whole download, in seconds.
+        /// Deadline of the whole download, in seconds (values above a year mean a year).
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
     /// Run the TradingView-protocol simulator on loopback until stopped (Ctrl-C).
     Sim {
-        /// Address to listen on.
+        /// Address to listen on (loopback unless --allow-remote).
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: std::net::SocketAddr,
+        /// Allow a --bind address other than loopback: the simulator then serves other hosts.
+        #[arg(long)]
+        allow_remote: bool,
         /// Serve wss:// with a self-signed certificate (its PEM goes to --cert-out or stderr).
         #[arg(long)]
         tls: bool,
-        /// Write the TLS root certificate (PEM) here.
-        #[arg(long)]
+        /// Write the TLS root certificate (PEM) here (needs --tls).
+        #[arg(long, requires = "tls")]
         cert_out: Option<PathBuf>,
         /// Market seed: the same seed gives the same bars.
         #[arg(long, default_value_t = 1)]
@@ -115,8 +141,9 @@ enum Command {
         /// Live update period per series, in milliseconds.
         #[arg(long, default_value_t = 250)]
         update_ms: u64,
-        /// Heartbeat period in seconds.
-        #[arg(long, default_value_t = 10)]
+        /// Heartbeat period in seconds, 1 to 31536000 (a year); the echo timeout is twice it.
+        #[arg(long, default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_HEARTBEAT_SECS))]
         heartbeat_secs: u64,
         /// Accept any Origin header (by default only https://*.tradingview.com).
         #[arg(long)]
@@ -140,7 +167,14 @@ fn main() -> ExitCode {
             exchange,
             format,
             url,
-        } => hist::search(&text, exchange.as_deref(), format == Format::Json, url),
+            timeout_secs,
+        } => hist::search(
+            &text,
+            exchange.as_deref(),
+            format == Format::Json,
+            url,
+            timeout(timeout_secs),
+        ),
         Command::Hist {
             symbol,
             interval,
@@ -164,7 +198,7 @@ fn main() -> ExitCode {
             extended,
             out,
             ca_cert,
-            timeout: Duration::from_secs(timeout_secs.max(1)),
+            timeout: timeout(timeout_secs),
         }),
         Command::Decode {
             file,
@@ -172,6 +206,7 @@ fn main() -> ExitCode {
         } => decode(file, max_frame_len),
         Command::Sim {
             bind,
+            allow_remote,
             tls,
             cert_out,
             seed,
@@ -179,25 +214,60 @@ fn main() -> ExitCode {
             heartbeat_secs,
             any_origin,
         } => {
+            // 1..=MAX_HEARTBEAT_SECS (the parser's range), so doubling it cannot overflow.
             let cfg = SimConfig::default()
                 .with_bind(bind)
                 .with_tls(tls)
                 .with_seed(seed)
                 .with_update_interval(Duration::from_millis(update_ms.max(1)))
-                .with_heartbeat_interval(Duration::from_secs(heartbeat_secs.max(1)))
-                .with_heartbeat_timeout(Duration::from_secs(heartbeat_secs.max(1) * 2))
+                .with_heartbeat_interval(Duration::from_secs(heartbeat_secs))
+                .with_heartbeat_timeout(Duration::from_secs(heartbeat_secs * 2))
                 .with_require_origin(!any_origin);
-            sim(cfg, cert_out)
+            if bind.ip().is_loopback() || allow_remote {
+                sim(cfg, cert_out)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "--bind {bind} is not a loopback address: the simulator would serve \
+                         other hosts; pass --allow-remote to mean it"
+                    ),
+                ))
+            }
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        // A closed standard output included (BrokenPipe): the output did not reach its reader,
+        // so the command failed. Rust ignores SIGPIPE, so this is an error value, not a signal.
         Err(e) => {
             let _ = writeln!(io::stderr(), "tvdatafeed: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `secs` as a timeout, at least a second and at most [`MAX_TIMEOUT_SECS`].
+fn timeout(secs: u64) -> Duration {
+    Duration::from_secs(secs.clamp(1, MAX_TIMEOUT_SECS))
+}
+
+/// Standard output, locked, whose errors say "standard output" (a closed pipe is then
+/// reported as such, not as a bare "Broken pipe").
+pub(crate) fn stdout() -> impl Write {
+    struct Named(io::StdoutLock<'static>);
+    impl Write for Named {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf).map_err(named)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.flush().map_err(named)
+        }
+    }
+    fn named(e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("standard output: {e}"))
+    }
+    Named(io::stdout().lock())
 }
 
 /// Decodes every line of `file`; lines longer than a frame of `max_frame_len` plus its header
@@ -213,15 +283,16 @@ fn decode(file: Option<PathBuf>, max_frame_len: usize) -> io::Result<()> {
     };
     let decoder = FrameDecoder::new().with_max_frame_len(max_frame_len);
     let mut parser = MessageParser::new();
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    let max_line = max_frame_len.saturating_add(32) as u64;
+    let mut out = io::BufWriter::new(stdout());
+    // Saturating: `--max-frame-len` may be as large as `usize::MAX` ("no limit").
+    let max_line = u64::try_from(max_frame_len.saturating_add(32)).unwrap_or(u64::MAX);
     let mut line = Vec::new();
     let mut input = input;
     let mut n = 0usize;
     loop {
         line.clear();
-        let read = io::Read::take(&mut input, max_line + 1).read_until(b'\n', &mut line)?;
+        let read =
+            io::Read::take(&mut input, max_line.saturating_add(1)).read_until(b'\n', &mut line)?;
         if read == 0 {
             break;
         }
@@ -286,7 +357,7 @@ fn sim(cfg: SimConfig, cert_out: Option<PathBuf>) -> io::Result<()> {
             None => write!(io::stderr(), "{pem}")?,
         }
     }
-    let mut out = io::stdout().lock();
+    let mut out = stdout();
     writeln!(out, "{}", sim.url())?;
     out.flush()?;
     drop(out);

@@ -4,6 +4,8 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
+    os::unix::fs::FileTypeExt,
+    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::Duration,
 };
@@ -21,6 +23,38 @@ fn bin() -> Command {
 
 fn run(c: &mut Command) -> Output {
     c.output().expect("run tvdatafeed")
+}
+
+/// Runs a command that must exit by itself; kills it and fails after `limit` (a regression
+/// that makes `sim` start instead of refusing would otherwise serve, and hang the test, forever).
+fn run_bounded(c: &mut Command, limit: Duration) -> Output {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tvdatafeed");
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test's own deadline on a child process"
+    )]
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("wait for tvdatafeed").is_some() {
+            return child.wait_with_output().expect("collect the output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("collect the output");
+            panic!(
+                "still running after {limit:?}; stdout: {}; stderr: {}",
+                stdout(&o),
+                stderr(&o)
+            );
+        }
+        // Polls the child: std offers no wait with a timeout on a process.
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
 }
 
 fn stdout(o: &Output) -> String {
@@ -103,6 +137,50 @@ fn hist_json_with_forming_bar_and_no_volume_for_an_index_from_the_env_url() {
         assert_eq!(r["open"].as_f64().unwrap(), want.open);
     }
     assert!(rows[3]["time"].as_i64() > rows[2]["time"].as_i64());
+    // Only the forming bar is marked.
+    for r in &rows[..3] {
+        assert!(r.get("forming").is_none(), "{r}");
+    }
+    assert_eq!(rows[3]["forming"], true);
+}
+
+#[test]
+fn hist_csv_marks_the_forming_row_in_a_forming_column() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let url = sim.url();
+    let o = run(bin().args([
+        "hist",
+        "BINANCE:BTCUSDT",
+        "1H",
+        "--bars",
+        "3",
+        "--url",
+        &url,
+        "--include-forming",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "time,open,high,low,close,volume,forming");
+    assert_eq!(lines.len(), 5, "header, 3 closed, the forming bar: {text}");
+    for row in &lines[1..4] {
+        assert_eq!(row.split(',').count(), 7, "{row}");
+        assert!(row.ends_with(",false"), "{row}");
+    }
+    assert!(lines[4].ends_with(",true"), "{}", lines[4]);
+    // Without the flag, the format is unchanged: six columns, no forming bar.
+    let o = run(bin().args([
+        "hist",
+        "BINANCE:BTCUSDT",
+        "1H",
+        "--bars",
+        "3",
+        "--url",
+        &url,
+    ]));
+    let text = stdout(&o);
+    assert_eq!(text.lines().next(), Some("time,open,high,low,close,volume"));
+    assert_eq!(text.lines().count(), 4);
 }
 
 #[test]
@@ -266,4 +344,512 @@ fn sim_serves_until_killed_and_prints_its_url_first() {
     let time: i64 = last.split(',').next().unwrap().parse().unwrap();
     let close: f64 = last.split(',').nth(4).unwrap().parse().unwrap();
     assert_eq!(close, market.bar(&sym, "1".parse().unwrap(), time).close);
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tvdatafeed-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The names in the directory, sorted.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `hist BINANCE:ETHUSDT 5 --bars 7` against `sim`, written to `out`.
+fn hist_out(sim: &Sim, out: &Path) -> Output {
+    run(bin()
+        .args([
+            "hist",
+            "BINANCE:ETHUSDT",
+            "5",
+            "--bars",
+            "7",
+            "--url",
+            &sim.url(),
+            "--out",
+        ])
+        .arg(out))
+}
+
+#[test]
+fn hist_out_writes_through_a_symlink_and_keeps_the_link() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let dir = TempDir::new("symlink");
+    let real = dir.join("real.csv");
+    std::fs::write(&real, "old\n").unwrap();
+    let link = dir.join("link.csv");
+    std::os::unix::fs::symlink("real.csv", &link).unwrap();
+    let o = hist_out(&sim, &link);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced"
+    );
+    assert_eq!(std::fs::read_to_string(&real).unwrap().lines().count(), 8);
+    // A dangling link names the file to create.
+    let dangling = dir.join("dangling.csv");
+    std::os::unix::fs::symlink("new.csv", &dangling).unwrap();
+    let o = hist_out(&sim, &dangling);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("new.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        8
+    );
+    assert_eq!(
+        dir.names(),
+        ["dangling.csv", "link.csv", "new.csv", "real.csv"]
+    );
+}
+
+#[test]
+fn hist_out_writes_into_a_fifo_for_its_reader() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let dir = TempDir::new("fifo");
+    let fifo = dir.join("rows.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::Builder::new()
+            .name("fifo-reader".into())
+            .spawn(move || {
+                // Blocks until the writer opens the FIFO, then reads to its close.
+                let _ = tx.send(std::fs::read_to_string(fifo).unwrap());
+            })
+            .unwrap()
+    };
+    let o = hist_out(&sim, &fifo);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(got) => got,
+        // Nobody wrote to the FIFO (it was replaced, and its reader waits on the old inode
+        // forever): fail without joining the reader.
+        Err(_) => panic!("the FIFO's reader got nothing"),
+    };
+    reader.join().unwrap();
+    assert_eq!(got.lines().count(), 8, "{got}");
+    assert!(got.starts_with("time,open,high,low,close,volume\n"));
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the FIFO was replaced"
+    );
+    assert_eq!(dir.names(), ["rows.fifo"]);
+}
+
+#[test]
+fn hist_out_to_a_device_writes_through_and_keeps_the_device() {
+    // A null device of our own in a temp dir (root can make one: CI and this machine run as
+    // root), not /dev/null itself: a regression that replaces the device must not break the
+    // machine's /dev/null.
+    let dir = TempDir::new("device");
+    let null = dir.join("null");
+    let made = Command::new("mknod")
+        .arg(&null)
+        .args(["c", "1", "3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: mknod needs root to make a device node"
+        );
+        return;
+    }
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let o = hist_out(&sim, &null);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    let meta = std::fs::symlink_metadata(&null).unwrap();
+    assert!(
+        meta.file_type().is_char_device(),
+        "the device was replaced by a regular file"
+    );
+    // Through a symlink to it too.
+    let link = dir.join("link");
+    std::os::unix::fs::symlink("null", &link).unwrap();
+    let o = hist_out(&sim, &link);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::symlink_metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(dir.names(), ["link", "null"]);
+}
+
+#[test]
+fn hist_out_leaves_an_existing_tmp_sibling_alone_and_no_temporary_behind() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let dir = TempDir::new("sibling");
+    let target = dir.join("bars.csv");
+    // The names a fixed-suffix temporary would take.
+    for sibling in ["bars.tmp-tvdatafeed", "bars.csv.tmp-tvdatafeed"] {
+        std::fs::write(dir.join(sibling), "precious\n").unwrap();
+    }
+    std::fs::write(&target, "old\n").unwrap();
+    let o = hist_out(&sim, &target);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 8);
+    for sibling in ["bars.tmp-tvdatafeed", "bars.csv.tmp-tvdatafeed"] {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(sibling)).unwrap(),
+            "precious\n",
+            "{sibling} was touched"
+        );
+    }
+    assert_eq!(
+        dir.names(),
+        ["bars.csv", "bars.csv.tmp-tvdatafeed", "bars.tmp-tvdatafeed"]
+    );
+    // A failed download leaves no temporary either.
+    let o = run(bin()
+        .args([
+            "hist",
+            "BINANCE:INVALIDX",
+            "5",
+            "--url",
+            &sim.url(),
+            "--out",
+        ])
+        .arg(&target));
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 8);
+    assert_eq!(
+        dir.names(),
+        ["bars.csv", "bars.csv.tmp-tvdatafeed", "bars.tmp-tvdatafeed"]
+    );
+}
+
+#[test]
+fn hist_out_that_cannot_be_written_fails_before_any_network_work() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let dir = TempDir::new("unwritable");
+    let missing = dir.join("no-such-dir").join("bars.csv");
+    let o = hist_out(&sim, &missing);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!("tvdatafeed: {}: ", missing.display())),
+        "the error names the path: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A directory is no file to write.
+    let o = hist_out(&sim, &dir.0);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&dir.0.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(sim.counters().connections, 0, "a download started anyway");
+    assert!(dir.names().is_empty());
+}
+
+#[test]
+fn hist_out_dash_is_standard_output() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let dir = TempDir::new("dash");
+    let o = run(bin().current_dir(&dir.0).args([
+        "hist",
+        "BINANCE:ETHUSDT",
+        "5",
+        "--bars",
+        "7",
+        "--url",
+        &sim.url(),
+        "--out",
+        "-",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 8);
+    assert!(dir.names().is_empty(), "wrote a file named -");
+}
+
+#[test]
+fn an_empty_tvdatafeed_url_means_the_default_endpoint() {
+    // The endpoint is read before `--out` is checked, and both before any network work: an
+    // empty URL that were parsed would fail as an invalid endpoint; taken as the default, the
+    // run goes on to the (unwritable) output and fails there, without a connection.
+    let dir = TempDir::new("empty-url");
+    let missing = dir.join("no-such-dir").join("bars.csv");
+    let o = run(bin()
+        .env("TVDATAFEED_URL", "")
+        .env("TV_AUTH_TOKEN", "")
+        .args(["hist", "BINANCE:ETHUSDT", "5", "--out"])
+        .arg(&missing));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!("tvdatafeed: {}: ", missing.display())),
+        "the empty URL was not taken as the default: {err}"
+    );
+}
+
+#[test]
+fn hist_says_on_stderr_when_fewer_bars_came_back_than_asked() {
+    let sim = Sim::start(SimConfig::default().with_history_depth_anonymous(100)).unwrap();
+    let o = run(bin().args([
+        "hist",
+        "BINANCE:BTCUSDT",
+        "1H",
+        "--bars",
+        "150",
+        "--url",
+        &sim.url(),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The depth counts the forming bar too: 99 closed bars come back.
+    let got = stdout(&o).lines().count() - 1;
+    assert_eq!(got, 99);
+    assert_eq!(
+        stderr(&o),
+        "tvdatafeed: BINANCE:BTCUSDT 60: 99 of 150 bars asked (history depth of this account or \
+         symbol)\n"
+    );
+}
+
+#[test]
+fn hist_with_the_largest_timeout_means_no_practical_deadline() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let o = run(bin().args([
+        "hist",
+        "BINANCE:BTCUSDT",
+        "1",
+        "--bars",
+        "5",
+        "--url",
+        &sim.url(),
+        "--timeout-secs",
+        "18446744073709551615",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 6);
+}
+
+#[test]
+fn search_takes_a_timeout_and_a_silent_server_hits_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/symbol_search/v3/",
+        listener.local_addr().unwrap()
+    );
+    // Accepts, reads nothing, answers nothing; holds the connection until the client leaves.
+    let server = std::thread::Builder::new()
+        .name("silent-search".into())
+        .spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+        })
+        .unwrap();
+    let o = run(bin().args(["search", "btc", "--url", &url, "--timeout-secs", "1"]));
+    assert!(!o.status.success());
+    assert_eq!(stderr(&o), "tvdatafeed: timed out after 1s\n");
+    assert!(o.stdout.is_empty());
+    server.join().unwrap();
+    // And the largest value is accepted (capped), not an overflow.
+    let o = run(bin().args([
+        "search",
+        "btc",
+        "--url",
+        "http://127.0.0.1:1/",
+        "--timeout-secs",
+        "18446744073709551615",
+    ]));
+    assert!(!o.status.success());
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+#[test]
+fn decode_with_the_largest_max_frame_len_decodes_normally() {
+    let mut child = bin()
+        .args(["decode", "--max-frame-len", "18446744073709551615"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"~m~4~m~~h~7\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "1: heartbeat 7\n");
+}
+
+#[test]
+fn sim_refuses_an_absurd_heartbeat_period_with_a_clear_error() {
+    let o = run_bounded(
+        bin().args(["sim", "--heartbeat-secs", "18446744073709551615"]),
+        Duration::from_secs(20),
+    );
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty(), "it started: {}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--heartbeat-secs") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_simulator_with_a_heartbeat_too_long_to_count_keeps_its_clients() {
+    // The library side of the same arithmetic: `Duration::MAX` means "never", not an instant
+    // that wrapped into the past (which closed every client at once).
+    let sim = Sim::start(
+        SimConfig::default()
+            .with_heartbeat_interval(Duration::MAX)
+            .with_heartbeat_timeout(Duration::MAX),
+    )
+    .unwrap();
+    let o = run(bin().args([
+        "hist",
+        "BINANCE:BTCUSDT",
+        "1",
+        "--bars",
+        "5",
+        "--url",
+        &sim.url(),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 6);
+}
+
+#[test]
+fn sim_needs_allow_remote_for_a_non_loopback_bind() {
+    let o = run_bounded(
+        bin().args(["sim", "--bind", "0.0.0.0:0"]),
+        Duration::from_secs(20),
+    );
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty(), "it started: {}", stdout(&o));
+    assert_eq!(
+        stderr(&o),
+        "tvdatafeed: --bind 0.0.0.0:0 is not a loopback address: the simulator would serve \
+         other hosts; pass --allow-remote to mean it\n"
+    );
+    let mut child = bin()
+        .args(["sim", "--bind", "0.0.0.0:0", "--allow-remote"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(url.starts_with("ws://"), "{url}");
+}
+
+#[test]
+fn sim_cert_out_without_tls_is_an_error() {
+    let dir = TempDir::new("cert-out");
+    let o = run_bounded(
+        bin().args(["sim", "--cert-out"]).arg(dir.join("root.pem")),
+        Duration::from_secs(20),
+    );
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty(), "it started: {}", stdout(&o));
+    assert!(stderr(&o).contains("--tls"), "{}", stderr(&o));
+    assert!(dir.names().is_empty());
+}
+
+#[test]
+fn a_closed_standard_output_is_a_failure_without_a_panic() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let mut child = bin()
+        .args([
+            "hist",
+            "BINANCE:BTCUSDT",
+            "1",
+            "--bars",
+            "5",
+            "--url",
+            &sim.url(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the rows are written (they come after a download).
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "a lost output exited 0");
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("tvdatafeed: standard output: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    // The same for decode, whose rows stream.
+    let mut child = bin()
+        .arg("decode")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"~m~4~m~~h~7\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }

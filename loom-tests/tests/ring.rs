@@ -1,9 +1,11 @@
 //! loom models of `tvdatafeed::ring`: one `loom::model` per contract.
 //!
-//! Run with `RUSTFLAGS="--cfg tvdatafeed_loom" LOOM_MAX_PREEMPTIONS=2
-//! CARGO_TARGET_DIR=target/loom cargo test -p loom-tests --release`. Under loom the ring's park
+//! Run with `RUSTFLAGS="--cfg tvdatafeed_loom" CARGO_TARGET_DIR=target/loom cargo test -p
+//! loom-tests --release` (no preemption bound: every interleaving). Under loom the ring's park
 //! has no timeout and its deadlines never pass (see `src/sync.rs`), so a lost wake-up is a
-//! deadlock that loom reports, not a slow test.
+//! deadlock that loom reports, not a slow test. A data race on a slot or on the consumer's
+//! thread handle is a causality violation that loom reports. `mutations.sh` breaks the ring
+//! on purpose, one way at a time, and checks that a model here fails each time.
 #![cfg(tvdatafeed_loom)]
 
 use std::time::Duration;
@@ -154,6 +156,93 @@ fn ring_push_iter_then_park_never_loses_wakeup() {
         // One batch, one publish, one wake-up check for both items.
         assert_eq!(producer.push_iter(&mut (0..2)), 2);
         let (first, second) = waiter.join().expect("consumer panicked");
+        drop(producer);
+        assert_eq!(first, Ok(0));
+        assert_eq!(second, Ok(1));
+    });
+}
+
+/// A consumer that waits twice for the items of a producer that pushes one item then drops,
+/// with a strategy that never parks: no fence of the consumer's hides a weak `disconnected`.
+fn push_then_drop_delivers_the_item_then_abandons(strategy: WaitStrategy) {
+    loom::model(move || {
+        let (mut producer, consumer) =
+            ring::with_strategy::<u32>(2, strategy).expect("valid capacity");
+        let waiter = wait_twice(consumer);
+        producer.push(7).expect("room");
+        drop(producer);
+        let (first, second) = waiter.join().expect("consumer panicked");
+        assert_eq!(first, Ok(7), "the item pushed before the drop was lost");
+        assert_eq!(second, Err(PopTimeoutError::Abandoned));
+    });
+}
+
+#[test]
+fn ring_producer_drop_never_hides_an_item_spin() {
+    push_then_drop_delivers_the_item_then_abandons(WaitStrategy::Spin);
+}
+
+#[test]
+fn ring_producer_drop_never_hides_an_item_spin_yield() {
+    push_then_drop_delivers_the_item_then_abandons(WaitStrategy::SpinYield { spins: 1 });
+}
+
+#[test]
+fn ring_push_iter_through_a_full_ring_never_overwrites_an_unread_slot() {
+    loom::model(|| {
+        let (mut producer, mut consumer) =
+            ring::with_strategy::<u32>(2, WaitStrategy::Spin).expect("valid capacity");
+        // Three items through two slots: the later batches reuse slots the consumer frees,
+        // after `push_iter` re-reads `head`.
+        let pusher = thread::spawn(move || {
+            let mut items = 0..3;
+            while !items.is_empty() {
+                if producer.push_iter(&mut items) == 0 {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match consumer.pop() {
+                Ok(v) => got.push(v),
+                Err(_) => thread::yield_now(),
+            }
+        }
+        pusher.join().expect("producer panicked");
+        assert_eq!(got, [0, 1, 2], "lost, duplicated or reordered");
+    });
+}
+
+#[test]
+fn ring_consumer_moved_to_another_thread_is_woken_there() {
+    loom::model(|| {
+        let (mut producer, consumer) =
+            ring::with_strategy::<u32>(2, PARK_AT_ONCE).expect("valid capacity");
+        // The producer runs on its own thread and hands itself back, so it stays alive until
+        // both waits ended: only a push can end them.
+        let pusher = thread::spawn(move || {
+            producer.push(0).expect("room");
+            producer.push(1).expect("room");
+            producer
+        });
+        // The consumer waits (and may park) on one thread, then moves to a second thread and
+        // waits (and may park) there: the second wait's wake-up must reach the second thread,
+        // not the one registered first. (The main thread, which joins, never registers: loom
+        // cannot take an unpark aimed at a thread blocked in `join`.)
+        let (first, consumer) = thread::spawn(move || {
+            let mut consumer = consumer;
+            (consumer.pop_timeout(FOREVER), consumer)
+        })
+        .join()
+        .expect("first consumer thread panicked");
+        let second = thread::spawn(move || {
+            let mut consumer = consumer;
+            consumer.pop_timeout(FOREVER)
+        })
+        .join()
+        .expect("second consumer thread panicked");
+        let producer = pusher.join().expect("producer panicked");
         drop(producer);
         assert_eq!(first, Ok(0));
         assert_eq!(second, Ok(1));

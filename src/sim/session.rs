@@ -80,6 +80,12 @@ pub(crate) struct ServerSession {
     du_pending: u64,
 }
 
+/// `now_ms` plus `period`, in ms, saturating: a period too long to count (up to
+/// `Duration::MAX`) means "never", not a wrapped instant in the past.
+fn after(now_ms: u64, period: std::time::Duration) -> u64 {
+    now_ms.saturating_add(u64::try_from(period.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn stamp(now_ms: u64) -> Stamp {
     Stamp { ms: now_ms }
 }
@@ -123,7 +129,7 @@ impl ServerSession {
             out: Vec::new(),
             close: None,
             heartbeat_n: 0,
-            next_heartbeat_ms: now_ms + cfg.heartbeat_interval.as_millis() as u64,
+            next_heartbeat_ms: after(now_ms, cfg.heartbeat_interval),
             awaiting_echo: None,
             echo_unsent: false,
             du_count: 0,
@@ -665,7 +671,7 @@ impl ServerSession {
         if std::mem::take(&mut self.echo_unsent)
             && let Some((n, _)) = self.awaiting_echo
         {
-            self.awaiting_echo = Some((n, now_ms + cfg.heartbeat_timeout.as_millis() as u64));
+            self.awaiting_echo = Some((n, after(now_ms, cfg.heartbeat_timeout)));
         }
     }
 
@@ -706,13 +712,10 @@ impl ServerSession {
             w.heartbeat(self.heartbeat_n);
             self.out.push(w.out);
             if self.awaiting_echo.is_none() {
-                self.awaiting_echo = Some((
-                    self.heartbeat_n,
-                    now_ms + cfg.heartbeat_timeout.as_millis() as u64,
-                ));
+                self.awaiting_echo = Some((self.heartbeat_n, after(now_ms, cfg.heartbeat_timeout)));
                 self.echo_unsent = true;
             }
-            self.next_heartbeat_ms = now_ms + cfg.heartbeat_interval.as_millis() as u64;
+            self.next_heartbeat_ms = after(now_ms, cfg.heartbeat_interval);
         }
         let update_ms = cfg.update_interval.as_millis() as u64;
         let now_s = (now_ms / 1000) as i64;
