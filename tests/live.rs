@@ -1,6 +1,10 @@
 //! The live engine against the running simulator: its contracts (DESIGN.md), each pinned by a
 //! test named for it, and the seed's own tests (racing `new_seis`, `shutdown` while a callback
 //! sleeps, many threads of mixed operations), every one bounded by a deadline.
+#![allow(
+    clippy::disallowed_types,
+    reason = "the tests share state between their threads with std types; loom models the engine"
+)]
 
 mod util;
 
@@ -74,17 +78,26 @@ fn refusals_are_typed_errors_within_one_round_trip() {
     let start = now();
     let err = feed.new_seis("BINANCE:INVALIDX", "1").unwrap_err();
     assert!(
-        matches!(err.series_failure(), Some(SeriesFailure::UnknownSymbol { .. })),
+        matches!(
+            err.series_failure(),
+            Some(SeriesFailure::UnknownSymbol { .. })
+        ),
         "{err:?}"
     );
     let err = feed.new_seis("ECONOMICS:USGDP", "1D").unwrap_err();
     assert!(
-        matches!(err.series_failure(), Some(SeriesFailure::PermissionDenied { .. })),
+        matches!(
+            err.series_failure(),
+            Some(SeriesFailure::PermissionDenied { .. })
+        ),
         "{err:?}"
     );
     let err = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap_err();
     assert!(
-        matches!(err.series_failure(), Some(SeriesFailure::IntervalNotEntitled { .. })),
+        matches!(
+            err.series_failure(),
+            Some(SeriesFailure::IntervalNotEntitled { .. })
+        ),
         "{err:?}"
     );
     assert!(now().duration_since(start) < Duration::from_secs(5));
@@ -120,7 +133,11 @@ fn closed_bars_reach_every_consumer_once_in_order_with_final_values() {
     let called = seen.lock().unwrap().clone();
     for bars in [&pulled, &called] {
         for w in bars.windows(2) {
-            assert_eq!(btc.interval().next_bar_open(w[0].time), w[1].time, "once, in order");
+            assert_eq!(
+                btc.interval().next_bar_open(w[0].time),
+                w[1].time,
+                "once, in order"
+            );
         }
         for b in bars.iter() {
             assert_eq!(*b, sim.expected_bar(btc.symbol(), btc.interval(), b.time));
@@ -191,7 +208,10 @@ fn a_full_ring_never_blocks_the_engine_and_is_told_as_lagged() {
             fast_closed += 1;
         }
     }
-    assert_eq!(fast_closed, 3, "a full ring elsewhere never stalls delivery");
+    assert_eq!(
+        fast_closed, 3,
+        "a full ring elsewhere never stalls delivery"
+    );
     let mut lagged = None;
     while lagged.is_none() && now() < deadline {
         match slow.recv_timeout(Duration::from_secs(2)) {
@@ -202,7 +222,10 @@ fn a_full_ring_never_blocks_the_engine_and_is_told_as_lagged() {
     }
     let (missed, first_time) = lagged.expect("a Lagged event");
     assert!(missed > 0);
-    assert!(first_time.is_some(), "the first missed event was about a bar");
+    assert!(
+        first_time.is_some(),
+        "the first missed event was about a bar"
+    );
     let stats = feed.stats();
     assert!(
         stats.consumers.iter().any(|c| c.lagged >= missed),
@@ -220,12 +243,16 @@ fn after_del_consumer_returns_the_callback_never_runs_again_even_if_it_was_runni
     let running = Arc::new(AtomicBool::new(false));
     let (r, ru) = (Arc::clone(&runs), Arc::clone(&running));
     let id = feed
-        .new_consumer_with(&btc, ConsumerOptions::default().with_updates(true), move |_| {
-            ru.store(true, Ordering::SeqCst);
-            pause(Duration::from_millis(300));
-            r.fetch_add(1, Ordering::SeqCst);
-            ru.store(false, Ordering::SeqCst);
-        })
+        .new_consumer_with(
+            &btc,
+            ConsumerOptions::default().with_updates(true),
+            move |_| {
+                ru.store(true, Ordering::SeqCst);
+                pause(Duration::from_millis(300));
+                r.fetch_add(1, Ordering::SeqCst);
+                ru.store(false, Ordering::SeqCst);
+            },
+        )
         .unwrap();
     // Wait until the callback is inside a run, then remove it.
     let deadline = now() + Duration::from_secs(10);
@@ -234,11 +261,21 @@ fn after_del_consumer_returns_the_callback_never_runs_again_even_if_it_was_runni
         pause(Duration::from_millis(5));
     }
     feed.del_consumer(id).unwrap();
-    assert!(!running.load(Ordering::SeqCst), "del_consumer waited for the running callback");
+    assert!(
+        !running.load(Ordering::SeqCst),
+        "del_consumer waited for the running callback"
+    );
     let after = runs.load(Ordering::SeqCst);
     pause(Duration::from_millis(1_500));
-    assert_eq!(runs.load(Ordering::SeqCst), after, "the callback ran after del_consumer");
-    assert!(matches!(feed.del_consumer(id), Err(Error::InvalidRequest(_))));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        after,
+        "the callback ran after del_consumer"
+    );
+    assert!(matches!(
+        feed.del_consumer(id),
+        Err(Error::InvalidRequest(_))
+    ));
 }
 
 #[test]
@@ -250,9 +287,13 @@ fn after_del_seis_returns_no_callback_runs_and_the_server_subscription_is_gone()
     let runs = Arc::new(AtomicU64::new(0));
     for _ in 0..3 {
         let r = Arc::clone(&runs);
-        feed.new_consumer_with(&btc, ConsumerOptions::default().with_updates(true), move |_| {
-            r.fetch_add(1, Ordering::SeqCst);
-        })
+        feed.new_consumer_with(
+            &btc,
+            ConsumerOptions::default().with_updates(true),
+            move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+            },
+        )
         .unwrap();
     }
     let mut pull = feed.subscribe(&btc).unwrap();
@@ -265,11 +306,19 @@ fn after_del_seis_returns_no_callback_runs_and_the_server_subscription_is_gone()
     let after = runs.load(Ordering::SeqCst);
     // The server was told: one series left (ETH).
     while sim.counters().series_open != 1 {
-        assert!(now() < deadline, "series open: {}", sim.counters().series_open);
+        assert!(
+            now() < deadline,
+            "series open: {}",
+            sim.counters().series_open
+        );
         pause(Duration::from_millis(10));
     }
     pause(Duration::from_millis(1_200));
-    assert_eq!(runs.load(Ordering::SeqCst), after, "a callback ran after del_seis");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        after,
+        "a callback ran after del_seis"
+    );
     // The pull handle drains what it had, then says the subscription ended.
     let mut end = None;
     for _ in 0..10_000 {
@@ -283,7 +332,10 @@ fn after_del_seis_returns_no_callback_runs_and_the_server_subscription_is_gone()
     }
     assert_eq!(end, Some(RecvError::Closed));
     assert!(matches!(feed.del_seis(&btc), Err(Error::InvalidRequest(_))));
-    assert!(matches!(feed.new_consumer(&btc, |_| {}), Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        feed.new_consumer(&btc, |_| {}),
+        Err(Error::InvalidRequest(_))
+    ));
     // The other seis is untouched.
     let mut e = feed.subscribe(&eth).unwrap();
     assert!(e.recv_timeout(Duration::from_secs(3)).is_ok());
@@ -326,10 +378,14 @@ fn shutdown_while_a_callback_sleeps_returns_within_its_timeout_and_names_the_thr
     let entered = Arc::new(AtomicBool::new(false));
     let e = Arc::clone(&entered);
     let id = feed
-        .new_consumer_with(&btc, ConsumerOptions::default().with_updates(true), move |_| {
-            e.store(true, Ordering::SeqCst);
-            pause(Duration::from_secs(30));
-        })
+        .new_consumer_with(
+            &btc,
+            ConsumerOptions::default().with_updates(true),
+            move |_| {
+                e.store(true, Ordering::SeqCst);
+                pause(Duration::from_secs(30));
+            },
+        )
         .unwrap();
     let deadline = now() + Duration::from_secs(10);
     while !entered.load(Ordering::SeqCst) {
@@ -343,7 +399,10 @@ fn shutdown_while_a_callback_sleeps_returns_within_its_timeout_and_names_the_thr
     assert_eq!(report.unfinished, [format!("tv-consumer-{}", id.get())]);
     // Idempotent, and every later call is refused.
     assert_eq!(feed.shutdown(Duration::from_millis(10)), report);
-    assert!(matches!(feed.new_seis("BINANCE:ETHUSDT", "1S"), Err(Error::Shutdown)));
+    assert!(matches!(
+        feed.new_seis("BINANCE:ETHUSDT", "1S"),
+        Err(Error::Shutdown)
+    ));
     assert!(matches!(feed.del_seis(&btc), Err(Error::Shutdown)));
     assert!(matches!(
         feed.get_hist("BINANCE:BTCUSDT", "1", 5, &HistOptions::default()),
@@ -368,7 +427,10 @@ fn pull_consumers_end_with_a_failed_shutdown_event_and_closed() {
             }
         }
     }
-    assert!(matches!(last, Some(LiveEvent::Failed(Error::Shutdown))), "{last:?}");
+    assert!(
+        matches!(last, Some(LiveEvent::Failed(Error::Shutdown))),
+        "{last:?}"
+    );
 }
 
 #[test]
@@ -386,7 +448,10 @@ fn get_hist_goes_over_the_live_connection() {
     let err = feed
         .get_hist("BINANCE:INVALIDX", "1H", 10, &HistOptions::default())
         .unwrap_err();
-    assert!(matches!(err.series_failure(), Some(SeriesFailure::UnknownSymbol { .. })));
+    assert!(matches!(
+        err.series_failure(),
+        Some(SeriesFailure::UnknownSymbol { .. })
+    ));
     assert_eq!(sim.counters().connections, 1, "no new connection");
 }
 
@@ -484,9 +549,14 @@ fn many_seises(tls: bool, n: usize) {
         (0..n).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
     for (s, g) in seises.iter().zip(&got) {
         let g = Arc::clone(g);
-        feed.new_consumer(s, move |e| {
-            if let LiveEvent::Closed(b) = e {
-                g.lock().unwrap().push(b);
+        let name = s.to_string();
+        feed.new_consumer(s, move |e| match e {
+            LiveEvent::Closed(b) => g.lock().unwrap().push(b),
+            other => {
+                #[expect(clippy::print_stderr, reason = "what a consumer saw, for a failure")]
+                {
+                    eprintln!("{name}: {other:?}");
+                }
             }
         })
         .unwrap();
@@ -502,10 +572,18 @@ fn many_seises(tls: bool, n: usize) {
             assert_eq!(s.interval().next_bar_open(w[0].time), w[1].time, "{s}");
         }
         for b in bars.iter() {
-            assert_eq!(*b, sim.expected_bar(s.symbol(), s.interval(), b.time), "{s}");
+            assert_eq!(
+                *b,
+                sim.expected_bar(s.symbol(), s.interval(), b.time),
+                "{s}"
+            );
         }
     }
-    assert_eq!(sim.counters().connections, 1, "one connection carries every seis");
+    assert_eq!(
+        sim.counters().connections,
+        1,
+        "one connection carries every seis"
+    );
     assert!(feed.shutdown(Duration::from_secs(10)).is_clean());
 }
 

@@ -43,6 +43,9 @@ use crate::{
 
 /// How many delivered closed bars per seis are kept to recognise revisions.
 const RECENT: usize = 64;
+/// How many of them a replay after a reconnect reads again, to catch revisions made while the
+/// connection was down.
+const REREAD: usize = 16;
 /// Bars asked when subscribing: the last closed one is the baseline (not delivered).
 const BASELINE_BARS: u32 = 2;
 /// A connection that stayed up this long resets the reconnect backoff.
@@ -169,6 +172,8 @@ struct Fetch {
     seis: u64,
     /// The bar whose close it confirms (a close-time fetch) or the anchor (a gap fetch).
     bar: i64,
+    /// The first open time it asked for.
+    anchor: i64,
     /// Wall-clock ms when it was asked: a bar that closed before it is final.
     asked_at: i64,
     /// It fills a reconnect's gap (the main series' events are held meanwhile).
@@ -488,10 +493,22 @@ impl Core {
         self.conn.reset(now);
         self.replayed_at = self.unix_ms;
         let unix_s = self.unix_ms.div_euclid(1000);
+        // The replay reaches back `REREAD` bars before the last one delivered: the server may
+        // have revised one of them while we were away (or while its messages were lost).
         let seen: HashMap<u64, i64> = self
             .seises
             .iter()
-            .filter_map(|(id, st)| st.last_closed.map(|b| (*id, b.time)))
+            .filter_map(|(id, st)| {
+                let t = st
+                    .recent
+                    .iter()
+                    .rev()
+                    .take(REREAD)
+                    .last()
+                    .map(|b| b.time)
+                    .or(st.last_closed.map(|b| b.time))?;
+                Some((*id, t))
+            })
             .collect();
         if let Some(c) = self.conn.chart_mut(self.main) {
             c.resubscribe(now, unix_s, |k| seen.get(&k.0).copied());
@@ -720,6 +737,7 @@ impl Core {
                 Fetch {
                     seis: id,
                     bar,
+                    anchor,
                     asked_at: self.unix_ms,
                     gap,
                 },
@@ -843,7 +861,7 @@ impl Core {
         if let SeriesEvent::History { bars, .. } = &event
             && st.gap.is_some()
             && let Some(last) = st.last_closed
-            && !bars.first().is_some_and(|b| b.time <= last.time)
+            && bars.first().is_none_or(|b| b.time > last.time)
         {
             // The replayed window (a count of bars) does not reach back to the last bar
             // delivered: a slow answer shifted it, or the gap is longer. Fill the gap from an
@@ -917,6 +935,13 @@ impl Core {
                 }
             }
             SeriesEvent::Update(b) => {
+                // A new bar that is not the next one after the last closed bar: the stream may
+                // have skipped bars (a market session gap, or bars lost on the way). Before
+                // anything newer closes, an anchored fetch delivers whatever is missing.
+                let skipped = st
+                    .last_closed
+                    .is_some_and(|l| st.seis.interval().next_bar_open(l.time) < b.time)
+                    && st.forming.map(|f| f.time) != Some(b.time);
                 if let Some(t) = on_update(st, out, id, b, unix_ms, grace) {
                     self.timers.insert(
                         now_ms.saturating_add(t),
@@ -925,6 +950,15 @@ impl Core {
                             bar: b.time,
                         },
                     );
+                }
+                if skipped && let Some(last) = st.last_closed {
+                    st.hold = Some(VecDeque::new());
+                    // A fetch in flight is anchored at or before `last`: its answer fills the
+                    // gap and releases the hold; else a new one does.
+                    match st.fetching.and_then(|k| self.fetches.get_mut(&k)) {
+                        Some(f) => f.gap = true,
+                        None => self.start_fetch(now, id, b.time, last.time, true),
+                    }
                 }
             }
             SeriesEvent::Closed(b) => {
@@ -965,6 +999,13 @@ impl Core {
                 let grace = self.cfg.close_grace;
                 let now_ms = self.ms(now);
                 let mut held = None;
+                // The newest bar this answer speaks of: events held for a gap fetch that speak
+                // of it or older bars are older than this answer (one connection keeps its
+                // messages in order), so they are dropped rather than taken as revisions.
+                let newest = forming
+                    .map(|b| b.time)
+                    .or_else(|| bars.last().map(|b| b.time));
+                let covered = newest.map(|n| f.anchor..=n);
                 if let Some(st) = self.seises.get_mut(&id) {
                     if st.fetching == Some(key) {
                         st.fetching = None;
@@ -987,9 +1028,7 @@ impl Core {
                         if closed {
                             let new = offer_closed(st, out, id, fm, true);
                             st.gap_bars += u64::from(new && counting);
-                        } else if !f.gap
-                            && let Some(t) = on_update(st, out, id, fm, unix_ms, grace)
-                        {
+                        } else if let Some(t) = on_update(st, out, id, fm, unix_ms, grace) {
                             self.timers.insert(
                                 now_ms.saturating_add(t),
                                 Timer::Close {
@@ -1003,9 +1042,27 @@ impl Core {
                         held = st.hold.take();
                     }
                 }
-                // The gap is filled: replay what the main series said meanwhile, in order.
-                for e in held.into_iter().flatten() {
-                    self.apply_main(now, id, e);
+                if let Some(held) = held {
+                    // The gap is filled: replay what the main series said meanwhile, in order,
+                    // without what this answer superseded; then the reconnect is complete.
+                    for e in held {
+                        if let Some(e) = not_superseded(e, covered.as_ref()) {
+                            // `on_main`, not `apply_main`: a replayed event may start another
+                            // hold, and what follows must wait for it too.
+                            self.on_main(now, id, e);
+                        }
+                    }
+                    if let Some(st) = self.seises.get_mut(&id)
+                        && let Some(g) = st.gap.take()
+                    {
+                        self.deliveries.push_back((
+                            id,
+                            LiveEvent::Reconnected {
+                                down: now.saturating_duration_since(g.down_since),
+                                gap_bars: std::mem::take(&mut st.gap_bars),
+                            },
+                        ));
+                    }
                 }
                 true
             }
@@ -1081,6 +1138,35 @@ impl Core {
         if done && let Some(c) = self.conn.chart_mut(self.hist) {
             let _ = c.remove_series(SeriesKey(key));
         }
+    }
+}
+
+/// A held main-series event without what a newer answer `covered` (the open times it spoke
+/// of, from its anchor to its newest bar) superseded; `None` when nothing is left. Values of
+/// bars outside that span (older than the anchor) are kept: the answer says nothing of them.
+fn not_superseded(
+    event: SeriesEvent,
+    covered: Option<&std::ops::RangeInclusive<i64>>,
+) -> Option<SeriesEvent> {
+    let Some(c) = covered else {
+        return Some(event);
+    };
+    match event {
+        SeriesEvent::History {
+            bars,
+            forming,
+            update_mode,
+        } => Some(SeriesEvent::History {
+            bars: bars.into_iter().filter(|b| !c.contains(&b.time)).collect(),
+            forming: forming.filter(|b| !c.contains(&b.time)),
+            update_mode,
+        }),
+        SeriesEvent::Update(b) | SeriesEvent::Closed(b) | SeriesEvent::Late(b)
+            if c.contains(&b.time) =>
+        {
+            None
+        }
+        other => Some(other),
     }
 }
 

@@ -66,6 +66,12 @@ enum Op {
         ms: u64,
     },
     Garbage,
+    /// The stream skips the next bars of one series (history keeps them).
+    SkipBars,
+    /// The server reads nothing for a while but keeps streaming (requests answered late).
+    SlowRequests {
+        ms: u64,
+    },
 }
 
 #[allow(
@@ -89,6 +95,8 @@ fn op(faults: bool) -> impl Strategy<Value = Op> {
             1 => Just(Op::Drop),
             1 => (100..12_000u64).prop_map(|ms| Op::Stall { ms }),
             1 => Just(Op::Garbage),
+            1 => Just(Op::SkipBars),
+            1 => (100..6_000u64).prop_map(|ms| Op::SlowRequests { ms }),
         ]
         .boxed()
     } else {
@@ -139,6 +147,8 @@ struct World {
     stall_until: u64,
     /// What the client sent during a stall, read by the server when it ends.
     to_server: Vec<Vec<u8>>,
+    /// The server reads nothing until then, but keeps streaming.
+    requests_until: u64,
     seises: Vec<SeisSlot>,
     fanout: Fanout,
     checks: Vec<Check>,
@@ -179,6 +189,7 @@ impl World {
             conns: 0,
             stall_until: 0,
             to_server: Vec::new(),
+            requests_until: 0,
             seises: Vec::new(),
             fanout: Fanout::default(),
             checks: Vec::new(),
@@ -301,6 +312,12 @@ impl World {
                 }
             }
             Op::Stall { ms } => self.stall_until = self.now_ms + ms,
+            Op::SlowRequests { ms } => self.requests_until = self.now_ms + ms,
+            Op::SkipBars => {
+                if let Some(s) = &mut self.server {
+                    s.skip_bars = 2;
+                }
+            }
             Op::Garbage => {
                 if self.server.is_some() {
                     let mut junk = b"~m~99999999999~m~{}".to_vec();
@@ -384,6 +401,7 @@ impl World {
             }
         }
         if self.now_ms >= self.stall_until
+            && self.now_ms >= self.requests_until
             && let Some(s) = &mut self.server
         {
             for mut m in self.to_server.drain(..) {
@@ -512,6 +530,7 @@ impl World {
     /// live consumer must have every bar up to the last one closed, with the final values.
     fn settle(&mut self) {
         self.stall_until = 0;
+        self.requests_until = 0;
         self.run(12_000);
         self.drain(true);
         self.run(300);
@@ -580,7 +599,11 @@ fn run_schedule(ops: &[Op]) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(debug_assertions) { 256 } else { 1_000 },
+        // PROPTEST_CASES overrides (a longer hunt); CI runs the default.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000),
         ..ProptestConfig::default()
     })]
 
@@ -827,8 +850,16 @@ fn regression_a_quiet_market_through_a_stall() {
 fn a_replay_answered_late_is_completed_by_an_anchored_gap_fetch() {
     let mut w = World::new();
     w.run(10);
-    w.apply(&Op::Subscribe { symbol: 0, interval: 0 });
-    w.apply(&Op::AddConsumer { seis: 0, capacity: 256, rate: 256, updates: false });
+    w.apply(&Op::Subscribe {
+        symbol: 0,
+        interval: 0,
+    });
+    w.apply(&Op::AddConsumer {
+        seis: 0,
+        capacity: 256,
+        rate: 256,
+        updates: false,
+    });
     w.run(2_000);
     // Drop, and slow the network for 3.5 bars: the replay's window (a count of bars computed
     // when it is sent) is shifted past the gap by the time the server reads it.
@@ -836,4 +867,102 @@ fn a_replay_answered_late_is_completed_by_an_anchored_gap_fetch() {
     w.apply(&Op::Stall { ms: 3_500 });
     w.run(6_000);
     w.settle();
+}
+
+#[test]
+fn regression_a_quiet_market_after_a_drop_on_a_slow_network() {
+    run_schedule(&[
+        Op::Subscribe {
+            symbol: 3,
+            interval: 0,
+        },
+        Op::Advance { ms: 2244 },
+        Op::Advance { ms: 3543 },
+        Op::Advance { ms: 2327 },
+        Op::Advance { ms: 397 },
+        Op::Advance { ms: 2197 },
+        Op::AddConsumer {
+            seis: 1,
+            capacity: 2,
+            rate: 2,
+            updates: false,
+        },
+        Op::Advance { ms: 454 },
+        Op::Drop,
+        Op::Stall { ms: 4729 },
+        Op::Advance { ms: 1648 },
+        Op::Advance { ms: 3080 },
+    ]);
+}
+
+#[test]
+fn bars_the_stream_skips_are_fetched_before_anything_newer_closes() {
+    let mut w = World::new();
+    w.run(10);
+    w.apply(&Op::Subscribe {
+        symbol: 0,
+        interval: 0,
+    });
+    w.apply(&Op::AddConsumer {
+        seis: 0,
+        capacity: 256,
+        rate: 256,
+        updates: false,
+    });
+    w.run(2_000);
+    // The server answers requests late (fetches included) while the stream goes on; then one
+    // series goes silent for 2 bars and jumps: without the fetch before anything newer closes,
+    // the stream's next close would pass the skipped bars.
+    w.apply(&Op::SlowRequests { ms: 4_000 });
+    w.apply(&Op::SkipBars);
+    w.run(6_000);
+    w.settle();
+}
+
+#[test]
+fn regression_a_revision_inside_skipped_bars() {
+    run_schedule(&[
+        Op::Unsubscribe { seis: 1 },
+        Op::AddConsumer {
+            seis: 0,
+            capacity: 3,
+            rate: 1,
+            updates: false,
+        },
+        Op::Garbage,
+        Op::Advance { ms: 990 },
+        Op::SkipBars,
+        Op::Subscribe {
+            symbol: 3,
+            interval: 0,
+        },
+    ]);
+}
+
+#[test]
+fn regression_a_revision_during_skipped_bars_then_a_drop() {
+    run_schedule(&[
+        Op::AddConsumer {
+            seis: 0,
+            capacity: 2,
+            rate: 2,
+            updates: false,
+        },
+        Op::Advance { ms: 2686 },
+        Op::Advance { ms: 1694 },
+        Op::Advance { ms: 229 },
+        Op::Advance { ms: 988 },
+        Op::Advance { ms: 21 },
+        Op::Advance { ms: 272 },
+        Op::Advance { ms: 232 },
+        Op::Advance { ms: 2554 },
+        Op::Advance { ms: 3943 },
+        Op::Advance { ms: 3377 },
+        Op::SkipBars,
+        Op::Advance { ms: 2342 },
+        Op::Advance { ms: 114 },
+        Op::Stall { ms: 739 },
+        Op::Advance { ms: 599 },
+        Op::Drop,
+    ]);
 }

@@ -19,6 +19,9 @@ struct Slot {
     missed: u64,
     /// The bar time of the first of them, if it was about a bar.
     first_missed: Option<i64>,
+    /// The first closed bar pushed to it: revisions of older bars (closed before it joined)
+    /// are not its business.
+    first_closed: Option<i64>,
     counters: Arc<ConsumerCounters>,
 }
 
@@ -42,6 +45,7 @@ impl Fanout {
             updates,
             missed: 0,
             first_missed: None,
+            first_closed: None,
             counters,
         };
         match self.free.pop() {
@@ -71,8 +75,12 @@ impl Fanout {
         let Some(s) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
             return false;
         };
-        if matches!(event, LiveEvent::Update(_)) && !s.updates {
-            return false;
+        match event {
+            LiveEvent::Update(_) if !s.updates => return false,
+            LiveEvent::Revised(b) if s.first_closed.is_none_or(|first| b.time < first) => {
+                return false;
+            }
+            _ => {}
         }
         if s.missed > 0 {
             let lagged = Delivery {
@@ -99,12 +107,19 @@ impl Fanout {
             };
             s.counters.record_pushed();
             if s.producer.push(d).is_ok() {
+                if let LiveEvent::Closed(b) = event {
+                    s.first_closed.get_or_insert(b.time);
+                }
                 return true;
             }
             s.counters.unrecord_pushed();
         }
         if s.missed == 0 {
             s.first_missed = event.bar().map(|b| b.time);
+        }
+        if let LiveEvent::Closed(b) = event {
+            // It missed this close: revisions of it are still its business.
+            s.first_closed.get_or_insert(b.time);
         }
         s.missed += 1;
         false

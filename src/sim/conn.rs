@@ -135,10 +135,7 @@ fn serve(
     shared.changed.notify_all();
     let generation = shared.generation();
     let mut session = ServerSession::new(cfg, clock::unix_ms(), id);
-    let mut series = SeriesGauge {
-        shared,
-        counted: 0,
-    };
+    let mut series = SeriesGauge { shared, counted: 0 };
     let mut faults: Vec<Armed> = Vec::new();
     let mut hold_until: Option<Instant> = None;
     let mut stalled_forever = false;

@@ -44,6 +44,8 @@ struct Series {
     index: i64,
     next_du_ms: u64,
     live: bool,
+    /// The `skip_bars` fault: silent until this bar opens, then a jump to it.
+    paused_until: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +71,9 @@ pub(crate) struct ServerSession {
     pub(crate) out: Vec<Vec<u8>>,
     /// Set when the connection must close after `out` is sent.
     pub(crate) close: Option<CloseReason>,
+    /// The next series to close a bar goes silent for this many bars, then jumps to the
+    /// current one (a fault: a stream that lost bars; they stay in history).
+    pub(crate) skip_bars: u32,
     heartbeat_n: u64,
     next_heartbeat_ms: u64,
     awaiting_echo: Option<(u64, u64)>,
@@ -85,6 +90,10 @@ pub(crate) struct ServerSession {
 fn after(now_ms: u64, period: std::time::Duration) -> u64 {
     now_ms.saturating_add(u64::try_from(period.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// Most bars one tick opens and closes for a series that fell behind; past it the stream
+/// jumps to the current bar (after hours without a tick, history has the rest).
+const MAX_CATCH_UP: u32 = 1_000;
 
 fn stamp(now_ms: u64) -> Stamp {
     Stamp { ms: now_ms }
@@ -128,6 +137,7 @@ impl ServerSession {
             quotes: HashMap::new(),
             out: Vec::new(),
             close: None,
+            skip_bars: 0,
             heartbeat_n: 0,
             next_heartbeat_ms: after(now_ms, cfg.heartbeat_interval),
             awaiting_echo: None,
@@ -570,6 +580,7 @@ impl ServerSession {
                 index: k - 1,
                 next_du_ms: now_ms + cfg.update_interval.as_millis() as u64,
                 live,
+                paused_until: None,
             },
         );
     }
@@ -723,19 +734,60 @@ impl ServerSession {
         for (cs, chart) in &mut self.charts {
             for (key, s) in chart.series.iter_mut().filter(|(_, s)| s.live) {
                 let current = s.interval.bar_open(now_s);
-                if current > s.forming {
+                // The `skip_bars` fault: this series says nothing for that many bars, then
+                // jumps to the current one, as an overloaded server that lost them would.
+                if current > s.forming && s.paused_until.is_none() && self.skip_bars > 0 {
+                    let mut until = current;
+                    for _ in 0..std::mem::take(&mut self.skip_bars) {
+                        until = s.interval.next_bar_open(until);
+                    }
+                    s.paused_until = Some(until);
+                }
+                let paused = s.paused_until.is_some();
+                if let Some(until) = s.paused_until {
+                    if current < until {
+                        continue;
+                    }
+                    s.paused_until = None;
+                }
+                let jump = current;
+                let mut jump_pending = paused;
+                // Every bar opens and closes in the stream, even when this tick is late by
+                // several bars (a busy simulator): a bounded catch-up, oldest first.
+                let mut catch_up = 0;
+                while current > s.forming && catch_up < MAX_CATCH_UP {
+                    catch_up += 1;
                     // Bar close: the final values, then the new bar, as the real server does.
                     let fin = shared
                         .revised(s.symbol.as_str(), s.interval, s.forming)
                         .unwrap_or_else(|| s.prices.bar(s.forming));
                     let close_time = s.interval.next_bar_open(s.forming);
+                    let fin_index = s.index;
                     w.du(cs, key, &s.turnaround, s.index, &fin, Some(close_time));
                     self.out.push(std::mem::take(&mut w.out));
                     shared.publish_close(s.symbol.as_str(), s.interval, fin);
-                    s.forming = current;
+                    // After a pause the stream jumps to the current bar; a tick merely late
+                    // opens the next one.
+                    let next = if catch_up == MAX_CATCH_UP || jump_pending {
+                        jump
+                    } else {
+                        close_time
+                    };
+                    jump_pending = false;
+                    // Bars jumped over: their opens and closes are lost, but a correction of one
+                    // still comes (a `du` for its index), as on every series streaming it.
+                    let mut skipped = Vec::new();
+                    while s.interval.next_bar_open(s.forming) < next {
+                        s.forming = s.interval.next_bar_open(s.forming);
+                        s.index += 1;
+                        if revises(cfg, &s.symbol, s.interval, s.forming) {
+                            skipped.push((s.index, s.forming));
+                        }
+                    }
+                    s.forming = next;
                     s.index += 1;
-                    let opened = s.prices.forming(current, 0.0);
-                    let close_time = s.interval.next_bar_open(current);
+                    let opened = s.prices.forming(next, 0.0);
+                    let close_time = s.interval.next_bar_open(next);
                     w.timescale_update(
                         cs,
                         key,
@@ -750,19 +802,21 @@ impl ServerSession {
                     self.du_count += 2;
                     self.du_pending += 2;
                     s.next_du_ms = now_ms + update_ms;
+                    for (index, t) in skipped {
+                        let revised = Prices::revise(&s.prices.bar(t));
+                        shared.revise(s.symbol.as_str(), s.interval, revised);
+                        let closed_at = s.interval.next_bar_open(t);
+                        w.du(cs, key, &s.turnaround, index, &revised, Some(closed_at));
+                        self.out.push(std::mem::take(&mut w.out));
+                        self.du_count += 1;
+                        self.du_pending += 1;
+                    }
                     if revises(cfg, &s.symbol, s.interval, fin.time) {
                         // A late correction of the bar that just closed: a `du` for its index.
                         let revised = Prices::revise(&s.prices.bar(fin.time));
                         shared.revise(s.symbol.as_str(), s.interval, revised);
                         let closed_at = s.interval.next_bar_open(fin.time);
-                        w.du(
-                            cs,
-                            key,
-                            &s.turnaround,
-                            s.index - 1,
-                            &revised,
-                            Some(closed_at),
-                        );
+                        w.du(cs, key, &s.turnaround, fin_index, &revised, Some(closed_at));
                         self.out.push(std::mem::take(&mut w.out));
                         self.du_count += 1;
                         self.du_pending += 1;
