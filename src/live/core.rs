@@ -499,12 +499,10 @@ impl Core {
             .seises
             .iter()
             .filter_map(|(id, st)| {
+                let back = st.recent.len().saturating_sub(REREAD);
                 let t = st
                     .recent
-                    .iter()
-                    .rev()
-                    .take(REREAD)
-                    .last()
+                    .get(back)
                     .map(|b| b.time)
                     .or(st.last_closed.map(|b| b.time))?;
                 Some((*id, t))
