@@ -16,6 +16,11 @@
 //!   on stdout.
 //! - `tvdatafeed search TEXT [--exchange E] [--format csv|json] [--timeout-secs S]` searches
 //!   symbols.
+//! - `tvdatafeed live EXCHANGE:TICKER@INTERVAL... [--url URL] [--token T] [--duration SECS]
+//!   [--format csv|json] [--updates]` streams closed bars, one line each, flushed per line
+//!   (`hist`'s fields plus `symbol` and `interval`); reconnects and lags are said on stderr.
+//!   Every symbol is validated first: an unknown one is one line on stderr, a non-zero exit,
+//!   nothing on stdout.
 //!
 //! A closed standard output is an error (exit 1), as is any failed write.
 
@@ -28,6 +33,7 @@ use std::{
 };
 
 mod hist;
+mod live;
 mod out;
 
 use clap::{Parser, Subcommand};
@@ -121,6 +127,34 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Stream closed bars of one or more EXCHANGE:TICKER@INTERVAL, one line each, until
+    /// --duration passes or Ctrl-C.
+    Live {
+        /// What to stream: EXCHANGE:TICKER@INTERVAL (e.g. BINANCE:BTCUSDT@1S), one or more.
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// Websocket endpoint (default: TradingView's data host; an empty value means the
+        /// default).
+        #[arg(long, env = "TVDATAFEED_URL")]
+        url: Option<String>,
+        /// Auth token (default: TV_AUTH_TOKEN, else anonymous).
+        #[arg(long, env = "TV_AUTH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Output format: CSV (a header, then `symbol,interval,time,open,high,low,close,volume`)
+        /// or JSON (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Also print the forming bar's updates, marked (CSV: a `forming` column; JSON:
+        /// `"forming":true`).
+        #[arg(long)]
+        updates: bool,
+        /// Trust this PEM root certificate too (e.g. the simulator's, from `sim --cert-out`).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+    },
     /// Run the TradingView-protocol simulator on loopback until stopped (Ctrl-C).
     Sim {
         /// Address to listen on (loopback unless --allow-remote).
@@ -204,6 +238,23 @@ fn main() -> ExitCode {
             file,
             max_frame_len,
         } => decode(file, max_frame_len),
+        Command::Live {
+            specs,
+            url,
+            token,
+            duration,
+            format,
+            updates,
+            ca_cert,
+        } => live::run(live::Args {
+            specs,
+            url,
+            token,
+            duration: duration.map(timeout),
+            json: format == Format::Json,
+            updates,
+            ca_cert,
+        }),
         Command::Sim {
             bind,
             allow_remote,

@@ -853,3 +853,158 @@ fn a_closed_standard_output_is_a_failure_without_a_panic() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+// ---------------------------------------------------------------------------------- live
+
+/// Parses `live --format json` lines: (symbol, bar).
+fn live_rows(out: &str) -> Vec<(String, tvdatafeed::Bar)> {
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let bar = tvdatafeed::Bar {
+                time: v["time"].as_i64().unwrap(),
+                open: v["open"].as_f64().unwrap(),
+                high: v["high"].as_f64().unwrap(),
+                low: v["low"].as_f64().unwrap(),
+                close: v["close"].as_f64().unwrap(),
+                volume: v["volume"].as_f64(),
+            };
+            (v["symbol"].as_str().unwrap().to_owned(), bar)
+        })
+        .collect()
+}
+
+#[test]
+fn live_prints_each_closed_bar_once_in_order_with_the_markets_values() {
+    let sim =
+        Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(100))).unwrap();
+    let o = run_bounded(
+        bin().args([
+            "live",
+            "BINANCE:BTCUSDT@1S",
+            "SP:SPX@1S",
+            "--format",
+            "json",
+            "--duration",
+            "4",
+            "--url",
+            &sim.url(),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = live_rows(&stdout(&o));
+    let second: Interval = "1S".parse().unwrap();
+    for name in ["BINANCE:BTCUSDT", "SP:SPX"] {
+        let symbol: Symbol = name.parse().unwrap();
+        let bars: Vec<_> = rows
+            .iter()
+            .filter(|(s, _)| s == name)
+            .map(|(_, b)| *b)
+            .collect();
+        assert!(bars.len() >= 2, "{name}: {bars:?}");
+        for w in bars.windows(2) {
+            assert_eq!(
+                second.next_bar_open(w[0].time),
+                w[1].time,
+                "{name}: once, in order"
+            );
+        }
+        for b in &bars {
+            assert_eq!(*b, sim.expected_bar(&symbol, second, b.time));
+        }
+    }
+    assert!(
+        rows.iter().any(|(_, b)| b.volume.is_none()),
+        "SPX has no volume: null"
+    );
+}
+
+#[test]
+fn live_refuses_an_unknown_symbol_before_printing_anything() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let o = run_bounded(
+        bin().args([
+            "live",
+            "BINANCE:BTCUSDT@1S",
+            "BINANCE:INVALIDX@1S",
+            "--duration",
+            "30",
+            "--url",
+            &sim.url(),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    assert_eq!(
+        stderr(&o),
+        "tvdatafeed: BINANCE:INVALIDX 1S: unknown symbol (invalid symbol)\n"
+    );
+    let o = run_bounded(bin().args(["live", "BTCUSDT-1S"]), Duration::from_secs(10));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("EXCHANGE:TICKER@INTERVAL"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
+    use tvdatafeed::sim::{Fault, FaultKind, Trigger};
+    let sim =
+        Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(100))).unwrap();
+    let mut child = bin()
+        .args([
+            "live",
+            "BINANCE:BTCUSDT@1S",
+            "--format",
+            "json",
+            "--duration",
+            "7",
+            "--url",
+            &sim.url(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(sim.wait_connections(1, Duration::from_secs(10)));
+    // Close the connection after 2 s, then stall the next one for a while.
+    sim.inject(Fault::now(FaultKind::CloseClean).when(Trigger::After(Duration::from_secs(2))));
+    let o = {
+        let deadline = Duration::from_secs(40);
+        let mut waited = Duration::ZERO;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break child.wait_with_output().unwrap();
+            }
+            assert!(waited < deadline, "live did not end");
+            std::thread::park_timeout(Duration::from_millis(50));
+            waited += Duration::from_millis(50);
+        }
+    };
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(sim.counters().connections >= 2, "it reconnected");
+    let err = stderr(&o);
+    assert!(
+        err.contains("disconnected") && err.contains("reconnected"),
+        "{err}"
+    );
+    let rows = live_rows(&stdout(&o));
+    let second: Interval = "1S".parse().unwrap();
+    let symbol: Symbol = "BINANCE:BTCUSDT".parse().unwrap();
+    assert!(rows.len() >= 4, "{rows:?}");
+    for w in rows.windows(2) {
+        assert_eq!(
+            second.next_bar_open(w[0].1.time),
+            w[1].1.time,
+            "exactly once, contiguous"
+        );
+    }
+    for (_, b) in &rows {
+        assert_eq!(*b, sim.expected_bar(&symbol, second, b.time));
+    }
+}
