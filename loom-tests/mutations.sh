@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mutation check of the loom models: each mutation below breaks the ring or the registry in
+# Mutation check of the loom models: each mutation below breaks the ring, the registry or the
+# consumer gate in
 # one way the models claim to catch (a weakened ordering, a dropped wake-up, a stale thread
 # registration, a snapshot loaded outside the writer lock...). For each one, the script applies
 # it to a scratch copy of the repository (never to the working tree), runs the model(s) meant
@@ -55,6 +56,10 @@ mutations=(
     "remove-consumer-loads-before-lock|src/registry.rs|registry|registry_remove_consumer_racing_insert_consumer|an update was lost"
     "remove-key-loads-before-lock|src/registry.rs|registry|registry_remove_key_racing_insert_consumer|a consumer of the removed key was lost or invented"
     "remove-consumer-skips-publish|src/registry.rs|registry|registry_reader_never_delivers|(saw the consumer|still holds a removed consumer|still published)"
+    # With the gate broken, loom may first trip over the late unpark the callback's `exit`
+    # sends a closer that already returned (its own `state.notified` assertion): also a catch.
+    "gate-enter-ignores-close|src/live/gate.rs|consumer|consumer_removal_then_quiescence|(ran after del_consumer returned|entered after close|assertion failed: state.notified)"
+    "gate-close-does-not-wait|src/live/gate.rs|consumer|gate_close_waits_for_a_running_callback|(close returned while the callback was still inside|assertion failed: state.notified)"
 )
 
 # Sets OLD and NEW for mutation $1.
@@ -123,6 +128,21 @@ mutation_text() {
         drop(next);
         // Cannot panic: hashes a `ConsumerId`.
         writer.owners.remove(&id);' ;;
+    gate-enter-ignores-close)
+        OLD='        self.state
+            .compare_exchange(OPEN, OPEN | RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()'
+        NEW='        self.state.fetch_or(RUNNING, Ordering::SeqCst);
+        true' ;;
+    gate-close-does-not-wait)
+        OLD='        if before & RUNNING == 0 {
+            return true;
+        }
+        let deadline'
+        NEW='        if before & RUNNING == 0 || true {
+            return true;
+        }
+        let deadline' ;;
     *)
         echo "unknown mutation $1" >&2
         return 1 ;;
