@@ -68,12 +68,17 @@ pub(crate) fn run_callback(
                 if !shared.gate.enter() {
                     break;
                 }
+                // `Failed` is the seis' last event: the thread ends after it.
+                let last = matches!(d.event, LiveEvent::Failed(_));
                 let result = catch_unwind(AssertUnwindSafe(|| callback(d.event)));
                 shared.gate.exit();
                 batch += 1;
                 if result.is_err() {
                     shared.counters.record_panic();
                     tracing::error!(thread = name, "consumer callback panicked: consumer ended");
+                    break;
+                }
+                if last {
                     break;
                 }
                 if batch >= 64 {
@@ -122,13 +127,14 @@ pub enum RecvError {
 /// # Examples
 ///
 /// ```no_run
+/// # #[allow(dead_code)]
 /// # fn demo(feed: &tvdatafeed::LiveFeed) -> tvdatafeed::Result<()> {
-/// use std::time::Duration;
 /// use tvdatafeed::LiveEvent;
 ///
 /// let btc = feed.new_seis("BINANCE:BTCUSDT", "1")?;
-/// let sub = feed.subscribe(&btc)?;
-/// while let Ok(event) = sub.recv_timeout(Duration::from_secs(120)) {
+/// let mut sub = feed.subscribe(&btc)?;
+/// // Ends when the subscription ends (removed, shut down, or after a `Failed`).
+/// for event in sub.iter() {
 ///     if let LiveEvent::Closed(bar) = event {
 ///         println!("{} closed at {}", bar.time, bar.close);
 ///     }
@@ -146,6 +152,8 @@ pub struct Subscription {
     push: Histogram<u64>,
     close: Histogram<u64>,
     batch: u64,
+    /// A [`LiveEvent::Failed`] was returned: the seis ended, nothing follows.
+    ended: bool,
 }
 
 impl Subscription {
@@ -167,6 +175,7 @@ impl Subscription {
             push: histogram(),
             close: histogram(),
             batch: 0,
+            ended: false,
         }
     }
 
@@ -207,7 +216,7 @@ impl Subscription {
     /// [`RecvError::Timeout`] when nothing arrived in time; [`RecvError::Closed`] once the
     /// subscription ended and its ring is drained.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<LiveEvent, RecvError> {
-        if !self.gate.is_open() {
+        if self.ended || !self.gate.is_open() {
             return Err(RecvError::Closed);
         }
         let Some(rx) = self.rx.as_mut() else {
@@ -223,7 +232,14 @@ impl Subscription {
             rx.pop_timeout(timeout)
         };
         match result {
-            Ok(d) => Ok(self.take(d)),
+            Ok(d) => {
+                let event = self.take(d);
+                if matches!(event, LiveEvent::Failed(_)) {
+                    self.ended = true;
+                    self.flush_stats();
+                }
+                Ok(event)
+            }
             Err(PopTimeoutError::Timeout) => {
                 self.flush_stats();
                 Err(RecvError::Timeout)

@@ -52,6 +52,9 @@ const BASELINE_BARS: u32 = 2;
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// A failed confirmation fetch is retried after this.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
+/// `SeisState::fetching` of a seis whose fetch waits in `Core::pending` (fetch keys count up
+/// from 2^62 and never reach it).
+const QUEUED: u64 = u64::MAX;
 
 /// The engine's settings (the public builder fills them).
 #[derive(Debug, Clone)]
@@ -69,6 +72,9 @@ pub(crate) struct CoreConfig {
     pub(crate) backoff_cap: Duration,
     /// Most closed bars one gap fill asks for.
     pub(crate) max_gap_bars: u32,
+    /// Most fetches (close confirmations and gap fills) in flight on the connection; the rest
+    /// wait in a FIFO, one entry per seis, and are dropped if the stream answers first.
+    pub(crate) max_fetches: usize,
     /// Seed of the jitter and of the session ids.
     pub(crate) seed: u64,
     pub(crate) max_frame_len: usize,
@@ -84,6 +90,7 @@ impl Default for CoreConfig {
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
             max_gap_bars: 5_000,
+            max_fetches: 64,
             seed: 0,
             max_frame_len: crate::protocol::frame::DEFAULT_MAX_FRAME_LEN,
         }
@@ -155,7 +162,8 @@ struct SeisState {
     last_closed: Option<Bar>,
     recent: VecDeque<Bar>,
     forming: Option<Bar>,
-    /// A fetch in flight for this seis: its key in the fetch chart.
+    /// A fetch in flight for this seis (its key in the fetch chart), or [`QUEUED`] while it
+    /// waits in [`Core::pending`]: at most one of either per seis.
     fetching: Option<u64>,
     gap: Option<Gap>,
     /// While a gap fetch is in flight after a reconnect whose replayed history did not reach
@@ -177,6 +185,15 @@ struct Fetch {
     /// Wall-clock ms when it was asked: a bar that closed before it is final.
     asked_at: i64,
     /// It fills a reconnect's gap (the main series' events are held meanwhile).
+    gap: bool,
+}
+
+/// A fetch waiting for room under [`CoreConfig::max_fetches`]. Its anchor is taken when it
+/// starts (the last bar delivered by then).
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    seis: u64,
+    bar: i64,
     gap: bool,
 }
 
@@ -212,8 +229,13 @@ pub(crate) struct Core {
     timers: TimerWheel<Timer>,
     deliveries: VecDeque<(u64, LiveEvent)>,
     actions: VecDeque<Action>,
-    /// Fetch key → what it is for.
+    /// Fetch key → what it is for. At most `cfg.max_fetches` entries.
     fetches: HashMap<u64, Fetch>,
+    /// Fetches waiting for room, oldest first. Invariant: a seis has an entry here iff its
+    /// `fetching` is `Some(QUEUED)`, except entries of seises removed since (skipped when
+    /// they come up), so it holds at most one entry per seis ever subscribed and not yet
+    /// drained.
+    pending: VecDeque<Pending>,
     hists: HashMap<u64, HistWaiter>,
     next_key: u64,
     rng: u64,
@@ -289,6 +311,7 @@ impl Core {
             deliveries: VecDeque::new(),
             actions: VecDeque::new(),
             fetches: HashMap::new(),
+            pending: VecDeque::new(),
             hists: HashMap::new(),
             next_key: 1 << 62,
             due: Vec::new(),
@@ -400,7 +423,9 @@ impl Core {
             if let Some(c) = self.conn.chart_mut(self.main) {
                 let _ = c.remove_series(SeriesKey(id));
             }
-            if let Some(key) = st.fetching {
+            if st.fetching == Some(QUEUED) {
+                self.pending.retain(|p| p.seis != id);
+            } else if let Some(key) = st.fetching {
                 self.fetches.remove(&key);
                 if let Some(c) = self.conn.chart_mut(self.fetch) {
                     let _ = c.remove_series(SeriesKey(key));
@@ -514,6 +539,7 @@ impl Core {
         // Fetches in flight are dropped: the gap fill covers their bars. Events held for a
         // gap fetch are dropped too: the replay starts over from `last_closed`.
         self.fetches.clear();
+        self.pending.clear();
         for st in self.seises.values_mut() {
             st.fetching = None;
             st.hold = None;
@@ -712,10 +738,25 @@ impl Core {
 
     /// Opens a fetch of every bar of seis `id` from open time `anchor` on (a date range, so
     /// that a late answer still reaches back to it), on the fetch chart.
+    ///
+    /// With `cfg.max_fetches` already in flight it is queued instead (one entry per seis: a
+    /// gap fetch asked while a confirmation waits turns the entry into a gap fetch).
     fn start_fetch(&mut self, now: Instant, id: u64, bar: i64, anchor: i64, gap: bool) {
-        let Some(st) = self.seises.get(&id) else {
+        let Some(st) = self.seises.get_mut(&id) else {
             return;
         };
+        if st.fetching == Some(QUEUED) {
+            if let Some(p) = self.pending.iter_mut().find(|p| p.seis == id) {
+                p.gap |= gap;
+                p.bar = if gap { bar } else { p.bar.max(bar) };
+            }
+            return;
+        }
+        if self.fetches.len() >= self.cfg.max_fetches {
+            st.fetching = Some(QUEUED);
+            self.pending.push_back(Pending { seis: id, bar, gap });
+            return;
+        }
         let unix_s = self.unix_ms.div_euclid(1000);
         let req = SeriesRequest::range(
             st.seis.symbol().clone(),
@@ -730,6 +771,7 @@ impl Core {
             .chart_mut(self.fetch)
             .map(|c| c.add_series(now, SeriesKey(key), req));
         if let Some(Ok(())) = added {
+            debug_assert!(self.fetches.len() < self.cfg.max_fetches, "the fetch bound");
             self.fetches.insert(
                 key,
                 Fetch {
@@ -742,6 +784,38 @@ impl Core {
             );
             if let Some(st) = self.seises.get_mut(&id) {
                 st.fetching = Some(key);
+            }
+        }
+    }
+
+    /// Starts the queued fetches there is room for, oldest first, skipping those the stream
+    /// made useless meanwhile (the bar closed, the gap filled, the seis removed).
+    fn pump_fetches(&mut self, now: Instant) {
+        if !self.is_up() {
+            return;
+        }
+        while self.fetches.len() < self.cfg.max_fetches {
+            let Some(p) = self.pending.pop_front() else {
+                return;
+            };
+            let Some(st) = self.seises.get_mut(&p.seis) else {
+                continue;
+            };
+            if st.fetching != Some(QUEUED) {
+                continue;
+            }
+            st.fetching = None;
+            if !matches!(st.phase, SeisPhase::Live) {
+                continue;
+            }
+            if p.gap {
+                if st.hold.is_some()
+                    && let Some(last) = st.last_closed
+                {
+                    self.start_fetch(now, p.seis, p.bar, last.time, true);
+                }
+            } else {
+                self.close_due(now, p.seis, p.bar);
             }
         }
     }
@@ -787,6 +861,11 @@ impl Core {
     // ------------------------------------------------------------------ events
 
     fn process_events(&mut self, now: Instant) {
+        self.process_events_inner(now);
+        self.pump_fetches(now);
+    }
+
+    fn process_events_inner(&mut self, now: Instant) {
         while let Some(e) = self.conn.poll_event() {
             match e {
                 Event::ProtocolError { text } if text == "bad auth token" => {
@@ -1088,6 +1167,7 @@ impl Core {
             if let Some(c) = self.conn.chart_mut(self.fetch) {
                 let _ = c.remove_series(SeriesKey(key));
             }
+            self.pump_fetches(now);
         }
     }
 
