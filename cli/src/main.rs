@@ -154,6 +154,10 @@ enum Command {
         /// Trust this PEM root certificate too (e.g. the simulator's, from `sim --cert-out`).
         #[arg(long)]
         ca_cert: Option<PathBuf>,
+        /// Seconds without any message (heartbeats included) after which the connection
+        /// counts as stalled and is replaced (TradingView beats every 10 s). At least 1.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        stall_secs: u64,
     },
     /// Run the TradingView-protocol simulator on loopback until stopped (Ctrl-C).
     Sim {
@@ -246,6 +250,7 @@ fn main() -> ExitCode {
             format,
             updates,
             ca_cert,
+            stall_secs,
         } => live::run(live::Args {
             specs,
             url,
@@ -254,6 +259,7 @@ fn main() -> ExitCode {
             json: format == Format::Json,
             updates,
             ca_cert,
+            stall: Duration::from_secs(stall_secs),
         }),
         Command::Sim {
             bind,

@@ -952,8 +952,8 @@ fn live_refuses_an_unknown_symbol_before_printing_anything() {
 }
 
 #[test]
-fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
-    use tvdatafeed::sim::{Fault, FaultKind, Trigger};
+fn live_survives_a_server_close_and_a_stall_with_its_output_exactly_once_and_contiguous() {
+    use tvdatafeed::sim::{Fault, FaultKind, Target, Trigger};
     let sim =
         Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(100))).unwrap();
     let mut child = bin()
@@ -963,7 +963,9 @@ fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
             "--format",
             "json",
             "--duration",
-            "7",
+            "12",
+            "--stall-secs",
+            "2",
             "--url",
             &sim.url(),
         ])
@@ -972,8 +974,14 @@ fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
         .spawn()
         .unwrap();
     assert!(sim.wait_connections(1, Duration::from_secs(10)));
-    // Close the connection after 2 s, then stall the next one for a while.
+    // Close the connection after 2 s, then stall the next one once it has streamed a while
+    // (silence: no message, no heartbeat), until the client gives up on it.
     sim.inject(Fault::now(FaultKind::CloseClean).when(Trigger::After(Duration::from_secs(2))));
+    sim.inject(
+        Fault::now(FaultKind::Stall(None))
+            .when(Trigger::AfterMessages(20))
+            .on(Target::Next),
+    );
     let o = {
         let deadline = Duration::from_secs(40);
         let mut waited = Duration::ZERO;
@@ -987,12 +995,16 @@ fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
         }
     };
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(sim.counters().connections >= 2, "it reconnected");
+    assert!(
+        sim.counters().connections >= 3,
+        "it reconnected after the close and after the stall"
+    );
     let err = stderr(&o);
     assert!(
-        err.contains("disconnected") && err.contains("reconnected"),
+        err.matches("disconnected").count() >= 2 && err.matches("reconnected").count() >= 2,
         "{err}"
     );
+    assert!(err.contains("timed out"), "the stall is named: {err}");
     let rows = live_rows(&stdout(&o));
     let second: Interval = "1S".parse().unwrap();
     let symbol: Symbol = "BINANCE:BTCUSDT".parse().unwrap();

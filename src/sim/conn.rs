@@ -64,6 +64,15 @@ fn refuse(status: StatusCode, body: &str) -> ErrorResponse {
     r
 }
 
+fn refuse_retry_after(status: StatusCode, retry_after: Option<u64>) -> ErrorResponse {
+    let mut r = refuse(status, "refused");
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert("retry-after", tungstenite::http::HeaderValue::from(secs));
+    }
+    r
+}
+
 /// Runs one connection to its end. Never panics on client input.
 pub(crate) fn run(
     id: u64,
@@ -115,9 +124,9 @@ fn serve(
         if cfg.require_origin && !origin_ok(req) {
             return Err(refuse(StatusCode::FORBIDDEN, "forbidden"));
         }
-        if let Some(status) = reject {
+        if let Some((status, retry_after)) = reject {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return Err(refuse(status, "refused"));
+            return Err(refuse_retry_after(status, retry_after));
         }
         Ok(resp)
     };
@@ -139,6 +148,7 @@ fn serve(
     let mut faults: Vec<Armed> = Vec::new();
     let mut hold_until: Option<Instant> = None;
     let mut stalled_forever = false;
+    let mut trickle: Option<Duration> = None;
     let mut sent_since_inject: u64 = 0;
     loop {
         if shared.stopping() {
@@ -200,6 +210,7 @@ fn serve(
                     session.out.push(m);
                 }
                 FaultKind::Restart(_) => {}
+                FaultKind::Trickle(gap) => trickle = Some(gap),
             }
         }
         let now_ms = clock::unix_ms();
@@ -209,6 +220,16 @@ fn serve(
             hold_until = None;
             let live = session.take_du_count();
             let mut n = 0u64;
+            if let Some(gap) = trickle.filter(|_| !session.out.is_empty()) {
+                trickle = None;
+                let msg = session.out.remove(0);
+                let len = msg.len() as u64;
+                if !write_trickling(&mut ws, shared, msg, gap)? {
+                    return Ok(());
+                }
+                n += 1;
+                shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
+            }
             for msg in session.out.drain(..) {
                 let len = msg.len() as u64;
                 // Frames are ASCII (the writer escapes everything else); faults write ASCII too.
@@ -303,6 +324,47 @@ fn close_gracefully(ws: &mut WebSocket<Stream>, linger: Duration) {
             return;
         }
     }
+}
+
+/// Writes `msg` as one websocket text frame, one byte every `gap`, straight to the stream
+/// under the websocket (after flushing what the websocket holds, so the byte stream stays
+/// well formed). `Ok(false)` when the simulator stops or restarts meanwhile.
+fn write_trickling(
+    ws: &mut WebSocket<Stream>,
+    shared: &Shared,
+    msg: Vec<u8>,
+    gap: Duration,
+) -> io::Result<bool> {
+    use std::io::Write as _;
+    ws.flush().map_err(io::Error::other)?;
+    let mut frame = Vec::with_capacity(msg.len() + 10);
+    tungstenite::protocol::frame::Frame::message(
+        msg,
+        tungstenite::protocol::frame::coding::OpCode::Data(
+            tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    )
+    .format(&mut frame)
+    .map_err(io::Error::other)?;
+    let generation = shared.generation();
+    for byte in frame {
+        let stream = ws.get_mut();
+        stream.write_all(&[byte])?;
+        stream.flush()?;
+        let until = clock::monotonic() + gap;
+        loop {
+            if shared.stopping() || shared.generation() != generation {
+                return Ok(false);
+            }
+            let left = until.saturating_duration_since(clock::monotonic());
+            if left.is_zero() {
+                break;
+            }
+            crate::sync::plain::thread::park_timeout(left.min(MAX_WAIT));
+        }
+    }
+    Ok(true)
 }
 
 /// One client message: `Ok(None)` on timeout or control frames; `Err` when the client is gone.

@@ -214,6 +214,7 @@ impl ServerSession {
                     self.depth = cfg.history_depth_anonymous;
                 } else if jwt_shaped(&token)
                     && (cfg.valid_tokens.is_empty() || cfg.valid_tokens.contains(&token))
+                    && !shared.is_revoked(&token)
                 {
                     self.depth = cfg.history_depth_authenticated;
                 } else {
