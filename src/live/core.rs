@@ -352,6 +352,11 @@ impl Core {
         self.next_key
     }
 
+    /// Fetches waiting for room (for the fuzz harness's bound check).
+    pub(crate) fn pending_fetches(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether a connection is up.
     pub(crate) fn is_up(&self) -> bool {
         matches!(self.link, Link::Up { .. })

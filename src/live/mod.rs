@@ -35,6 +35,7 @@ mod core;
 mod dst;
 mod event;
 mod fanout;
+pub(crate) mod fuzz;
 pub(crate) mod gate;
 mod io;
 mod stats;
