@@ -838,7 +838,9 @@ impl ServerSession {
                     let msg = std::mem::take(&mut w.out);
                     self.du_count += 1;
                     self.du_pending += 1;
-                    if cfg.duplicate_du_every > 0 && self.du_count % cfg.duplicate_du_every == 0 {
+                    if cfg.duplicate_du_every > 0
+                        && self.du_count.is_multiple_of(cfg.duplicate_du_every)
+                    {
                         self.out.push(msg.clone());
                         self.du_pending += 1;
                     }
@@ -882,7 +884,7 @@ fn revises(cfg: &SimConfig, symbol: &Symbol, interval: Interval, t: i64) -> bool
     // SipHash with fixed keys: the same answer in every run.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (symbol.as_str(), interval.to_string(), t, cfg.seed).hash(&mut h);
-    h.finish() % cfg.revise_every == 0
+    h.finish().is_multiple_of(cfg.revise_every)
 }
 
 /// The symbol a quote session names: `EXCH:TICKER` or an `={…}` spec (`qsd` echoes the name).
