@@ -655,10 +655,12 @@ fn del_seis_during_a_reconnect_returns_and_the_seis_is_not_resubscribed() {
         at_return,
         "a callback of the removed seis ran"
     );
-    assert_eq!(
-        sim.counters().series_open,
-        1,
-        "the removed seis was re-subscribed"
+    // One series stays on the server (a confirmation fetch may add one for a moment): a
+    // re-subscribed removed seis would stay for good.
+    wait_for(
+        Duration::from_secs(5),
+        "the removed seis was re-subscribed",
+        || sim.counters().series_open == 1,
     );
     assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
 }

@@ -75,6 +75,11 @@ pub(crate) struct CoreConfig {
     /// Most fetches (close confirmations and gap fills) in flight on the connection; the rest
     /// wait in a FIFO, one entry per seis, and are dropped if the stream answers first.
     pub(crate) max_fetches: usize,
+    /// After this many series opened on the fetch (or `get_hist`) chart session, the session
+    /// is replaced by a fresh one as soon as it is idle: the server keeps every symbol a chart
+    /// session resolved until the session is deleted, so a long-lived connection confirming
+    /// quiet closes would otherwise grow the server's state (and the simulator's) for ever.
+    pub(crate) rotate_chart_after: u64,
     /// Seed of the jitter and of the session ids.
     pub(crate) seed: u64,
     pub(crate) max_frame_len: usize,
@@ -91,6 +96,7 @@ impl Default for CoreConfig {
             backoff_cap: Duration::from_secs(30),
             max_gap_bars: 5_000,
             max_fetches: 64,
+            rotate_chart_after: 256,
             seed: 0,
             max_frame_len: crate::protocol::frame::DEFAULT_MAX_FRAME_LEN,
         }
@@ -249,6 +255,9 @@ pub(crate) struct Core {
     replayed_at: i64,
     /// A 429's `Retry-After`, applied to the next backoff.
     retry_after: Option<Duration>,
+    /// Series opened on the current fetch and hist chart sessions (see `cfg.rotate_chart_after`).
+    fetch_opened: u64,
+    hist_opened: u64,
     /// Counters for stats.
     pub(crate) reconnects: u64,
     pub(crate) bad_messages: u64,
@@ -273,15 +282,19 @@ fn new_connection(
             .with_max_gap_bars(cfg.max_gap_bars)
             .with_load_timeout(cfg.stall_timeout.max(Duration::from_secs(10))),
     );
-    let fetch = conn.add_chart(
-        now,
-        ChartConfig::default().with_load_timeout(Duration::from_secs(10)),
-    );
-    let hist = conn.add_chart(
-        now,
-        ChartConfig::default().with_load_timeout(Duration::from_secs(3_600)),
-    );
+    let fetch = conn.add_chart(now, fetch_chart());
+    let hist = conn.add_chart(now, hist_chart());
     (conn, main, fetch, hist)
+}
+
+/// The chart session of close confirmations and gap fills.
+fn fetch_chart() -> ChartConfig {
+    ChartConfig::default().with_load_timeout(Duration::from_secs(10))
+}
+
+/// The chart session of `get_hist` (each request has its own deadline).
+fn hist_chart() -> ChartConfig {
+    ChartConfig::default().with_load_timeout(Duration::from_secs(3_600))
 }
 
 fn ms_of(d: Duration) -> u64 {
@@ -319,6 +332,8 @@ impl Core {
             unix_ms,
             replayed_at: 0,
             retry_after: None,
+            fetch_opened: 0,
+            hist_opened: 0,
             reconnects: 0,
             bad_messages: 0,
         }
@@ -481,6 +496,7 @@ impl Core {
         if let Some(Err(e)) = added {
             return reply.send(Err(Error::InvalidRequest(e.to_string())));
         }
+        self.hist_opened += 1;
         self.arm(now, timeout, Timer::Hist { key });
         self.hists.insert(
             key,
@@ -520,6 +536,9 @@ impl Core {
         }
         self.link = Link::Up { since: now };
         self.was_up = true;
+        // The server starts from nothing on a new connection.
+        self.fetch_opened = 0;
+        self.hist_opened = 0;
         self.conn.reset(now);
         self.replayed_at = self.unix_ms;
         let unix_s = self.unix_ms.div_euclid(1000);
@@ -747,6 +766,7 @@ impl Core {
     /// With `cfg.max_fetches` already in flight it is queued instead (one entry per seis: a
     /// gap fetch asked while a confirmation waits turns the entry into a gap fetch).
     fn start_fetch(&mut self, now: Instant, id: u64, bar: i64, anchor: i64, gap: bool) {
+        let room = self.fetch_room();
         let Some(st) = self.seises.get_mut(&id) else {
             return;
         };
@@ -757,7 +777,7 @@ impl Core {
             }
             return;
         }
-        if self.fetches.len() >= self.cfg.max_fetches {
+        if !room {
             st.fetching = Some(QUEUED);
             self.pending.push_back(Pending { seis: id, bar, gap });
             return;
@@ -777,6 +797,7 @@ impl Core {
             .map(|c| c.add_series(now, SeriesKey(key), req));
         if let Some(Ok(())) = added {
             debug_assert!(self.fetches.len() < self.cfg.max_fetches, "the fetch bound");
+            self.fetch_opened += 1;
             self.fetches.insert(
                 key,
                 Fetch {
@@ -793,13 +814,20 @@ impl Core {
         }
     }
 
+    /// Whether a fetch may start now: fewer than `max_fetches` in flight, and the fetch chart
+    /// session not due for replacement (then new fetches wait until the in-flight ones are
+    /// answered and the session is replaced, see `rotate_idle_charts`).
+    fn fetch_room(&self) -> bool {
+        self.fetches.len() < self.cfg.max_fetches && self.fetch_opened < self.cfg.rotate_chart_after
+    }
+
     /// Starts the queued fetches there is room for, oldest first, skipping those the stream
     /// made useless meanwhile (the bar closed, the gap filled, the seis removed).
     fn pump_fetches(&mut self, now: Instant) {
         if !self.is_up() {
             return;
         }
-        while self.fetches.len() < self.cfg.max_fetches {
+        while self.fetch_room() {
             let Some(p) = self.pending.pop_front() else {
                 return;
             };
@@ -867,7 +895,28 @@ impl Core {
 
     fn process_events(&mut self, now: Instant) {
         self.process_events_inner(now);
+        self.rotate_idle_charts(now);
         self.pump_fetches(now);
+    }
+
+    /// Replaces the fetch and hist chart sessions by fresh ones once they opened
+    /// `cfg.rotate_chart_after` series and have nothing in flight (`chart_delete_session` frees
+    /// what the server keeps for them). The fetch session stops taking new fetches at the
+    /// threshold (they queue), so it drains within one round trip however busy it is.
+    fn rotate_idle_charts(&mut self, now: Instant) {
+        if !self.is_up() {
+            return;
+        }
+        if self.fetch_opened >= self.cfg.rotate_chart_after && self.fetches.is_empty() {
+            self.conn.remove_chart(self.fetch);
+            self.fetch = self.conn.add_chart(now, fetch_chart());
+            self.fetch_opened = 0;
+        }
+        if self.hist_opened >= self.cfg.rotate_chart_after && self.hists.is_empty() {
+            self.conn.remove_chart(self.hist);
+            self.hist = self.conn.add_chart(now, hist_chart());
+            self.hist_opened = 0;
+        }
     }
 
     fn process_events_inner(&mut self, now: Instant) {

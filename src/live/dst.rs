@@ -176,6 +176,8 @@ impl World {
                 backoff_cap: Duration::from_secs(2),
                 seed: 7,
                 max_fetches,
+                // With a tight fetch bound, the fetch chart session is replaced often too.
+                rotate_chart_after: if max_fetches <= 2 { 4 } else { 256 },
                 ..CoreConfig::default()
             },
         );
@@ -635,6 +637,37 @@ proptest! {
     ) {
         run_schedule(max_fetches, &ops);
     }
+}
+
+#[test]
+fn a_long_quiet_market_keeps_the_servers_state_bounded() {
+    // One quiet 1S seis: a confirmation fetch per second, each resolving a symbol on the fetch
+    // chart session. Ten minutes is 600 fetches; the session is replaced every 256.
+    let mut w = World::new();
+    w.run(10);
+    w.apply(&Op::Subscribe {
+        symbol: 3,
+        interval: 0,
+    });
+    w.apply(&Op::AddConsumer {
+        seis: 0,
+        capacity: 1024,
+        rate: 1024,
+        updates: false,
+    });
+    let mut peak = 0;
+    for _ in 0..600 {
+        w.run(1_000);
+        w.drain(true);
+        peak = peak.max(w.server.as_ref().map_or(0, ServerSession::resolved_symbols));
+    }
+    assert!(
+        w.checks[0].closed.len() >= 590,
+        "{} closes confirmed in 600 s",
+        w.checks[0].closed.len()
+    );
+    assert!(peak <= 256 + 2, "the server kept {peak} resolved symbols");
+    w.settle();
 }
 
 #[test]

@@ -44,6 +44,7 @@ pub(crate) fn config() -> CoreConfig {
         backoff_cap: Duration::from_secs(2),
         seed: 7,
         max_fetches: 2,
+        rotate_chart_after: 4,
         ..CoreConfig::default()
     }
 }

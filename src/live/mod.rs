@@ -370,6 +370,7 @@ impl LiveFeedBuilder {
                 backoff_cap: self.backoff_cap,
                 max_gap_bars: self.max_gap_bars,
                 max_fetches: self.max_fetches,
+                rotate_chart_after: 256,
                 seed,
                 max_frame_len: crate::protocol::frame::DEFAULT_MAX_FRAME_LEN
                     .min(self.transport.max_message_size),

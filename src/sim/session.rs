@@ -160,6 +160,12 @@ impl ServerSession {
         self.charts.values().map(|c| c.series.len() as u64).sum()
     }
 
+    /// Symbols resolved and still kept, over every chart session of this connection.
+    #[cfg(test)]
+    pub(crate) fn resolved_symbols(&self) -> usize {
+        self.charts.values().map(|c| c.symbols.len()).sum()
+    }
+
     /// Live `du` messages queued since the last call.
     pub(crate) fn take_du_count(&mut self) -> u64 {
         std::mem::take(&mut self.du_pending)
