@@ -6,35 +6,14 @@ use std::{
     time::Duration,
 };
 
-use hdrhistogram::Histogram;
-
-use super::{ConsumerCounters, Delivery, LiveEvent, gate::Gate, stats::histogram};
+use super::{ConsumerCounters, Delivery, LiveEvent, gate::Gate, stats::LocalStats};
 use crate::{
-    clock,
     ring::{Consumer, PopTimeoutError},
     sync::plain::{Arc, atomic::AtomicBool, atomic::Ordering},
 };
 
 /// How often a waiting consumer wakes to publish its latencies and re-check its gate.
 const WAKE_EVERY: Duration = Duration::from_millis(100);
-
-/// Records the latencies of one delivery: ring push to now (monotonic), and, for a closed
-/// bar, its close time (the next bar's open, wall clock) to now.
-fn record(
-    d: &Delivery,
-    interval: crate::Interval,
-    push: &mut Histogram<u64>,
-    close: &mut Histogram<u64>,
-) {
-    let waited = clock::monotonic().saturating_duration_since(d.pushed_at);
-    let _ = push.record(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX).max(1));
-    if let LiveEvent::Closed(bar) = &d.event {
-        let close_ms =
-            u64::try_from(interval.next_bar_open(bar.time).saturating_mul(1000)).unwrap_or(0);
-        let late_ms = clock::unix_ms().saturating_sub(close_ms);
-        let _ = close.record(late_ms.saturating_mul(1_000_000).max(1));
-    }
-}
 
 /// What a callback consumer thread shares with the feed.
 #[derive(Debug)]
@@ -55,16 +34,14 @@ pub(crate) fn run_callback(
     mut callback: impl FnMut(LiveEvent),
 ) {
     tracing::debug!(thread = name, "consumer started");
-    let mut push = histogram();
-    let mut close = histogram();
-    let mut batch = 0u64;
+    let mut stats = LocalStats::default();
     loop {
         if !shared.gate.is_open() {
             break;
         }
         match rx.pop_timeout(WAKE_EVERY) {
             Ok(d) => {
-                record(&d, interval, &mut push, &mut close);
+                stats.record(&d, interval, &shared.counters);
                 if !shared.gate.enter() {
                     break;
                 }
@@ -72,7 +49,6 @@ pub(crate) fn run_callback(
                 let last = matches!(d.event, LiveEvent::Failed(_));
                 let result = catch_unwind(AssertUnwindSafe(|| callback(d.event)));
                 shared.gate.exit();
-                batch += 1;
                 if result.is_err() {
                     shared.counters.record_panic();
                     tracing::error!(thread = name, "consumer callback panicked: consumer ended");
@@ -81,22 +57,12 @@ pub(crate) fn run_callback(
                 if last {
                     break;
                 }
-                if batch >= 64 {
-                    shared.counters.record_delivered(batch);
-                    shared.counters.merge(&mut push, &mut close);
-                    batch = 0;
-                }
             }
-            Err(PopTimeoutError::Timeout) => {
-                shared.counters.record_delivered(batch);
-                shared.counters.merge(&mut push, &mut close);
-                batch = 0;
-            }
+            Err(PopTimeoutError::Timeout) => stats.flush(&shared.counters),
             Err(PopTimeoutError::Abandoned) => break,
         }
     }
-    shared.counters.record_delivered(batch);
-    shared.counters.merge(&mut push, &mut close);
+    stats.flush(&shared.counters);
     // Release: a joiner that sees `finished` also sees the counters above.
     shared.finished.store(true, Ordering::Release);
     tracing::debug!(thread = name, "consumer ended");
@@ -149,9 +115,7 @@ pub struct Subscription {
     pub(crate) counters: Arc<ConsumerCounters>,
     pub(crate) feed: std::sync::Weak<super::Shared>,
     pub(crate) interval: crate::Interval,
-    push: Histogram<u64>,
-    close: Histogram<u64>,
-    batch: u64,
+    stats: LocalStats,
     /// A [`LiveEvent::Failed`] was returned: the seis ended, nothing follows.
     ended: bool,
 }
@@ -172,9 +136,7 @@ impl Subscription {
             counters,
             feed,
             interval,
-            push: histogram(),
-            close: histogram(),
-            batch: 0,
+            stats: LocalStats::default(),
             ended: false,
         }
     }
@@ -185,18 +147,12 @@ impl Subscription {
     }
 
     fn take(&mut self, d: Delivery) -> LiveEvent {
-        record(&d, self.interval, &mut self.push, &mut self.close);
-        self.batch += 1;
-        if self.batch >= 64 {
-            self.flush_stats();
-        }
+        self.stats.record(&d, self.interval, &self.counters);
         d.event
     }
 
     fn flush_stats(&mut self) {
-        self.counters.record_delivered(self.batch);
-        self.batch = 0;
-        self.counters.merge(&mut self.push, &mut self.close);
+        self.stats.flush(&self.counters);
     }
 
     /// The next event if one is waiting; never blocks.
