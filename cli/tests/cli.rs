@@ -692,7 +692,10 @@ fn search_takes_a_timeout_and_a_silent_server_hits_it() {
         .unwrap();
     let o = run(bin().args(["search", "btc", "--url", &url, "--timeout-secs", "1"]));
     assert!(!o.status.success());
-    assert_eq!(stderr(&o), "tvdatafeed: timed out after 1s\n");
+    assert_eq!(
+        stderr(&o),
+        "tvdatafeed: timed out after 1s (the https request)\n"
+    );
     assert!(o.stdout.is_empty());
     server.join().unwrap();
     // And the largest value is accepted (capped), not an overflow.
