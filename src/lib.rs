@@ -93,7 +93,8 @@ pub struct ReadmeDoctests;
 pub use auth::{ANONYMOUS_TOKEN, AuthToken};
 pub use error::{Error, Phase, Result};
 pub use history::{
-    Client, ClientConfig, DEFAULT_TIMEOUT, HistOptions, History, MAX_BARS, TOKEN_ENV, URL_ENV,
+    Client, ClientConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, HistMany, HistOptions,
+    HistRequest, History, MAX_BARS, TOKEN_ENV, URL_ENV,
 };
 pub use live::{
     ConsumerOptions, ConsumerStats, IoWait, Latency, LiveEvent, LiveFeed, LiveFeedBuilder,
