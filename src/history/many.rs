@@ -40,7 +40,7 @@ use crate::{
 /// assert!(january.options.range.is_some());
 /// # Ok::<(), tvdatafeed::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HistRequest {
     /// The symbol.
@@ -129,6 +129,8 @@ pub(super) struct Link {
     chart_errors: ChartErrors,
     /// The batch's limit, for a debug check.
     max_in_flight: usize,
+    /// [`ClientConfig::timeout`]: how long a send may block.
+    request_timeout: Duration,
 }
 
 impl Link {
@@ -169,6 +171,7 @@ impl Link {
         let batch = HistBatch::new(&mut proto, chart, now, requests, batch);
         Ok(Self {
             max_in_flight,
+            request_timeout: config.timeout,
             ws,
             proto,
             batch,
@@ -207,12 +210,28 @@ impl Link {
     /// The connection is unusable: closed, failed, the batch's deadline passed, the connection
     /// was silent for the request timeout, or the server sent a fatal error.
     pub(super) fn step(&mut self) -> Result<(), Error> {
+        // A send blocks only on a server that stopped reading: dead after one request timeout.
+        let stuck = clock::monotonic().checked_add(self.request_timeout);
+        let send_deadline = match (self.deadline, stuck) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        };
         while let Some(msg) = self.proto.poll_transmit() {
-            self.arm(self.deadline);
-            self.ws.send(msg).map_err(|e| match e {
-                Error::Timeout { .. } => self.expired(),
-                e => e,
-            })?;
+            self.arm(send_deadline);
+            if let Err(e) = self.ws.send(msg) {
+                return Err(match e {
+                    Error::Timeout { .. }
+                        if self.deadline.is_some_and(|d| clock::monotonic() >= d) =>
+                    {
+                        self.expired()
+                    }
+                    Error::Timeout { .. } => Error::Timeout {
+                        after: self.request_timeout,
+                        during: Phase::Answer,
+                    },
+                    e => e,
+                });
+            }
         }
         let wake = [self.batch.poll_timeout(), self.proto.poll_timeout()]
             .into_iter()
@@ -300,6 +319,12 @@ impl Link {
 /// drives the one connection until some request is answered. The connection closes as soon
 /// as every request is answered, or when this is dropped. Yields exactly one item per request.
 /// It can be moved to another thread.
+///
+/// The connection is serviced only inside `next` (that is the backpressure: at most
+/// [`ClientConfig::max_in_flight`] histories load while you work on one), so keep calling it:
+/// TradingView closes a connection that leaves its heartbeats unanswered for long (about a
+/// minute), and the requests left would then fail with that transport error. To work on results
+/// at leisure, `collect` them first.
 #[derive(Debug)]
 pub struct HistMany {
     config: ClientConfig,
@@ -497,6 +522,13 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<HistMany>();
+        send::<HistRequest>();
+    }
 
     #[test]
     fn requests_accept_strings_and_keep_a_range() {
