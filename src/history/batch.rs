@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{HistOptions, History, MAX_BARS};
+use super::{HistOptions, HistRequest, History, MAX_BARS};
 use crate::{
     Error, Interval, Symbol,
     error::Phase,
@@ -92,6 +92,15 @@ impl BatchRequest {
     /// The series request alone.
     pub(crate) fn into_series(self) -> SeriesRequest {
         self.series
+    }
+
+    /// The download a public [`HistRequest`] asks for.
+    ///
+    /// # Errors
+    ///
+    /// As [`BatchRequest::new`].
+    pub(crate) fn from_request(r: &HistRequest) -> Result<Self, Error> {
+        Self::new(r.symbol.clone(), r.interval, r.bars, &r.options)
     }
 }
 

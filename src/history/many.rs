@@ -364,7 +364,7 @@ impl HistMany {
         let mut valid = Vec::new();
         for (i, r) in self.requests.iter().enumerate() {
             let Some(r) = r else { continue };
-            match BatchRequest::new(r.symbol.clone(), r.interval, r.bars, &r.options) {
+            match BatchRequest::from_request(r) {
                 Ok(b) => {
                     valid.push(b);
                     self.index.push(i);

@@ -12,7 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-mod batch;
+// The live engine drives the batch on its own connection.
+pub(crate) mod batch;
 mod many;
 
 pub use many::{HistMany, HistRequest};
