@@ -155,8 +155,12 @@ enum Slot {
 ///    [`HistBatch::handle_connection_lost`]: every request not yet answered gets the error.
 ///
 /// Repeat 2-5 until [`HistBatch::is_finished`], then remove the chart session (or close the
-/// connection). Times must not go backwards. A batch does not survive a reconnect: on a new
-/// websocket, remove its chart and fail it (or start a new batch with what is left).
+/// connection). Times must not go backwards.
+///
+/// After a reconnect ([`Connection::reset`]), either replay the batch's chart session with
+/// [`ChartSession::resubscribe`](crate::protocol::ChartSession::resubscribe) and no last-seen
+/// bar (each open series is asked again from the start; the requests' deadlines keep running
+/// from their first opening), or call [`HistBatch::handle_connection_lost`].
 #[derive(Debug)]
 pub(crate) struct HistBatch {
     chart: ChartId,
@@ -560,6 +564,32 @@ mod tests {
         complete(&mut conn, &mut b, t1, 2);
         assert!(matches!(b.poll_result(), Some((1, Ok(_)))));
         assert!(b.is_finished() && b.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn a_resubscribed_chart_carries_the_batch_over_a_reconnect() {
+        let (mut conn, mut b, t0) = batch(3, 2, Duration::from_secs(30));
+        let _ = sent(&mut conn);
+        // The websocket dies with requests 0 and 1 open; the chart is replayed on the next.
+        conn.reset(t0);
+        let charts: Vec<ChartId> = conn.charts().map(|(id, _)| id).collect();
+        for chart in charts {
+            conn.chart_mut(chart).unwrap().resubscribe(t0, 0, |_| None);
+        }
+        let replay = sent(&mut conn);
+        assert_eq!(replay.iter().filter(|m| *m == "create_series").count(), 2);
+        // The replayed series are wire ids 3 and 4; the batch knows them by key.
+        complete(&mut conn, &mut b, t0, 4);
+        complete(&mut conn, &mut b, t0, 3);
+        complete(&mut conn, &mut b, t0, 5);
+        let order: Vec<usize> = std::iter::from_fn(|| b.poll_result())
+            .map(|(i, r)| {
+                assert!(r.is_ok());
+                i
+            })
+            .collect();
+        assert_eq!(order, [1, 0, 2]);
+        assert!(b.is_finished());
     }
 
     #[test]
