@@ -11,10 +11,15 @@
 //! what the Python call returns as 5,000 rows). Every answer is checked (bar count; ours also
 //! value by value against the simulator's truth in the first round) outside the timing.
 //!
-//! `cargo bench --bench hist_many` runs 100 symbols, 5 rounds (the Python pattern needs
-//! `python3 -m pip install tradingview-datafeed==2.1.1 websocket-client pandas`; without it
-//! its rows say so; `-- --no-python` skips it). Without `--bench` (`cargo test --benches`) it runs 3 small symbols once,
-//! ours only, as a smoke test. Prints a Markdown table; figures go in BENCHMARKS.md.
+//! A second table runs ours over ws through a relay that delays every chunk of bytes by 25 ms
+//! each way (a 50 ms round trip, as to a distant server; loopback has none), at several
+//! in-flight limits: what [`DEFAULT_MAX_IN_FLIGHT`] buys where round trips cost.
+//!
+//! `cargo bench --bench hist_many` runs 100 symbols, 5 rounds (3 through the relay); the Python
+//! pattern needs `python3 -m pip install tradingview-datafeed==2.1.1 websocket-client pandas`
+//! (without it its rows say so; `-- --no-python` skips it). Without `--bench`
+//! (`cargo test --benches`) it runs 3 small symbols once, ours only, with a 2 ms relay, as a
+//! smoke test. Prints Markdown tables; figures go in BENCHMARKS.md.
 //!
 //! Besides wall time, each contender's client CPU time is measured (ours: the calling
 //! thread, from `/proc/thread-self/stat`, 10 ms resolution; Python: `getrusage` of its whole
@@ -28,7 +33,11 @@
 )]
 
 use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     process::Command,
+    sync::mpsc,
+    thread,
     time::{Duration, Instant},
 };
 
@@ -67,10 +76,69 @@ struct Run {
     bars: usize,
 }
 
-/// Runs ours once.
-fn ours(sim: &Sim, plan: &Plan, k: usize, check: bool) -> Run {
+/// A TCP relay to `target` that delays every chunk of bytes by `one_way` in each direction:
+/// a round trip of twice that, with unlimited bandwidth (the TCP handshake to the relay is not
+/// delayed; TLS and the websocket upgrade are). Returns its address; it serves until exit.
+fn latency_relay(target: SocketAddr, one_way: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+    let addr = listener.local_addr().expect("relay address");
+    thread::Builder::new()
+        .name("relay-accept".into())
+        .spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                pipe(client, s2, one_way);
+                pipe(server, c2, one_way);
+            }
+        })
+        .expect("spawn the relay");
+    addr
+}
+
+/// Copies `from` to `to`, each chunk `one_way` after it was read.
+fn pipe(mut from: TcpStream, mut to: TcpStream, one_way: Duration) {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let reader = move || {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if tx.send((now() + one_way, buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    };
+    let writer = move || {
+        for (at, bytes) in rx {
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the relay is the network's latency"
+            )]
+            thread::sleep(at.saturating_duration_since(now()));
+            if to.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    };
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .expect("spawn a relay pipe");
+    };
+    spawn("relay-read", Box::new(reader));
+    spawn("relay-write", Box::new(writer));
+}
+
+/// Runs ours once, against `url` (the simulator's, or a relay's in front of it).
+fn ours(sim: &Sim, url: &str, plan: &Plan, k: usize, check: bool) -> Run {
     let mut config = ClientConfig::default()
-        .with_endpoint(sim.url())
+        .with_endpoint(url)
         .expect("url")
         .with_max_in_flight(k);
     if let Some(der) = sim.root_certificate_der() {
@@ -194,8 +262,14 @@ fn main() {
         let mut python_error = None;
         // Rounds interleave the contenders, so that drift on a shared machine hits all three.
         for round in 0..plan.rounds {
-            many.push(ours(&sim, &plan, DEFAULT_MAX_IN_FLIGHT, round == 0));
-            one.push(ours(&sim, &plan, 1, false));
+            many.push(ours(
+                &sim,
+                &sim.url(),
+                &plan,
+                DEFAULT_MAX_IN_FLIGHT,
+                round == 0,
+            ));
+            one.push(ours(&sim, &sim.url(), &plan, 1, false));
             if plan.python && python_error.is_none() {
                 match python(&sim, &plan, &ca_file) {
                     Ok(run) => {
@@ -246,5 +320,37 @@ fn main() {
         if tls {
             let _ = std::fs::remove_file(&ca_file);
         }
+    }
+    // Where round trips cost: ours through a latency relay, ws.
+    let (one_way, ks, rounds): (Duration, &[usize], usize) = if heavy {
+        (Duration::from_millis(25), &[1, 4, 16, 64], 3)
+    } else {
+        (Duration::from_millis(1), &[1, DEFAULT_MAX_IN_FLIGHT], 1)
+    };
+    let sim = Sim::start(SimConfig::default()).expect("sim");
+    let relay = latency_relay(sim.addr(), one_way);
+    let url = sim
+        .url()
+        .replace(&sim.addr().to_string(), &relay.to_string());
+    println!(
+        "\nours over ws through a relay adding {} ms each way ({} ms round trip), median of {rounds} rounds\n",
+        one_way.as_millis(),
+        2 * one_way.as_millis()
+    );
+    println!("| max_in_flight | wall (median) | bars/s | vs K=1 |");
+    println!("| ---: | ---: | ---: | ---: |");
+    let mut first = None;
+    for &k in ks {
+        let runs: Vec<Run> = (0..rounds)
+            .map(|_| ours(&sim, &url, &plan, k, false))
+            .collect();
+        let (wall, _) = median(&runs);
+        let base = *first.get_or_insert(wall);
+        println!(
+            "| {k} | {:.1} ms | {:.0} | **{:.1}x** |",
+            wall.as_secs_f64() * 1e3,
+            runs[0].bars as f64 / wall.as_secs_f64(),
+            base.as_secs_f64() / wall.as_secs_f64()
+        );
     }
 }
