@@ -474,6 +474,43 @@ fn get_hist_goes_over_the_live_connection() {
 }
 
 #[test]
+fn get_hist_over_the_live_connection_pages_past_one_request_and_leaves_nothing_open() {
+    let sim = sim();
+    // An authenticated token: the simulator's history depth is then 20,000 bars.
+    let feed = LiveFeed::builder()
+        .endpoint(sim.url())
+        .unwrap()
+        .token(tvdatafeed::AuthToken::new("aaa.bbb.ccc"))
+        .build()
+        .unwrap();
+    let _btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let h = feed
+        .get_hist("BINANCE:ETHUSDT", "1", 12_000, &HistOptions::default())
+        .unwrap();
+    assert_eq!(h.bars.len(), 12_000);
+    assert_eq!(h.requested, Some(12_000));
+    for w in h.bars.windows(2) {
+        assert_eq!(h.interval.next_bar_open(w[0].time), w[1].time);
+    }
+    for b in h.bars.iter().step_by(97) {
+        assert_eq!(*b, sim.expected_bar(&h.symbol, h.interval, b.time));
+    }
+    // Its chart session is gone: only the seis is open on the server (a confirmation fetch
+    // may add one for a moment).
+    let deadline = now() + Duration::from_secs(5);
+    while sim.counters().series_open != 1 {
+        assert!(
+            now() < deadline,
+            "{} series open",
+            sim.counters().series_open
+        );
+        pause(Duration::from_millis(20));
+    }
+    assert_eq!(sim.counters().connections, 1, "no new connection");
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
 fn ten_threads_of_a_hundred_mixed_operations_finish_without_deadlock() {
     let sim = sim();
     let feed = Arc::new(feed(&sim));

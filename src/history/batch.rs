@@ -89,11 +89,6 @@ impl BatchRequest {
         })
     }
 
-    /// The series request alone.
-    pub(crate) fn into_series(self) -> SeriesRequest {
-        self.series
-    }
-
     /// The download a public [`HistRequest`] asks for.
     ///
     /// # Errors

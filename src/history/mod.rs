@@ -24,7 +24,7 @@ use self::{
 };
 use crate::{
     AuthToken, Bar, Error, Interval, Symbol, clock,
-    protocol::{Adjustment, SeriesRequest, SymbolInfo},
+    protocol::{Adjustment, SymbolInfo},
     transport::{Endpoint, TransportConfig},
 };
 
@@ -392,19 +392,4 @@ impl Client {
             }
         }
     }
-}
-
-/// The series request of one `get_hist` call, validated (the live engine's
-/// [`LiveFeed::get_hist`](crate::LiveFeed::get_hist) sends it on its own connection).
-///
-/// # Errors
-///
-/// As [`BatchRequest::new`].
-pub(crate) fn series_request(
-    symbol: &Symbol,
-    interval: Interval,
-    n: u32,
-    options: &HistOptions,
-) -> Result<SeriesRequest, Error> {
-    BatchRequest::new(symbol.clone(), interval, n, options).map(BatchRequest::into_series)
 }

@@ -16,7 +16,6 @@ use super::{Delivery, Seis};
 use crate::{
     Error,
     error::Phase,
-    protocol::SeriesRequest,
     ring::Producer,
     sync::{
         Arc as SeisArc,
@@ -138,7 +137,7 @@ pub(crate) enum Command {
     RemoveConsumer { slot: u32 },
     /// A history download over the live connection.
     GetHist {
-        request: Box<SeriesRequest>,
+        request: Box<crate::history::batch::BatchRequest>,
         timeout: Duration,
         reply: Reply<Result<crate::History, Error>>,
     },
@@ -151,7 +150,7 @@ impl std::fmt::Debug for Command {
             Self::Unsubscribe { seis, .. } => write!(f, "Unsubscribe({seis:?})"),
             Self::AddConsumer { updates, .. } => write!(f, "AddConsumer(updates: {updates})"),
             Self::RemoveConsumer { slot } => write!(f, "RemoveConsumer({slot})"),
-            Self::GetHist { request, .. } => write!(f, "GetHist({:?})", request.spec.symbol),
+            Self::GetHist { request, .. } => write!(f, "GetHist({request:?})"),
         }
     }
 }

@@ -33,9 +33,10 @@ use super::{LiveEvent, Seis, command::Reply};
 use crate::{
     AuthToken, Bar, Error, History,
     error::Phase,
+    history::batch::{BatchConfig, BatchRequest, HistBatch},
     protocol::{
         ChartConfig, ChartEvent, ChartId, Connection, ConnectionConfig, Event, SeriesEvent,
-        SeriesKey, SeriesRange, SeriesRequest,
+        SeriesKey, SeriesRequest,
     },
     sync::Arc,
     timer::TimerWheel,
@@ -141,8 +142,6 @@ enum Timer {
     Reconnect,
     /// Connection attempt `attempt` took too long.
     ConnectTimeout { attempt: u64 },
-    /// A `get_hist` request's deadline.
-    Hist { key: u64 },
 }
 
 #[derive(Debug)]
@@ -207,12 +206,14 @@ struct Pending {
 /// closes and revisions are kept).
 const HOLD_MAX: usize = 4_096;
 
+/// A `get_hist` over the live connection: a batch of one (the machinery of
+/// `Client::get_hist_many`, paging and deadline included) on a chart session of its own,
+/// deleted when it is answered, so the server keeps nothing of it.
 #[derive(Debug)]
-struct HistWaiter {
-    request: SeriesRequest,
-    timeout: Duration,
-    reply: Reply<Result<History, Error>>,
-    info: Option<crate::protocol::SymbolInfo>,
+struct LiveHist {
+    chart: ChartId,
+    batch: HistBatch,
+    reply: Option<Reply<Result<History, Error>>>,
 }
 
 /// The engine core. See the module docs.
@@ -223,7 +224,6 @@ pub(crate) struct Core {
     conn: Connection,
     main: ChartId,
     fetch: ChartId,
-    hist: ChartId,
     link: Link,
     /// Connection attempts since the last stable connection.
     attempt: u64,
@@ -242,7 +242,8 @@ pub(crate) struct Core {
     /// they come up), so it holds at most one entry per seis ever subscribed and not yet
     /// drained.
     pending: VecDeque<Pending>,
-    hists: HashMap<u64, HistWaiter>,
+    /// `get_hist` calls in progress (each blocks its caller, so few).
+    hists: Vec<LiveHist>,
     next_key: u64,
     rng: u64,
     /// Timers due, reused across calls.
@@ -255,19 +256,14 @@ pub(crate) struct Core {
     replayed_at: i64,
     /// A 429's `Retry-After`, applied to the next backoff.
     retry_after: Option<Duration>,
-    /// Series opened on the current fetch and hist chart sessions (see `cfg.rotate_chart_after`).
+    /// Series opened on the current fetch chart session (see `cfg.rotate_chart_after`).
     fetch_opened: u64,
-    hist_opened: u64,
     /// Counters for stats.
     pub(crate) reconnects: u64,
     pub(crate) bad_messages: u64,
 }
 
-fn new_connection(
-    now: Instant,
-    cfg: &CoreConfig,
-    seed: u64,
-) -> (Connection, ChartId, ChartId, ChartId) {
+fn new_connection(now: Instant, cfg: &CoreConfig, seed: u64) -> (Connection, ChartId, ChartId) {
     let mut conn = Connection::new(
         now,
         ConnectionConfig::default()
@@ -283,8 +279,7 @@ fn new_connection(
             .with_load_timeout(cfg.stall_timeout.max(Duration::from_secs(10))),
     );
     let fetch = conn.add_chart(now, fetch_chart());
-    let hist = conn.add_chart(now, hist_chart());
-    (conn, main, fetch, hist)
+    (conn, main, fetch)
 }
 
 /// The chart session of close confirmations and gap fills.
@@ -292,7 +287,7 @@ fn fetch_chart() -> ChartConfig {
     ChartConfig::default().with_load_timeout(Duration::from_secs(10))
 }
 
-/// The chart session of `get_hist` (each request has its own deadline).
+/// The chart session of one `get_hist` (its batch has the request's deadline).
 fn hist_chart() -> ChartConfig {
     ChartConfig::default().with_load_timeout(Duration::from_secs(3_600))
 }
@@ -304,7 +299,7 @@ fn ms_of(d: Duration) -> u64 {
 impl Core {
     /// A core starting at `now`, disconnected, with its first connection attempt due at once.
     pub(crate) fn new(now: Instant, unix_ms: i64, cfg: CoreConfig) -> Self {
-        let (conn, main, fetch, hist) = new_connection(now, &cfg, cfg.seed);
+        let (conn, main, fetch) = new_connection(now, &cfg, cfg.seed);
         let mut timers = TimerWheel::new(0);
         timers.insert(0, Timer::Reconnect);
         Self {
@@ -314,7 +309,6 @@ impl Core {
             conn,
             main,
             fetch,
-            hist,
             link: Link::Down,
             attempt: 0,
             attempts_total: 0,
@@ -325,7 +319,7 @@ impl Core {
             actions: VecDeque::new(),
             fetches: HashMap::new(),
             pending: VecDeque::new(),
-            hists: HashMap::new(),
+            hists: Vec::new(),
             next_key: 1 << 62,
             due: Vec::new(),
             acks: Vec::new(),
@@ -333,7 +327,6 @@ impl Core {
             replayed_at: 0,
             retry_after: None,
             fetch_opened: 0,
-            hist_opened: 0,
             reconnects: 0,
             bad_messages: 0,
         }
@@ -476,37 +469,68 @@ impl Core {
         }
     }
 
-    /// Downloads history over the live connection, on its own chart session; `reply` gets the
-    /// history, the server's refusal, or a timeout after `timeout`.
+    /// Downloads history over the live connection, on a chart session of its own; `reply`
+    /// gets the history, the server's refusal, or a timeout `timeout` after its series opened.
     pub(crate) fn get_hist(
         &mut self,
         now: Instant,
-        request: SeriesRequest,
+        request: BatchRequest,
         timeout: Duration,
         reply: Reply<Result<History, Error>>,
     ) {
         if let Some(e) = self.closed_error() {
             return reply.send(Err(e));
         }
-        let key = self.take_key();
-        let added = self
-            .conn
-            .chart_mut(self.hist)
-            .map(|c| c.add_series(now, SeriesKey(key), request.clone()));
-        if let Some(Err(e)) = added {
-            return reply.send(Err(Error::InvalidRequest(e.to_string())));
-        }
-        self.hist_opened += 1;
-        self.arm(now, timeout, Timer::Hist { key });
-        self.hists.insert(
-            key,
-            HistWaiter {
-                request,
-                timeout,
-                reply,
-                info: None,
+        let chart = self.conn.add_chart(now, hist_chart());
+        let batch = HistBatch::new(
+            &mut self.conn,
+            chart,
+            now,
+            vec![request],
+            BatchConfig {
+                max_in_flight: 1,
+                request_timeout: timeout,
+                progress: false,
             },
         );
+        self.hists.push(LiveHist {
+            chart,
+            batch,
+            reply: Some(reply),
+        });
+        self.finish_hists();
+    }
+
+    /// Answers the `get_hist` calls whose batch has a result, and deletes their chart
+    /// sessions.
+    fn finish_hists(&mut self) {
+        let conn = &mut self.conn;
+        self.hists.retain_mut(|h| {
+            while let Some((_, result)) = h.batch.poll_result() {
+                if let Some(r) = h.reply.take() {
+                    r.send(result);
+                }
+            }
+            if h.batch.is_finished() {
+                conn.remove_chart(h.chart);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Every `get_hist` in progress fails with `e` (the feed ended).
+    fn fail_hists(&mut self, e: &Error) {
+        for mut h in self.hists.drain(..) {
+            h.batch.handle_connection_lost(e);
+            while let Some((_, result)) = h.batch.poll_result() {
+                if let Some(r) = h.reply.take() {
+                    r.send(result);
+                }
+            }
+            self.conn.remove_chart(h.chart);
+        }
     }
 
     /// Ends everything: waiters get [`Error::Shutdown`], no more connections are made.
@@ -521,9 +545,7 @@ impl Core {
                 }
             }
         }
-        for (_, w) in self.hists.drain() {
-            w.reply.send(Err(Error::Shutdown));
-        }
+        self.fail_hists(&Error::Shutdown);
     }
 
     // ------------------------------------------------------------------ the link
@@ -538,7 +560,6 @@ impl Core {
         self.was_up = true;
         // The server starts from nothing on a new connection.
         self.fetch_opened = 0;
-        self.hist_opened = 0;
         self.conn.reset(now);
         self.replayed_at = self.unix_ms;
         let unix_s = self.unix_ms.div_euclid(1000);
@@ -572,8 +593,11 @@ impl Core {
             c.clear();
             c.resubscribe(now, unix_s, |_| None);
         }
-        if let Some(c) = self.conn.chart_mut(self.hist) {
-            c.resubscribe(now, unix_s, |_| None);
+        // A `get_hist` asks again from the start; its deadline keeps running.
+        for h in &self.hists {
+            if let Some(c) = self.conn.chart_mut(h.chart) {
+                c.resubscribe(now, unix_s, |_| None);
+            }
         }
     }
 
@@ -674,6 +698,12 @@ impl Core {
             self.conn.handle_timeout(now);
             self.process_events(now);
         }
+        for h in &mut self.hists {
+            if h.batch.poll_timeout().is_some_and(|t| t <= now) {
+                h.batch.handle_timeout(&mut self.conn, now);
+            }
+        }
+        self.finish_hists();
         let now_ms = self.ms(now);
         let mut due = std::mem::take(&mut self.due);
         due.extend(self.timers.advance(now_ms).map(|(_, t)| t));
@@ -719,17 +749,6 @@ impl Core {
                         && self.is_up()
                     {
                         self.start_fetch(now, seis, t, t, true);
-                    }
-                }
-                Timer::Hist { key } => {
-                    if let Some(w) = self.hists.remove(&key) {
-                        if let Some(c) = self.conn.chart_mut(self.hist) {
-                            let _ = c.remove_series(SeriesKey(key));
-                        }
-                        w.reply.send(Err(Error::Timeout {
-                            after: w.timeout,
-                            during: Phase::Answer,
-                        }));
                     }
                 }
             }
@@ -816,7 +835,7 @@ impl Core {
 
     /// Whether a fetch may start now: fewer than `max_fetches` in flight, and the fetch chart
     /// session not due for replacement (then new fetches wait until the in-flight ones are
-    /// answered and the session is replaced, see `rotate_idle_charts`).
+    /// answered and the session is replaced, see `rotate_fetch_chart`).
     fn fetch_room(&self) -> bool {
         self.fetches.len() < self.cfg.max_fetches && self.fetch_opened < self.cfg.rotate_chart_after
     }
@@ -866,10 +885,12 @@ impl Core {
         } else {
             None
         };
-        match (wheel, conn) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let hists = self
+            .hists
+            .iter()
+            .filter_map(|h| h.batch.poll_timeout())
+            .min();
+        [wheel, conn, hists].into_iter().flatten().min()
     }
 
     /// The next websocket message to send (only while a connection is up).
@@ -895,15 +916,16 @@ impl Core {
 
     fn process_events(&mut self, now: Instant) {
         self.process_events_inner(now);
-        self.rotate_idle_charts(now);
+        self.rotate_fetch_chart(now);
+        self.finish_hists();
         self.pump_fetches(now);
     }
 
-    /// Replaces the fetch and hist chart sessions by fresh ones once they opened
-    /// `cfg.rotate_chart_after` series and have nothing in flight (`chart_delete_session` frees
-    /// what the server keeps for them). The fetch session stops taking new fetches at the
+    /// Replaces the fetch chart session by a fresh one once it opened
+    /// `cfg.rotate_chart_after` series and has nothing in flight (`chart_delete_session` frees
+    /// what the server keeps for it). The fetch session stops taking new fetches at the
     /// threshold (they queue), so it drains within one round trip however busy it is.
-    fn rotate_idle_charts(&mut self, now: Instant) {
+    fn rotate_fetch_chart(&mut self, now: Instant) {
         if !self.is_up() {
             return;
         }
@@ -912,15 +934,20 @@ impl Core {
             self.fetch = self.conn.add_chart(now, fetch_chart());
             self.fetch_opened = 0;
         }
-        if self.hist_opened >= self.cfg.rotate_chart_after && self.hists.is_empty() {
-            self.conn.remove_chart(self.hist);
-            self.hist = self.conn.add_chart(now, hist_chart());
-            self.hist_opened = 0;
-        }
     }
 
     fn process_events_inner(&mut self, now: Instant) {
         while let Some(e) = self.conn.poll_event() {
+            if let Event::Chart { chart, .. } = &e
+                && let Some(h) = self.hists.iter_mut().find(|h| h.chart == *chart)
+            {
+                // What the batch hands back (a chart-level `critical_error`) fails nothing
+                // else: the request meets its own deadline.
+                if let Some(other) = h.batch.handle_event(&mut self.conn, now, e) {
+                    tracing::debug!(event = ?other, "get_hist chart event ignored");
+                }
+                continue;
+            }
             match e {
                 Event::ProtocolError { text } if text == "bad auth token" => {
                     self.terminal(Error::AuthRejected);
@@ -945,8 +972,6 @@ impl Core {
                         self.on_main(now, key.0, event);
                     } else if chart == self.fetch {
                         self.on_fetch(now, key.0, event);
-                    } else if chart == self.hist {
-                        self.on_hist(key.0, event);
                     }
                 }
                 _ => {}
@@ -972,9 +997,7 @@ impl Core {
                 SeisPhase::Failed(_) => {}
             }
         }
-        for (_, w) in self.hists.drain() {
-            w.reply.send(Err(e.clone()));
-        }
+        self.fail_hists(&e);
     }
 
     /// An event of seis `id`'s main series: held while a gap fetch is in flight; a replayed
@@ -1222,53 +1245,6 @@ impl Core {
                 let _ = c.remove_series(SeriesKey(key));
             }
             self.pump_fetches(now);
-        }
-    }
-
-    fn on_hist(&mut self, key: u64, event: SeriesEvent) {
-        let done = match event {
-            SeriesEvent::Resolved(info) => {
-                if let Some(w) = self.hists.get_mut(&key) {
-                    w.info = Some(*info);
-                }
-                false
-            }
-            SeriesEvent::History {
-                bars,
-                forming,
-                update_mode,
-            } => {
-                if let Some(w) = self.hists.remove(&key) {
-                    let requested = match w.request.range {
-                        SeriesRange::Count(n) => Some(n),
-                        _ => None,
-                    };
-                    w.reply.send(Ok(History {
-                        symbol: w.request.symbol().clone(),
-                        interval: w.request.interval,
-                        bars,
-                        forming,
-                        info: w.info,
-                        update_mode,
-                        requested,
-                    }));
-                }
-                true
-            }
-            SeriesEvent::Failed(failure) => {
-                if let Some(w) = self.hists.remove(&key) {
-                    w.reply.send(Err(Error::Series {
-                        symbol: w.request.symbol().clone(),
-                        interval: w.request.interval,
-                        failure,
-                    }));
-                }
-                true
-            }
-            _ => false,
-        };
-        if done && let Some(c) = self.conn.chart_mut(self.hist) {
-            let _ = c.remove_series(SeriesKey(key));
         }
     }
 }

@@ -19,7 +19,9 @@ use super::{
     command::{self, Waiter},
     core::{Action, Core, CoreConfig},
 };
-use crate::{Error, History, Interval, Symbol, protocol::SeriesRequest, sync::Arc};
+use crate::{
+    Error, HistOptions, History, Interval, Symbol, history::batch::BatchRequest, sync::Arc,
+};
 
 /// The wall clock the harness starts at: 2025-07-06 20:16:40 UTC.
 pub(crate) const UNIX0_MS: i64 = 1_751_833_000_000;
@@ -209,14 +211,16 @@ impl Harness {
                     .handle_closed(now, Error::Protocol("the fuzzed connection dropped".into())),
                 1 => self.refuse_next = Some(Duration::from_secs(u64::from(byte(1)))),
                 2 => {
-                    let req = SeriesRequest::count(
+                    if let Ok(req) = BatchRequest::new(
                         "BINANCE:BTCUSDT".parse().unwrap_or_else(|_| unreachable!()),
                         "1S".parse().unwrap_or_else(|_| unreachable!()),
                         u32::from(byte(1)),
-                    );
-                    let (reply, waiter) = command::reply();
-                    self.core.get_hist(now, req, Duration::from_secs(2), reply);
-                    self.hists.push(waiter);
+                        &HistOptions::default(),
+                    ) {
+                        let (reply, waiter) = command::reply();
+                        self.core.get_hist(now, req, Duration::from_secs(2), reply);
+                        self.hists.push(waiter);
+                    }
                 }
                 _ => self.core.shutdown(),
             },

@@ -921,7 +921,7 @@ impl LiveFeed {
         self.check_open()?;
         let symbol: Symbol = symbol.try_into().map_err(Into::into)?;
         let interval: Interval = interval.try_into().map_err(Into::into)?;
-        let request = crate::history::series_request(&symbol, interval, n, options)?;
+        let request = crate::history::batch::BatchRequest::new(symbol, interval, n, options)?;
         let timeout = self.shared.builder.hist_timeout;
         let deadline = self.shared.deadline(timeout);
         let (reply, waiter) = command::reply();
