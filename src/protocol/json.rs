@@ -51,6 +51,7 @@ pub(crate) fn write_i64(out: &mut Vec<u8>, n: i64) {
 
 /// Appends a float the way TradingView writes prices: shortest round-trip form, with a `.0`
 /// on integral values (`1751833020.0`), and `null` for non-finite values (JSON has none).
+#[cfg(any(test, feature = "sim"))]
 pub(crate) fn write_f64(out: &mut Vec<u8>, x: f64) {
     use std::io::Write as _;
     if !x.is_finite() {

@@ -41,8 +41,9 @@ impl<C, S> MaybeTls<C, S> {
     }
 }
 
+#[cfg(feature = "sim")]
 impl<C> MaybeTls<C, TcpStream> {
-    /// The TCP socket under either form (for timeouts and shutdown).
+    /// The TCP socket under either form (for timeouts and shutdown; the simulator's).
     pub(crate) fn tcp(&self) -> &TcpStream {
         self.socket()
     }
