@@ -208,12 +208,32 @@ fn serve(
         if !holding {
             hold_until = None;
             let live = session.take_du_count();
+            let mut tags = session.take_live_tags().into_iter().peekable();
             let mut n = 0u64;
-            for msg in session.out.drain(..) {
+            for (i, msg) in session.out.drain(..).enumerate() {
                 let len = msg.len() as u64;
                 // Frames are ASCII (the writer escapes everything else); faults write ASCII too.
                 let text = String::from_utf8(msg).unwrap_or_default();
-                ws.write(Message::text(text)).map_err(io::Error::other)?;
+                let tag = tags.next_if(|(at, _)| *at == i).map(|(_, t)| t);
+                if let Some(tag) = tag {
+                    // Recorded: what was queued before goes first, then this message alone,
+                    // stamped just before its own write.
+                    ws.flush().map_err(io::Error::other)?;
+                    let at = clock::monotonic();
+                    ws.send(Message::text(text)).map_err(io::Error::other)?;
+                    shared.record_send(
+                        cfg,
+                        super::LiveSend {
+                            at,
+                            connection: id,
+                            symbol: tag.symbol,
+                            interval: tag.interval,
+                            bar: tag.bar,
+                        },
+                    );
+                } else {
+                    ws.write(Message::text(text)).map_err(io::Error::other)?;
+                }
                 n += 1;
                 shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
             }
@@ -221,7 +241,6 @@ fn serve(
                 ws.flush().map_err(io::Error::other)?;
                 shared.messages_sent.fetch_add(n, Ordering::Relaxed);
                 shared.live_sent.fetch_add(live, Ordering::Relaxed);
-                shared.record_send(cfg, clock::monotonic(), live);
                 sent_since_inject += n;
             }
             session.sent(cfg, clock::unix_ms());
