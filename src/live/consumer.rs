@@ -36,6 +36,45 @@ fn record(
     }
 }
 
+/// The per-event work of the built-in statistics, exactly as a consumer does it (record both
+/// latencies, count, merge into the shared histograms every 64 events), on events made up by
+/// the caller: for the latency harness to time (`tvdatafeed::internal::StatsProbe`).
+#[derive(Debug)]
+pub struct StatsProbe {
+    counters: ConsumerCounters,
+    interval: crate::Interval,
+    push: Histogram<u64>,
+    close: Histogram<u64>,
+    batch: u64,
+}
+
+impl StatsProbe {
+    /// A probe for events of a seis at `interval`.
+    pub fn new(interval: crate::Interval) -> Self {
+        Self {
+            counters: ConsumerCounters::default(),
+            interval,
+            push: histogram(),
+            close: histogram(),
+            batch: 0,
+        }
+    }
+
+    /// Takes `event`, pushed at `pushed_at`, as a consumer takes a delivery: the statistics'
+    /// work only (no ring, no callback).
+    pub fn take(&mut self, event: LiveEvent, pushed_at: std::time::Instant) -> LiveEvent {
+        let d = Delivery { event, pushed_at };
+        record(&d, self.interval, &mut self.push, &mut self.close);
+        self.batch += 1;
+        if self.batch >= 64 {
+            self.counters.record_delivered(self.batch);
+            self.counters.merge(&mut self.push, &mut self.close);
+            self.batch = 0;
+        }
+        d.event
+    }
+}
+
 /// What a callback consumer thread shares with the feed.
 #[derive(Debug)]
 pub(crate) struct CallbackShared {
