@@ -3,6 +3,9 @@
 //! Not public API: nothing here follows semver, and it may change in any release.
 
 pub use crate::protocol::fuzzing;
+
+/// Fuzz harness of the live engine's core (arbitrary server bytes, commands, time, drops).
+pub use crate::live::fuzz::engine_core;
 pub use crate::registry::{ConsumerId, Entry, Registry, Removed, Snapshot};
 pub use crate::timer::{TimerKey, TimerWheel};
 

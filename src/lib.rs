@@ -14,8 +14,10 @@
 //!   [`protocol::ChartSession`]s, which drive symbol resolution, history paging and live
 //!   bar-close detection.
 //! - [`Client::get_hist`]: historical bars over `ws`/`wss`, paging past one request's limit,
-//!   with one deadline per call and a typed [`Error`] for every refusal; [`http`] signs in
-//!   (with the TOTP step) and searches symbols.
+//!   with one deadline per call and a typed [`Error`] for every refusal;
+//!   [`Client::get_hist_many`]: many histories over one connection, up to
+//!   [`ClientConfig::max_in_flight`] series at once, each with its own result as it completes;
+//!   [`http`] signs in (with the TOTP step) and searches symbols.
 //! - [`sim`] (feature `sim`): a TradingView-protocol server on loopback with a deterministic
 //!   market and fault injection, which every test, bench and the demo use.
 //! - [`Interval`] and [`Symbol`]: every TradingView resolution and `EXCHANGE:TICKER` symbols
@@ -93,7 +95,8 @@ pub struct ReadmeDoctests;
 pub use auth::{ANONYMOUS_TOKEN, AuthToken};
 pub use error::{Error, Phase, Result};
 pub use history::{
-    Client, ClientConfig, DEFAULT_TIMEOUT, HistOptions, History, MAX_BARS, TOKEN_ENV, URL_ENV,
+    Client, ClientConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, HistMany, HistOptions,
+    HistRequest, History, MAX_BARS, TOKEN_ENV, URL_ENV,
 };
 pub use live::{
     ConsumerOptions, ConsumerStats, IoWait, Latency, LiveEvent, LiveFeed, LiveFeedBuilder,

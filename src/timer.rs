@@ -518,10 +518,10 @@ impl<T> TimerWheel<T> {
         } else {
             self.timer_mut(next).prev = prev;
         }
-        if let Location::Wheel { level, slot } = location {
-            if self.list_mut(location).head == NIL {
-                self.levels[level as usize].occupied &= !(1 << slot);
-            }
+        if let Location::Wheel { level, slot } = location
+            && self.list_mut(location).head == NIL
+        {
+            self.levels[level as usize].occupied &= !(1 << slot);
         }
     }
 

@@ -18,7 +18,11 @@ use util::frames::*;
 
 /// Two du frames with different values, so that every one of them is a real update.
 fn du(i: usize) -> &'static str {
-    if i % 2 == 0 { DU_299 } else { DU_299_ALT }
+    if i.is_multiple_of(2) {
+        DU_299
+    } else {
+        DU_299_ALT
+    }
 }
 
 const DU_299_ALT: &str = r#"~m~205~m~{"m":"du","p":["cs_kjvmuwkghjuz",{"sds_1":{"s":[{"i":299,"v":[1751833020.0,108756.4,108756.49,108756.4,108756.45,0.032]}],"ns":{"d":"","indexes":"nochange"},"t":"s1","lbs":{"bar_close_time":1751833080}}}]}"#;

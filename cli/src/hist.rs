@@ -1,13 +1,19 @@
-//! `tvdatafeed hist`: download closed bars as CSV or JSON lines.
+//! `tvdatafeed hist`: download closed bars as CSV or JSON lines, of one symbol or of many over
+//! one connection (`Client::get_hist_many`).
 //!
-//! The output is built in memory and written only once the download succeeded, so an error
-//! never leaves partial rows on stdout or in `--out`. Where `--out` writes is checked before
-//! the download starts (see `out.rs`).
+//! The output is built in memory and written only once the downloads ended, so an error never
+//! leaves partial rows on stdout or in `--out`. Where `--out` writes is checked before the
+//! download starts (see `out.rs`).
 //!
-//! With `--include-forming`, CSV rows get a seventh column, `forming`: `false` on closed bars,
+//! With `--include-forming`, CSV rows get a last column, `forming`: `false` on closed bars,
 //! `true` on the bar still forming (the last row); JSON puts `"forming":true` on that row only.
+//!
+//! With more than one symbol, CSV rows start with a `symbol` column (JSON rows always carry
+//! `"symbol"`), symbols in the order given, each one's bars ascending. A symbol that fails is
+//! one line on stderr; the others are still written, and the exit code is non-zero.
 
 use std::{
+    collections::{HashMap, HashSet},
     fmt::Write as _,
     io::{self, IsTerminal, Write},
     path::PathBuf,
@@ -17,14 +23,21 @@ use std::{
 use crate::out::Out;
 
 use tvdatafeed::{
-    AuthToken, Bar, Client, ClientConfig, Endpoint, Error, HistOptions, Interval, Symbol,
+    AuthToken, Bar, Client, ClientConfig, Endpoint, Error, HistOptions, HistRequest, History,
+    Interval, Symbol,
     http::{self, HttpConfig},
 };
 
+/// Most symbols one command downloads: more is refused, not truncated.
+const MAX_SYMBOLS: usize = 10_000;
+/// Largest `--symbols-file` read (ten thousand symbols of a hundred bytes).
+const MAX_SYMBOLS_FILE: u64 = 1 << 20;
+
 /// The parsed command line of `hist`.
 pub(crate) struct Args {
-    pub(crate) symbol: String,
-    pub(crate) interval: String,
+    /// `SYMBOL... INTERVAL`.
+    pub(crate) args: Vec<String>,
+    pub(crate) symbols_file: Option<PathBuf>,
     pub(crate) bars: u32,
     pub(crate) url: Option<String>,
     pub(crate) token: Option<String>,
@@ -40,15 +53,84 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
+/// The symbols asked for: the positional ones, then the file's, without repeats, in order.
+fn symbols(positional: &[String], file: Option<&PathBuf>) -> io::Result<Vec<Symbol>> {
+    let mut out: Vec<Symbol> = Vec::new();
+    let mut seen: HashSet<Symbol> = HashSet::new();
+    let mut push = |sym: Symbol, out: &mut Vec<Symbol>| -> io::Result<()> {
+        if seen.insert(sym.clone()) {
+            if out.len() == MAX_SYMBOLS {
+                return Err(invalid(format!(
+                    "more than {MAX_SYMBOLS} symbols: split the download"
+                )));
+            }
+            out.push(sym);
+        }
+        Ok(())
+    };
+    for text in positional {
+        let sym = text.parse().map_err(|e| invalid(format!("{e}")))?;
+        push(sym, &mut out)?;
+    }
+    if let Some(path) = file {
+        let text = read_symbols_file(path)?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let sym = line
+                .parse()
+                .map_err(|e| invalid(format!("{}:{}: {e}", path.display(), i + 1)))?;
+            push(sym, &mut out)?;
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid(
+            "no symbol: give EXCHANGE:TICKER... before the interval, or --symbols-file".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// A `--symbols-file` (`-`: standard input), at most `MAX_SYMBOLS_FILE` bytes of UTF-8.
+fn read_symbols_file(path: &PathBuf) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let limit = MAX_SYMBOLS_FILE + 1;
+    if path.as_os_str() == "-" {
+        io::stdin().lock().take(limit).read_to_end(&mut bytes)?;
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| crate::out::at(path, e))?;
+        f.take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(|e| crate::out::at(path, e))?;
+    }
+    if bytes.len() as u64 > MAX_SYMBOLS_FILE {
+        return Err(invalid(format!(
+            "{}: larger than {MAX_SYMBOLS_FILE} bytes",
+            path.display()
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| invalid(format!("{}: not UTF-8 text", path.display())))
+}
+
 /// Parses the arguments, downloads, and writes the rows.
 pub(crate) fn run(args: Args) -> io::Result<()> {
-    let symbol: Symbol = args.symbol.parse().map_err(|e| invalid(format!("{e}")))?;
-    let interval: Interval = args.interval.parse().map_err(|e| invalid(format!("{e}")))?;
+    let Some((interval_text, positional)) = args.args.split_last() else {
+        return Err(invalid("give EXCHANGE:TICKER... then the interval".into()));
+    };
+    let interval: Interval = interval_text.parse().map_err(|e| {
+        invalid(format!(
+            "{e} (the last argument is the interval: hist SYMBOL... INTERVAL)"
+        ))
+    })?;
+    let symbols = symbols(positional, args.symbols_file.as_ref())?;
     if args.bars == 0 {
         return Err(invalid("--bars must be at least 1".into()));
     }
     let mut config = ClientConfig::default().with_timeout(args.timeout);
-    if let Some(token) = args.token.filter(|t| !t.trim().is_empty()) {
+    if let Some(token) = args.token.as_deref().filter(|t| !t.trim().is_empty()) {
         config = config.with_token(AuthToken::new(token.trim()));
     }
     // An empty URL (e.g. `TVDATAFEED_URL=`) means the default, like an empty token.
@@ -64,9 +146,25 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     // Before any network work: a destination we cannot write fails now, not after the download.
     let out = Out::prepare(args.out.as_deref())?;
     let options = HistOptions::default().with_extended_session(args.extended);
+    if let [symbol] = symbols.as_slice() {
+        let client = Client::new(config);
+        return one(&client, symbol, interval, &options, &args, out);
+    }
     let client = Client::new(config);
+    many(&client, &symbols, interval, &options, &args, out)
+}
+
+/// One symbol: its rows, or its error and nothing written.
+fn one(
+    client: &Client,
+    symbol: &Symbol,
+    interval: Interval,
+    options: &HistOptions,
+    args: &Args,
+    out: Out,
+) -> io::Result<()> {
     let bar = progress_bar(args.bars);
-    let result = client.get_hist_with_progress(&symbol, interval, args.bars, &options, |n| {
+    let result = client.get_hist_with_progress(symbol, interval, args.bars, options, |n| {
         if let Some(b) = &bar {
             b.set_position(n as u64);
         }
@@ -75,27 +173,104 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         b.finish_and_clear();
     }
     let history = result.map_err(to_io)?;
-    let got = history.bars.len();
-    if got < args.bars as usize {
-        // Not an error (the rows are what exists), but a script asking for more should know.
-        let _ = writeln!(
-            io::stderr(),
-            "tvdatafeed: {symbol} {interval}: {got} of {} bars asked (history depth of this \
-             account or symbol)",
-            args.bars
-        );
-    }
-    let forming = if args.include_forming {
-        Some(history.forming.as_ref())
-    } else {
-        None
-    };
+    note_fewer(symbol, interval, &history, args.bars);
+    let forming = args.include_forming.then_some(history.forming.as_ref());
     let text = if args.json {
-        json(&symbol, interval, &history.bars, forming)
+        json(symbol, interval, &history.bars, forming)
     } else {
-        csv(&history.bars, forming)
+        let mut s = csv_header(false, args.include_forming);
+        csv_rows(&mut s, None, &history.bars, forming);
+        s
     };
     out.finish(text.as_bytes())
+}
+
+/// Many symbols over one connection: every success written, in the order given; each
+/// failure one stderr line; an error (non-zero exit) if any failed.
+fn many(
+    client: &Client,
+    symbols: &[Symbol],
+    interval: Interval,
+    options: &HistOptions,
+    args: &Args,
+    out: Out,
+) -> io::Result<()> {
+    let requests = symbols
+        .iter()
+        .map(|s| {
+            HistRequest::new(s.clone(), interval, args.bars)
+                .map(|r| r.with_options(options.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(to_io)?;
+    let index: HashMap<&Symbol, usize> = symbols.iter().enumerate().map(|(i, s)| (s, i)).collect();
+    let mut results: Vec<Option<Result<History, Error>>> = symbols.iter().map(|_| None).collect();
+    let bar = symbols_progress(symbols.len());
+    for (request, result) in client.get_hist_many(requests) {
+        if let Some(&i) = index.get(&request.symbol) {
+            results[i] = Some(result);
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut text = if args.json {
+        String::new()
+    } else {
+        csv_header(true, args.include_forming)
+    };
+    let mut failed = 0;
+    for (symbol, result) in symbols.iter().zip(results) {
+        match result {
+            Some(Ok(history)) => {
+                note_fewer(symbol, interval, &history, args.bars);
+                let forming = args.include_forming.then_some(history.forming.as_ref());
+                if args.json {
+                    text.push_str(&json(symbol, interval, &history.bars, forming));
+                } else {
+                    csv_rows(&mut text, Some(symbol), &history.bars, forming);
+                }
+            }
+            Some(Err(e)) => {
+                failed += 1;
+                // A series error already names the symbol and interval.
+                let _ = if e.series_failure().is_some() {
+                    writeln!(io::stderr(), "tvdatafeed: {e}")
+                } else {
+                    writeln!(io::stderr(), "tvdatafeed: {symbol} {interval}: {e}")
+                };
+            }
+            None => {
+                failed += 1;
+                let _ = writeln!(io::stderr(), "tvdatafeed: {symbol} {interval}: no answer");
+            }
+        }
+    }
+    if failed < symbols.len() {
+        out.finish(text.as_bytes())?;
+    }
+    if failed > 0 {
+        return Err(io::Error::other(format!(
+            "{failed} of {} symbols failed",
+            symbols.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Not an error (the rows are what exists), but a script asking for more should know.
+fn note_fewer(symbol: &Symbol, interval: Interval, history: &History, asked: u32) {
+    let got = history.bars.len();
+    if got < asked as usize {
+        let _ = writeln!(
+            io::stderr(),
+            "tvdatafeed: {symbol} {interval}: {got} of {asked} bars asked (history depth of \
+             this account or symbol)"
+        );
+    }
 }
 
 fn to_io(e: Error) -> io::Error {
@@ -105,6 +280,19 @@ fn to_io(e: Error) -> io::Error {
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, e.to_string())
+}
+
+/// A progress bar counting symbols on stderr, when it is a terminal.
+fn symbols_progress(n: usize) -> Option<indicatif::ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(n as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} symbols {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(b)
 }
 
 /// A progress bar on stderr when it is a terminal and the download spans pages.
@@ -139,17 +327,37 @@ fn num(x: f64) -> String {
     format!("{x}")
 }
 
-/// The closed bars, then (when `forming` is `Some`, i.e. `--include-forming`) a `forming`
-/// column and the forming bar, if any, marked `true`.
-fn csv(closed: &[Bar], forming: Option<Option<&Bar>>) -> String {
+/// The CSV header: `symbol` first with several symbols, `forming` last with
+/// `--include-forming`.
+fn csv_header(symbol: bool, forming: bool) -> String {
+    let mut s = String::new();
+    if symbol {
+        s.push_str("symbol,");
+    }
+    s.push_str("time,open,high,low,close,volume");
+    s.push_str(if forming { ",forming\n" } else { "\n" });
+    s
+}
+
+/// The closed bars, then (when `forming` is `Some`, i.e. `--include-forming`) the forming bar,
+/// if any, with a `forming` column (`false` on closed bars, `true` on it); each row starts
+/// with `symbol` when given.
+fn csv_rows(
+    s: &mut String,
+    symbol: Option<&Symbol>,
+    closed: &[Bar],
+    forming: Option<Option<&Bar>>,
+) {
     let mark = forming.is_some();
-    let mut s = String::from("time,open,high,low,close,volume");
-    s.push_str(if mark { ",forming\n" } else { "\n" });
     let rows = closed
         .iter()
         .map(|b| (b, false))
         .chain(forming.flatten().map(|b| (b, true)));
     for (b, is_forming) in rows {
+        if let Some(sym) = symbol {
+            // Validated symbols have no comma, quote or newline.
+            let _ = write!(s, "{sym},");
+        }
         let volume = b.volume.map(num).unwrap_or_default();
         let _ = write!(
             s,
@@ -165,7 +373,6 @@ fn csv(closed: &[Bar], forming: Option<Option<&Bar>>) -> String {
         }
         s.push('\n');
     }
-    s
 }
 
 /// One object per line; the forming bar (with `--include-forming`) has `"forming":true`.

@@ -33,6 +33,7 @@ pub(crate) struct Args {
     pub(crate) json: bool,
     pub(crate) updates: bool,
     pub(crate) ca_cert: Option<PathBuf>,
+    pub(crate) stall: Duration,
 }
 
 #[expect(clippy::disallowed_methods, reason = "the command's own deadline")]
@@ -121,7 +122,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         .iter()
         .map(|s| parse_spec(s))
         .collect::<io::Result<_>>()?;
-    let mut builder = LiveFeed::builder();
+    let mut builder = LiveFeed::builder().stall_timeout(args.stall);
     if let Some(token) = args.token.filter(|t| !t.trim().is_empty()) {
         builder = builder.token(AuthToken::new(token.trim()));
     }

@@ -112,12 +112,17 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         timeout_secs: u64,
     },
-    /// Download historical bars.
+    /// Download historical bars of one or more symbols (all over one connection).
     Hist {
-        /// The symbol, EXCHANGE:TICKER.
-        symbol: String,
-        /// The interval: 1S 1 5 15 60 1H 4H 1D 1W 1M ...
-        interval: String,
+        /// One or more EXCHANGE:TICKER, then the interval (1S 1 5 15 60 1H 4H 1D 1W 1M ...):
+        /// `hist BINANCE:BTCUSDT BINANCE:ETHUSDT 1H`. With --symbols-file, only the interval
+        /// is required.
+        #[arg(required = true, value_name = "SYMBOL... INTERVAL")]
+        args: Vec<String>,
+        /// Also download every symbol of this file: one EXCHANGE:TICKER a line (blank lines
+        /// and lines starting with `#` are skipped; `-` reads standard input).
+        #[arg(long)]
+        symbols_file: Option<PathBuf>,
         /// Number of closed bars wanted.
         #[arg(long, default_value_t = 100)]
         bars: u32,
@@ -146,7 +151,7 @@ enum Command {
         /// Trust this PEM root certificate too (e.g. the simulator's, from `sim --cert-out`).
         #[arg(long)]
         ca_cert: Option<PathBuf>,
-        /// Deadline of the whole download, in seconds (values above a year mean a year).
+        /// Deadline of each symbol's download, in seconds (values above a year mean a year).
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
@@ -177,6 +182,10 @@ enum Command {
         /// Trust this PEM root certificate too (e.g. the simulator's, from `sim --cert-out`).
         #[arg(long)]
         ca_cert: Option<PathBuf>,
+        /// Seconds without any message (heartbeats included) after which the connection
+        /// counts as stalled and is replaced (TradingView beats every 10 s). At least 1.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        stall_secs: u64,
     },
     /// Run the TradingView-protocol simulator on loopback until stopped (Ctrl-C).
     Sim {
@@ -242,8 +251,8 @@ fn main() -> ExitCode {
             timeout(timeout_secs),
         ),
         Command::Hist {
-            symbol,
-            interval,
+            args,
+            symbols_file,
             bars,
             url,
             token,
@@ -254,8 +263,8 @@ fn main() -> ExitCode {
             ca_cert,
             timeout_secs,
         } => hist::run(hist::Args {
-            symbol,
-            interval,
+            args,
+            symbols_file,
             bars,
             url,
             token,
@@ -278,6 +287,7 @@ fn main() -> ExitCode {
             format,
             updates,
             ca_cert,
+            stall_secs,
         } => live::run(live::Args {
             specs,
             url,
@@ -286,6 +296,7 @@ fn main() -> ExitCode {
             json: format == Format::Json,
             updates,
             ca_cert,
+            stall: Duration::from_secs(stall_secs),
         }),
         Command::Sim {
             bind,

@@ -692,7 +692,10 @@ fn search_takes_a_timeout_and_a_silent_server_hits_it() {
         .unwrap();
     let o = run(bin().args(["search", "btc", "--url", &url, "--timeout-secs", "1"]));
     assert!(!o.status.success());
-    assert_eq!(stderr(&o), "tvdatafeed: timed out after 1s\n");
+    assert_eq!(
+        stderr(&o),
+        "tvdatafeed: timed out after 1s (the https request)\n"
+    );
     assert!(o.stdout.is_empty());
     server.join().unwrap();
     // And the largest value is accepted (capped), not an overflow.
@@ -952,8 +955,8 @@ fn live_refuses_an_unknown_symbol_before_printing_anything() {
 }
 
 #[test]
-fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
-    use tvdatafeed::sim::{Fault, FaultKind, Trigger};
+fn live_survives_a_server_close_and_a_stall_with_its_output_exactly_once_and_contiguous() {
+    use tvdatafeed::sim::{Fault, FaultKind, Target, Trigger};
     let sim =
         Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(100))).unwrap();
     let mut child = bin()
@@ -963,7 +966,9 @@ fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
             "--format",
             "json",
             "--duration",
-            "7",
+            "12",
+            "--stall-secs",
+            "2",
             "--url",
             &sim.url(),
         ])
@@ -972,8 +977,14 @@ fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
         .spawn()
         .unwrap();
     assert!(sim.wait_connections(1, Duration::from_secs(10)));
-    // Close the connection after 2 s, then stall the next one for a while.
+    // Close the connection after 2 s, then stall the next one once it has streamed a while
+    // (silence: no message, no heartbeat), until the client gives up on it.
     sim.inject(Fault::now(FaultKind::CloseClean).when(Trigger::After(Duration::from_secs(2))));
+    sim.inject(
+        Fault::now(FaultKind::Stall(None))
+            .when(Trigger::AfterMessages(20))
+            .on(Target::Next),
+    );
     let o = {
         let deadline = Duration::from_secs(40);
         let mut waited = Duration::ZERO;
@@ -987,12 +998,16 @@ fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
         }
     };
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(sim.counters().connections >= 2, "it reconnected");
+    assert!(
+        sim.counters().connections >= 3,
+        "it reconnected after the close and after the stall"
+    );
     let err = stderr(&o);
     assert!(
-        err.contains("disconnected") && err.contains("reconnected"),
+        err.matches("disconnected").count() >= 2 && err.matches("reconnected").count() >= 2,
         "{err}"
     );
+    assert!(err.contains("timed out"), "the stall is named: {err}");
     let rows = live_rows(&stdout(&o));
     let second: Interval = "1S".parse().unwrap();
     let symbol: Symbol = "BINANCE:BTCUSDT".parse().unwrap();
@@ -1007,6 +1022,118 @@ fn live_survives_a_server_close_with_its_output_exactly_once_and_contiguous() {
     for (_, b) in &rows {
         assert_eq!(*b, sim.expected_bar(&symbol, second, b.time));
     }
+}
+
+#[test]
+fn hist_of_several_symbols_shares_one_connection_with_a_symbol_column_in_the_order_given() {
+    let sim = Sim::start(SimConfig::default().with_seed(9)).unwrap();
+    let names = ["NYSE:IBM", "BINANCE:BTCUSDT", "BINANCE:ETHUSDT"];
+    let o = run(bin()
+        .args(["hist"])
+        .args(names)
+        .args(["1H", "--bars", "40", "--url", &sim.url()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("symbol,time,open,high,low,close,volume"));
+    let iv: Interval = "1H".parse().unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3 * 40);
+    for (k, name) in names.iter().enumerate() {
+        let sym: Symbol = name.parse().unwrap();
+        let mine = &rows[k * 40..(k + 1) * 40];
+        let mut last = i64::MIN;
+        for f in mine {
+            assert_eq!(f.len(), 7);
+            assert_eq!(f[0], *name, "grouped in the order given");
+            let time: i64 = f[1].parse().unwrap();
+            assert!(time > last, "ascending");
+            last = time;
+            let want = sim.expected_bar(&sym, iv, time);
+            assert_eq!(f[5].parse::<f64>().unwrap(), want.close, "{f:?}");
+        }
+    }
+    assert_eq!(sim.counters().connections, 1, "one connection for all");
+}
+
+#[test]
+fn hist_symbols_file_failures_are_one_stderr_line_each_and_the_rest_is_written() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let dir = TempDir::new("symbols-file");
+    let list = dir.join("symbols.txt");
+    std::fs::write(
+        &list,
+        "# a watchlist\nBINANCE:BTCUSDT\n\nBINANCE:INVALIDX\n  ECONOMICS:USGDP  \nBINANCE:BTCUSDT\n",
+    )
+    .unwrap();
+    let o = run(bin().args([
+        "hist",
+        "SP:SPX",
+        "1D",
+        "--bars",
+        "10",
+        "--symbols-file",
+        list.to_str().unwrap(),
+        "--format",
+        "json",
+        "--url",
+        &sim.url(),
+    ]));
+    assert!(!o.status.success(), "a failed symbol fails the command");
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].contains("BINANCE:INVALIDX") && lines[0].contains("unknown symbol"),
+        "{err}"
+    );
+    assert!(lines[1].contains("ECONOMICS:USGDP"), "{err}");
+    assert_eq!(lines[2], "tvdatafeed: 2 of 4 symbols failed");
+    // The others are written, positional first, then the file's, a repeat once.
+    let out = stdout(&o);
+    let symbols: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["symbol"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(symbols.len(), 20, "{out}");
+    assert!(symbols[..10].iter().all(|s| s == "SP:SPX"));
+    assert!(symbols[10..].iter().all(|s| s == "BINANCE:BTCUSDT"));
+}
+
+#[test]
+fn hist_bad_symbols_file_line_is_named_before_any_network_work() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let dir = TempDir::new("bad-symbols-file");
+    let list = dir.join("symbols.txt");
+    std::fs::write(&list, "BINANCE:BTCUSDT\n# fine\nnot a symbol\n").unwrap();
+    let o = run(bin().args([
+        "hist",
+        "1H",
+        "--symbols-file",
+        list.to_str().unwrap(),
+        "--url",
+        &sim.url(),
+    ]));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("symbols.txt:3:"), "{err}");
+    assert!(o.stdout.is_empty());
+    assert_eq!(sim.counters().connections, 0, "nothing downloaded");
+    // A forgotten interval says which argument it wanted.
+    let o = run(bin().args(["hist", "BINANCE:BTCUSDT", "--url", &sim.url()]));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the last argument is the interval"),
+        "{}",
+        stderr(&o)
+    );
+    // No symbol at all.
+    let o = run(bin().args(["hist", "1H", "--url", &sim.url()]));
+    assert!(stderr(&o).contains("no symbol"), "{}", stderr(&o));
 }
 
 // ---------------------------------------------------------------------------------- demo

@@ -6,11 +6,8 @@ use std::{
     time::Duration,
 };
 
-use hdrhistogram::Histogram;
-
-use super::{ConsumerCounters, Delivery, LiveEvent, gate::Gate, stats::histogram};
+use super::{ConsumerCounters, Delivery, LiveEvent, gate::Gate, stats::LocalStats};
 use crate::{
-    clock,
     ring::{Consumer, PopTimeoutError},
     sync::plain::{Arc, atomic::AtomicBool, atomic::Ordering},
 };
@@ -18,34 +15,14 @@ use crate::{
 /// How often a waiting consumer wakes to publish its latencies and re-check its gate.
 const WAKE_EVERY: Duration = Duration::from_millis(100);
 
-/// Records the latencies of one delivery: ring push to now (monotonic), and, for a closed
-/// bar, its close time (the next bar's open, wall clock) to now.
-fn record(
-    d: &Delivery,
-    interval: crate::Interval,
-    push: &mut Histogram<u64>,
-    close: &mut Histogram<u64>,
-) {
-    let waited = clock::monotonic().saturating_duration_since(d.pushed_at);
-    let _ = push.record(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX).max(1));
-    if let LiveEvent::Closed(bar) = &d.event {
-        let close_ms =
-            u64::try_from(interval.next_bar_open(bar.time).saturating_mul(1000)).unwrap_or(0);
-        let late_ms = clock::unix_ms().saturating_sub(close_ms);
-        let _ = close.record(late_ms.saturating_mul(1_000_000).max(1));
-    }
-}
-
-/// The per-event work of the built-in statistics, exactly as a consumer does it (record both
-/// latencies, count, merge into the shared histograms every 64 events), on events made up by
-/// the caller: for the latency harness to time (`tvdatafeed::internal::StatsProbe`).
+/// The per-event work of the built-in statistics, exactly as a consumer does it (keep both
+/// latencies, count, record them into the shared histograms every 64 events), on events made up
+/// by the caller: for the latency harness to time (`tvdatafeed::internal::StatsProbe`).
 #[derive(Debug)]
 pub struct StatsProbe {
     counters: ConsumerCounters,
     interval: crate::Interval,
-    push: Histogram<u64>,
-    close: Histogram<u64>,
-    batch: u64,
+    stats: LocalStats,
 }
 
 impl StatsProbe {
@@ -54,9 +31,7 @@ impl StatsProbe {
         Self {
             counters: ConsumerCounters::default(),
             interval,
-            push: histogram(),
-            close: histogram(),
-            batch: 0,
+            stats: LocalStats::default(),
         }
     }
 
@@ -64,13 +39,7 @@ impl StatsProbe {
     /// work only (no ring, no callback).
     pub fn take(&mut self, event: LiveEvent, pushed_at: std::time::Instant) -> LiveEvent {
         let d = Delivery { event, pushed_at };
-        record(&d, self.interval, &mut self.push, &mut self.close);
-        self.batch += 1;
-        if self.batch >= 64 {
-            self.counters.record_delivered(self.batch);
-            self.counters.merge(&mut self.push, &mut self.close);
-            self.batch = 0;
-        }
+        self.stats.record(&d, self.interval, &self.counters);
         d.event
     }
 }
@@ -94,43 +63,35 @@ pub(crate) fn run_callback(
     mut callback: impl FnMut(LiveEvent),
 ) {
     tracing::debug!(thread = name, "consumer started");
-    let mut push = histogram();
-    let mut close = histogram();
-    let mut batch = 0u64;
+    let mut stats = LocalStats::default();
     loop {
         if !shared.gate.is_open() {
             break;
         }
         match rx.pop_timeout(WAKE_EVERY) {
             Ok(d) => {
-                record(&d, interval, &mut push, &mut close);
+                stats.record(&d, interval, &shared.counters);
                 if !shared.gate.enter() {
                     break;
                 }
+                // `Failed` is the seis' last event: the thread ends after it.
+                let last = matches!(d.event, LiveEvent::Failed(_));
                 let result = catch_unwind(AssertUnwindSafe(|| callback(d.event)));
                 shared.gate.exit();
-                batch += 1;
                 if result.is_err() {
                     shared.counters.record_panic();
                     tracing::error!(thread = name, "consumer callback panicked: consumer ended");
                     break;
                 }
-                if batch >= 64 {
-                    shared.counters.record_delivered(batch);
-                    shared.counters.merge(&mut push, &mut close);
-                    batch = 0;
+                if last {
+                    break;
                 }
             }
-            Err(PopTimeoutError::Timeout) => {
-                shared.counters.record_delivered(batch);
-                shared.counters.merge(&mut push, &mut close);
-                batch = 0;
-            }
+            Err(PopTimeoutError::Timeout) => stats.flush(&shared.counters),
             Err(PopTimeoutError::Abandoned) => break,
         }
     }
-    shared.counters.record_delivered(batch);
-    shared.counters.merge(&mut push, &mut close);
+    stats.flush(&shared.counters);
     // Release: a joiner that sees `finished` also sees the counters above.
     shared.finished.store(true, Ordering::Release);
     tracing::debug!(thread = name, "consumer ended");
@@ -161,13 +122,14 @@ pub enum RecvError {
 /// # Examples
 ///
 /// ```no_run
+/// # #[allow(dead_code)]
 /// # fn demo(feed: &tvdatafeed::LiveFeed) -> tvdatafeed::Result<()> {
-/// use std::time::Duration;
 /// use tvdatafeed::LiveEvent;
 ///
 /// let btc = feed.new_seis("BINANCE:BTCUSDT", "1")?;
-/// let sub = feed.subscribe(&btc)?;
-/// while let Ok(event) = sub.recv_timeout(Duration::from_secs(120)) {
+/// let mut sub = feed.subscribe(&btc)?;
+/// // Ends when the subscription ends (removed, shut down, or after a `Failed`).
+/// for event in sub.iter() {
 ///     if let LiveEvent::Closed(bar) = event {
 ///         println!("{} closed at {}", bar.time, bar.close);
 ///     }
@@ -182,9 +144,9 @@ pub struct Subscription {
     pub(crate) counters: Arc<ConsumerCounters>,
     pub(crate) feed: std::sync::Weak<super::Shared>,
     pub(crate) interval: crate::Interval,
-    push: Histogram<u64>,
-    close: Histogram<u64>,
-    batch: u64,
+    stats: LocalStats,
+    /// A [`LiveEvent::Failed`] was returned: the seis ended, nothing follows.
+    ended: bool,
 }
 
 impl Subscription {
@@ -203,9 +165,8 @@ impl Subscription {
             counters,
             feed,
             interval,
-            push: histogram(),
-            close: histogram(),
-            batch: 0,
+            stats: LocalStats::default(),
+            ended: false,
         }
     }
 
@@ -215,18 +176,12 @@ impl Subscription {
     }
 
     fn take(&mut self, d: Delivery) -> LiveEvent {
-        record(&d, self.interval, &mut self.push, &mut self.close);
-        self.batch += 1;
-        if self.batch >= 64 {
-            self.flush_stats();
-        }
+        self.stats.record(&d, self.interval, &self.counters);
         d.event
     }
 
     fn flush_stats(&mut self) {
-        self.counters.record_delivered(self.batch);
-        self.batch = 0;
-        self.counters.merge(&mut self.push, &mut self.close);
+        self.stats.flush(&self.counters);
     }
 
     /// The next event if one is waiting; never blocks.
@@ -246,7 +201,7 @@ impl Subscription {
     /// [`RecvError::Timeout`] when nothing arrived in time; [`RecvError::Closed`] once the
     /// subscription ended and its ring is drained.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<LiveEvent, RecvError> {
-        if !self.gate.is_open() {
+        if self.ended || !self.gate.is_open() {
             return Err(RecvError::Closed);
         }
         let Some(rx) = self.rx.as_mut() else {
@@ -262,7 +217,14 @@ impl Subscription {
             rx.pop_timeout(timeout)
         };
         match result {
-            Ok(d) => Ok(self.take(d)),
+            Ok(d) => {
+                let event = self.take(d);
+                if matches!(event, LiveEvent::Failed(_)) {
+                    self.ended = true;
+                    self.flush_stats();
+                }
+                Ok(event)
+            }
             Err(PopTimeoutError::Timeout) => {
                 self.flush_stats();
                 Err(RecvError::Timeout)

@@ -52,6 +52,9 @@ const BASELINE_BARS: u32 = 2;
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// A failed confirmation fetch is retried after this.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
+/// `SeisState::fetching` of a seis whose fetch waits in `Core::pending` (fetch keys count up
+/// from 2^62 and never reach it).
+const QUEUED: u64 = u64::MAX;
 
 /// The engine's settings (the public builder fills them).
 #[derive(Debug, Clone)]
@@ -69,6 +72,14 @@ pub(crate) struct CoreConfig {
     pub(crate) backoff_cap: Duration,
     /// Most closed bars one gap fill asks for.
     pub(crate) max_gap_bars: u32,
+    /// Most fetches (close confirmations and gap fills) in flight on the connection; the rest
+    /// wait in a FIFO, one entry per seis, and are dropped if the stream answers first.
+    pub(crate) max_fetches: usize,
+    /// After this many series opened on the fetch (or `get_hist`) chart session, the session
+    /// is replaced by a fresh one as soon as it is idle: the server keeps every symbol a chart
+    /// session resolved until the session is deleted, so a long-lived connection confirming
+    /// quiet closes would otherwise grow the server's state (and the simulator's) for ever.
+    pub(crate) rotate_chart_after: u64,
     /// Seed of the jitter and of the session ids.
     pub(crate) seed: u64,
     pub(crate) max_frame_len: usize,
@@ -84,6 +95,8 @@ impl Default for CoreConfig {
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
             max_gap_bars: 5_000,
+            max_fetches: 64,
+            rotate_chart_after: 256,
             seed: 0,
             max_frame_len: crate::protocol::frame::DEFAULT_MAX_FRAME_LEN,
         }
@@ -155,7 +168,8 @@ struct SeisState {
     last_closed: Option<Bar>,
     recent: VecDeque<Bar>,
     forming: Option<Bar>,
-    /// A fetch in flight for this seis: its key in the fetch chart.
+    /// A fetch in flight for this seis (its key in the fetch chart), or [`QUEUED`] while it
+    /// waits in [`Core::pending`]: at most one of either per seis.
     fetching: Option<u64>,
     gap: Option<Gap>,
     /// While a gap fetch is in flight after a reconnect whose replayed history did not reach
@@ -177,6 +191,15 @@ struct Fetch {
     /// Wall-clock ms when it was asked: a bar that closed before it is final.
     asked_at: i64,
     /// It fills a reconnect's gap (the main series' events are held meanwhile).
+    gap: bool,
+}
+
+/// A fetch waiting for room under [`CoreConfig::max_fetches`]. Its anchor is taken when it
+/// starts (the last bar delivered by then).
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    seis: u64,
+    bar: i64,
     gap: bool,
 }
 
@@ -212,8 +235,13 @@ pub(crate) struct Core {
     timers: TimerWheel<Timer>,
     deliveries: VecDeque<(u64, LiveEvent)>,
     actions: VecDeque<Action>,
-    /// Fetch key → what it is for.
+    /// Fetch key → what it is for. At most `cfg.max_fetches` entries.
     fetches: HashMap<u64, Fetch>,
+    /// Fetches waiting for room, oldest first. Invariant: a seis has an entry here iff its
+    /// `fetching` is `Some(QUEUED)`, except entries of seises removed since (skipped when
+    /// they come up), so it holds at most one entry per seis ever subscribed and not yet
+    /// drained.
+    pending: VecDeque<Pending>,
     hists: HashMap<u64, HistWaiter>,
     next_key: u64,
     rng: u64,
@@ -227,6 +255,9 @@ pub(crate) struct Core {
     replayed_at: i64,
     /// A 429's `Retry-After`, applied to the next backoff.
     retry_after: Option<Duration>,
+    /// Series opened on the current fetch and hist chart sessions (see `cfg.rotate_chart_after`).
+    fetch_opened: u64,
+    hist_opened: u64,
     /// Counters for stats.
     pub(crate) reconnects: u64,
     pub(crate) bad_messages: u64,
@@ -251,15 +282,19 @@ fn new_connection(
             .with_max_gap_bars(cfg.max_gap_bars)
             .with_load_timeout(cfg.stall_timeout.max(Duration::from_secs(10))),
     );
-    let fetch = conn.add_chart(
-        now,
-        ChartConfig::default().with_load_timeout(Duration::from_secs(10)),
-    );
-    let hist = conn.add_chart(
-        now,
-        ChartConfig::default().with_load_timeout(Duration::from_secs(3_600)),
-    );
+    let fetch = conn.add_chart(now, fetch_chart());
+    let hist = conn.add_chart(now, hist_chart());
     (conn, main, fetch, hist)
+}
+
+/// The chart session of close confirmations and gap fills.
+fn fetch_chart() -> ChartConfig {
+    ChartConfig::default().with_load_timeout(Duration::from_secs(10))
+}
+
+/// The chart session of `get_hist` (each request has its own deadline).
+fn hist_chart() -> ChartConfig {
+    ChartConfig::default().with_load_timeout(Duration::from_secs(3_600))
 }
 
 fn ms_of(d: Duration) -> u64 {
@@ -289,6 +324,7 @@ impl Core {
             deliveries: VecDeque::new(),
             actions: VecDeque::new(),
             fetches: HashMap::new(),
+            pending: VecDeque::new(),
             hists: HashMap::new(),
             next_key: 1 << 62,
             due: Vec::new(),
@@ -296,6 +332,8 @@ impl Core {
             unix_ms,
             replayed_at: 0,
             retry_after: None,
+            fetch_opened: 0,
+            hist_opened: 0,
             reconnects: 0,
             bad_messages: 0,
         }
@@ -327,6 +365,11 @@ impl Core {
     fn take_key(&mut self) -> u64 {
         self.next_key += 1;
         self.next_key
+    }
+
+    /// Fetches waiting for room (for the fuzz harness's bound check).
+    pub(crate) fn pending_fetches(&self) -> usize {
+        self.pending.len()
     }
 
     /// Whether a connection is up.
@@ -402,7 +445,9 @@ impl Core {
             if let Some(c) = self.conn.chart_mut(self.main) {
                 let _ = c.remove_series(SeriesKey(id));
             }
-            if let Some(key) = st.fetching {
+            if st.fetching == Some(QUEUED) {
+                self.pending.retain(|p| p.seis != id);
+            } else if let Some(key) = st.fetching {
                 self.fetches.remove(&key);
                 if let Some(c) = self.conn.chart_mut(self.fetch) {
                     let _ = c.remove_series(SeriesKey(key));
@@ -453,6 +498,7 @@ impl Core {
         if let Some(Err(e)) = added {
             return reply.send(Err(Error::InvalidRequest(e.to_string())));
         }
+        self.hist_opened += 1;
         self.arm(now, timeout, Timer::Hist { key });
         self.hists.insert(
             key,
@@ -492,6 +538,9 @@ impl Core {
         }
         self.link = Link::Up { since: now };
         self.was_up = true;
+        // The server starts from nothing on a new connection.
+        self.fetch_opened = 0;
+        self.hist_opened = 0;
         self.conn.reset(now);
         self.replayed_at = self.unix_ms;
         let unix_s = self.unix_ms.div_euclid(1000);
@@ -516,6 +565,7 @@ impl Core {
         // Fetches in flight are dropped: the gap fill covers their bars. Events held for a
         // gap fetch are dropped too: the replay starts over from `last_closed`.
         self.fetches.clear();
+        self.pending.clear();
         for st in self.seises.values_mut() {
             st.fetching = None;
             st.hold = None;
@@ -714,10 +764,26 @@ impl Core {
 
     /// Opens a fetch of every bar of seis `id` from open time `anchor` on (a date range, so
     /// that a late answer still reaches back to it), on the fetch chart.
+    ///
+    /// With `cfg.max_fetches` already in flight it is queued instead (one entry per seis: a
+    /// gap fetch asked while a confirmation waits turns the entry into a gap fetch).
     fn start_fetch(&mut self, now: Instant, id: u64, bar: i64, anchor: i64, gap: bool) {
-        let Some(st) = self.seises.get(&id) else {
+        let room = self.fetch_room();
+        let Some(st) = self.seises.get_mut(&id) else {
             return;
         };
+        if st.fetching == Some(QUEUED) {
+            if let Some(p) = self.pending.iter_mut().find(|p| p.seis == id) {
+                p.gap |= gap;
+                p.bar = if gap { bar } else { p.bar.max(bar) };
+            }
+            return;
+        }
+        if !room {
+            st.fetching = Some(QUEUED);
+            self.pending.push_back(Pending { seis: id, bar, gap });
+            return;
+        }
         let unix_s = self.unix_ms.div_euclid(1000);
         let req = SeriesRequest::range(
             st.seis.symbol().clone(),
@@ -732,6 +798,8 @@ impl Core {
             .chart_mut(self.fetch)
             .map(|c| c.add_series(now, SeriesKey(key), req));
         if let Some(Ok(())) = added {
+            debug_assert!(self.fetches.len() < self.cfg.max_fetches, "the fetch bound");
+            self.fetch_opened += 1;
             self.fetches.insert(
                 key,
                 Fetch {
@@ -744,6 +812,45 @@ impl Core {
             );
             if let Some(st) = self.seises.get_mut(&id) {
                 st.fetching = Some(key);
+            }
+        }
+    }
+
+    /// Whether a fetch may start now: fewer than `max_fetches` in flight, and the fetch chart
+    /// session not due for replacement (then new fetches wait until the in-flight ones are
+    /// answered and the session is replaced, see `rotate_idle_charts`).
+    fn fetch_room(&self) -> bool {
+        self.fetches.len() < self.cfg.max_fetches && self.fetch_opened < self.cfg.rotate_chart_after
+    }
+
+    /// Starts the queued fetches there is room for, oldest first, skipping those the stream
+    /// made useless meanwhile (the bar closed, the gap filled, the seis removed).
+    fn pump_fetches(&mut self, now: Instant) {
+        if !self.is_up() {
+            return;
+        }
+        while self.fetch_room() {
+            let Some(p) = self.pending.pop_front() else {
+                return;
+            };
+            let Some(st) = self.seises.get_mut(&p.seis) else {
+                continue;
+            };
+            if st.fetching != Some(QUEUED) {
+                continue;
+            }
+            st.fetching = None;
+            if !matches!(st.phase, SeisPhase::Live) {
+                continue;
+            }
+            if p.gap {
+                if st.hold.is_some()
+                    && let Some(last) = st.last_closed
+                {
+                    self.start_fetch(now, p.seis, p.bar, last.time, true);
+                }
+            } else {
+                self.close_due(now, p.seis, p.bar);
             }
         }
     }
@@ -789,6 +896,32 @@ impl Core {
     // ------------------------------------------------------------------ events
 
     fn process_events(&mut self, now: Instant) {
+        self.process_events_inner(now);
+        self.rotate_idle_charts(now);
+        self.pump_fetches(now);
+    }
+
+    /// Replaces the fetch and hist chart sessions by fresh ones once they opened
+    /// `cfg.rotate_chart_after` series and have nothing in flight (`chart_delete_session` frees
+    /// what the server keeps for them). The fetch session stops taking new fetches at the
+    /// threshold (they queue), so it drains within one round trip however busy it is.
+    fn rotate_idle_charts(&mut self, now: Instant) {
+        if !self.is_up() {
+            return;
+        }
+        if self.fetch_opened >= self.cfg.rotate_chart_after && self.fetches.is_empty() {
+            self.conn.remove_chart(self.fetch);
+            self.fetch = self.conn.add_chart(now, fetch_chart());
+            self.fetch_opened = 0;
+        }
+        if self.hist_opened >= self.cfg.rotate_chart_after && self.hists.is_empty() {
+            self.conn.remove_chart(self.hist);
+            self.hist = self.conn.add_chart(now, hist_chart());
+            self.hist_opened = 0;
+        }
+    }
+
+    fn process_events_inner(&mut self, now: Instant) {
         while let Some(e) = self.conn.poll_event() {
             match e {
                 Event::ProtocolError { text } if text == "bad auth token" => {
@@ -1090,6 +1223,7 @@ impl Core {
             if let Some(c) = self.conn.chart_mut(self.fetch) {
                 let _ = c.remove_series(SeriesKey(key));
             }
+            self.pump_fetches(now);
         }
     }
 

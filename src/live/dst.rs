@@ -158,6 +158,12 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        Self::with_max_fetches(CoreConfig::default().max_fetches)
+    }
+
+    /// A world whose engine keeps at most `max_fetches` fetches in flight (1 or 2 make the
+    /// queue of waiting fetches work in every schedule).
+    fn with_max_fetches(max_fetches: usize) -> Self {
         let t0 = crate::clock::monotonic();
         let stall_timeout = Duration::from_secs(5);
         let core = Core::new(
@@ -169,6 +175,9 @@ impl World {
                 backoff_base: Duration::from_millis(100),
                 backoff_cap: Duration::from_secs(2),
                 seed: 7,
+                max_fetches,
+                // With a tight fetch bound, the fetch chart session is replaced often too.
+                rotate_chart_after: if max_fetches <= 2 { 4 } else { 256 },
                 ..CoreConfig::default()
             },
         );
@@ -583,8 +592,8 @@ impl World {
     }
 }
 
-fn run_schedule(ops: &[Op]) {
-    let mut w = World::new();
+fn run_schedule(max_fetches: usize, ops: &[Op]) {
+    let mut w = World::with_max_fetches(max_fetches);
     // Everything starts with a connection and one seis that streams.
     w.run(10);
     w.apply(&Op::Subscribe {
@@ -612,9 +621,10 @@ proptest! {
     /// unknown symbols refused; nothing stuck at the end.
     #[test]
     fn schedules_without_faults_deliver_every_closed_bar_once(
+        max_fetches in proptest::sample::select(vec![1_usize, 2, 64]),
         ops in proptest::collection::vec(op(false), 1..40)
     ) {
-        run_schedule(&ops);
+        run_schedule(max_fetches, &ops);
     }
 
     /// The same under drops, stalls and garbage frames: the engine reconnects, fills the gap,
@@ -622,10 +632,42 @@ proptest! {
     /// and `Reconnected`.
     #[test]
     fn schedules_with_faults_deliver_every_closed_bar_once(
+        max_fetches in proptest::sample::select(vec![1_usize, 2, 64]),
         ops in proptest::collection::vec(op(true), 1..40)
     ) {
-        run_schedule(&ops);
+        run_schedule(max_fetches, &ops);
     }
+}
+
+#[test]
+fn a_long_quiet_market_keeps_the_servers_state_bounded() {
+    // One quiet 1S seis: a confirmation fetch per second, each resolving a symbol on the fetch
+    // chart session. Ten minutes is 600 fetches; the session is replaced every 256.
+    let mut w = World::new();
+    w.run(10);
+    w.apply(&Op::Subscribe {
+        symbol: 3,
+        interval: 0,
+    });
+    w.apply(&Op::AddConsumer {
+        seis: 0,
+        capacity: 1024,
+        rate: 1024,
+        updates: false,
+    });
+    let mut peak = 0;
+    for _ in 0..600 {
+        w.run(1_000);
+        w.drain(true);
+        peak = peak.max(w.server.as_ref().map_or(0, ServerSession::resolved_symbols));
+    }
+    assert!(
+        w.checks[0].closed.len() >= 590,
+        "{} closes confirmed in 600 s",
+        w.checks[0].closed.len()
+    );
+    assert!(peak <= 256 + 2, "the server kept {peak} resolved symbols");
+    w.settle();
 }
 
 #[test]
@@ -691,159 +733,171 @@ fn a_drop_is_told_then_the_gap_is_filled_then_reconnected() {
 
 #[test]
 fn regression_revision_across_a_stall_and_a_drop() {
-    run_schedule(&[
-        Op::Advance { ms: 2576 },
-        Op::Subscribe {
-            symbol: 1,
-            interval: 0,
-        },
-        Op::AddConsumer {
-            seis: 5,
-            capacity: 24,
-            rate: 2,
-            updates: false,
-        },
-        Op::Advance { ms: 1785 },
-        Op::Unsubscribe { seis: 4 },
-        Op::Advance { ms: 366 },
-        Op::Drop,
-        Op::AddConsumer {
-            seis: 0,
-            capacity: 3,
-            rate: 25,
-            updates: true,
-        },
-        Op::Advance { ms: 2200 },
-        Op::Advance { ms: 1424 },
-        Op::AddConsumer {
-            seis: 1,
-            capacity: 10,
-            rate: 9,
-            updates: false,
-        },
-        Op::AddConsumer {
-            seis: 0,
-            capacity: 24,
-            rate: 6,
-            updates: true,
-        },
-        Op::Stall { ms: 272 },
-        Op::Advance { ms: 2426 },
-        Op::AddConsumer {
-            seis: 5,
-            capacity: 27,
-            rate: 31,
-            updates: true,
-        },
-        Op::Drop,
-        Op::Advance { ms: 671 },
-        Op::Advance { ms: 3178 },
-        Op::Advance { ms: 650 },
-        Op::AddConsumer {
-            seis: 7,
-            capacity: 18,
-            rate: 11,
-            updates: true,
-        },
-        Op::AddConsumer {
-            seis: 2,
-            capacity: 6,
-            rate: 12,
-            updates: false,
-        },
-        Op::AddConsumer {
-            seis: 0,
-            capacity: 5,
-            rate: 12,
-            updates: true,
-        },
-        Op::Unsubscribe { seis: 4 },
-        Op::Advance { ms: 3407 },
-        Op::Stall { ms: 7190 },
-        Op::Advance { ms: 1487 },
-        Op::RemoveConsumer { consumer: 4 },
-    ]);
+    run_schedule(
+        64,
+        &[
+            Op::Advance { ms: 2576 },
+            Op::Subscribe {
+                symbol: 1,
+                interval: 0,
+            },
+            Op::AddConsumer {
+                seis: 5,
+                capacity: 24,
+                rate: 2,
+                updates: false,
+            },
+            Op::Advance { ms: 1785 },
+            Op::Unsubscribe { seis: 4 },
+            Op::Advance { ms: 366 },
+            Op::Drop,
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 3,
+                rate: 25,
+                updates: true,
+            },
+            Op::Advance { ms: 2200 },
+            Op::Advance { ms: 1424 },
+            Op::AddConsumer {
+                seis: 1,
+                capacity: 10,
+                rate: 9,
+                updates: false,
+            },
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 24,
+                rate: 6,
+                updates: true,
+            },
+            Op::Stall { ms: 272 },
+            Op::Advance { ms: 2426 },
+            Op::AddConsumer {
+                seis: 5,
+                capacity: 27,
+                rate: 31,
+                updates: true,
+            },
+            Op::Drop,
+            Op::Advance { ms: 671 },
+            Op::Advance { ms: 3178 },
+            Op::Advance { ms: 650 },
+            Op::AddConsumer {
+                seis: 7,
+                capacity: 18,
+                rate: 11,
+                updates: true,
+            },
+            Op::AddConsumer {
+                seis: 2,
+                capacity: 6,
+                rate: 12,
+                updates: false,
+            },
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 5,
+                rate: 12,
+                updates: true,
+            },
+            Op::Unsubscribe { seis: 4 },
+            Op::Advance { ms: 3407 },
+            Op::Stall { ms: 7190 },
+            Op::Advance { ms: 1487 },
+            Op::RemoveConsumer { consumer: 4 },
+        ],
+    );
 }
 
 #[test]
 fn regression_disconnected_once_per_outage() {
-    run_schedule(&[
-        Op::Advance { ms: 1 },
-        Op::Stall { ms: 5001 },
-        Op::Subscribe {
-            symbol: 0,
-            interval: 0,
-        },
-        Op::AddConsumer {
-            seis: 0,
-            capacity: 2,
-            rate: 1,
-            updates: false,
-        },
-        Op::Subscribe {
-            symbol: 0,
-            interval: 0,
-        },
-        Op::Advance { ms: 2139 },
-        Op::Advance { ms: 1424 },
-        Op::Advance { ms: 2426 },
-        Op::Drop,
-    ]);
+    run_schedule(
+        64,
+        &[
+            Op::Advance { ms: 1 },
+            Op::Stall { ms: 5001 },
+            Op::Subscribe {
+                symbol: 0,
+                interval: 0,
+            },
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 2,
+                rate: 1,
+                updates: false,
+            },
+            Op::Subscribe {
+                symbol: 0,
+                interval: 0,
+            },
+            Op::Advance { ms: 2139 },
+            Op::Advance { ms: 1424 },
+            Op::Advance { ms: 2426 },
+            Op::Drop,
+        ],
+    );
 }
 
 #[test]
 fn regression_a_consumer_joining_during_an_outage() {
-    run_schedule(&[
-        Op::Advance { ms: 1 },
-        Op::Garbage,
-        Op::Advance { ms: 1 },
-        Op::AddConsumer {
-            seis: 0,
-            capacity: 2,
-            rate: 1,
-            updates: false,
-        },
-    ]);
+    run_schedule(
+        64,
+        &[
+            Op::Advance { ms: 1 },
+            Op::Garbage,
+            Op::Advance { ms: 1 },
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 2,
+                rate: 1,
+                updates: false,
+            },
+        ],
+    );
 }
 
 #[test]
 fn regression_a_quiet_market_through_a_stall() {
-    run_schedule(&[
-        Op::Subscribe {
-            symbol: 1,
-            interval: 0,
-        },
-        Op::Subscribe {
-            symbol: 2,
-            interval: 0,
-        },
-        Op::AddConsumer {
-            seis: 0,
-            capacity: 2,
-            rate: 1,
-            updates: false,
-        },
-        Op::AddConsumer {
-            seis: 0,
-            capacity: 2,
-            rate: 1,
-            updates: false,
-        },
-        Op::Advance { ms: 12 },
-        Op::Subscribe {
-            symbol: 3,
-            interval: 0,
-        },
-        Op::AddConsumer {
-            seis: 3,
-            capacity: 3,
-            rate: 1,
-            updates: false,
-        },
-        Op::Advance { ms: 42 },
-        Op::Stall { ms: 3837 },
-        Op::Advance { ms: 3936 },
-    ]);
+    run_schedule(
+        64,
+        &[
+            Op::Subscribe {
+                symbol: 1,
+                interval: 0,
+            },
+            Op::Subscribe {
+                symbol: 2,
+                interval: 0,
+            },
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 2,
+                rate: 1,
+                updates: false,
+            },
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 2,
+                rate: 1,
+                updates: false,
+            },
+            Op::Advance { ms: 12 },
+            Op::Subscribe {
+                symbol: 3,
+                interval: 0,
+            },
+            Op::AddConsumer {
+                seis: 3,
+                capacity: 3,
+                rate: 1,
+                updates: false,
+            },
+            Op::Advance { ms: 42 },
+            Op::Stall { ms: 3837 },
+            Op::Advance { ms: 3936 },
+        ],
+    );
 }
 
 #[test]
@@ -871,28 +925,31 @@ fn a_replay_answered_late_is_completed_by_an_anchored_gap_fetch() {
 
 #[test]
 fn regression_a_quiet_market_after_a_drop_on_a_slow_network() {
-    run_schedule(&[
-        Op::Subscribe {
-            symbol: 3,
-            interval: 0,
-        },
-        Op::Advance { ms: 2244 },
-        Op::Advance { ms: 3543 },
-        Op::Advance { ms: 2327 },
-        Op::Advance { ms: 397 },
-        Op::Advance { ms: 2197 },
-        Op::AddConsumer {
-            seis: 1,
-            capacity: 2,
-            rate: 2,
-            updates: false,
-        },
-        Op::Advance { ms: 454 },
-        Op::Drop,
-        Op::Stall { ms: 4729 },
-        Op::Advance { ms: 1648 },
-        Op::Advance { ms: 3080 },
-    ]);
+    run_schedule(
+        64,
+        &[
+            Op::Subscribe {
+                symbol: 3,
+                interval: 0,
+            },
+            Op::Advance { ms: 2244 },
+            Op::Advance { ms: 3543 },
+            Op::Advance { ms: 2327 },
+            Op::Advance { ms: 397 },
+            Op::Advance { ms: 2197 },
+            Op::AddConsumer {
+                seis: 1,
+                capacity: 2,
+                rate: 2,
+                updates: false,
+            },
+            Op::Advance { ms: 454 },
+            Op::Drop,
+            Op::Stall { ms: 4729 },
+            Op::Advance { ms: 1648 },
+            Op::Advance { ms: 3080 },
+        ],
+    );
 }
 
 #[test]
@@ -921,48 +978,54 @@ fn bars_the_stream_skips_are_fetched_before_anything_newer_closes() {
 
 #[test]
 fn regression_a_revision_inside_skipped_bars() {
-    run_schedule(&[
-        Op::Unsubscribe { seis: 1 },
-        Op::AddConsumer {
-            seis: 0,
-            capacity: 3,
-            rate: 1,
-            updates: false,
-        },
-        Op::Garbage,
-        Op::Advance { ms: 990 },
-        Op::SkipBars,
-        Op::Subscribe {
-            symbol: 3,
-            interval: 0,
-        },
-    ]);
+    run_schedule(
+        64,
+        &[
+            Op::Unsubscribe { seis: 1 },
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 3,
+                rate: 1,
+                updates: false,
+            },
+            Op::Garbage,
+            Op::Advance { ms: 990 },
+            Op::SkipBars,
+            Op::Subscribe {
+                symbol: 3,
+                interval: 0,
+            },
+        ],
+    );
 }
 
 #[test]
 fn regression_a_revision_during_skipped_bars_then_a_drop() {
-    run_schedule(&[
-        Op::AddConsumer {
-            seis: 0,
-            capacity: 2,
-            rate: 2,
-            updates: false,
-        },
-        Op::Advance { ms: 2686 },
-        Op::Advance { ms: 1694 },
-        Op::Advance { ms: 229 },
-        Op::Advance { ms: 988 },
-        Op::Advance { ms: 21 },
-        Op::Advance { ms: 272 },
-        Op::Advance { ms: 232 },
-        Op::Advance { ms: 2554 },
-        Op::Advance { ms: 3943 },
-        Op::Advance { ms: 3377 },
-        Op::SkipBars,
-        Op::Advance { ms: 2342 },
-        Op::Advance { ms: 114 },
-        Op::Stall { ms: 739 },
-        Op::Advance { ms: 599 },
-        Op::Drop,
-    ]);
+    run_schedule(
+        64,
+        &[
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 2,
+                rate: 2,
+                updates: false,
+            },
+            Op::Advance { ms: 2686 },
+            Op::Advance { ms: 1694 },
+            Op::Advance { ms: 229 },
+            Op::Advance { ms: 988 },
+            Op::Advance { ms: 21 },
+            Op::Advance { ms: 272 },
+            Op::Advance { ms: 232 },
+            Op::Advance { ms: 2554 },
+            Op::Advance { ms: 3943 },
+            Op::Advance { ms: 3377 },
+            Op::SkipBars,
+            Op::Advance { ms: 2342 },
+            Op::Advance { ms: 114 },
+            Op::Stall { ms: 739 },
+            Op::Advance { ms: 599 },
+            Op::Drop,
+        ],
+    );
 }

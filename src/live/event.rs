@@ -44,7 +44,9 @@ pub enum LiveEvent {
         gap_bars: u64,
     },
     /// The seis ended for good (the token was rejected, the server refused the symbol after a
-    /// reconnect, or the feed shut down). Nothing follows.
+    /// reconnect, or the feed shut down). Nothing follows: a callback consumer's thread ends
+    /// after it, and a [`Subscription`](super::Subscription) returns
+    /// [`RecvError::Closed`](super::RecvError::Closed) from then on.
     Failed(Error),
 }
 

@@ -35,6 +35,7 @@ mod core;
 mod dst;
 mod event;
 mod fanout;
+pub(crate) mod fuzz;
 pub(crate) mod gate;
 mod io;
 mod stats;
@@ -173,6 +174,7 @@ pub struct LiveFeedBuilder {
     backoff_base: Duration,
     backoff_cap: Duration,
     max_gap_bars: u32,
+    max_fetches: usize,
     command_queue: usize,
 }
 
@@ -207,6 +209,7 @@ impl Default for LiveFeedBuilder {
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
             max_gap_bars: 5_000,
+            max_fetches: 64,
             command_queue: 1024,
         }
     }
@@ -325,6 +328,17 @@ impl LiveFeedBuilder {
         self
     }
 
+    /// Most fetches over the connection at once: close confirmations of quiet markets and
+    /// gap fills after a reconnect (each is a series on a second chart session). Default 64.
+    /// When a thousand quiet seises close at one boundary, the rest wait their turn in order
+    /// (and are dropped if the stream shows the next bar first), so the server never sees a
+    /// burst of a thousand requests; a larger value confirms a large quiet watchlist sooner.
+    /// At least 1.
+    pub fn max_fetches_in_flight(mut self, n: usize) -> Self {
+        self.max_fetches = n.max(1);
+        self
+    }
+
     /// Starts `tv-io` and connects.
     ///
     /// # Errors
@@ -355,6 +369,8 @@ impl LiveFeedBuilder {
                 backoff_base: self.backoff_base,
                 backoff_cap: self.backoff_cap,
                 max_gap_bars: self.max_gap_bars,
+                max_fetches: self.max_fetches,
+                rotate_chart_after: 256,
                 seed,
                 max_frame_len: crate::protocol::frame::DEFAULT_MAX_FRAME_LEN
                     .min(self.transport.max_message_size),

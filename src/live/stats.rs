@@ -1,8 +1,12 @@
 //! Counters and latency histograms of the engine, its seises and its consumers, cheap enough
 //! to leave on: counters are relaxed atomics bumped by their one writer; a consumer thread
-//! records latencies in its own histogram and merges it into the shared one under a mutex once
-//! per batch of events (never across a callback), so [`LiveFeed::stats`](super::LiveFeed)
-//! reads a consistent copy.
+//! keeps its latencies as raw samples in a fixed buffer ([`LocalStats`]) and records them into
+//! the shared histograms under a mutex once per batch of 64 events (never across a callback),
+//! so [`LiveFeed::stats`](super::LiveFeed) reads a consistent copy.
+//!
+//! Memory: two histograms per consumer, 2 significant digits from 1 ns to an hour, about
+//! 36 KiB each, allocated once (3 digits would be 270 KiB each, and merging one histogram into
+//! another walks every bucket).
 
 use std::{sync::PoisonError, time::Duration};
 
@@ -13,14 +17,76 @@ use crate::sync::plain::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-/// Latencies recorded up to an hour, in nanoseconds, with 3 significant digits.
+/// Latencies recorded up to an hour, in nanoseconds, with 2 significant digits (1%: enough
+/// to tell a p99 of 40 µs from 41 µs; longer ones saturate at the hour).
 const MAX_NS: u64 = 3_600_000_000_000;
 
+/// Samples a consumer keeps before recording them into its shared histograms.
+pub(crate) const BATCH: usize = 64;
+
 pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_NS, 3).unwrap_or_else(|_| {
+    Histogram::new_with_bounds(1, MAX_NS, 2).unwrap_or_else(|_| {
         // The bounds above are valid; this fallback only keeps the type total.
-        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
+        Histogram::new(2).unwrap_or_else(|_| unreachable!("2 significant digits is valid"))
     })
+}
+
+/// A consumer thread's latencies not yet in the shared histograms: at most [`BATCH`] raw
+/// samples of each kind, in fixed arrays (no allocation, no bucket walk).
+#[derive(Debug)]
+pub(crate) struct LocalStats {
+    push: [u64; BATCH],
+    close: [u64; BATCH],
+    n_push: usize,
+    n_close: usize,
+}
+
+impl Default for LocalStats {
+    fn default() -> Self {
+        Self {
+            push: [0; BATCH],
+            close: [0; BATCH],
+            n_push: 0,
+            n_close: 0,
+        }
+    }
+}
+
+impl LocalStats {
+    /// Keeps one delivery's latencies (ring push to now; for a closed bar, also its close time
+    /// to now), flushing into `counters` when the batch is full.
+    pub(crate) fn record(
+        &mut self,
+        d: &super::Delivery,
+        interval: crate::Interval,
+        counters: &ConsumerCounters,
+    ) {
+        let waited = crate::clock::monotonic().saturating_duration_since(d.pushed_at);
+        self.push[self.n_push] = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.n_push += 1;
+        if let super::LiveEvent::Closed(bar) = &d.event {
+            let close_ms =
+                u64::try_from(interval.next_bar_open(bar.time).saturating_mul(1000)).unwrap_or(0);
+            let late_ms = crate::clock::unix_ms().saturating_sub(close_ms);
+            self.close[self.n_close] = late_ms.saturating_mul(1_000_000).max(1);
+            self.n_close += 1;
+        }
+        // `n_close <= n_push`: one full buffer flushes both.
+        if self.n_push == BATCH {
+            self.flush(counters);
+        }
+    }
+
+    /// Records what is kept into `counters` (and counts it as delivered).
+    pub(crate) fn flush(&mut self, counters: &ConsumerCounters) {
+        if self.n_push == 0 {
+            return;
+        }
+        counters.record_delivered(self.n_push as u64);
+        counters.merge(&self.push[..self.n_push], &self.close[..self.n_close]);
+        self.n_push = 0;
+        self.n_close = 0;
+    }
 }
 
 /// A summary of one latency histogram.
@@ -130,23 +196,19 @@ impl ConsumerCounters {
         self.panicked.store(true, Ordering::Relaxed);
     }
 
-    /// Merges a batch of latencies recorded by the consumer thread.
-    pub(crate) fn merge(&self, push: &mut Histogram<u64>, close: &mut Histogram<u64>) {
-        if !push.is_empty() {
-            let _ = self
-                .push_to_callback
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .add(&*push);
-            push.reset();
-        }
-        if !close.is_empty() {
-            let _ = self
-                .close_to_callback
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .add(&*close);
-            close.reset();
+    /// Records a batch of latency samples (nanoseconds) taken by the consumer thread.
+    fn merge(&self, push: &[u64], close: &[u64]) {
+        for (samples, h) in [
+            (push, &self.push_to_callback),
+            (close, &self.close_to_callback),
+        ] {
+            if samples.is_empty() {
+                continue;
+            }
+            let mut h = h.lock().unwrap_or_else(PoisonError::into_inner);
+            for &v in samples {
+                h.saturating_record(v);
+            }
         }
     }
 

@@ -68,6 +68,15 @@ fn refuse(status: StatusCode, body: &str) -> ErrorResponse {
     r
 }
 
+fn refuse_retry_after(status: StatusCode, retry_after: Option<u64>) -> ErrorResponse {
+    let mut r = refuse(status, "refused");
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert("retry-after", tungstenite::http::HeaderValue::from(secs));
+    }
+    r
+}
+
 /// Runs one connection to its end. Never panics on client input.
 pub(crate) fn run(
     id: u64,
@@ -119,9 +128,9 @@ fn serve(
         if cfg.require_origin && !origin_ok(req) {
             return Err(refuse(StatusCode::FORBIDDEN, "forbidden"));
         }
-        if let Some(status) = reject {
+        if let Some((status, retry_after)) = reject {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return Err(refuse(status, "refused"));
+            return Err(refuse_retry_after(status, retry_after));
         }
         Ok(resp)
     };
@@ -146,11 +155,14 @@ fn serve(
     poll.registry()
         .register(&mut SourceFd(&fd), CLIENT, Interest::READABLE)?;
     let mut events = Events::with_capacity(4);
+    // The last turn read a client message: there may be more, so do not wait.
+    let mut more_input = false;
     let mut session = ServerSession::new(cfg, clock::unix_ms(), id);
     let mut series = SeriesGauge { shared, counted: 0 };
     let mut faults: Vec<Armed> = Vec::new();
     let mut hold_until: Option<Instant> = None;
     let mut stalled_forever = false;
+    let mut trickle: Option<Duration> = None;
     let mut sent_since_inject: u64 = 0;
     loop {
         if shared.stopping() {
@@ -212,6 +224,7 @@ fn serve(
                     session.out.push(m);
                 }
                 FaultKind::Restart(_) => {}
+                FaultKind::Trickle(gap) => trickle = Some(gap),
             }
         }
         let now_ms = clock::unix_ms();
@@ -222,7 +235,22 @@ fn serve(
             let live = session.take_du_count();
             let mut tags = session.take_live_tags().into_iter().peekable();
             let mut n = 0u64;
+            // Indexes of `out` as the live tags count them (a trickled first message is gone).
+            let mut first = 0;
+            if let Some(gap) = trickle.filter(|_| !session.out.is_empty()) {
+                trickle = None;
+                let msg = session.out.remove(0);
+                first = 1;
+                let _ = tags.next_if(|(at, _)| *at == 0);
+                let len = msg.len() as u64;
+                if !write_trickling(&mut ws, shared, msg, gap)? {
+                    return Ok(());
+                }
+                n += 1;
+                shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
+            }
             for (i, msg) in session.out.drain(..).enumerate() {
+                let i = i + first;
                 let len = msg.len() as u64;
                 // Frames are ASCII (the writer escapes everything else); faults write ASCII too.
                 let text = String::from_utf8(msg).unwrap_or_default();
@@ -277,6 +305,9 @@ fn serve(
         {
             wait = wait.min(Duration::from_millis(5));
         }
+        if more_input {
+            wait = Duration::ZERO;
+        }
         // `epoll_wait`, not a socket read timeout: a read timeout sleeps in whole scheduler
         // ticks (8-12 ms for a 1 ms timeout on a 250 Hz kernel), which would make every bar
         // close and every update late by that much; the poll wakes within about a millisecond.
@@ -285,23 +316,22 @@ fn serve(
         {
             return Err(e);
         }
-        // Edge-triggered: take everything there is (also what the websocket or TLS layer
-        // holds already), without blocking.
+        // One client message per turn, as a blocking read gave it (faults count messages
+        // between turns), without blocking. Edge-triggered: while there may be more (also
+        // what the websocket or TLS layer holds already), the next turn does not wait.
         ws.get_ref().tcp().set_nonblocking(true)?;
-        let drained = loop {
-            match read_one(&mut ws) {
-                Ok(Read::Text(mut text)) => {
-                    shared.messages_received.fetch_add(1, Ordering::Relaxed);
-                    session.handle_text(cfg, shared, clock::unix_ms(), &mut text);
-                    series.set(session.series_count());
-                }
-                Ok(Read::Control) => {}
-                Ok(Read::Empty) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
+        let read = read_one(&mut ws);
         ws.get_ref().tcp().set_nonblocking(false)?;
-        drained?;
+        match read? {
+            Read::Text(mut text) => {
+                shared.messages_received.fetch_add(1, Ordering::Relaxed);
+                session.handle_text(cfg, shared, clock::unix_ms(), &mut text);
+                series.set(session.series_count());
+                more_input = true;
+            }
+            Read::Control => more_input = true,
+            Read::Empty => more_input = false,
+        }
     }
 }
 
@@ -349,6 +379,47 @@ fn close_gracefully(ws: &mut WebSocket<Stream>, linger: Duration) {
             return;
         }
     }
+}
+
+/// Writes `msg` as one websocket text frame, one byte every `gap`, straight to the stream
+/// under the websocket (after flushing what the websocket holds, so the byte stream stays
+/// well formed). `Ok(false)` when the simulator stops or restarts meanwhile.
+fn write_trickling(
+    ws: &mut WebSocket<Stream>,
+    shared: &Shared,
+    msg: Vec<u8>,
+    gap: Duration,
+) -> io::Result<bool> {
+    use std::io::Write as _;
+    ws.flush().map_err(io::Error::other)?;
+    let mut frame = Vec::with_capacity(msg.len() + 10);
+    tungstenite::protocol::frame::Frame::message(
+        msg,
+        tungstenite::protocol::frame::coding::OpCode::Data(
+            tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    )
+    .format(&mut frame)
+    .map_err(io::Error::other)?;
+    let generation = shared.generation();
+    for byte in frame {
+        let stream = ws.get_mut();
+        stream.write_all(&[byte])?;
+        stream.flush()?;
+        let until = clock::monotonic() + gap;
+        loop {
+            if shared.stopping() || shared.generation() != generation {
+                return Ok(false);
+            }
+            let left = until.saturating_duration_since(clock::monotonic());
+            if left.is_zero() {
+                break;
+            }
+            crate::sync::plain::thread::park_timeout(left.min(MAX_WAIT));
+        }
+    }
+    Ok(true)
 }
 
 /// What one read from the client gave.

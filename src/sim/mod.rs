@@ -246,6 +246,10 @@ pub enum FaultKind {
     /// Close every connection abruptly, refuse connections for the duration, then serve again
     /// on the same port.
     Restart(Duration),
+    /// Write the next message one byte every `gap`: bytes keep arriving, yet no message
+    /// completes until its last byte is out (everything else waits behind it). A client whose
+    /// stall deadline counts bytes instead of messages never notices.
+    Trickle(Duration),
 }
 
 /// When a fault fires.
@@ -397,8 +401,8 @@ pub(crate) struct Shared {
     /// Bumped by a restart: connections of an older generation close.
     generation: AtomicU64,
     next_conn: AtomicU64,
-    /// Statuses the next upgrades are refused with, in order.
-    rejects: Mutex<VecDeque<u16>>,
+    /// Upgrades to refuse: the HTTP status and the `Retry-After` seconds to send with it.
+    rejects: Mutex<VecDeque<(u16, Option<u64>)>>,
     pub(crate) connections: AtomicU64,
     pub(crate) active: AtomicU64,
     pub(crate) refused: AtomicU64,
@@ -420,6 +424,8 @@ pub(crate) struct Shared {
     live_sends: Mutex<Vec<LiveSend>>,
     /// Bars revised after their close: (symbol, interval, open time) → new values.
     revisions: Mutex<HashMap<(String, Interval, i64), Bar>>,
+    /// Auth tokens revoked since the start: `set_auth_token` with one gets `bad auth token`.
+    revoked: Mutex<Vec<String>>,
 }
 
 // Orderings: every atomic here is a counter or a flag read by polling loops that re-check it
@@ -474,7 +480,16 @@ impl Shared {
         }
     }
 
-    pub(crate) fn take_reject(&self) -> Option<u16> {
+    /// Whether `token` was revoked with [`Sim::revoke_token`].
+    pub(crate) fn is_revoked(&self, token: &str) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|t| t == token)
+    }
+
+    pub(crate) fn take_reject(&self) -> Option<(u16, Option<u64>)> {
         self.rejects
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -667,12 +682,39 @@ impl Sim {
     /// Answers the next `n` upgrades with HTTP `status` (403, 429, 503…), after the path and
     /// `Origin` checks.
     pub fn reject_next_with(&self, status: u16, n: u64) {
+        self.push_rejects(status, None, n);
+    }
+
+    /// Answers the next `n` upgrades with HTTP `status` and a `Retry-After` header of
+    /// `retry_after` (whole seconds, rounded up).
+    pub fn reject_next_with_retry_after(&self, status: u16, n: u64, retry_after: Duration) {
+        let secs = retry_after
+            .as_secs()
+            .saturating_add(u64::from(retry_after.subsec_nanos() > 0));
+        self.push_rejects(status, Some(secs), n);
+    }
+
+    fn push_rejects(&self, status: u16, retry_after: Option<u64>, n: u64) {
         let mut r = self
             .shared
             .rejects
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        r.extend(std::iter::repeat_n(status, n as usize));
+        // Bounded: a caller asking for more refusals than memory holds gets as many as fit
+        // in the counter (the queue grows by one small entry per refusal).
+        let n = usize::try_from(n).unwrap_or(usize::MAX).min(1 << 20);
+        r.extend(std::iter::repeat_n((status, retry_after), n));
+    }
+
+    /// Revokes an auth token: from now on, a connection that sends it is answered
+    /// `protocol_error "bad auth token"` (connections already signed in keep going, as a
+    /// server checks the token when it is set).
+    pub fn revoke_token(&self, token: &str) {
+        self.shared
+            .revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(token.to_owned());
     }
 
     /// Injects a fault.

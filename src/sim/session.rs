@@ -192,6 +192,12 @@ impl ServerSession {
         self.charts.values().map(|c| c.series.len() as u64).sum()
     }
 
+    /// Symbols resolved and still kept, over every chart session of this connection.
+    #[cfg(test)]
+    pub(crate) fn resolved_symbols(&self) -> usize {
+        self.charts.values().map(|c| c.symbols.len()).sum()
+    }
+
     /// Live `du` messages queued since the last call.
     pub(crate) fn take_du_count(&mut self) -> u64 {
         std::mem::take(&mut self.du_pending)
@@ -252,6 +258,7 @@ impl ServerSession {
                     self.depth = cfg.history_depth_anonymous;
                 } else if jwt_shaped(&token)
                     && (cfg.valid_tokens.is_empty() || cfg.valid_tokens.contains(&token))
+                    && !shared.is_revoked(&token)
                 {
                     self.depth = cfg.history_depth_authenticated;
                 } else {
@@ -879,7 +886,9 @@ impl ServerSession {
                     let msg = std::mem::take(&mut w.out);
                     self.du_count += 1;
                     self.du_pending += 1;
-                    if cfg.duplicate_du_every > 0 && self.du_count % cfg.duplicate_du_every == 0 {
+                    if cfg.duplicate_du_every > 0
+                        && self.du_count.is_multiple_of(cfg.duplicate_du_every)
+                    {
                         self.out.push(msg.clone());
                         tag_live(&mut self.live_tags, cfg, &self.out, s, bar);
                         self.du_pending += 1;
@@ -925,7 +934,7 @@ fn revises(cfg: &SimConfig, symbol: &Symbol, interval: Interval, t: i64) -> bool
     // SipHash with fixed keys: the same answer in every run.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (symbol.as_str(), interval.to_string(), t, cfg.seed).hash(&mut h);
-    h.finish() % cfg.revise_every == 0
+    h.finish().is_multiple_of(cfg.revise_every)
 }
 
 /// The symbol a quote session names: `EXCH:TICKER` or an `={…}` spec (`qsd` echoes the name).

@@ -164,6 +164,13 @@ impl Connection {
         }
     }
 
+    /// Replaces the deadline of every later read and write (`None`: none). A read or write that
+    /// reaches it fails with [`Error::Timeout`] and can be retried with a later deadline:
+    /// tungstenite and rustls keep what they had buffered.
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.ws.get_mut().socket_mut().set_deadline(deadline);
+    }
+
     /// Closes politely, waiting at most a moment for the server's answer.
     pub(crate) fn close(mut self) {
         let quick = clock::monotonic() + Duration::from_millis(200);

@@ -1,20 +1,31 @@
-//! The blocking historical client: [`Client::get_hist`] and its options.
+//! The blocking historical client: [`Client::get_hist`], [`Client::get_hist_many`] and their
+//! options.
 //!
-//! One call opens one connection, drives a [`Connection`] with one chart session to the end of
-//! the history (paging with `request_more_data` past one request's limit), and closes. The
-//! call's one deadline bounds everything (connect, TLS, upgrade, every message), however the
-//! server trickles; every server refusal is a typed [`Error`] as soon as the server says it (a
-//! bad symbol never ends in a timeout).
+//! Both drive the same sans-I/O batch ([`batch::HistBatch`]) over one blocking connection
+//! ([`many::Link`]): `get_hist` is a batch of one whose one deadline bounds everything
+//! (connect, TLS, upgrade, every message), however the server trickles; `get_hist_many` keeps
+//! up to [`ClientConfig::max_in_flight`] series loading at once on one connection. Series page
+//! with `request_more_data` past one request's limit, and every server refusal is a typed
+//! [`Error`] as soon as the server says it (a bad symbol never ends in a timeout).
+//!
+//! [`Connection`]: crate::protocol::Connection
 
 use std::time::{Duration, Instant};
 
+// The live engine drives the batch on its own connection.
+pub(crate) mod batch;
+mod many;
+
+pub use many::{HistMany, HistRequest};
+
+use self::{
+    batch::{BatchConfig, BatchRequest},
+    many::{ChartErrors, Link},
+};
 use crate::{
     AuthToken, Bar, Error, Interval, Symbol, clock,
-    protocol::{
-        Adjustment, ChartConfig, ChartEvent, Connection, ConnectionConfig, Event, SeriesEvent,
-        SeriesKey, SeriesRequest, SymbolInfo, SymbolSpec, TradingSession,
-    },
-    transport::{self, Endpoint, TransportConfig},
+    protocol::{Adjustment, SeriesRequest, SymbolInfo},
+    transport::{Endpoint, TransportConfig},
 };
 
 /// The environment variable [`ClientConfig::from_env`] reads a token from.
@@ -26,6 +37,15 @@ pub const URL_ENV: &str = "TVDATAFEED_URL";
 /// The default deadline of a whole call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The default of [`ClientConfig::max_in_flight`]: series loading at once on one connection.
+///
+/// 16 keeps the connection busy: while the server builds one answer, the others are already
+/// asked, so a round trip to TradingView (~100 ms) is paid about once per 16 series, not once
+/// per series. It also bounds what one batch holds in memory (16 histories loading) and how
+/// hard one connection pushes a server that publishes no limit on series per chart session;
+/// a burst of a few dozen `create_series` is what a browser with several charts sends.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+
 /// Settings of a [`Client`]. By-value setters; every default is documented.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -34,10 +54,21 @@ pub struct ClientConfig {
     pub transport: TransportConfig,
     /// Auth token. Default: anonymous (`unauthorized_user_token`). Never shown by `Debug`.
     pub token: AuthToken,
-    /// Deadline of a whole call (connect, TLS, upgrade, every page). Default
+    /// Deadline of a whole [`Client::get_hist`] call (connect, TLS, upgrade, every page), and
+    /// of each request of [`Client::get_hist_many`] (counted from the moment its series
+    /// opens; connecting and the connection's silence are bounded by it too). Default
     /// [`DEFAULT_TIMEOUT`] (60 s). [`Duration::MAX`] (or any span too large to add to the
     /// clock) means no deadline.
     pub timeout: Duration,
+    /// Most series loading at once on the one connection of [`Client::get_hist_many`] (at
+    /// least 1). Default [`DEFAULT_MAX_IN_FLIGHT`] (16); 1 asks one series at a time.
+    pub max_in_flight: usize,
+    /// Deadline of a whole [`Client::get_hist_many`] batch, from its first `next` to its last
+    /// answer; past it every request not yet answered fails with [`Error::Timeout`]. Default
+    /// none ([`Duration::MAX`], or any span too large to add to the clock): each request has
+    /// its own deadline and a silent connection fails the rest after [`ClientConfig::timeout`],
+    /// so a dead server cannot hold a batch; set one to bound the batch's wall time.
+    pub batch_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +77,8 @@ impl Default for ClientConfig {
             transport: TransportConfig::default(),
             token: AuthToken::anonymous(),
             timeout: DEFAULT_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            batch_timeout: Duration::MAX,
         }
     }
 }
@@ -56,6 +89,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("transport", &self.transport)
             .field("token", &self.token)
             .field("timeout", &self.timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("batch_timeout", &self.batch_timeout)
             .finish()
     }
 }
@@ -125,10 +160,27 @@ impl ClientConfig {
         self
     }
 
-    /// Sets the deadline of a whole call ([`Duration::MAX`]: none).
+    /// Sets the deadline of a whole call, and of each request of a batch ([`Duration::MAX`]:
+    /// none).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientConfig::max_in_flight`], the series loading at once in a batch (0 counts
+    /// as 1).
+    #[must_use]
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Sets [`ClientConfig::batch_timeout`], the deadline of a whole batch ([`Duration::MAX`]:
+    /// none).
+    #[must_use]
+    pub fn with_batch_timeout(mut self, timeout: Duration) -> Self {
+        self.batch_timeout = timeout;
         self
     }
 
@@ -306,159 +358,53 @@ impl Client {
     {
         let symbol: Symbol = symbol.try_into().map_err(Into::into)?;
         let interval: Interval = interval.try_into().map_err(Into::into)?;
-        let request = series_request(&symbol, interval, n, options)?;
-        let budget = self.config.timeout;
+        let request = BatchRequest::new(symbol, interval, n, options)?;
+        // A batch of one whose deadline is the call's: connect, upgrade and every page.
         let start = clock::monotonic();
-        let deadline = self.config.deadline(start);
-        let conn_config = ConnectionConfig::default()
-            .with_auth_token(self.config.token.clone())
-            .with_idle_timeout(budget)
-            .with_id_seed(clock::id_seed());
-        let mut proto = Connection::new(start, conn_config);
-        let chart = proto.add_chart(start, ChartConfig::default().with_load_timeout(budget));
-        proto
-            .chart_mut(chart)
-            .ok_or_else(|| Error::Protocol("chart session lost".into()))?
-            .add_series(start, SeriesKey(0), request)
-            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        let mut ws = transport::Connection::connect(&self.config.transport, deadline, budget)?;
-        let result = drive(
-            &mut ws,
-            &mut proto,
-            &mut progress,
-            &symbol,
-            interval,
-            n,
-            options,
-        );
-        ws.close();
-        result
+        let deadline = (self.config.deadline(start), self.config.timeout);
+        let batch = BatchConfig {
+            max_in_flight: 1,
+            request_timeout: self.config.timeout,
+            progress: true,
+        };
+        let mut link = Link::open(
+            &self.config,
+            start,
+            deadline,
+            vec![request],
+            batch,
+            ChartErrors::Fatal,
+        )?;
+        loop {
+            while let Some((_, bars)) = link.batch.poll_progress() {
+                progress(bars);
+            }
+            if let Some((_, result)) = link.batch.poll_result() {
+                if let Ok(h) = &result {
+                    progress(h.bars.len() + usize::from(h.forming.is_some()));
+                }
+                link.close();
+                return result;
+            }
+            if let Err(e) = link.step() {
+                link.close();
+                return Err(e);
+            }
+        }
     }
 }
 
-/// The series request of one `get_hist` call, validated.
+/// The series request of one `get_hist` call, validated (the live engine's
+/// [`LiveFeed::get_hist`](crate::LiveFeed::get_hist) sends it on its own connection).
+///
+/// # Errors
+///
+/// As [`BatchRequest::new`].
 pub(crate) fn series_request(
     symbol: &Symbol,
     interval: Interval,
     n: u32,
     options: &HistOptions,
 ) -> Result<SeriesRequest, Error> {
-    if options.range.is_none() && !(1..=MAX_BARS).contains(&n) {
-        return Err(Error::InvalidRequest(format!(
-            "bar count {n} is outside 1..={MAX_BARS}"
-        )));
-    }
-    if let Some((from, to)) = options.range
-        && from > to
-    {
-        return Err(Error::InvalidRequest(format!(
-            "range start {from} is after its end {to}"
-        )));
-    }
-    let mut spec = SymbolSpec::new(symbol.clone())
-        .with_adjustment(options.adjustment)
-        .with_back_adjustment(options.back_adjustment)
-        .with_session(if options.extended_session {
-            TradingSession::Extended
-        } else {
-            TradingSession::Regular
-        });
-    if let Some(c) = &options.currency {
-        spec = spec.with_currency(c.clone());
-    }
-    let request = match options.range {
-        Some((from, to)) => {
-            SeriesRequest::range(symbol.clone(), interval, from, to, n.clamp(1, MAX_BARS))
-        }
-        None => SeriesRequest::count(symbol.clone(), interval, n),
-    };
-    Ok(request.with_spec(spec))
-}
-
-/// The error a connection-level event means for a call in flight, if any.
-pub(crate) fn connection_error(event: &Event) -> Option<Error> {
-    match event {
-        Event::ProtocolError { text } if text == "bad auth token" => Some(Error::AuthRejected),
-        Event::ProtocolError { text } => Some(Error::Protocol(format!(
-            "the server reported a protocol error: {}",
-            crate::error::echo(text)
-        ))),
-        Event::CriticalError { reason, detail } => Some(Error::InvalidParameters {
-            reason: crate::error::echo(reason),
-            detail: crate::error::echo(detail.as_deref().unwrap_or("")),
-        }),
-        Event::Chart {
-            event: ChartEvent::CriticalError { reason, detail },
-            ..
-        } => Some(Error::InvalidParameters {
-            reason: crate::error::echo(reason),
-            detail: crate::error::echo(detail.as_deref().unwrap_or("")),
-        }),
-        _ => None,
-    }
-}
-
-fn drive(
-    ws: &mut transport::Connection,
-    proto: &mut Connection,
-    progress: &mut impl FnMut(usize),
-    symbol: &Symbol,
-    interval: Interval,
-    n: u32,
-    options: &HistOptions,
-) -> Result<History, Error> {
-    let mut info = None;
-    loop {
-        while let Some(msg) = proto.poll_transmit() {
-            ws.send(msg)?;
-        }
-        while let Some(event) = proto.poll_event() {
-            if let Some(e) = connection_error(&event) {
-                return Err(e);
-            }
-            let Event::Chart {
-                event: ChartEvent::Series { event, .. },
-                ..
-            } = event
-            else {
-                continue;
-            };
-            match event {
-                SeriesEvent::Resolved(i) => info = Some(*i),
-                SeriesEvent::Progress { bars } => progress(bars),
-                SeriesEvent::History {
-                    bars,
-                    forming,
-                    update_mode,
-                } => {
-                    progress(bars.len() + usize::from(forming.is_some()));
-                    return Ok(History {
-                        symbol: symbol.clone(),
-                        interval,
-                        bars,
-                        forming,
-                        info,
-                        update_mode,
-                        requested: options.range.is_none().then_some(n),
-                    });
-                }
-                SeriesEvent::Failed(failure) => {
-                    return Err(Error::Series {
-                        symbol: symbol.clone(),
-                        interval,
-                        failure,
-                    });
-                }
-                SeriesEvent::Update(_) | SeriesEvent::Closed(_) | SeriesEvent::Late(_) => {}
-            }
-        }
-        let mut msg = ws.recv()?;
-        let now = clock::monotonic();
-        proto
-            .handle_message(now, &mut msg)
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        if proto.poll_timeout().is_some_and(|t| t <= now) {
-            proto.handle_timeout(now);
-        }
-    }
+    BatchRequest::new(symbol.clone(), interval, n, options).map(BatchRequest::into_series)
 }
