@@ -28,7 +28,7 @@ use tvdatafeed::{
     sim::Sim,
 };
 
-use crate::common::{Seen, now};
+use crate::common::{Seen, now, own_cpu};
 
 /// Which bare client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,9 +88,13 @@ fn decode(mut conn: Connection, messages: Vec<(Instant, Vec<u8>)>) -> Vec<Seen> 
     seen
 }
 
+/// What a bare reader received: each message with its arrival, when the window opened, and
+/// the reader thread's CPU time within the window.
+type Received = (Vec<(Instant, Vec<u8>)>, Instant, u64);
+
 /// Runs one bare reader against `sim` for `run` (after the subscriptions are answered),
 /// on a thread of its own (pinned to core 0 when `busy`). Returns what a consumer would have
-/// seen and the instant the window opened.
+/// seen, the instant the window opened, and the reader's CPU time (ns) within the window.
 pub(crate) fn run(
     reader: Reader,
     busy: bool,
@@ -99,11 +103,11 @@ pub(crate) fn run(
     interval: Interval,
     warm: Duration,
     run: Duration,
-) -> (Vec<Seen>, Instant) {
+) -> (Vec<Seen>, Instant, u64) {
     let (conn, requests) = setup(symbols, interval);
     let url = sim.url();
     let addr = sim.addr();
-    let (messages, from) = std::thread::scope(|scope| {
+    let (messages, from, cpu) = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("latency-bare".into())
             .spawn_scoped(scope, move || {
@@ -119,7 +123,7 @@ pub(crate) fn run(
             .join()
             .expect("bare reader")
     });
-    (decode(conn, messages), from)
+    (decode(conn, messages), from, cpu)
 }
 
 fn read_ws(
@@ -129,7 +133,7 @@ fn read_ws(
     busy: bool,
     warm: Duration,
     run: Duration,
-) -> (Vec<(Instant, Vec<u8>)>, Instant) {
+) -> Received {
     let mut req = url.into_client_request().expect("request");
     req.headers_mut().insert(
         "Origin",
@@ -152,7 +156,11 @@ fn read_ws(
     let mut got = Vec::with_capacity(1 << 16);
     let from = now() + warm;
     let end = from + run;
+    let mut cpu_from = None;
     loop {
+        if cpu_from.is_none() && now() >= from {
+            cpu_from = Some(own_cpu());
+        }
         match ws.read() {
             Ok(Message::Text(t)) => {
                 let at = now();
@@ -175,7 +183,8 @@ fn read_ws(
             Err(e) => panic!("bare websocket reader: {e}"),
         }
     }
-    (got, from)
+    let cpu = own_cpu().saturating_sub(cpu_from.unwrap_or(0));
+    (got, from, cpu)
 }
 
 /// A masked client text frame (the mask is zero: allowed, and the payload stays as is).
@@ -203,7 +212,7 @@ fn read_tcp(
     busy: bool,
     warm: Duration,
     run: Duration,
-) -> (Vec<(Instant, Vec<u8>)>, Instant) {
+) -> Received {
     let mut tcp = TcpStream::connect(addr).expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
     // The upgrade by hand, reading the answer one byte at a time so that nothing after it is
@@ -235,7 +244,11 @@ fn read_tcp(
     let mut buf = vec![0u8; 1 << 16];
     let from = now() + warm;
     let end = from + run;
+    let mut cpu_from = None;
     loop {
+        if cpu_from.is_none() && now() >= from {
+            cpu_from = Some(own_cpu());
+        }
         match tcp.read(&mut buf) {
             Ok(0) => panic!("the simulator closed the bare TCP reader"),
             Ok(n) => {
@@ -256,7 +269,8 @@ fn read_tcp(
             Err(e) => panic!("bare TCP reader: {e}"),
         }
     }
-    (unframe(chunks), from)
+    let cpu = own_cpu().saturating_sub(cpu_from.unwrap_or(0));
+    (unframe(chunks), from, cpu)
 }
 
 /// Websocket messages out of the raw byte chunks: each one timed by the read that completed

@@ -219,6 +219,14 @@ pub(crate) fn cpu_between(
         .sum()
 }
 
+/// CPU time (ns) of the calling thread so far.
+pub(crate) fn own_cpu() -> u64 {
+    fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
 /// CPU time (ns) of the whole process so far.
 pub(crate) fn process_cpu() -> u64 {
     fs::read_to_string("/proc/self/schedstat")

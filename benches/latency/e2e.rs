@@ -236,9 +236,7 @@ pub(crate) fn baseline(
     let interval: Interval = "1".parse().expect("interval");
     let symbols = common::symbols(n);
     let index = bare::index(&symbols);
-    let cpu0 = thread_cpu();
-    let (seen, from) = bare::run(reader, busy, &sim, &symbols, interval, warm, run);
-    let cpu1 = thread_cpu();
+    let (seen, from, cpu_ns) = bare::run(reader, busy, &sim, &symbols, interval, warm, run);
     let to = from + run;
     let sends = sim.take_live_sends();
     let sent = sends.iter().filter(|s| s.at >= from && s.at < to).count() as u64;
@@ -256,8 +254,7 @@ pub(crate) fn baseline(
         ),
         hist,
         unmatched,
-        // The whole reader, warm-up included (it is one thread): reported, not compared.
-        cpu_ns: cpu_between(&cpu0, &cpu1, &["latency-bare"]),
+        cpu_ns,
         sent,
         lagged: 0,
     }
@@ -279,7 +276,7 @@ pub(crate) fn row(n: usize, o: &Outcome, base: Option<&Histogram<u64>>) -> Strin
         ),
         _ => "-".into(),
     };
-    let cpu = if o.sent > 0 && o.name.starts_with("engine") {
+    let cpu = if o.sent > 0 && o.cpu_ns > 0 {
         dur(o.cpu_ns.saturating_mul(1000) / o.sent)
     } else {
         "-".into()
