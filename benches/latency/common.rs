@@ -227,14 +227,6 @@ pub(crate) fn own_cpu() -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time (ns) of the whole process so far.
-pub(crate) fn process_cpu() -> u64 {
-    fs::read_to_string("/proc/self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
 /// The machine, for the report.
 pub(crate) fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")

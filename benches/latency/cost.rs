@@ -28,7 +28,7 @@ use tvdatafeed::{
 
 use crate::{
     Mode,
-    common::{self, cpu_between, dur, now, pause, process_cpu, thread_cpu},
+    common::{self, cpu_between, dur, now, pause, thread_cpu},
 };
 
 /// Idle CPU: `n` quiet seises of 1-hour bars, default settings, a callback each.
@@ -54,19 +54,20 @@ fn idle(n: usize, run: Duration) {
         .expect("consumer");
     }
     pause(Duration::from_millis(500));
-    let (t0, p0) = (thread_cpu(), process_cpu());
+    let t0 = thread_cpu();
     let start = now();
     pause(run);
-    let (t1, p1) = (thread_cpu(), process_cpu());
+    let t1 = thread_cpu();
     let secs = start.elapsed().as_secs_f64();
     let engine = cpu_between(&t0, &t1, &["tv-io", "tv-consumer"]);
+    let whole = cpu_between(&t0, &t1, &[""]);
     println!(
         "| {n} quiet seises, 1-hour bars, `IoWait::Block`, parking callbacks | {:.1} s | {} per s \
          ({:.3} % of a core) | {} per s |",
         secs,
         dur((engine as f64 / secs) as u64),
         engine as f64 / secs / 1e7,
-        dur(((p1 - p0) as f64 / secs) as u64),
+        dur((whole as f64 / secs) as u64),
     );
     feed.shutdown(Duration::from_secs(10));
 }

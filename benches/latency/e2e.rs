@@ -39,8 +39,12 @@ impl Setup {
             _ => "busy-poll (core 0)",
         };
         let wait = match self.wait {
-            WaitStrategy::Spin => "spin",
-            _ => "park",
+            WaitStrategy::Spin => "spin".to_owned(),
+            w if w == WaitStrategy::default() => "park".to_owned(),
+            WaitStrategy::SpinYieldPark { spins, yields } => {
+                format!("park ({spins} spins, {yields} yields)")
+            }
+            w => format!("{w:?}"),
         };
         let take = match self.take {
             Take::Callback => "callback",
@@ -341,6 +345,17 @@ pub(crate) fn section(mode: &Mode) {
                     take: Take::Pull,
                 },
             ];
+            if !busy {
+                // The default parks after 128 spins and 16 yields; without the yields.
+                setups.push(Setup {
+                    io,
+                    wait: WaitStrategy::SpinYieldPark {
+                        spins: 128,
+                        yields: 0,
+                    },
+                    take: Take::Callback,
+                });
+            }
             if n == 1 {
                 setups.push(Setup {
                     io,
