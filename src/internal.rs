@@ -13,6 +13,9 @@ pub use crate::timer::{TimerKey, TimerWheel};
 /// for the loom model.
 pub use crate::live::gate::Gate;
 
+/// The built-in statistics' per-event work, for the latency harness to time.
+pub use crate::live::StatsProbe;
+
 /// The live engine's non-blocking transport, for the integration tests that drive it through
 /// a `mio::Poll` loop.
 pub mod transport {

@@ -154,8 +154,8 @@ fn closed_bars_reach_every_consumer_once_in_order_with_final_values() {
     for b in &pulled {
         assert!(published.contains(b), "{b:?} was not published");
     }
-    // The built-in statistics saw them: the callback consumer's batch is published within
-    // its 100 ms idle wake-up; the pull consumer's on its next timeout.
+    // The built-in statistics saw them: the callback consumer's batch is published as soon
+    // as its ring runs empty; the pull consumer's on its next timeout.
     let _ = pull.recv_timeout(Duration::from_millis(150));
     pause(Duration::from_millis(300));
     let stats = feed.stats();

@@ -501,6 +501,76 @@ fn live_1s_series_closes_bars_equal_to_the_market_and_published() {
 }
 
 #[test]
+fn recorded_live_sends_are_the_live_messages_in_send_order() {
+    let sim = start(
+        SimConfig::default()
+            .with_update_interval(Duration::from_millis(50))
+            .with_record_send_times(100_000),
+    );
+    let (btc, sec) = (sym("BINANCE:BTCUSDT"), iv("1S"));
+    let mut d = Driver::connect(&sim, "cs_recordtest01");
+    let id = d.load(SeriesRequest::count(btc.clone(), sec, 10), 5 * S);
+    let forming = d.history(id).expect("history").1;
+    assert!(
+        d.run_until(8 * S, |d| d.closed(id).len() >= 2),
+        "two bars close within 8 s"
+    );
+    let sends = sim.take_live_sends();
+    assert!(sim.take_live_sends().len() < sends.len(), "taking drains");
+    // What was sent before the take arrives within a few turns.
+    d.run_for(Duration::from_millis(300));
+    assert!(sends.len() >= 20, "{} live messages recorded", sends.len());
+    assert!(
+        sends.windows(2).all(|w| w[0].at <= w[1].at),
+        "in send order"
+    );
+    assert!(
+        sends
+            .iter()
+            .all(|s| s.connection == 1 && s.symbol == btc && s.interval == sec)
+    );
+    // The session reports every live bar that differs from the one before as an update: the
+    // recorded bars, repeats removed, are exactly the updates received, in order.
+    let mut sent: Vec<_> = sends.iter().map(|s| s.bar).collect();
+    sent.dedup();
+    if sent.first().copied() == forming {
+        sent.remove(0);
+    }
+    let updates: Vec<_> = d
+        .series(id)
+        .filter_map(|e| match e {
+            SeriesEvent::Update(b) => Some(*b),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        updates.len() >= sent.len(),
+        "{} < {}",
+        updates.len(),
+        sent.len()
+    );
+    assert_eq!(updates[..sent.len()], sent[..]);
+    // Every close is a recorded final value.
+    for b in d.closed(id) {
+        assert!(sent.contains(&b), "close {} recorded", b.time);
+    }
+    assert_eq!(sim.send_times().len(), sim.take_live_sends().len());
+}
+
+#[test]
+fn live_sends_are_not_recorded_by_default() {
+    let sim = start(SimConfig::default().with_update_interval(Duration::from_millis(50)));
+    let mut d = Driver::connect(&sim, "cs_norecord0001");
+    d.load(
+        SeriesRequest::count(sym("BINANCE:BTCUSDT"), iv("1S"), 10),
+        5 * S,
+    );
+    d.run_for(Duration::from_millis(300));
+    assert!(sim.counters().live_sent > 0);
+    assert!(sim.take_live_sends().is_empty() && sim.send_times().is_empty());
+}
+
+#[test]
 fn duplicated_du_frames_create_no_extra_closed_bars() {
     let sim = start(
         SimConfig::default()

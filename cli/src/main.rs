@@ -22,6 +22,12 @@
 //!   Every symbol is validated first: an unknown one is one line on stderr, a non-zero exit,
 //!   nothing on stdout.
 //!
+//! - `tvdatafeed demo [--seises N] [--duration SECS]` starts the embedded simulator, streams
+//!   N seises (default 8, at most 1,000) of 1-second bars on one connection, shows the closed
+//!   bars (a table redrawn in place on a terminal, plain lines otherwise), and ends with the
+//!   latency summary and the check of every closed bar against the simulator's ground truth
+//!   (a mismatch is a non-zero exit).
+//!
 //! A closed standard output is an error (exit 1), as is any failed write.
 
 use std::{
@@ -32,6 +38,7 @@ use std::{
     time::Duration,
 };
 
+mod demo;
 mod hist;
 mod live;
 mod out;
@@ -71,6 +78,22 @@ const MAX_HEARTBEAT_SECS: u64 = 365 * 24 * 3600;
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start the embedded simulator and stream live bars from it: closed bars as they come,
+    /// then the latency summary and the ground-truth check. No network needed.
+    Demo {
+        /// How many seises (symbol × 1-second bars) to stream on the one connection, 1 to 1000.
+        #[arg(long, default_value_t = 8,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(demo::MAX_SEISES)))]
+        seises: u32,
+        /// Stop after this many seconds (or at Ctrl-C).
+        #[arg(long, default_value_t = 20,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+        duration: u64,
+        /// The simulator's live update period per seis, in milliseconds.
+        #[arg(long, default_value_t = 100,
+              value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        update_ms: u64,
+    },
     /// Search symbols by text.
     Search {
         /// What to look for (ticker or name).
@@ -205,6 +228,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo {
+            seises,
+            duration,
+            update_ms,
+        } => demo::run(demo::Args {
+            seises,
+            duration: Duration::from_secs(duration),
+            update_ms,
+        }),
         Command::Search {
             text,
             exchange,

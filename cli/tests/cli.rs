@@ -1135,3 +1135,79 @@ fn hist_bad_symbols_file_line_is_named_before_any_network_work() {
     let o = run(bin().args(["hist", "1H", "--url", &sim.url()]));
     assert!(stderr(&o).contains("no symbol"), "{}", stderr(&o));
 }
+
+// ---------------------------------------------------------------------------------- demo
+
+/// The number in `line` right after `before` (e.g. "closed bars: 12 received" → 12).
+fn number_after(text: &str, before: &str) -> u64 {
+    let at = text
+        .find(before)
+        .unwrap_or_else(|| panic!("{before:?} not in: {text}"));
+    text[at + before.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {before:?} in: {text}"))
+}
+
+#[test]
+fn demo_checks_every_closed_bar_against_the_ground_truth_and_prints_the_latency_summary() {
+    let o = run_bounded(
+        bin().args(["demo", "--duration", "3", "--seises", "5"]),
+        Duration::from_secs(60),
+    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "stdout: {out}\nstderr: {}", stderr(&o));
+    // Not a terminal: plain lines, no cursor movement.
+    assert!(!out.contains('\x1b'), "{out}");
+    let received = number_after(&out, "closed bars: ");
+    assert!(received >= 5, "five seises of 1-second bars for 3 s: {out}");
+    assert_eq!(
+        number_after(
+            &out,
+            &format!("{received} checked against the simulator's ground truth: ")
+        ),
+        0,
+        "mismatches: {out}"
+    );
+    assert!(
+        out.contains(" 0 mismatches, 0 missing, 0 repeated"),
+        "{out}"
+    );
+    // One plain line per closed bar (five seises are all shown), each checked.
+    let lines = out.lines().filter(|l| l.contains(" 1S ok ")).count();
+    assert_eq!(lines as u64, received, "{out}");
+    assert!(!out.contains("MISMATCH"), "{out}");
+    for row in ["  bar close → callback ", "  socket → callback "] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no {row:?} line: {out}"));
+        assert_eq!(
+            line.split_whitespace()
+                .last()
+                .and_then(|n| n.parse::<u64>().ok()),
+            Some(received),
+            "every close measured: {line}"
+        );
+    }
+    assert!(
+        out.contains("engine stats (LiveFeed::stats, built in)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn demo_refuses_more_than_a_thousand_seises() {
+    let o = run_bounded(
+        bin().args(["demo", "--seises", "1001"]),
+        Duration::from_secs(10),
+    );
+    assert!(!o.status.success());
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("1001 is not in 1..=1000"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -419,7 +419,9 @@ impl Core {
                 seis,
                 phase: SeisPhase::Validating(vec![reply]),
                 last_closed: None,
-                recent: VecDeque::new(),
+                // Its working size at once: growing it on a later close would allocate on the
+                // live path.
+                recent: VecDeque::with_capacity(RECENT),
                 forming: None,
                 fetching: None,
                 gap: None,

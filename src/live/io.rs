@@ -117,11 +117,15 @@ impl Driver {
             if let Link::Socket(sock) = &mut link
                 && sock.is_open()
             {
-                let core = &mut self.core;
+                let (core, shared) = (&mut self.core, &self.shared);
+                let fanout = &mut fanout;
                 let mut n = 0u64;
                 let read = sock.read(|msg| {
                     n += 1;
                     core.handle_message(now, unix, msg);
+                    // Each message's events go out before the next message is decoded: the
+                    // first update of a burst does not wait for the last one's decoding.
+                    deliver(core, shared, fanout);
                 });
                 self.shared
                     .engine
@@ -177,8 +181,9 @@ impl Driver {
                     self.core.handle_closed(now, e);
                 }
             }
-            // Deliveries.
-            self.deliver(&mut fanout, now);
+            // Deliveries (of timers, commands and connection events; messages' went out as
+            // they were read).
+            deliver(&mut self.core, &self.shared, &mut fanout);
             // Unsubscriptions are answered once their `remove_series` went out.
             self.core.complete_acks();
             self.publish();
@@ -189,7 +194,7 @@ impl Driver {
         // Shutdown: waiters fail, every consumer learns it, then the producers go (their rings
         // read as abandoned once drained) and the socket closes.
         self.core.shutdown();
-        self.deliver(&mut fanout, clock::monotonic());
+        deliver(&mut self.core, &self.shared, &mut fanout);
         let snapshot = self.shared.registry.load();
         for (_, entry) in snapshot.iter() {
             for (_, c) in entry.consumers() {
@@ -237,25 +242,6 @@ impl Driver {
         e.connected.store(self.core.is_up(), Relaxed);
         e.reconnects.store(self.core.reconnects, Relaxed);
         e.bad_messages.store(self.core.bad_messages, Relaxed);
-    }
-
-    /// Fans the core's deliveries out to the consumers' rings.
-    fn deliver(&mut self, fanout: &mut Fanout, now: Instant) {
-        let Some(first) = self.core.poll_delivery() else {
-            return;
-        };
-        let snapshot = self.shared.registry.load();
-        let mut next = Some(first);
-        while let Some((id, event)) = next {
-            if let Some(seis) = self.core.seis(id)
-                && let Some(entry) = snapshot.get(seis.key())
-            {
-                for (_, c) in entry.consumers() {
-                    fanout.push(c.fanout, &event, now);
-                }
-            }
-            next = self.core.poll_delivery();
-        }
     }
 
     fn command(&mut self, now: Instant, cmd: Command, fanout: &mut Fanout) {
@@ -322,6 +308,27 @@ impl Driver {
                 })
             })?;
         Ok(Link::Resolving(slot))
+    }
+}
+
+/// Fans the core's deliveries out to the consumers' rings (one registry `load`, only when
+/// there is something to deliver), stamped with the instant of the push.
+fn deliver(core: &mut Core, shared: &Shared, fanout: &mut Fanout) {
+    let Some(first) = core.poll_delivery() else {
+        return;
+    };
+    let now = clock::monotonic();
+    let snapshot = shared.registry.load();
+    let mut next = Some(first);
+    while let Some((id, event)) = next {
+        if let Some(seis) = core.seis(id)
+            && let Some(entry) = snapshot.get(seis.key())
+        {
+            for (_, c) in entry.consumers() {
+                fanout.push(c.fanout, &event, now);
+            }
+        }
+        next = core.poll_delivery();
     }
 }
 

@@ -55,7 +55,7 @@ use self::{
     stats::{ConsumerCounters, EngineCounters, SeisCounters},
 };
 pub use self::{
-    consumer::{RecvError, Subscription},
+    consumer::{RecvError, StatsProbe, Subscription},
     event::{ConsumerOptions, LiveEvent},
     stats::Latency,
 };

@@ -19,12 +19,12 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
 use super::{
-    message::{SeriesData, ServerMessage, SymbolInfo},
+    message::{IndexedBar, SeriesData, ServerMessage, SymbolInfo},
     request::{Request, SeriesRange, SymbolSpec},
 };
 use crate::{Bar, Interval, Symbol, timer::TimerWheel};
@@ -286,6 +286,64 @@ enum Phase {
     Failed,
 }
 
+/// The bars of a loading series: ascending by open time, one per time, the last value received
+/// for a time winning. A sorted `Vec`, not a map: a page arrives in order and older than what
+/// is loaded (or newer, the first), so it goes in with one move, not 5,000 tree inserts.
+#[derive(Debug, Default)]
+struct HistoryBars {
+    bars: Vec<Bar>,
+}
+
+impl HistoryBars {
+    /// Adds a page of bars; returns how many open times were new.
+    fn insert_page(&mut self, page: &[IndexedBar]) -> usize {
+        let ascending = page.windows(2).all(|w| w[0].bar.time < w[1].bar.time);
+        if let (true, Some(first), Some(last)) = (ascending, page.first(), page.last()) {
+            if self.bars.last().is_none_or(|l| first.bar.time > l.time) {
+                self.bars.extend(page.iter().map(|b| b.bar));
+                return page.len();
+            }
+            if self.bars.first().is_some_and(|f| last.bar.time < f.time) {
+                self.bars.splice(0..0, page.iter().map(|b| b.bar));
+                return page.len();
+            }
+        }
+        page.iter().filter(|b| self.insert(b.bar)).count()
+    }
+
+    /// Adds or replaces one bar; returns whether its open time was new.
+    fn insert(&mut self, bar: Bar) -> bool {
+        match self.bars.binary_search_by_key(&bar.time, |b| b.time) {
+            Ok(i) => {
+                self.bars[i] = bar;
+                false
+            }
+            Err(i) => {
+                self.bars.insert(i, bar);
+                true
+            }
+        }
+    }
+
+    /// Drops the oldest bars past `cap`.
+    fn keep_newest(&mut self, cap: usize) {
+        let excess = self.bars.len().saturating_sub(cap);
+        self.bars.drain(..excess);
+    }
+
+    fn len(&self) -> usize {
+        self.bars.len()
+    }
+
+    fn clear(&mut self) {
+        self.bars.clear();
+    }
+
+    fn into_vec(self) -> Vec<Bar> {
+        self.bars
+    }
+}
+
 #[derive(Debug)]
 struct SeriesState {
     key: SeriesKey,
@@ -295,7 +353,7 @@ struct SeriesState {
     phase: Phase,
     /// What the current load asks for (the request, or a resubscription's gap window).
     range: SeriesRange,
-    history: BTreeMap<i64, Bar>,
+    history: HistoryBars,
     page_added: usize,
     bar_close_time: Option<i64>,
     forming: Option<Bar>,
@@ -470,7 +528,7 @@ impl ChartSession {
             wire: 0,
             phase: Phase::Loading,
             range,
-            history: BTreeMap::new(),
+            history: HistoryBars::default(),
             page_added: 0,
             bar_close_time: None,
             forming: None,
@@ -803,7 +861,7 @@ impl ChartSession {
     fn fail(&mut self, slot: usize, failure: SeriesFailure) {
         if let Some(s) = self.slots[slot].as_mut() {
             s.phase = Phase::Failed;
-            s.history = BTreeMap::new();
+            s.history = HistoryBars::default();
             s.forming = None;
             if let Some(t) = s.load_timer.take() {
                 self.timers.cancel(t);
@@ -834,16 +892,10 @@ impl ChartSession {
             }
             match s.phase {
                 Phase::Loading | Phase::Paging => {
-                    for b in update.bars {
-                        if s.history.insert(b.bar.time, b.bar).is_none() {
-                            s.page_added += 1;
-                        }
-                    }
+                    s.page_added += s.history.insert_page(update.bars);
                     // Bound memory: keep the newest bars only.
                     let cap = s.wanted().min(max_history).max(1);
-                    while s.history.len() > cap {
-                        s.history.pop_first();
-                    }
+                    s.history.keep_newest(cap);
                 }
                 Phase::Live => {
                     let key = s.key;
@@ -890,8 +942,7 @@ impl ChartSession {
             return;
         }
         // History is complete.
-        let history = std::mem::take(&mut s.history);
-        let mut bars: Vec<Bar> = history.into_values().collect();
+        let mut bars: Vec<Bar> = std::mem::take(&mut s.history).into_vec();
         let forming = match bars.last() {
             Some(last) => {
                 let is_forming = match (s.bar_close_time, s.range) {
@@ -987,6 +1038,60 @@ fn critical_error_series(detail: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `HistoryBars` keeps what a `BTreeMap` by open time would (the last value per time wins,
+    /// new times counted, the newest kept under a cap), for pages in order, older, newer,
+    /// overlapping, unordered and with repeats.
+    #[test]
+    fn history_bars_behave_as_a_map_by_time() {
+        use std::collections::BTreeMap;
+        let bar = |t: i64, c: f64| IndexedBar {
+            index: 0,
+            bar: Bar {
+                time: t,
+                open: c,
+                high: c,
+                low: c,
+                close: c,
+                volume: None,
+            },
+        };
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..500 {
+            let (mut ours, mut map) = (HistoryBars::default(), BTreeMap::new());
+            for page_no in 0..6 {
+                let start = next(200) as i64 - 100;
+                let len = next(40) as usize;
+                let mut page: Vec<IndexedBar> = (0..len)
+                    .map(|i| bar(start + i as i64, (round * 100 + page_no) as f64))
+                    .collect();
+                match next(4) {
+                    0 => page.reverse(),
+                    1 if len > 1 => page.swap(0, len - 1),
+                    2 if len > 0 => page.push(page[0]),
+                    _ => {}
+                }
+                let added = ours.insert_page(&page);
+                let before = map.len();
+                for b in &page {
+                    map.insert(b.bar.time, b.bar);
+                }
+                assert_eq!(added, map.len() - before, "new times counted");
+                let cap = 1 + next(60) as usize;
+                ours.keep_newest(cap);
+                while map.len() > cap {
+                    map.pop_first();
+                }
+                assert_eq!(ours.bars, map.values().copied().collect::<Vec<_>>());
+            }
+        }
+    }
 
     #[test]
     fn critical_error_details_name_the_series() {

@@ -4,9 +4,11 @@
 use std::{
     io,
     net::{Shutdown, SocketAddr, TcpStream},
+    os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
+use mio::{Events, Interest, Token, unix::SourceFd};
 use tungstenite::{
     Message, WebSocket,
     handshake::server::{ErrorResponse, Request, Response},
@@ -22,6 +24,8 @@ use crate::{
     transport::{MaybeTls, TlsStream},
 };
 
+/// The client socket's token in the connection's poll.
+const CLIENT: Token = Token(0);
 /// The longest the loop blocks in a read before re-checking stop flags and faults.
 const MAX_WAIT: Duration = Duration::from_millis(20);
 /// A client that does not take our bytes for this long is dropped.
@@ -143,6 +147,16 @@ fn serve(
     shared.connections.fetch_add(1, Ordering::Relaxed);
     shared.changed.notify_all();
     let generation = shared.generation();
+    // Readiness of the client's socket, for precise waits (see the end of the loop).
+    // A blocking read outside the loop's own (a TLS write that must read) stays short.
+    ws.get_ref().tcp().set_read_timeout(Some(MAX_WAIT))?;
+    let mut poll = mio::Poll::new()?;
+    let fd = ws.get_ref().tcp().as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&fd), CLIENT, Interest::READABLE)?;
+    let mut events = Events::with_capacity(4);
+    // The last turn read a client message: there may be more, so do not wait.
+    let mut more_input = false;
     let mut session = ServerSession::new(cfg, clock::unix_ms(), id);
     let mut series = SeriesGauge { shared, counted: 0 };
     let mut faults: Vec<Armed> = Vec::new();
@@ -219,10 +233,15 @@ fn serve(
         if !holding {
             hold_until = None;
             let live = session.take_du_count();
+            let mut tags = session.take_live_tags().into_iter().peekable();
             let mut n = 0u64;
+            // Indexes of `out` as the live tags count them (a trickled first message is gone).
+            let mut first = 0;
             if let Some(gap) = trickle.filter(|_| !session.out.is_empty()) {
                 trickle = None;
                 let msg = session.out.remove(0);
+                first = 1;
+                let _ = tags.next_if(|(at, _)| *at == 0);
                 let len = msg.len() as u64;
                 if !write_trickling(&mut ws, shared, msg, gap)? {
                     return Ok(());
@@ -230,11 +249,31 @@ fn serve(
                 n += 1;
                 shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
             }
-            for msg in session.out.drain(..) {
+            for (i, msg) in session.out.drain(..).enumerate() {
+                let i = i + first;
                 let len = msg.len() as u64;
                 // Frames are ASCII (the writer escapes everything else); faults write ASCII too.
                 let text = String::from_utf8(msg).unwrap_or_default();
-                ws.write(Message::text(text)).map_err(io::Error::other)?;
+                let tag = tags.next_if(|(at, _)| *at == i).map(|(_, t)| t);
+                if let Some(tag) = tag {
+                    // Recorded: what was queued before goes first, then this message alone,
+                    // stamped just before its own write.
+                    ws.flush().map_err(io::Error::other)?;
+                    let at = clock::monotonic();
+                    ws.send(Message::text(text)).map_err(io::Error::other)?;
+                    shared.record_send(
+                        cfg,
+                        super::LiveSend {
+                            at,
+                            connection: id,
+                            symbol: tag.symbol,
+                            interval: tag.interval,
+                            bar: tag.bar,
+                        },
+                    );
+                } else {
+                    ws.write(Message::text(text)).map_err(io::Error::other)?;
+                }
                 n += 1;
                 shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
             }
@@ -242,7 +281,6 @@ fn serve(
                 ws.flush().map_err(io::Error::other)?;
                 shared.messages_sent.fetch_add(n, Ordering::Relaxed);
                 shared.live_sent.fetch_add(live, Ordering::Relaxed);
-                shared.record_send(cfg, clock::monotonic(), live);
                 sent_since_inject += n;
             }
             session.sent(cfg, clock::unix_ms());
@@ -252,7 +290,7 @@ fn serve(
                 return Ok(());
             }
         }
-        // Block in read until the next deadline (or MAX_WAIT), then go round again.
+        // Wait for the client or the next deadline (or MAX_WAIT), then go round again.
         let wait_ms = session.next_deadline().saturating_sub(clock::unix_ms());
         let mut wait = Duration::from_millis(wait_ms).clamp(Duration::from_millis(1), MAX_WAIT);
         if let Some(h) = hold_until {
@@ -267,15 +305,32 @@ fn serve(
         {
             wait = wait.min(Duration::from_millis(5));
         }
-        ws.get_ref().tcp().set_read_timeout(Some(wait))?;
-        match read_one(&mut ws) {
-            Ok(Some(mut text)) => {
+        if more_input {
+            wait = Duration::ZERO;
+        }
+        // `epoll_wait`, not a socket read timeout: a read timeout sleeps in whole scheduler
+        // ticks (8-12 ms for a 1 ms timeout on a 250 Hz kernel), which would make every bar
+        // close and every update late by that much; the poll wakes within about a millisecond.
+        if let Err(e) = poll.poll(&mut events, Some(wait))
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            return Err(e);
+        }
+        // One client message per turn, as a blocking read gave it (faults count messages
+        // between turns), without blocking. Edge-triggered: while there may be more (also
+        // what the websocket or TLS layer holds already), the next turn does not wait.
+        ws.get_ref().tcp().set_nonblocking(true)?;
+        let read = read_one(&mut ws);
+        ws.get_ref().tcp().set_nonblocking(false)?;
+        match read? {
+            Read::Text(mut text) => {
                 shared.messages_received.fetch_add(1, Ordering::Relaxed);
                 session.handle_text(cfg, shared, clock::unix_ms(), &mut text);
                 series.set(session.series_count());
+                more_input = true;
             }
-            Ok(None) => {}
-            Err(e) => return Err(e),
+            Read::Control => more_input = true,
+            Read::Empty => more_input = false,
         }
     }
 }
@@ -367,23 +422,33 @@ fn write_trickling(
     Ok(true)
 }
 
-/// One client message: `Ok(None)` on timeout or control frames; `Err` when the client is gone.
-fn read_one(ws: &mut WebSocket<Stream>) -> io::Result<Option<Vec<u8>>> {
+/// What one read from the client gave.
+enum Read {
+    /// A data message.
+    Text(Vec<u8>),
+    /// A control frame (ping, pong): there may be more to read.
+    Control,
+    /// Nothing more for now.
+    Empty,
+}
+
+/// One client message; `Err` when the client is gone.
+fn read_one(ws: &mut WebSocket<Stream>) -> io::Result<Read> {
     match ws.read() {
-        Ok(Message::Text(t)) => Ok(Some(t.as_bytes().to_vec())),
-        Ok(Message::Binary(b)) => Ok(Some(b.to_vec())),
+        Ok(Message::Text(t)) => Ok(Read::Text(t.as_bytes().to_vec())),
+        Ok(Message::Binary(b)) => Ok(Read::Text(b.to_vec())),
         Ok(Message::Close(_)) => Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             "client closed",
         )),
-        Ok(_) => Ok(None),
+        Ok(_) => Ok(Read::Control),
         Err(tungstenite::Error::Io(e))
             if matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) =>
         {
-            Ok(None)
+            Ok(Read::Empty)
         }
         Err(e) => Err(io::Error::other(e.to_string())),
     }

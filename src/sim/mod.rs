@@ -100,8 +100,11 @@ pub struct SimConfig {
     /// Symbols that do not exist besides the built-in rule (tickers starting with `INVALID`,
     /// exchange `NOWHERE`).
     pub unknown_symbols: Vec<String>,
-    /// Record the send instant of every live message (for the latency benchmark), at most this
-    /// many. Default 0 (off).
+    /// Record every live message as it is sent ([`Sim::take_live_sends`]: the instant just
+    /// before its bytes were written, the connection, the series and the bar it carries), for
+    /// latency measurements; at most this many are held until taken, later ones are not
+    /// recorded. Default 0 (off). While on, each live message is written and flushed on its
+    /// own (one `write` each), so that its instant is its own, not its batch's.
     pub record_send_times: usize,
     /// Revise about one bar in n after its live close: right after the close, a `du` for the
     /// closed bar's index carries new values ([`Prices::revise`]) on every series streaming
@@ -353,6 +356,22 @@ pub struct PublishedBar {
     pub bar: Bar,
 }
 
+/// One live message as the simulator sent it (with [`SimConfig::record_send_times`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LiveSend {
+    /// The instant just before its bytes were written to the socket.
+    pub at: Instant,
+    /// The connection it went out on (1 for the first accepted).
+    pub connection: u64,
+    /// The series' symbol.
+    pub symbol: Symbol,
+    /// The series' resolution.
+    pub interval: Interval,
+    /// The bar it carries (a forming bar's values, a bar's final values, or a new bar).
+    pub bar: Bar,
+}
+
 /// The simulator could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -402,7 +421,7 @@ pub(crate) struct Shared {
     changed: Condvar,
     restart: Mutex<Option<Duration>>,
     published: Mutex<VecDeque<PublishedBar>>,
-    send_times: Mutex<Vec<Instant>>,
+    live_sends: Mutex<Vec<LiveSend>>,
     /// Bars revised after their close: (symbol, interval, open time) → new values.
     revisions: Mutex<HashMap<(String, Interval, i64), Bar>>,
     /// Auth tokens revoked since the start: `set_auth_token` with one gets `bad auth token`.
@@ -454,15 +473,10 @@ impl Shared {
         r.get(&(symbol.to_owned(), interval, t)).copied()
     }
 
-    pub(crate) fn record_send(&self, cfg: &SimConfig, at: Instant, n: u64) {
-        if cfg.record_send_times == 0 || n == 0 {
-            return;
-        }
-        let mut t = self.send_times.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 0..n {
-            if t.len() < cfg.record_send_times {
-                t.push(at);
-            }
+    pub(crate) fn record_send(&self, cfg: &SimConfig, send: LiveSend) {
+        let mut t = self.live_sends.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() < cfg.record_send_times {
+            t.push(send);
         }
     }
 
@@ -620,14 +634,28 @@ impl Sim {
         p.iter().cloned().collect()
     }
 
-    /// The send instant of each live message, in send order (see
+    /// The send instant of each live message recorded and not yet taken, in send order (see
     /// [`SimConfig::record_send_times`]).
     pub fn send_times(&self) -> Vec<Instant> {
         self.shared
-            .send_times
+            .live_sends
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .map(|s| s.at)
+            .collect()
+    }
+
+    /// Takes the live messages recorded so far, in send order (see
+    /// [`SimConfig::record_send_times`]); recording goes on into an empty buffer.
+    pub fn take_live_sends(&self) -> Vec<LiveSend> {
+        std::mem::take(
+            &mut *self
+                .shared
+                .live_sends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     /// A snapshot of the counters.

@@ -83,6 +83,37 @@ pub(crate) struct ServerSession {
     du_count: u64,
     /// Live `du` messages queued since the last call to `take_du_count`.
     du_pending: u64,
+    /// With [`SimConfig::record_send_times`]: which entries of `out` are live messages, and
+    /// what they carry (index in `out`, ascending).
+    live_tags: Vec<(usize, LiveTag)>,
+}
+
+/// What one live message carries, for [`super::LiveSend`].
+#[derive(Debug, Clone)]
+pub(crate) struct LiveTag {
+    pub(crate) symbol: Symbol,
+    pub(crate) interval: Interval,
+    pub(crate) bar: Bar,
+}
+
+/// Tags the message just pushed onto `out` as live (only when sends are recorded).
+fn tag_live(
+    tags: &mut Vec<(usize, LiveTag)>,
+    cfg: &SimConfig,
+    out: &[Vec<u8>],
+    s: &Series,
+    bar: Bar,
+) {
+    if cfg.record_send_times > 0 {
+        tags.push((
+            out.len() - 1,
+            LiveTag {
+                symbol: s.symbol.clone(),
+                interval: s.interval,
+                bar,
+            },
+        ));
+    }
 }
 
 /// `now_ms` plus `period`, in ms, saturating: a period too long to count (up to
@@ -144,6 +175,7 @@ impl ServerSession {
             echo_unsent: false,
             du_count: 0,
             du_pending: 0,
+            live_tags: Vec::new(),
         };
         let mut w = ServerWriter::new();
         w.hello(
@@ -169,6 +201,12 @@ impl ServerSession {
     /// Live `du` messages queued since the last call.
     pub(crate) fn take_du_count(&mut self) -> u64 {
         std::mem::take(&mut self.du_pending)
+    }
+
+    /// The live messages among `out` (index, what it carries), ascending by index; empty
+    /// unless [`SimConfig::record_send_times`] is on.
+    pub(crate) fn take_live_tags(&mut self) -> Vec<(usize, LiveTag)> {
+        std::mem::take(&mut self.live_tags)
     }
 
     /// Handles one websocket text message from the client.
@@ -772,6 +810,7 @@ impl ServerSession {
                     let fin_index = s.index;
                     w.du(cs, key, &s.turnaround, s.index, &fin, Some(close_time));
                     self.out.push(std::mem::take(&mut w.out));
+                    tag_live(&mut self.live_tags, cfg, &self.out, s, fin);
                     shared.publish_close(s.symbol.as_str(), s.interval, fin);
                     // After a pause the stream jumps to the current bar; a tick merely late
                     // opens the next one.
@@ -806,6 +845,7 @@ impl ServerSession {
                         stamp(now_ms),
                     );
                     self.out.push(std::mem::take(&mut w.out));
+                    tag_live(&mut self.live_tags, cfg, &self.out, s, opened);
                     self.du_count += 2;
                     self.du_pending += 2;
                     s.next_du_ms = now_ms + update_ms;
@@ -815,6 +855,7 @@ impl ServerSession {
                         let closed_at = s.interval.next_bar_open(t);
                         w.du(cs, key, &s.turnaround, index, &revised, Some(closed_at));
                         self.out.push(std::mem::take(&mut w.out));
+                        tag_live(&mut self.live_tags, cfg, &self.out, s, revised);
                         self.du_count += 1;
                         self.du_pending += 1;
                     }
@@ -825,6 +866,7 @@ impl ServerSession {
                         let closed_at = s.interval.next_bar_open(fin.time);
                         w.du(cs, key, &s.turnaround, fin_index, &revised, Some(closed_at));
                         self.out.push(std::mem::take(&mut w.out));
+                        tag_live(&mut self.live_tags, cfg, &self.out, s, revised);
                         self.du_count += 1;
                         self.du_pending += 1;
                     }
@@ -848,9 +890,11 @@ impl ServerSession {
                         && self.du_count.is_multiple_of(cfg.duplicate_du_every)
                     {
                         self.out.push(msg.clone());
+                        tag_live(&mut self.live_tags, cfg, &self.out, s, bar);
                         self.du_pending += 1;
                     }
                     self.out.push(msg);
+                    tag_live(&mut self.live_tags, cfg, &self.out, s, bar);
                     // Keep the cadence, but never queue a backlog after a pause.
                     s.next_du_ms = (s.next_du_ms + update_ms).max(now_ms.saturating_sub(update_ms));
                     if s.next_du_ms <= now_ms {

@@ -1,0 +1,174 @@
+//! The live engine allocates nothing per live message in the steady state: after a warm-up,
+//! the whole process (the engine's `tv-io` thread reading the socket, framing, parsing, the
+//! chart session, the core, the registry, the fan-out into the rings, and the consumers' threads
+//! taking the events and recording their statistics) makes no heap allocation while hundreds of
+//! live messages (updates and bar closes) go through it.
+//!
+//! The simulator would allocate in the same process (it builds every message), so it runs in a
+//! child process: this same test binary, started again with `TVDATAFEED_ZERO_ALLOC_SIM` set,
+//! serves the simulator and prints its URL. Its own test binary, because it installs a counting
+//! global allocator; one test, so no other test's threads run beside it.
+#![allow(
+    clippy::disallowed_types,
+    reason = "the allocator's counter is a plain static atomic, outside the loom shim"
+)]
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    io::{BufRead, BufReader, Read},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tvdatafeed::{ConsumerOptions, LiveEvent, LiveFeed};
+
+/// Counts every allocation and reallocation in the process.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract; passed on unchanged.
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract; passed on unchanged.
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract; passed on unchanged.
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CHILD: &str = "TVDATAFEED_ZERO_ALLOC_SIM";
+const SEISES: usize = 8;
+
+#[expect(clippy::disallowed_methods, reason = "a test's own deadlines")]
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn wait(d: Duration) {
+    let end = now() + d;
+    while now() < end {
+        std::thread::park_timeout(end.saturating_duration_since(now()));
+    }
+}
+
+/// The child: serves the simulator until its standard input closes (the parent is done).
+#[expect(clippy::print_stdout, reason = "the URL goes to the parent")]
+fn serve() {
+    use tvdatafeed::sim::{Sim, SimConfig};
+    // Heartbeats out of the window (their echo is a message to send: not the live path).
+    let sim = Sim::start(
+        SimConfig::default()
+            .with_update_interval(Duration::from_millis(5))
+            .with_heartbeat_interval(Duration::from_secs(60))
+            .with_heartbeat_timeout(Duration::from_secs(120)),
+    )
+    .expect("sim");
+    println!("URL {}", sim.url());
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    sim.stop(Duration::from_secs(2));
+}
+
+#[test]
+fn steady_state_live_messages_allocate_nothing_in_the_whole_engine() {
+    if std::env::var_os(CHILD).is_some() {
+        return serve();
+    }
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "steady_state_live_messages_allocate_nothing_in_the_whole_engine",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the simulator process");
+    let url = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        // libtest may print its own words before it on the same line.
+        .find_map(|l| l.split_once("URL ").map(|(_, u)| u.trim().to_owned()))
+        .expect("the simulator's URL");
+
+    let feed = LiveFeed::builder()
+        .endpoint(url.as_str())
+        .expect("url")
+        .build()
+        .expect("feed");
+    let events = Arc::new(AtomicU64::new(0));
+    let closes = Arc::new(AtomicU64::new(0));
+    for i in 0..SEISES {
+        let seis = feed
+            .new_seis(format!("BINANCE:SYM{i}"), "1S")
+            .expect("subscribe");
+        let (events, closes) = (Arc::clone(&events), Arc::clone(&closes));
+        feed.new_consumer_with(
+            &seis,
+            ConsumerOptions::default().with_updates(true),
+            move |e| {
+                events.fetch_add(1, Ordering::Relaxed);
+                match e {
+                    LiveEvent::Update(_) => {}
+                    LiveEvent::Closed(_) => {
+                        closes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    LiveEvent::Failed(tvdatafeed::Error::Shutdown) => {}
+                    other => panic!("unexpected event in the steady state: {other:?}"),
+                }
+            },
+        )
+        .expect("consumer");
+    }
+    // Warm-up: every seis streaming, a few bars closed, every buffer at its working size.
+    wait(Duration::from_secs(3));
+    let (e0, c0) = (
+        events.load(Ordering::Relaxed),
+        closes.load(Ordering::Relaxed),
+    );
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    wait(Duration::from_millis(2_500));
+    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let (e1, c1) = (
+        events.load(Ordering::Relaxed),
+        closes.load(Ordering::Relaxed),
+    );
+    let stats = feed.stats();
+    feed.shutdown(Duration::from_secs(5));
+    drop(child.stdin.take());
+    let _ = child.wait();
+
+    let (taken, closed) = (e1 - e0, c1 - c0);
+    assert!(
+        taken >= 500 && closed >= SEISES as u64,
+        "enough live traffic in the window: {taken} events, {closed} closes"
+    );
+    assert_eq!(stats.reconnects, 0);
+    assert_eq!(
+        allocated, 0,
+        "{allocated} allocations while {taken} live events ({closed} bar closes) went through \
+         the engine"
+    );
+}
