@@ -642,6 +642,65 @@ fn many_seises(tls: bool, n: usize) {
     assert!(feed.shutdown(Duration::from_secs(10)).is_clean());
 }
 
+/// A server that writes faster than the engine reads must not hold commands: `tv-io` reads a
+/// budget of messages per turn, then serves commands and deadlines. Reading until
+/// `WouldBlock` held every command behind such a server for as long as it kept writing (a
+/// `new_consumer` waited minutes in the latency harness): here `new_seis` timed out from
+/// about the 64th seis on. 150 seises updating every millisecond offer 150,000 messages a
+/// second, more than a debug build reads. The timeout is generous because each answer still
+/// queues behind the updates already in the socket buffers; the bug's wait had no end.
+#[test]
+fn a_server_that_never_pauses_does_not_hold_commands() {
+    let sim =
+        Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(1))).unwrap();
+    let feed = Arc::new(
+        LiveFeed::builder()
+            .endpoint(sim.url())
+            .unwrap()
+            .command_timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+    );
+    // Subscribed from four threads, so that the round trips (each answer queued behind the
+    // updates already in the socket buffers) overlap.
+    let n = 150;
+    let seises: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|k| {
+                let feed = Arc::clone(&feed);
+                s.spawn(move || {
+                    (k..n)
+                        .step_by(4)
+                        .map(|i| {
+                            feed.new_seis(format!("BINANCE:SYM{i}"), "1")
+                                .unwrap_or_else(|e| panic!("new_seis {i} behind the firehose: {e}"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    // The server is ahead of the engine now: it has sent more than the engine has read.
+    pause(Duration::from_millis(500));
+    let (sent, read) = (sim.counters().messages_sent, feed.stats().messages);
+    assert!(
+        sent > read + 1000,
+        "no backlog to test against: sent {sent}, read {read}"
+    );
+    for (i, s) in seises.iter().take(20).enumerate() {
+        let id = feed
+            .new_consumer(s, |_| {})
+            .unwrap_or_else(|e| panic!("new_consumer {i} behind the firehose: {e}"));
+        feed.del_consumer(id)
+            .unwrap_or_else(|e| panic!("del_consumer {i} behind the firehose: {e}"));
+    }
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
 #[test]
 fn one_seis_over_ws() {
     many_seises(false, 1);

@@ -30,6 +30,10 @@ pub(crate) const WAKER: Token = Token(1);
 /// The longest `poll` blocks even with nothing due (the core always has a deadline while it
 /// runs; this only bounds a wait in a state that has none).
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Messages read per loop turn before commands, deadlines and writes get their turn. At about
+/// 2 µs a message through the whole engine (BENCHMARKS.md, throughput) a full budget is half
+/// a millisecond: the most a command or a deadline waits behind a server that never pauses.
+const READ_BUDGET: usize = 256;
 
 /// A host name being resolved on a `tv-resolve` thread (the system resolver blocks; `tv-io`
 /// must not).
@@ -61,10 +65,14 @@ impl Driver {
         let mut events = Events::with_capacity(64);
         let mut link = Link::Idle;
         let mut fanout = Fanout::default();
+        // The last turn stopped reading at its budget: the socket may hold more, and no
+        // readiness event will say so (edge-triggered), so this turn must not wait.
+        let mut backlog = false;
         loop {
             let now = clock::monotonic();
             let timeout = match self.wait {
                 IoWait::BusyPoll => Duration::ZERO,
+                IoWait::Block if backlog => Duration::ZERO,
                 IoWait::Block => self
                     .core
                     .poll_timeout()
@@ -113,14 +121,17 @@ impl Driver {
             while let Some(cmd) = self.shared.commands.pop() {
                 self.command(now, cmd, &mut fanout);
             }
-            // Reads, drained.
+            // Reads, drained up to a budget: a server writing faster than the engine reads
+            // must not keep commands, deadlines and writes waiting (a firehose once held a
+            // `new_consumer` for minutes and froze `now` for the whole drain).
+            backlog = false;
             if let Link::Socket(sock) = &mut link
                 && sock.is_open()
             {
                 let (core, shared) = (&mut self.core, &self.shared);
                 let fanout = &mut fanout;
                 let mut n = 0u64;
-                let read = sock.read(|msg| {
+                let read = sock.read_at_most(READ_BUDGET, |msg| {
                     n += 1;
                     core.handle_message(now, unix, msg);
                     // Each message's events go out before the next message is decoded: the
@@ -131,6 +142,7 @@ impl Driver {
                     .engine
                     .messages
                     .fetch_add(n, crate::sync::plain::atomic::Ordering::Relaxed);
+                backlog = matches!(read, Ok(READ_BUDGET));
                 if let Err(e) = read {
                     sock.deregister(self.poll.registry());
                     link = Link::Idle;

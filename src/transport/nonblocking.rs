@@ -244,16 +244,37 @@ impl NbSocket {
     /// text (or binary) message to `on_message` as a mutable slice (the parser rewrites it in
     /// place). Returns how many messages were read. Pings are answered by tungstenite.
     ///
+    /// A peer that writes faster than `on_message` consumes keeps this call going for as long
+    /// as it does: an event loop with other work should use [`NbSocket::read_at_most`].
+    ///
     /// # Errors
     ///
     /// The connection closed (close frame, EOF, reset) or broke the protocol; the socket is
     /// done. Messages read before the error were handed out.
-    pub fn read(&mut self, mut on_message: impl FnMut(&mut [u8])) -> Result<usize, Error> {
+    pub fn read(&mut self, on_message: impl FnMut(&mut [u8])) -> Result<usize, Error> {
+        self.read_at_most(usize::MAX, on_message)
+    }
+
+    /// [`NbSocket::read`], stopping after `limit` messages. A return of `limit` means the
+    /// socket may hold more: the caller must read again without waiting for a readiness event
+    /// (mio's events are edge-triggered, and the edge was spent on this read).
+    ///
+    /// # Errors
+    ///
+    /// As [`NbSocket::read`].
+    pub fn read_at_most(
+        &mut self,
+        limit: usize,
+        mut on_message: impl FnMut(&mut [u8]),
+    ) -> Result<usize, Error> {
         let State::Open(ws) = &mut self.state else {
             return Ok(0);
         };
         let mut n = 0;
         loop {
+            if n >= limit {
+                return Ok(n);
+            }
             match ws.read() {
                 Ok(Message::Text(t)) => {
                     self.scratch.clear();
