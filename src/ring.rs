@@ -110,6 +110,10 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 /// [`WaitStrategy::Spin`] or [`WaitStrategy::SpinYield`] the consumer never sleeps and pushes
 /// skip the fence.
 ///
+/// The slots' memory (capacity × `size_of::<T>()` bytes) is written once here, so that it is
+/// resident from the start: no push ever takes a page fault, and the ring's memory does not
+/// creep up as it fills for the first time.
+///
 /// # Errors
 ///
 /// [`CapacityError`] if `capacity` is 0, larger than [`MAX_CAPACITY`], or (rounded up) too
@@ -154,9 +158,24 @@ pub fn with_strategy<T>(
             item_bytes: slot_bytes,
         });
     }
-    let slots = (0..capacity)
+    let slots: Box<[UnsafeCell<MaybeUninit<T>>]> = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect();
+    // Fault every page of the slots in now, not on the producer's hot path: a fresh
+    // allocation's pages are mapped on first write, so each new page costs the first push that
+    // reaches it a page fault (microseconds), and the process's resident memory would creep up
+    // for as long as the ring takes to wrap once (an hour at one bar a second and 1,024 slots).
+    if slot_bytes > 0 {
+        for slot in &slots {
+            slot.with_mut(|p| {
+                // SAFETY: `p` is this slot's storage, which nothing else can reach yet (the
+                // ring is not shared until it is returned), and a `MaybeUninit<T>` may hold any
+                // byte. The write is volatile so that it is not elided, nor folded into an
+                // allocation whose pages stay unmapped until written.
+                unsafe { p.cast::<u8>().write_volatile(0) }
+            });
+        }
+    }
     let shared = Arc::new(Shared {
         head: CachePadded::new(AtomicUsize::new(0)),
         tail: CachePadded::new(AtomicUsize::new(0)),
