@@ -18,7 +18,7 @@ use std::{
 };
 
 use tvdatafeed::{
-    ConsumerOptions, Error, HistOptions, LiveEvent, LiveFeed, RecvError, SeriesFailure,
+    ConsumerOptions, Error, HistOptions, LiveEvent, LiveFeed, RecvError, Seis, SeriesFailure,
     sim::{Sim, SimConfig},
 };
 use util::now;
@@ -563,6 +563,31 @@ fn ten_threads_of_a_hundred_mixed_operations_finish_without_deadlock() {
     assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
 }
 
+/// `new_seis` of `BINANCE:SYM0`…`SYM{n-1}` at `interval` from four threads; panics with the
+/// seis and the error on any failure.
+fn subscribe_in_parallel(feed: &Arc<LiveFeed>, n: usize, interval: &str) -> Vec<Arc<Seis>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|k| {
+                let feed = Arc::clone(feed);
+                s.spawn(move || {
+                    (k..n)
+                        .step_by(4)
+                        .map(|i| {
+                            feed.new_seis(format!("BINANCE:SYM{i}"), interval)
+                                .unwrap_or_else(|e| panic!("new_seis SYM{i}: {e}"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
 /// Subscribes `n` seises (in parallel), then checks every closed bar each one's consumer got
 /// against the simulator's truth for a few bar closes.
 fn many_seises(tls: bool, n: usize) {
@@ -582,23 +607,7 @@ fn many_seises(tls: bool, n: usize) {
         builder = builder.root_certificate(der.to_vec());
     }
     let feed = Arc::new(builder.build().unwrap());
-    let seises: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|k| {
-                let feed = Arc::clone(&feed);
-                s.spawn(move || {
-                    (k..n)
-                        .step_by(4)
-                        .map(|i| feed.new_seis(format!("BINANCE:SYM{i}"), "1S").unwrap())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    let seises = subscribe_in_parallel(&feed, n, "1S");
     assert_eq!(seises.len(), n);
     let got: Vec<Arc<Mutex<Vec<tvdatafeed::Bar>>>> =
         (0..n).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
@@ -662,28 +671,8 @@ fn a_server_that_never_pauses_does_not_hold_commands() {
             .unwrap(),
     );
     // Subscribed from four threads, so that the round trips (each answer queued behind the
-    // updates already in the socket buffers) overlap.
-    let n = 150;
-    let seises: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|k| {
-                let feed = Arc::clone(&feed);
-                s.spawn(move || {
-                    (k..n)
-                        .step_by(4)
-                        .map(|i| {
-                            feed.new_seis(format!("BINANCE:SYM{i}"), "1")
-                                .unwrap_or_else(|e| panic!("new_seis {i} behind the firehose: {e}"))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    // updates already in the socket buffers) overlap. A timeout fails it.
+    let seises = subscribe_in_parallel(&feed, 150, "1");
     // The server is ahead of the engine now: it has sent more than the engine has read.
     pause(Duration::from_millis(500));
     let (sent, read) = (sim.counters().messages_sent, feed.stats().messages);
