@@ -39,7 +39,7 @@ pub(crate) enum Reader {
 
 /// The requests that subscribe `symbols` (what the engine sends too), and the connection
 /// that will decode the answers.
-fn setup(symbols: &[Symbol], interval: Interval) -> (Connection, Vec<Vec<u8>>) {
+pub(crate) fn setup(symbols: &[Symbol], interval: Interval) -> (Connection, Vec<Vec<u8>>) {
     let t0 = now();
     let mut conn = Connection::new(t0, ConnectionConfig::default());
     let chart = conn.add_chart_named(t0, "cs_latencybase1", ChartConfig::default());

@@ -19,10 +19,7 @@ use tvdatafeed::{
     Bar, Client, ClientConfig, ConsumerOptions, HistOptions, Interval, LiveEvent, LiveFeed,
     RecvError, WaitStrategy,
     internal::StatsProbe,
-    protocol::{
-        ChartConfig, ChartEvent, Connection, ConnectionConfig, Event, SeriesEvent, SeriesKey,
-        SeriesRequest,
-    },
+    protocol::{ChartEvent, Event, SeriesEvent},
     sim::{Sim, SimConfig},
 };
 
@@ -132,18 +129,10 @@ fn decode_only(sim: &Sim, n: usize, warm: Duration, run: Duration) -> f64 {
     let tcp = TcpStream::connect(sim.addr()).expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
     let (mut ws, _) = tungstenite::client(req, tcp).expect("upgrade");
-    let t0 = now();
-    let mut conn = Connection::new(t0, ConnectionConfig::default());
-    let chart = conn.add_chart_named(t0, "cs_throughput01", ChartConfig::default());
-    for (i, s) in symbols.iter().enumerate() {
-        conn.chart_mut(chart)
-            .expect("chart")
-            .add_series(
-                t0,
-                SeriesKey(i as u64),
-                SeriesRequest::count(s.clone(), minute, 2),
-            )
-            .expect("series");
+    let (mut conn, requests) = crate::bare::setup(&symbols, minute);
+    for r in requests {
+        ws.send(Message::text(String::from_utf8(r).expect("ascii")))
+            .expect("subscribe");
     }
     ws.get_ref()
         .set_read_timeout(Some(Duration::from_millis(100)))
