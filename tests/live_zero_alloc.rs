@@ -106,12 +106,20 @@ fn steady_state_live_messages_allocate_nothing_in_the_whole_engine() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the simulator process");
-    let url = BufReader::new(child.stdout.take().expect("stdout"))
-        .lines()
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = lines
+        .by_ref()
         .map_while(Result::ok)
         // libtest may print its own words before it on the same line.
         .find_map(|l| l.split_once("URL ").map(|(_, u)| u.trim().to_owned()))
         .expect("the simulator's URL");
+    // The child's test harness prints its result after the URL, when the parent is done: keep
+    // its stdout open and read, or libtest there reports a broken pipe as an error. Blocked in
+    // `read` until then, so it allocates nothing in the measured window.
+    let drain = std::thread::Builder::new()
+        .name("test-child-stdout".into())
+        .spawn(move || lines.for_each(drop))
+        .expect("spawn the drain");
 
     let feed = LiveFeed::builder()
         .endpoint(url.as_str())
@@ -159,6 +167,7 @@ fn steady_state_live_messages_allocate_nothing_in_the_whole_engine() {
     feed.shutdown(Duration::from_secs(5));
     drop(child.stdin.take());
     let _ = child.wait();
+    let _ = drain.join();
 
     let (taken, closed) = (e1 - e0, c1 - c0);
     assert!(
