@@ -116,6 +116,11 @@ fn serve(
         }
         None => Stream::Plain(tcp),
     };
+    // The generation this connection belongs to, read before the upgrade: a restart injected
+    // once the client has seen the upgrade's answer (while this thread has yet to return from
+    // the handshake) must still close it. Read after, it was missed, and the connection outlived
+    // the restart.
+    let generation = shared.generation();
     let reject = shared.take_reject();
     #[expect(
         clippy::result_large_err,
@@ -146,7 +151,6 @@ fn serve(
     };
     shared.connections.fetch_add(1, Ordering::Relaxed);
     shared.changed.notify_all();
-    let generation = shared.generation();
     // Readiness of the client's socket, for precise waits (see the end of the loop).
     // A blocking read outside the loop's own (a TLS write that must read) stays short.
     ws.get_ref().tcp().set_read_timeout(Some(MAX_WAIT))?;
