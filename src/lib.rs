@@ -74,6 +74,8 @@ mod history;
 pub mod http;
 mod live;
 mod market;
+#[cfg(test)]
+mod prop_seed;
 pub mod protocol;
 mod registry;
 pub mod ring;

@@ -6,6 +6,9 @@ mod util;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+
+#[path = "../src/prop_seed.rs"]
+mod prop_seed;
 use tvdatafeed::{
     Bar,
     internal::fuzzing,
@@ -806,7 +809,7 @@ fn payload_strategy() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(prop_seed::config(512))]
 
     #[test]
     fn encode_then_decode_round_trips(payloads in proptest::collection::vec(payload_strategy(), 1..6), hb in any::<u64>()) {

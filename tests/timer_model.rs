@@ -11,6 +11,9 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+
+#[path = "../src/prop_seed.rs"]
+mod prop_seed;
 use tvdatafeed::internal::{TimerKey, TimerWheel};
 
 /// The wheel's span (6 levels of 64 slots): deadlines past it go to the overflow list.
@@ -46,7 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(debug_assertions) { 256 } else { 1024 }))]
+    #![proptest_config(prop_seed::config(if cfg!(debug_assertions) { 256 } else { 1024 }))]
 
     #[test]
     fn wheel_fires_like_a_sorted_queue(

@@ -74,6 +74,8 @@ fn tvdatafeed_echo(s: &str) -> String {
 enum Line {
     Out(String),
     Note(String),
+    /// Closed bars lost for good (a backlog overflowed): printed, and the exit is non-zero.
+    Lost(String),
     Fatal(String),
 }
 
@@ -187,8 +189,19 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
                     "{symbol} {interval}: bar {} revised: close {}",
                     b.time, b.close
                 )),
-                LiveEvent::Lagged { missed, first_time } => Line::Note(format!(
-                    "{symbol} {interval}: {missed} events dropped (output too slow), from bar {}",
+                LiveEvent::Lagged {
+                    lost_closed: 0,
+                    missed,
+                    ..
+                } => Line::Note(format!(
+                    "{symbol} {interval}: output too slow: {missed} updates dropped (closed bars are kept)"
+                )),
+                LiveEvent::Lagged {
+                    lost_closed,
+                    first_time,
+                    ..
+                } => Line::Lost(format!(
+                    "{symbol} {interval}: output too slow: {lost_closed} closed bars lost, from bar {}",
                     first_time.map_or_else(|| "-".to_owned(), |t| t.to_string())
                 )),
                 LiveEvent::Disconnected { cause } => Line::Note(format!(
@@ -209,6 +222,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     drop(tx);
     let end = args.duration.and_then(|d| now().checked_add(d));
     let mut result = Ok(());
+    let mut lost = false;
     loop {
         if stop.load(Ordering::SeqCst) || end.is_some_and(|e| now() >= e) {
             break;
@@ -223,6 +237,10 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             Ok(Line::Note(n)) => {
                 let _ = writeln!(io::stderr(), "tvdatafeed: {n}");
             }
+            Ok(Line::Lost(n)) => {
+                let _ = writeln!(io::stderr(), "tvdatafeed: {n}");
+                lost = true;
+            }
             Ok(Line::Fatal(f)) => {
                 result = Err(io::Error::other(f));
                 break;
@@ -233,6 +251,13 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     }
     // Consumers blocked on a full channel return once it is gone.
     drop(rx);
+    // A closed bar lost for good (told by a `Lagged` or only counted so far) fails the run.
+    let lost_closed: u64 = feed.stats().consumers.iter().map(|c| c.lost_closed).sum();
+    if (lost || lost_closed > 0) && result.is_ok() {
+        result = Err(io::Error::other(format!(
+            "{lost_closed} closed bars were lost because the output was too slow"
+        )));
+    }
     let report = feed.shutdown(Duration::from_secs(5));
     if !report.is_clean() {
         let _ = writeln!(

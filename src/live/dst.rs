@@ -112,13 +112,14 @@ struct Check {
     rate: usize,
     updates: bool,
     alive: bool,
-    /// The last closed bar time received (and whether a lag may hide bars before the next).
+    /// The last closed bar time received (and whether a lag that lost closed bars may hide
+    /// bars before the next).
     last_closed: Option<i64>,
     lag_pending: bool,
-    /// It lagged at least once (a revision may be among what it missed).
+    /// It lost events past its backlog at least once (a revision may be among them).
     lagged: bool,
-    /// A lag since the last connection event: a `Disconnected` or `Reconnected` may be among
-    /// what it missed.
+    /// Events lost since the last connection event: a `Disconnected` or `Reconnected` may be
+    /// among them (or it joined during an outage).
     conn_unknown: bool,
     closed: HashMap<i64, Bar>,
     failed: bool,
@@ -154,6 +155,9 @@ struct World {
     checks: Vec<Check>,
     next_id: u64,
     last_drain: u64,
+    /// Each consumer's backlog limit: with the default, no schedule here outruns it, so no
+    /// closed bar may be lost at all.
+    backlog: usize,
 }
 
 impl World {
@@ -164,6 +168,12 @@ impl World {
     /// A world whose engine keeps at most `max_fetches` fetches in flight (1 or 2 make the
     /// queue of waiting fetches work in every schedule).
     fn with_max_fetches(max_fetches: usize) -> Self {
+        Self::with_limits(max_fetches, super::fanout::DEFAULT_BACKLOG)
+    }
+
+    /// A world whose consumers' backlogs hold at most `backlog` events each (a small one
+    /// makes slow consumers lose closed bars, which they must be told).
+    fn with_limits(max_fetches: usize, backlog: usize) -> Self {
         let t0 = crate::clock::monotonic();
         let stall_timeout = Duration::from_secs(5);
         let core = Core::new(
@@ -200,7 +210,8 @@ impl World {
             to_server: Vec::new(),
             requests_until: 0,
             seises: Vec::new(),
-            fanout: Fanout::default(),
+            fanout: Fanout::new(backlog),
+            backlog,
             checks: Vec::new(),
             next_id: 1,
             last_drain: 0,
@@ -418,6 +429,8 @@ impl World {
             }
         }
         self.core.complete_acks();
+        // What waited for room in a ring, as tv-io does every turn.
+        self.fanout.flush_pending(now);
         while let Some((id, event)) = self.core.poll_delivery() {
             if std::env::var_os("DST_TRACE").is_some() {
                 #[expect(clippy::print_stderr, reason = "a debugging trace, off by default")]
@@ -507,11 +520,26 @@ impl World {
                 );
                 assert!(c.last_closed.is_none_or(|l| bar.time > l));
             }
-            LiveEvent::Lagged { missed, .. } => {
-                assert!(missed > 0);
-                self.checks[i].lag_pending = true;
-                self.checks[i].lagged = true;
-                self.checks[i].conn_unknown = true;
+            LiveEvent::Lagged {
+                missed,
+                lost_closed,
+                ..
+            } => {
+                assert!(missed > 0 && lost_closed <= missed);
+                let c = &mut self.checks[i];
+                // Only updates are dropped while the backlog has room: closed bars, revisions
+                // and connection events wait.
+                let overflow = lost_closed > 0 || !c.updates;
+                assert!(
+                    !overflow || self.backlog < super::fanout::DEFAULT_BACKLOG,
+                    "{seis}: {missed} events lost ({lost_closed} closed) within the backlog"
+                );
+                if overflow || self.backlog < super::fanout::DEFAULT_BACKLOG {
+                    // Past a small backlog anything may have been dropped.
+                    c.lag_pending |= lost_closed > 0;
+                    c.lagged = true;
+                    c.conn_unknown = true;
+                }
             }
             LiveEvent::Disconnected { .. } => {
                 let c = &mut self.checks[i];
@@ -544,6 +572,16 @@ impl World {
         self.drain(true);
         self.run(300);
         self.drain(true);
+        // Every consumer reads until nothing waits for room in its ring (a turn moves what
+        // fits).
+        for _ in 0..100_000 {
+            if !self.fanout.has_pending() {
+                break;
+            }
+            self.run(1);
+            self.drain(true);
+        }
+        assert!(!self.fanout.has_pending(), "a backlog never drained");
         let now_s = (self.unix_ms() / 1000) as i64;
         for i in 0..self.checks.len() {
             let c = &self.checks[i];
@@ -593,7 +631,10 @@ impl World {
 }
 
 fn run_schedule(max_fetches: usize, ops: &[Op]) {
-    let mut w = World::with_max_fetches(max_fetches);
+    run_schedule_with(World::with_max_fetches(max_fetches), ops);
+}
+
+fn run_schedule_with(mut w: World, ops: &[Op]) {
     // Everything starts with a connection and one seis that streams.
     w.run(10);
     w.apply(&Op::Subscribe {
@@ -607,14 +648,8 @@ fn run_schedule(max_fetches: usize, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        // PROPTEST_CASES overrides (a longer hunt); CI runs the default.
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1_000),
-        ..ProptestConfig::default()
-    })]
+    // PROPTEST_CASES overrides (a longer hunt); CI runs the default. The seed is printed.
+    #![proptest_config(crate::prop_seed::config(1_000))]
 
     /// Every closed bar reaches every consumer once, in order, with the server's final
     /// values; gaps only behind a `Lagged`; no update to a consumer that did not ask;
@@ -636,6 +671,17 @@ proptest! {
         ops in proptest::collection::vec(op(true), 1..40)
     ) {
         run_schedule(max_fetches, &ops);
+    }
+
+    /// Slow consumers whose backlog is tiny (3 events): they lose closed bars, and each loss
+    /// is told by a `Lagged` whose `lost_closed` counts it, never a silent gap, and never a
+    /// `Revised` of a bar they were not given.
+    #[test]
+    fn a_backlog_overflow_loses_only_what_it_reports(
+        max_fetches in proptest::sample::select(vec![1_usize, 64]),
+        ops in proptest::collection::vec(op(true), 1..40)
+    ) {
+        run_schedule_with(World::with_limits(max_fetches, 3), &ops);
     }
 }
 
@@ -1028,4 +1074,94 @@ fn regression_a_revision_during_skipped_bars_then_a_drop() {
             Op::Drop,
         ],
     );
+}
+
+#[test]
+/// Issue 23's shorter counterexample (a consumer there from the start; see the one below).
+fn regression_a_revision_of_a_close_that_found_a_full_ring() {
+    run_schedule(
+        1,
+        &[
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 2,
+                rate: 1,
+                updates: true,
+            },
+            Op::Advance { ms: 1 },
+            Op::Stall { ms: 1889 },
+            Op::SkipBars,
+            Op::Advance { ms: 1889 },
+        ],
+    );
+}
+
+/// Issue 23's counterexamples. A consumer with a 2-event ring, read one event per 100 ms, is
+/// full when the stall's held-back messages arrive at once: bar B's `Closed` found no room.
+/// The fanout then dropped it (keeping only a `Lagged`) but still forwarded bar B's later
+/// `Revised`, because "a missed close's revisions are still its business": the consumer got
+/// a revision of a bar it was never given. Now the close waits in the consumer's backlog and
+/// the revision is folded into it: one `Closed` with the final values.
+#[test]
+fn regression_a_revision_of_a_close_that_waited_for_room() {
+    run_schedule(
+        1,
+        &[
+            Op::Advance { ms: 1363 },
+            Op::Advance { ms: 3570 },
+            Op::Advance { ms: 2190 },
+            Op::Advance { ms: 1962 },
+            Op::Advance { ms: 3383 },
+            Op::Stall { ms: 4697 },
+            Op::Advance { ms: 2522 },
+            Op::SkipBars,
+            Op::Advance { ms: 2000 },
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 2,
+                rate: 1,
+                updates: false,
+            },
+        ],
+    );
+}
+
+/// A consumer stalled for 30 s behind a 2-event ring, with updates on, gets every closed bar
+/// of those 30 s once, in order, late, with its final values, and no `Lagged` that lost one.
+#[test]
+fn a_consumer_stalled_for_30_s_gets_every_closed_bar_once() {
+    let mut w = World::new();
+    w.run(10);
+    w.apply(&Op::Subscribe {
+        symbol: 0,
+        interval: 0,
+    });
+    w.apply(&Op::AddConsumer {
+        seis: 0,
+        capacity: 2,
+        rate: 0, // reads nothing until the end
+        updates: true,
+    });
+    w.run(30_000);
+    assert!(
+        w.checks[0].closed.is_empty(),
+        "the stalled consumer read nothing yet"
+    );
+    // It reads again: each turn moves what fits (2 events) from its backlog.
+    let mut turns = 0;
+    while w.fanout.has_pending() {
+        w.drain(true);
+        w.run(1);
+        turns += 1;
+        assert!(turns < 1_000, "the backlog does not drain");
+    }
+    w.drain(true);
+    let c = &w.checks[0];
+    assert!(
+        c.closed.len() >= 29,
+        "{} closed bars after a 30 s stall",
+        c.closed.len()
+    );
+    assert!(!c.lag_pending && !c.lagged, "no closed bar was lost");
+    w.settle();
 }

@@ -20,14 +20,22 @@ pub enum LiveEvent {
     /// New values of the bar still forming. Only for consumers that asked for updates
     /// ([`ConsumerOptions::updates`]).
     Update(Bar),
-    /// This consumer's ring was full: `missed` events were dropped for it (the engine never
-    /// waits for a consumer). `first_time` is the open time of the first bar missed, when the
-    /// first missed event was about a bar: fetch the gap with `get_hist` if you need it.
+    /// This consumer fell behind: its ring was full, and `missed` events were dropped for it
+    /// (the engine never waits for a consumer). Only updates are dropped while the consumer's
+    /// backlog has room (coalesced: the newest is still delivered unless its bar closed);
+    /// closed bars, revisions and connection events wait in order and are delivered late, not
+    /// lost. Past the backlog's limit
+    /// ([`LiveFeedBuilder::consumer_backlog`](super::LiveFeedBuilder::consumer_backlog)) the
+    /// oldest waiting events are dropped too: `lost_closed` counts the closed bars among them,
+    /// which this consumer will never receive (fetch them with `get_hist` from `first_time`).
+    /// It comes where the drops happened, before the events that waited.
     Lagged {
         /// How many events were dropped.
         missed: u64,
         /// The open time of the first bar among them.
         first_time: Option<i64>,
+        /// How many of them were closed bars (0 unless the backlog limit was passed).
+        lost_closed: u64,
     },
     /// The connection to the server was lost. Closed bars keep their promise: what closes
     /// while the engine reconnects is delivered after [`LiveEvent::Reconnected`]'s gap fill.

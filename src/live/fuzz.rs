@@ -438,7 +438,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(crate::prop_seed::config(256))]
 
         /// Mutated recordings: the properties hold whatever the server (or the fuzzer) sends.
         #[test]

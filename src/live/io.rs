@@ -16,7 +16,7 @@ use std::{
 
 use mio::{Events, Poll, Token};
 
-use super::{Command, Core, IoWait, LiveEvent, Shared, core::Action, fanout::Fanout};
+use super::{Command, Core, IoWait, LiveEvent, Shared, core::Action, fanout, fanout::Fanout};
 use crate::{
     Error, TransportError, clock,
     sync::plain::{Arc, Mutex},
@@ -56,6 +56,8 @@ pub(crate) struct Driver {
     pub(crate) poll: Poll,
     pub(crate) wait: IoWait,
     pub(crate) waker: Arc<mio::Waker>,
+    /// Most events one consumer's backlog holds.
+    pub(crate) backlog_limit: usize,
 }
 
 impl Driver {
@@ -64,7 +66,7 @@ impl Driver {
         tracing::info!("tv-io started");
         let mut events = Events::with_capacity(64);
         let mut link = Link::Idle;
-        let mut fanout = Fanout::default();
+        let mut fanout = Fanout::new(self.backlog_limit);
         // The last turn stopped reading at its budget: the socket may hold more, and no
         // readiness event will say so (edge-triggered), so this turn must not wait.
         let mut backlog = false;
@@ -73,10 +75,19 @@ impl Driver {
             let timeout = match self.wait {
                 IoWait::BusyPoll => Duration::ZERO,
                 IoWait::Block if backlog => Duration::ZERO,
-                IoWait::Block => self
-                    .core
-                    .poll_timeout()
-                    .map_or(MAX_WAIT, |t| t.saturating_duration_since(now).min(MAX_WAIT)),
+                IoWait::Block => {
+                    let core = self
+                        .core
+                        .poll_timeout()
+                        .map_or(MAX_WAIT, |t| t.saturating_duration_since(now).min(MAX_WAIT));
+                    // A consumer's backlog waits for room: come back to move it (its reader
+                    // gives no signal; a bounded retry, not a spin).
+                    if fanout.has_pending() {
+                        core.min(fanout::RETRY)
+                    } else {
+                        core
+                    }
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != std::io::ErrorKind::Interrupted
@@ -196,6 +207,9 @@ impl Driver {
             // Deliveries (of timers, commands and connection events; messages' went out as
             // they were read).
             deliver(&mut self.core, &self.shared, &mut fanout);
+            if fanout.has_pending() {
+                fanout.flush_pending(clock::monotonic());
+            }
             // Unsubscriptions are answered once their `remove_series` went out.
             self.core.complete_acks();
             self.publish();

@@ -163,6 +163,7 @@ pub struct LiveFeedBuilder {
     transport: TransportConfig,
     token: AuthToken,
     ring_capacity: usize,
+    consumer_backlog: usize,
     wait_strategy: WaitStrategy,
     io_core: Option<usize>,
     io_wait: IoWait,
@@ -184,6 +185,7 @@ impl fmt::Debug for LiveFeedBuilder {
             .field("transport", &self.transport)
             .field("token", &self.token)
             .field("ring_capacity", &self.ring_capacity)
+            .field("consumer_backlog", &self.consumer_backlog)
             .field("wait_strategy", &self.wait_strategy)
             .field("io_core", &self.io_core)
             .field("io_wait", &self.io_wait)
@@ -198,6 +200,7 @@ impl Default for LiveFeedBuilder {
             transport: TransportConfig::default(),
             token: AuthToken::anonymous(),
             ring_capacity: 1024,
+            consumer_backlog: fanout::DEFAULT_BACKLOG,
             wait_strategy: WaitStrategy::default(),
             io_core: None,
             io_wait: IoWait::Block,
@@ -250,10 +253,21 @@ impl LiveFeedBuilder {
     }
 
     /// Events each consumer's ring holds (rounded up to a power of two). Default 1,024. A
-    /// consumer that falls this far behind gets [`LiveEvent::Lagged`] instead of stalling the
-    /// engine.
+    /// consumer that falls this far behind never stalls the engine: its updates are coalesced
+    /// and its closed bars wait in its backlog ([`LiveFeedBuilder::consumer_backlog`]).
     pub fn ring_capacity(mut self, n: usize) -> Self {
         self.ring_capacity = n.clamp(2, ring::MAX_CAPACITY);
+        self
+    }
+
+    /// Most events that wait for one consumer whose ring is full: its closed bars, revisions
+    /// and connection events, delivered in order as soon as it reads again (its updates are
+    /// coalesced instead, latest wins). Default 4,096 (68 hours of one-minute bars, 68
+    /// minutes of one-second bars). Only past it does a consumer lose closed bars, each
+    /// counted in [`LiveEvent::Lagged`]'s `lost_closed` and [`ConsumerStats::lost_closed`].
+    /// Memory is spent only while a consumer is behind (about 80 bytes an event). At least 1.
+    pub fn consumer_backlog(mut self, n: usize) -> Self {
+        self.consumer_backlog = n.max(1);
         self
     }
 
@@ -396,6 +410,7 @@ impl LiveFeedBuilder {
             poll,
             wait: self.io_wait,
             waker,
+            backlog_limit: self.consumer_backlog,
         };
         let pin = self.io_core;
         let io = plain::thread::Builder::new()
@@ -536,8 +551,13 @@ pub struct ConsumerStats {
     pub pushed: u64,
     /// Events it consumed (callbacks run, or events received).
     pub delivered: u64,
-    /// Events dropped because its ring was full (each reported by a `Lagged`).
+    /// Events dropped because it fell behind, counted when dropped (each reported by a
+    /// [`LiveEvent::Lagged`]): coalesced updates, and past its backlog's limit, older events.
     pub lagged: u64,
+    /// Closed bars it will never receive because its backlog overflowed (0 for a consumer
+    /// that keeps up, or catches up within
+    /// [`LiveFeedBuilder::consumer_backlog`]).
+    pub lost_closed: u64,
     /// Whether its callback panicked (which ended it).
     pub panicked: bool,
     /// Ring push to callback start (or to `recv`).
@@ -961,17 +981,18 @@ impl LiveFeed {
         }
         let table = self.table();
         for (id, c) in table.iter() {
-            let (pushed, delivered, lagged, panicked, push, close) = c.counters.snapshot();
+            let s = c.counters.snapshot();
             stats.consumers.push(ConsumerStats {
                 id: *id,
                 symbol: c.seis.symbol.clone(),
                 interval: c.seis.interval,
-                pushed,
-                delivered,
-                lagged,
-                panicked,
-                push_to_callback: Latency::of(&push),
-                close_to_callback: Latency::of(&close),
+                pushed: s.pushed,
+                delivered: s.delivered,
+                lagged: s.lagged,
+                lost_closed: s.lost_closed,
+                panicked: s.panicked,
+                push_to_callback: Latency::of(&s.push),
+                close_to_callback: Latency::of(&s.close),
             });
         }
         stats

@@ -152,6 +152,7 @@ impl SeisCounters {
 pub(crate) struct ConsumerCounters {
     pushed: AtomicU64,
     lagged: AtomicU64,
+    lost_closed: AtomicU64,
     delivered: AtomicU64,
     panicked: AtomicBool,
     push_to_callback: Mutex<Histogram<u64>>,
@@ -163,6 +164,7 @@ impl Default for ConsumerCounters {
         Self {
             pushed: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
+            lost_closed: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             panicked: AtomicBool::new(false),
             push_to_callback: Mutex::new(histogram()),
@@ -176,16 +178,15 @@ impl ConsumerCounters {
         self.pushed.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn unrecord_pushed(&self) {
-        self.pushed.fetch_sub(1, Ordering::Relaxed);
-    }
-
+    /// An event dropped for this consumer, counted when it is dropped (not when the
+    /// `Lagged` that reports it is read).
     pub(crate) fn record_lagged(&self, missed: u64) {
         self.lagged.fetch_add(missed, Ordering::Relaxed);
     }
 
-    pub(crate) fn unrecord_lagged(&self, missed: u64) {
-        self.lagged.fetch_sub(missed, Ordering::Relaxed);
+    /// A closed bar this consumer will never receive (its backlog overflowed).
+    pub(crate) fn record_lost_closed(&self, n: u64) {
+        self.lost_closed.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn record_delivered(&self, n: u64) {
@@ -212,22 +213,36 @@ impl ConsumerCounters {
         }
     }
 
-    pub(crate) fn snapshot(&self) -> (u64, u64, u64, bool, Histogram<u64>, Histogram<u64>) {
-        (
-            self.pushed.load(Ordering::Relaxed),
-            self.delivered.load(Ordering::Relaxed),
-            self.lagged.load(Ordering::Relaxed),
-            self.panicked.load(Ordering::Relaxed),
-            self.push_to_callback
+    pub(crate) fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            pushed: self.pushed.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            lagged: self.lagged.load(Ordering::Relaxed),
+            lost_closed: self.lost_closed.load(Ordering::Relaxed),
+            panicked: self.panicked.load(Ordering::Relaxed),
+            push: self
+                .push_to_callback
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
-            self.close_to_callback
+            close: self
+                .close_to_callback
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
-        )
+        }
     }
+}
+
+/// One read of a consumer's counters.
+pub(crate) struct CounterSnapshot {
+    pub(crate) pushed: u64,
+    pub(crate) delivered: u64,
+    pub(crate) lagged: u64,
+    pub(crate) lost_closed: u64,
+    pub(crate) panicked: bool,
+    pub(crate) push: Histogram<u64>,
+    pub(crate) close: Histogram<u64>,
 }
 
 /// The engine's counters (written by `tv-io`).
