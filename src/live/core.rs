@@ -29,7 +29,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{LiveEvent, Seis, command::Reply};
+use super::{
+    LiveEvent, Seis,
+    command::Reply,
+    fetch::{FetchConfig, Fetcher, GraceConfig, Need, Plan, SLACK_BARS, fetch_chart},
+};
 use crate::{
     AuthToken, Bar, Error, History,
     error::Phase,
@@ -53,17 +57,17 @@ const BASELINE_BARS: u32 = 2;
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// A failed confirmation fetch is retried after this.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
-/// `SeisState::fetching` of a seis whose fetch waits in `Core::pending` (fetch keys count up
-/// from 2^62 and never reach it).
-const QUEUED: u64 = u64::MAX;
 
 /// The engine's settings (the public builder fills them).
 #[derive(Debug, Clone)]
 pub(crate) struct CoreConfig {
     pub(crate) token: AuthToken,
-    /// After a bar's close time, how long the stream may take to show the next bar before a
-    /// fetch confirms the close.
+    /// After a bar's close time, the least a seis waits for the stream to show the next bar
+    /// before a fetch confirms the close (a quiet seis' grace).
     pub(crate) close_grace: Duration,
+    /// The most it waits: a streaming seis' grace is learned between the two
+    /// ([`Grace`](super::fetch::Grace)); equal to `close_grace`, it is fixed.
+    pub(crate) close_grace_ceiling: Duration,
     /// Silence after which the connection counts as stalled and is replaced.
     pub(crate) stall_timeout: Duration,
     /// Connect + TLS + upgrade must finish within this.
@@ -76,10 +80,10 @@ pub(crate) struct CoreConfig {
     /// Most fetches (close confirmations and gap fills) in flight on the connection; the rest
     /// wait in a FIFO, one entry per seis, and are dropped if the stream answers first.
     pub(crate) max_fetches: usize,
-    /// After this many series opened on the fetch (or `get_hist`) chart session, the session
-    /// is replaced by a fresh one as soon as it is idle: the server keeps every symbol a chart
-    /// session resolved until the session is deleted, so a long-lived connection confirming
-    /// quiet closes would otherwise grow the server's state (and the simulator's) for ever.
+    /// The server keeps every symbol a chart session resolved until the session is deleted.
+    /// The fetch chart session resolves each seis' symbol once, so its state is bounded by the
+    /// seises; once it resolved more than this and twice the seises (seises came and went),
+    /// it is replaced by a fresh one as soon as it is idle.
     pub(crate) rotate_chart_after: u64,
     /// Seed of the jitter and of the session ids.
     pub(crate) seed: u64,
@@ -91,6 +95,7 @@ impl Default for CoreConfig {
         Self {
             token: AuthToken::anonymous(),
             close_grace: Duration::from_millis(5),
+            close_grace_ceiling: Duration::from_millis(250),
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(250),
@@ -167,9 +172,6 @@ struct SeisState {
     last_closed: Option<Bar>,
     recent: VecDeque<Bar>,
     forming: Option<Bar>,
-    /// A fetch in flight for this seis (its key in the fetch chart), or [`QUEUED`] while it
-    /// waits in [`Core::pending`]: at most one of either per seis.
-    fetching: Option<u64>,
     gap: Option<Gap>,
     /// While a gap fetch is in flight after a reconnect whose replayed history did not reach
     /// back to `last_closed`: the main series' events, replayed in order once the gap is
@@ -177,29 +179,11 @@ struct SeisState {
     hold: Option<VecDeque<SeriesEvent>>,
     /// Closed bars the gap fill delivered so far (for `Reconnected`).
     gap_bars: u64,
-}
-
-/// A fetch on the fetch chart: every bar of a seis from an anchor on.
-#[derive(Debug, Clone, Copy)]
-struct Fetch {
-    seis: u64,
-    /// The bar whose close it confirms (a close-time fetch) or the anchor (a gap fetch).
-    bar: i64,
-    /// The first open time it asked for.
-    anchor: i64,
-    /// Wall-clock ms when it was asked: a bar that closed before it is final.
-    asked_at: i64,
-    /// It fills a reconnect's gap (the main series' events are held meanwhile).
-    gap: bool,
-}
-
-/// A fetch waiting for room under [`CoreConfig::max_fetches`]. Its anchor is taken when it
-/// starts (the last bar delivered by then).
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    seis: u64,
-    bar: i64,
-    gap: bool,
+    /// During a reconnect: the first bar the replay must show (`REREAD` bars before the last
+    /// delivered), so that a revision made while the connection was down is seen. A replay
+    /// answered late (its window is a count from when it was sent) may start after it; then
+    /// the gap fetch reaches back to it.
+    reread: Option<i64>,
 }
 
 /// Most main-series events held during one gap fetch; past it, updates are dropped (the
@@ -223,7 +207,8 @@ pub(crate) struct Core {
     epoch: Instant,
     conn: Connection,
     main: ChartId,
-    fetch: ChartId,
+    /// Close confirmations and gap fills: their chart session, queue and states.
+    fetcher: Fetcher,
     link: Link,
     /// Connection attempts since the last stable connection.
     attempt: u64,
@@ -235,16 +220,8 @@ pub(crate) struct Core {
     timers: TimerWheel<Timer>,
     deliveries: VecDeque<(u64, LiveEvent)>,
     actions: VecDeque<Action>,
-    /// Fetch key → what it is for. At most `cfg.max_fetches` entries.
-    fetches: HashMap<u64, Fetch>,
-    /// Fetches waiting for room, oldest first. Invariant: a seis has an entry here iff its
-    /// `fetching` is `Some(QUEUED)`, except entries of seises removed since (skipped when
-    /// they come up), so it holds at most one entry per seis ever subscribed and not yet
-    /// drained.
-    pending: VecDeque<Pending>,
     /// `get_hist` calls in progress (each blocks its caller, so few).
     hists: Vec<LiveHist>,
-    next_key: u64,
     rng: u64,
     /// Timers due, reused across calls.
     due: Vec<Timer>,
@@ -256,8 +233,6 @@ pub(crate) struct Core {
     replayed_at: i64,
     /// A 429's `Retry-After`, applied to the next backoff.
     retry_after: Option<Duration>,
-    /// Series opened on the current fetch chart session (see `cfg.rotate_chart_after`).
-    fetch_opened: u64,
     /// Counters for stats.
     pub(crate) reconnects: u64,
     pub(crate) bad_messages: u64,
@@ -282,11 +257,6 @@ fn new_connection(now: Instant, cfg: &CoreConfig, seed: u64) -> (Connection, Cha
     (conn, main, fetch)
 }
 
-/// The chart session of close confirmations and gap fills.
-fn fetch_chart() -> ChartConfig {
-    ChartConfig::default().with_load_timeout(Duration::from_secs(10))
-}
-
 /// The chart session of one `get_hist` (its batch has the request's deadline).
 fn hist_chart() -> ChartConfig {
     ChartConfig::default().with_load_timeout(Duration::from_secs(3_600))
@@ -302,13 +272,24 @@ impl Core {
         let (conn, main, fetch) = new_connection(now, &cfg, cfg.seed);
         let mut timers = TimerWheel::new(0);
         timers.insert(0, Timer::Reconnect);
+        let fetcher = Fetcher::new(
+            FetchConfig {
+                max_fetches: cfg.max_fetches.max(1),
+                rotate_after: cfg.rotate_chart_after,
+                grace: GraceConfig {
+                    floor: cfg.close_grace,
+                    ceiling: cfg.close_grace_ceiling.max(cfg.close_grace),
+                },
+            },
+            fetch,
+        );
         Self {
             rng: cfg.seed | 1,
             cfg,
             epoch: now,
             conn,
             main,
-            fetch,
+            fetcher,
             link: Link::Down,
             attempt: 0,
             attempts_total: 0,
@@ -317,16 +298,12 @@ impl Core {
             timers,
             deliveries: VecDeque::new(),
             actions: VecDeque::new(),
-            fetches: HashMap::new(),
-            pending: VecDeque::new(),
             hists: Vec::new(),
-            next_key: 1 << 62,
             due: Vec::new(),
             acks: Vec::new(),
             unix_ms,
             replayed_at: 0,
             retry_after: None,
-            fetch_opened: 0,
             reconnects: 0,
             bad_messages: 0,
         }
@@ -355,14 +332,21 @@ impl Core {
         })
     }
 
-    fn take_key(&mut self) -> u64 {
-        self.next_key += 1;
-        self.next_key
-    }
-
     /// Fetches waiting for room (for the fuzz harness's bound check).
     pub(crate) fn pending_fetches(&self) -> usize {
-        self.pending.len()
+        self.fetcher.queued()
+    }
+
+    /// Fetches in flight (for the simulation's bound check).
+    #[cfg(test)]
+    pub(crate) fn fetches_in_flight(&self) -> usize {
+        self.fetcher.in_flight()
+    }
+
+    /// Fetches asked since the start, and confirmations the stream made useless (cancelled).
+    #[cfg(test)]
+    pub(crate) fn fetch_counts(&self) -> (u64, u64) {
+        (self.fetcher.asked, self.fetcher.cancelled)
     }
 
     /// Whether a connection is up.
@@ -423,12 +407,13 @@ impl Core {
                 // live path.
                 recent: VecDeque::with_capacity(RECENT),
                 forming: None,
-                fetching: None,
                 gap: None,
+                reread: None,
                 hold: None,
                 gap_bars: 0,
             },
         );
+        self.fetcher.add_seis(id);
     }
 
     /// Removes the subscription of seis `id`: `remove_series` goes out, waiters get an error,
@@ -438,14 +423,7 @@ impl Core {
             if let Some(c) = self.conn.chart_mut(self.main) {
                 let _ = c.remove_series(SeriesKey(id));
             }
-            if st.fetching == Some(QUEUED) {
-                self.pending.retain(|p| p.seis != id);
-            } else if let Some(key) = st.fetching {
-                self.fetches.remove(&key);
-                if let Some(c) = self.conn.chart_mut(self.fetch) {
-                    let _ = c.remove_series(SeriesKey(key));
-                }
-            }
+            self.fetcher.remove_seis(&mut self.conn, id);
             if let SeisPhase::Validating(waiters) = st.phase {
                 let e = Error::InvalidRequest(format!(
                     "{} {} was removed while it was being subscribed",
@@ -560,8 +538,6 @@ impl Core {
         }
         self.link = Link::Up { since: now };
         self.was_up = true;
-        // The server starts from nothing on a new connection.
-        self.fetch_opened = 0;
         self.conn.reset(now);
         self.replayed_at = self.unix_ms;
         let unix_s = self.unix_ms.div_euclid(1000);
@@ -583,15 +559,16 @@ impl Core {
         if let Some(c) = self.conn.chart_mut(self.main) {
             c.resubscribe(now, unix_s, |k| seen.get(&k.0).copied());
         }
+        for (id, st) in &mut self.seises {
+            st.reread = seen.get(id).copied();
+        }
         // Fetches in flight are dropped: the gap fill covers their bars. Events held for a
         // gap fetch are dropped too: the replay starts over from `last_closed`.
-        self.fetches.clear();
-        self.pending.clear();
+        self.fetcher.clear();
         for st in self.seises.values_mut() {
-            st.fetching = None;
             st.hold = None;
         }
-        if let Some(c) = self.conn.chart_mut(self.fetch) {
+        if let Some(c) = self.conn.chart_mut(self.fetcher.chart()) {
             c.clear();
             c.resubscribe(now, unix_s, |_| None);
         }
@@ -738,19 +715,19 @@ impl Core {
                     }
                 }
                 Timer::Close { seis, bar } | Timer::FetchRetry { seis, bar } => {
-                    self.close_due(now, seis, bar);
+                    self.close_due(seis, bar);
                 }
                 Timer::GapRetry { seis } => {
                     let anchor = self
                         .seises
                         .get(&seis)
-                        .filter(|st| st.hold.is_some() && st.fetching.is_none())
+                        .filter(|st| st.hold.is_some())
                         .and_then(|st| st.last_closed)
                         .map(|b| b.time);
                     if let Some(t) = anchor
                         && self.is_up()
                     {
-                        self.start_fetch(now, seis, t, t, true);
+                        self.fetcher.want(seis, gap_need(t));
                     }
                 }
             }
@@ -762,116 +739,68 @@ impl Core {
     }
 
     /// The close time (plus grace) of bar `bar` of seis `id` passed: if the stream has not
-    /// closed it, confirm it with a fetch over the existing connection.
-    fn close_due(&mut self, now: Instant, id: u64, bar: i64) {
+    /// closed it, it needs a confirmation (queued, merged, or kept as the follow-up of the
+    /// fetch in flight: never dropped).
+    fn close_due(&mut self, id: u64, bar: i64) {
         if !self.is_up() {
             return; // the gap fill after the reconnect covers it
         }
         let Some(st) = self.seises.get(&id) else {
             return;
         };
-        if !matches!(st.phase, SeisPhase::Live)
-            || st.fetching.is_some()
-            || st.last_closed.is_some_and(|b| b.time >= bar)
-            || st.forming.map(|f| f.time) != Some(bar)
-        {
+        if !matches!(st.phase, SeisPhase::Live) || st.last_closed.is_some_and(|b| b.time >= bar) {
             return;
         }
-        let anchor = st.last_closed.map_or(bar, |b| b.time);
-        self.start_fetch(now, id, bar, anchor, false);
-    }
-
-    /// Opens a fetch of every bar of seis `id` from open time `anchor` on (a date range, so
-    /// that a late answer still reaches back to it), on the fetch chart.
-    ///
-    /// With `cfg.max_fetches` already in flight it is queued instead (one entry per seis: a
-    /// gap fetch asked while a confirmation waits turns the entry into a gap fetch).
-    fn start_fetch(&mut self, now: Instant, id: u64, bar: i64, anchor: i64, gap: bool) {
-        let room = self.fetch_room();
-        let Some(st) = self.seises.get_mut(&id) else {
-            return;
-        };
-        if st.fetching == Some(QUEUED) {
-            if let Some(p) = self.pending.iter_mut().find(|p| p.seis == id) {
-                p.gap |= gap;
-                p.bar = if gap { bar } else { p.bar.max(bar) };
-            }
-            return;
-        }
-        if !room {
-            st.fetching = Some(QUEUED);
-            self.pending.push_back(Pending { seis: id, bar, gap });
-            return;
-        }
-        let unix_s = self.unix_ms.div_euclid(1000);
-        let req = SeriesRequest::range(
-            st.seis.symbol().clone(),
-            st.seis.interval(),
-            anchor,
-            unix_s.saturating_add(86_400),
-            self.cfg.max_gap_bars.saturating_add(2),
+        self.fetcher.want(
+            id,
+            Need {
+                upto: bar,
+                gap: false,
+                wide: false,
+            },
         );
-        let key = self.take_key();
-        let added = self
-            .conn
-            .chart_mut(self.fetch)
-            .map(|c| c.add_series(now, SeriesKey(key), req));
-        if let Some(Ok(())) = added {
-            debug_assert!(self.fetches.len() < self.cfg.max_fetches, "the fetch bound");
-            self.fetch_opened += 1;
-            self.fetches.insert(
-                key,
-                Fetch {
-                    seis: id,
-                    bar,
-                    anchor,
-                    asked_at: self.unix_ms,
-                    gap,
-                },
-            );
-            if let Some(st) = self.seises.get_mut(&id) {
-                st.fetching = Some(key);
-            }
-        }
     }
 
-    /// Whether a fetch may start now: fewer than `max_fetches` in flight, and the fetch chart
-    /// session not due for replacement (then new fetches wait until the in-flight ones are
-    /// answered and the session is replaced, see `rotate_fetch_chart`).
-    fn fetch_room(&self) -> bool {
-        self.fetches.len() < self.cfg.max_fetches && self.fetch_opened < self.cfg.rotate_chart_after
-    }
-
-    /// Starts the queued fetches there is room for, oldest first, skipping those the stream
-    /// made useless meanwhile (the bar closed, the gap filled, the seis removed).
-    fn pump_fetches(&mut self, now: Instant) {
+    /// Starts the fetches there is room for, each planned on the seis' state of this moment:
+    /// a confirmation the stream made useless is dropped; a gap fill asks from the last bar
+    /// delivered; a confirmation asks from it to now plus a little slack.
+    fn pump(&mut self, now: Instant) {
         if !self.is_up() {
             return;
         }
-        while self.fetch_room() {
-            let Some(p) = self.pending.pop_front() else {
-                return;
-            };
-            let Some(st) = self.seises.get_mut(&p.seis) else {
-                continue;
-            };
-            if st.fetching != Some(QUEUED) {
-                continue;
-            }
-            st.fetching = None;
+        let unix_ms = self.unix_ms;
+        let unix_s = unix_ms.div_euclid(1000);
+        let max_gap_bars = self.cfg.max_gap_bars;
+        let seises = &self.seises;
+        self.fetcher.pump(&mut self.conn, now, unix_ms, |id, need| {
+            let st = seises.get(&id)?;
             if !matches!(st.phase, SeisPhase::Live) {
-                continue;
+                return None;
             }
-            if p.gap {
-                if st.hold.is_some()
-                    && let Some(last) = st.last_closed
-                {
-                    self.start_fetch(now, p.seis, p.bar, last.time, true);
-                }
+            let anchor = if need.gap {
+                st.hold.as_ref()?;
+                let last = st.last_closed?.time;
+                st.reread.map_or(last, |r| r.min(last))
             } else {
-                self.close_due(now, p.seis, p.bar);
-            }
-        }
+                if st.last_closed.is_some_and(|l| l.time >= need.upto) {
+                    return None;
+                }
+                st.last_closed.map_or(need.upto, |b| b.time)
+            };
+            let interval = st.seis.interval();
+            let count = fetch_count(interval, anchor, unix_s, need.wide, max_gap_bars);
+            Some(Plan {
+                request: SeriesRequest::range(
+                    st.seis.symbol().clone(),
+                    interval,
+                    anchor,
+                    unix_s.saturating_add(86_400),
+                    count,
+                ),
+                anchor,
+                need,
+            })
+        });
     }
 
     // ------------------------------------------------------------------ outputs
@@ -918,24 +847,8 @@ impl Core {
 
     fn process_events(&mut self, now: Instant) {
         self.process_events_inner(now);
-        self.rotate_fetch_chart(now);
         self.finish_hists();
-        self.pump_fetches(now);
-    }
-
-    /// Replaces the fetch chart session by a fresh one once it opened
-    /// `cfg.rotate_chart_after` series and has nothing in flight (`chart_delete_session` frees
-    /// what the server keeps for it). The fetch session stops taking new fetches at the
-    /// threshold (they queue), so it drains within one round trip however busy it is.
-    fn rotate_fetch_chart(&mut self, now: Instant) {
-        if !self.is_up() {
-            return;
-        }
-        if self.fetch_opened >= self.cfg.rotate_chart_after && self.fetches.is_empty() {
-            self.conn.remove_chart(self.fetch);
-            self.fetch = self.conn.add_chart(now, fetch_chart());
-            self.fetch_opened = 0;
-        }
+        self.pump(now);
     }
 
     fn process_events_inner(&mut self, now: Instant) {
@@ -972,7 +885,7 @@ impl Core {
                 } => {
                     if chart == self.main {
                         self.on_main(now, key.0, event);
-                    } else if chart == self.fetch {
+                    } else if chart == self.fetcher.chart() {
                         self.on_fetch(now, key.0, event);
                     }
                 }
@@ -1017,13 +930,16 @@ impl Core {
         if let SeriesEvent::History { bars, .. } = &event
             && st.gap.is_some()
             && let Some(last) = st.last_closed
-            && bars.first().is_none_or(|b| b.time > last.time)
+            && bars
+                .first()
+                .is_none_or(|b| b.time > st.reread.unwrap_or(last.time).min(last.time))
         {
-            // The replayed window (a count of bars) does not reach back to the last bar
-            // delivered: a slow answer shifted it, or the gap is longer. Fill the gap from an
-            // anchored fetch first, and hold the main series until then.
+            // The replayed window (a count of bars) does not reach back to the bars it must
+            // read again: a slow answer shifted it, or the gap is longer. Fill the gap (and
+            // read those again, for revisions made meanwhile) from an anchored fetch first,
+            // and hold the main series until then.
             st.hold = Some(VecDeque::from([event]));
-            self.start_fetch(now, id, last.time, last.time, true);
+            self.fetcher.want(id, gap_need(last.time));
             return;
         }
         self.apply_main(now, id, event);
@@ -1032,7 +948,7 @@ impl Core {
     fn apply_main(&mut self, now: Instant, id: u64, event: SeriesEvent) {
         let unix_ms = self.unix_ms;
         let replayed_at = self.replayed_at;
-        let grace = self.cfg.close_grace;
+        let grace = self.fetcher.grace(id);
         let now_ms = self.ms(now);
         let Some(st) = self.seises.get_mut(&id) else {
             return;
@@ -1081,6 +997,7 @@ impl Core {
                     }
                 }
                 if let Some(g) = st.gap.take() {
+                    st.reread = None;
                     out.push_back((
                         id,
                         LiveEvent::Reconnected {
@@ -1109,16 +1026,27 @@ impl Core {
                 }
                 if skipped && let Some(last) = st.last_closed {
                     st.hold = Some(VecDeque::new());
-                    // A fetch in flight is anchored at or before `last`: its answer fills the
-                    // gap and releases the hold; else a new one does.
-                    match st.fetching.and_then(|k| self.fetches.get_mut(&k)) {
+                    // A fetch in flight is anchored at or before `last`: its answer (if it
+                    // reaches back to its anchor) fills the gap and releases the hold; else a
+                    // new one does.
+                    match self.fetcher.in_flight_mut(id) {
                         Some(f) => f.gap = true,
-                        None => self.start_fetch(now, id, b.time, last.time, true),
+                        None => self.fetcher.want(id, gap_need(last.time)),
                     }
                 }
             }
             SeriesEvent::Closed(b) => {
                 offer_closed(st, out, id, b, false);
+                // How late the stream closed it (its grace learns from it), and a confirmation
+                // in flight for it is useless now: cancelled, its slot freed.
+                let close_ms = st
+                    .seis
+                    .interval()
+                    .next_bar_open(b.time)
+                    .saturating_mul(1000);
+                self.fetcher
+                    .observe_stream_close(id, b.time, unix_ms.saturating_sub(close_ms));
+                self.fetcher.stream_closed(&mut self.conn, id, b.time);
             }
             SeriesEvent::Late(b) => revise(st, out, id, b),
             SeriesEvent::Failed(failure) => {
@@ -1145,14 +1073,31 @@ impl Core {
     }
 
     fn on_fetch(&mut self, now: Instant, key: u64, event: SeriesEvent) {
-        let Some(&f) = self.fetches.get(&key) else {
+        let Some(f) = self.fetcher.get(key) else {
             return;
         };
         let id = f.seis;
-        let done = match event {
+        match event {
             SeriesEvent::History { bars, forming, .. } => {
+                self.fetcher.end(&mut self.conn, key);
+                // The answer must show its anchor (the last bar delivered when it was asked):
+                // a short window that a late answer filled from a later "now" may have a hole
+                // after it. Nothing of it is delivered; the full window is asked instead.
+                let first = bars.first().or(forming.as_ref()).map(|b| b.time);
+                if !f.wide && first.is_none_or(|t| t > f.anchor) {
+                    self.fetcher.want(
+                        id,
+                        Need {
+                            upto: f.upto,
+                            gap: f.gap,
+                            wide: true,
+                        },
+                    );
+                    self.pump(now);
+                    return;
+                }
                 let unix_ms = self.unix_ms;
-                let grace = self.cfg.close_grace;
+                let grace = self.fetcher.grace(id);
                 let now_ms = self.ms(now);
                 let mut held = None;
                 // The newest bar this answer speaks of: events held for a gap fetch that speak
@@ -1162,15 +1107,17 @@ impl Core {
                     .map(|b| b.time)
                     .or_else(|| bars.last().map(|b| b.time));
                 let covered = newest.map(|n| f.anchor..=n);
+                // The newest bar a fetch closed before the stream did.
+                let mut fetched = None;
                 if let Some(st) = self.seises.get_mut(&id) {
-                    if st.fetching == Some(key) {
-                        st.fetching = None;
-                    }
                     let out = &mut self.deliveries;
                     let counting = st.gap.is_some();
                     for b in bars {
                         let new = offer_closed(st, out, id, b, true);
                         st.gap_bars += u64::from(new && counting);
+                        if new {
+                            fetched = Some(b.time);
+                        }
                     }
                     if let Some(fm) = forming {
                         // A bar that closed before the fetch was asked is final: no trade since
@@ -1184,6 +1131,9 @@ impl Core {
                         if closed {
                             let new = offer_closed(st, out, id, fm, true);
                             st.gap_bars += u64::from(new && counting);
+                            if new {
+                                fetched = Some(fm.time);
+                            }
                         } else if let Some(t) = on_update(st, out, id, fm, unix_ms, grace) {
                             self.timers.insert(
                                 now_ms.saturating_add(t),
@@ -1198,6 +1148,10 @@ impl Core {
                         held = st.hold.take();
                     }
                 }
+                // A miss for its grace.
+                if let Some(t) = fetched {
+                    self.fetcher.observe_fetch_close(id, t);
+                }
                 if let Some(held) = held {
                     // The gap is filled: replay what the main series said meanwhile, in order,
                     // without what this answer superseded; then the reconnect is complete.
@@ -1211,6 +1165,7 @@ impl Core {
                     if let Some(st) = self.seises.get_mut(&id)
                         && let Some(g) = st.gap.take()
                     {
+                        st.reread = None;
                         self.deliveries.push_back((
                             id,
                             LiveEvent::Reconnected {
@@ -1220,35 +1175,45 @@ impl Core {
                         ));
                     }
                 }
-                true
             }
             SeriesEvent::Failed(_) => {
-                if let Some(st) = self.seises.get_mut(&id)
-                    && st.fetching == Some(key)
-                {
-                    st.fetching = None;
-                }
+                self.fetcher.end(&mut self.conn, key);
                 let t = if f.gap {
                     Timer::GapRetry { seis: id }
                 } else {
                     Timer::FetchRetry {
                         seis: id,
-                        bar: f.bar,
+                        bar: f.upto,
                     }
                 };
                 self.arm(now, FETCH_RETRY, t);
-                true
             }
-            _ => false,
-        };
-        if done {
-            self.fetches.remove(&key);
-            if let Some(c) = self.conn.chart_mut(self.fetch) {
-                let _ = c.remove_series(SeriesKey(key));
-            }
-            self.pump_fetches(now);
+            _ => return,
         }
+        self.pump(now);
     }
+}
+
+/// A gap fill from the bar opening at `last` (delivered) on.
+fn gap_need(last: i64) -> Need {
+    Need {
+        upto: last,
+        gap: true,
+        wide: true,
+    }
+}
+
+/// Bars a fetch from `anchor` asks at `unix_s`: the full `max_gap_bars` window when `wide`,
+/// else those from the anchor to now plus [`SLACK_BARS`].
+fn fetch_count(interval: crate::Interval, anchor: i64, unix_s: i64, wide: bool, max: u32) -> u32 {
+    let cap = max.saturating_add(2);
+    if wide {
+        return cap;
+    }
+    let span = interval.bars_spanning(anchor, unix_s, u64::from(cap));
+    u32::try_from(span.saturating_add(SLACK_BARS))
+        .unwrap_or(u32::MAX)
+        .min(cap)
 }
 
 /// A held main-series event without what a newer answer `covered` (the open times it spoke

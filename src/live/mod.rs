@@ -35,6 +35,7 @@ mod core;
 mod dst;
 mod event;
 mod fanout;
+mod fetch;
 pub(crate) mod fuzz;
 pub(crate) mod gate;
 mod io;
@@ -170,6 +171,7 @@ pub struct LiveFeedBuilder {
     command_timeout: Duration,
     hist_timeout: Duration,
     close_grace: Duration,
+    close_grace_ceiling: Duration,
     stall_timeout: Duration,
     connect_timeout: Duration,
     backoff_base: Duration,
@@ -190,6 +192,7 @@ impl fmt::Debug for LiveFeedBuilder {
             .field("io_core", &self.io_core)
             .field("io_wait", &self.io_wait)
             .field("close_grace", &self.close_grace)
+            .field("close_grace_ceiling", &self.close_grace_ceiling)
             .finish_non_exhaustive()
     }
 }
@@ -207,6 +210,7 @@ impl Default for LiveFeedBuilder {
             command_timeout: Duration::from_secs(10),
             hist_timeout: crate::DEFAULT_TIMEOUT,
             close_grace: Duration::from_millis(5),
+            close_grace_ceiling: Duration::from_millis(250),
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(250),
@@ -303,12 +307,38 @@ impl LiveFeedBuilder {
         self
     }
 
-    /// After a bar's close time, how long the stream may take to show the next bar before a
-    /// fetch over the same connection confirms the close (a quiet market). Default 5 ms (see
-    /// BENCHMARKS.md for the trade-off: a shorter grace costs a fetch per close when the
-    /// stream is a few milliseconds late; a longer one delays quiet markets' closes).
+    /// The floor of the close grace, and a quiet seis' grace. Default 5 ms.
+    ///
+    /// After a bar's close time, the engine waits for the stream to show the next bar (which
+    /// closes it) before a fetch over the same connection confirms the close. How long is
+    /// learned per seis, between this floor and [`LiveFeedBuilder::close_grace_ceiling`]:
+    ///
+    /// - a streaming seis waits the 90th percentile of how late the stream closed its last 16
+    ///   bars, plus an eighth (at least 2 ms): it is closed by its own next trade, and fetched
+    ///   only when that trade is later than usual, so a liquid market costs the server almost
+    ///   no requests however far away it is;
+    /// - a quiet seis (more than a quarter of its recent bars were closed by a fetch before
+    ///   the stream showed them, or nothing observed yet) waits the floor: its close comes
+    ///   within the floor plus one round trip plus the server's service time.
+    ///
+    /// A grace below the floor is never used; [`LiveFeedBuilder::close_grace_fixed`] turns the
+    /// learning off.
     pub fn close_grace(mut self, t: Duration) -> Self {
         self.close_grace = t;
+        self
+    }
+
+    /// The ceiling of the learned close grace (see [`LiveFeedBuilder::close_grace`]). Default
+    /// 250 ms: a streaming seis whose next trade is later than this is fetched then.
+    pub fn close_grace_ceiling(mut self, t: Duration) -> Self {
+        self.close_grace_ceiling = t;
+        self
+    }
+
+    /// One fixed close grace for every seis (floor and ceiling both `t`): nothing learned.
+    pub fn close_grace_fixed(mut self, t: Duration) -> Self {
+        self.close_grace = t;
+        self.close_grace_ceiling = t;
         self
     }
 
@@ -378,6 +408,7 @@ impl LiveFeedBuilder {
             CoreConfig {
                 token: self.token.clone(),
                 close_grace: self.close_grace,
+                close_grace_ceiling: self.close_grace_ceiling,
                 stall_timeout: self.stall_timeout,
                 connect_timeout: self.connect_timeout,
                 backoff_base: self.backoff_base,

@@ -49,6 +49,12 @@ pub struct ChartConfig {
     /// Most closed bars [`ChartSession::resubscribe`] asks for to fill one series' gap.
     /// Default 5,000 (the anonymous history depth).
     pub max_gap_bars: u32,
+    /// Resolve each symbol once per chart session: a series whose symbol spec this session
+    /// already resolved reuses that `sds_sym_<n>` (one `create_series`, no `resolve_symbol`).
+    /// The server keeps every symbol a session resolved until the session is deleted, so a
+    /// session that opens many short series of few symbols (close confirmations) keeps its
+    /// server-side state bounded by the symbols, not by the series. Default `false`.
+    pub reuse_symbols: bool,
 }
 
 impl Default for ChartConfig {
@@ -59,6 +65,7 @@ impl Default for ChartConfig {
             max_history_bars: 100_000,
             page_size: 5_000,
             max_gap_bars: 5_000,
+            reuse_symbols: false,
         }
     }
 }
@@ -96,6 +103,13 @@ impl ChartConfig {
     #[must_use]
     pub fn with_max_gap_bars(mut self, n: u32) -> Self {
         self.max_gap_bars = n.max(1);
+        self
+    }
+
+    /// Sets [`ChartConfig::reuse_symbols`].
+    #[must_use]
+    pub fn with_reuse_symbols(mut self, on: bool) -> Self {
+        self.reuse_symbols = on;
         self
     }
 }
@@ -420,6 +434,12 @@ pub struct ChartSession {
     /// Keys removed since the owning connection last looked, so that it can drop the events
     /// of theirs it already queued.
     removed: Vec<SeriesKey>,
+    /// Symbols this session asked the server to resolve: spec → the wire number `n` of its
+    /// `sds_sym_<n>`. Only reused with [`ChartConfig::reuse_symbols`]; counted either way
+    /// ([`ChartSession::resolved_symbols`]). A symbol that failed to resolve is forgotten.
+    resolved: HashMap<SymbolSpec, u64>,
+    /// `resolve_symbol` requests sent by this session (what the server keeps for it).
+    resolves: usize,
 }
 
 impl ChartSession {
@@ -440,9 +460,17 @@ impl ChartSession {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             removed: Vec::new(),
+            resolved: HashMap::new(),
+            resolves: 0,
         };
         s.queue_create();
         s
+    }
+
+    /// How many `resolve_symbol` requests this session sent since it was (re)created: the
+    /// symbols the server keeps for it.
+    pub fn resolved_symbols(&self) -> usize {
+        self.resolves
     }
 
     /// The chart session id.
@@ -485,7 +513,11 @@ impl ChartSession {
         u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Queues `chart_create_session`: a new session on the server, which has resolved
+    /// nothing for it yet.
     fn queue_create(&mut self) {
+        self.resolved.clear();
+        self.resolves = 0;
         let session = self.id.clone();
         self.send(Request::ChartCreateSession { session: &session });
         if let Some(timezone) = self.config.timezone.clone() {
@@ -572,21 +604,33 @@ impl ChartSession {
             SeriesRange::Count(_) => SeriesRange::Count(first_page.max(1)),
             r => r,
         };
-        let (session, series_id, symbol_id) = (
-            self.id.clone(),
-            format!("sds_{wire}"),
-            format!("sds_sym_{wire}"),
-        );
         let Some(s) = self.slots[slot as usize].as_ref() else {
             return;
         };
-        let mut resolve = Vec::with_capacity(160);
-        Request::ResolveSymbol {
-            session: &session,
-            symbol_id: &symbol_id,
-            spec: &s.request.spec,
+        let reused = self
+            .config
+            .reuse_symbols
+            .then(|| self.resolved.get(&s.request.spec).copied())
+            .flatten();
+        let (session, series_id, symbol_id) = (
+            self.id.clone(),
+            format!("sds_{wire}"),
+            format!("sds_sym_{}", reused.unwrap_or(wire)),
+        );
+        if reused.is_none() {
+            let mut resolve = Vec::with_capacity(160);
+            Request::ResolveSymbol {
+                session: &session,
+                symbol_id: &symbol_id,
+                spec: &s.request.spec,
+            }
+            .encode(&mut resolve);
+            self.transmit.push_back(resolve);
+            self.resolves += 1;
+            if self.config.reuse_symbols {
+                self.resolved.insert(s.request.spec.clone(), wire);
+            }
         }
-        .encode(&mut resolve);
         let mut create = Vec::with_capacity(128);
         Request::CreateSeries {
             session: &session,
@@ -597,7 +641,6 @@ impl ChartSession {
             range: wire_range,
         }
         .encode(&mut create);
-        self.transmit.push_back(resolve);
         self.transmit.push_back(create);
     }
 
@@ -693,6 +736,8 @@ impl ChartSession {
         self.free.clear();
         self.by_key.clear();
         self.by_wire.clear();
+        self.resolved.clear();
+        self.resolves = 0;
         self.timers = TimerWheel::new(0);
     }
 
@@ -729,6 +774,13 @@ impl ChartSession {
                 kind,
                 detail,
             } if *session == self.id => {
+                // A symbol that did not resolve is asked again by its next series.
+                if let Some(n) = symbol_id
+                    .strip_prefix("sds_sym_")
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    self.resolved.retain(|_, w| *w != n);
+                }
                 if let Some(i) = self.by_symbol_id(symbol_id) {
                     let failure = if *reason == "permission denied" {
                         SeriesFailure::PermissionDenied {

@@ -1,0 +1,543 @@
+//! The fetcher: close confirmations and gap fills over the live connection, as a sans-I/O
+//! state machine of its own beside [`Core`](super::core::Core).
+//!
+//! It owns the fetch chart session's life, the fetches in flight (at most
+//! `max_fetches`), the queue of those waiting for room, and one [`State`] per seis. The core
+//! says what a seis *needs* ([`Fetcher::want`]); the fetcher decides when a fetch goes out,
+//! and asks the core, at that moment, what the fetch must cover ([`Fetcher::pump`]'s plan), so
+//! a decision is always taken on the current state, never on a stale one.
+//!
+//! # No confirmation is lost
+//!
+//! A need that arrives while a fetch of the same seis is queued is merged into it; one that
+//! arrives while a fetch is in flight is kept as that fetch's follow-up and queued the moment
+//! the fetch ends (answered, failed or cancelled), when the plan decides again whether it is
+//! still needed. So a bar whose close timer fires while an older fetch is in flight is
+//! confirmed after it, never dropped (the old core returned early and the bar waited for the
+//! next trade).
+//!
+//! # Small requests
+//!
+//! A confirmation asks for the bars from the last one delivered (its anchor, included, so the
+//! answer shows it reached back) to now, plus [`SLACK_BARS`] for an answer served late: a
+//! count of 2 or 3 in the usual case, not a gap fill's `max_gap_bars`. An answer that does not
+//! reach back to its anchor (a server that filled the window from a later "now") delivers
+//! nothing and is asked again with the full window. Each symbol is resolved once per fetch
+//! chart session ([`ChartConfig::reuse_symbols`]): a confirmation costs one `create_series`
+//! and one `remove_series`, and the server keeps one resolved symbol per seis. When the
+//! stream closes a bar first, the confirmation in flight for it is cancelled at once
+//! (`remove_series`), freeing its slot.
+//!
+//! # The close grace, learned per seis
+//!
+//! See [`Grace`].
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use crate::protocol::{ChartConfig, ChartId, Connection, SeriesKey, SeriesRequest};
+
+/// Bars a confirmation asks beyond those from its anchor to now, for an answer served late.
+pub(crate) const SLACK_BARS: u64 = 2;
+/// Stream-close observations kept per seis for its grace.
+const GRACE_WINDOW: usize = 16;
+/// An observation: the stream did not close the bar before a fetch did, and has not since.
+const MISS: u32 = u32::MAX;
+
+/// What a seis needs fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Need {
+    /// Confirm every bar up to the one opening at this time (a close), or, for a gap, the bar
+    /// after which the gap starts is delivered and everything since is wanted.
+    pub(crate) upto: i64,
+    /// A gap fill: the main series is held until its answer.
+    pub(crate) gap: bool,
+    /// Ask the full `max_gap_bars` window (a short one did not reach back).
+    pub(crate) wide: bool,
+}
+
+impl Need {
+    fn merge(self, other: Self) -> Self {
+        Self {
+            upto: self.upto.max(other.upto),
+            gap: self.gap || other.gap,
+            wide: self.wide || other.wide,
+        }
+    }
+}
+
+/// One seis' fetch state. Invariant: `Queued` iff the seis is in [`Fetcher::queue`] (once);
+/// `InFlight { key, .. }` iff [`Fetcher::inflight`] has `key` for it; at most one fetch in
+/// flight per seis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Nothing wanted.
+    Idle,
+    /// Waiting for room.
+    Queued(Need),
+    /// Asked; `next` is what was wanted since (queued when this one ends).
+    InFlight { key: u64, next: Option<Need> },
+}
+
+/// A fetch in flight.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fetch {
+    pub(crate) seis: u64,
+    /// The newest bar it confirms (a close) or the bar its gap starts after.
+    pub(crate) upto: i64,
+    /// The first open time it asked for (the last bar delivered when it was asked).
+    pub(crate) anchor: i64,
+    /// Wall-clock ms when it was asked: a bar that closed before it is final.
+    pub(crate) asked_at: i64,
+    /// It fills a reconnect's or a skip's gap (the main series is held meanwhile).
+    pub(crate) gap: bool,
+    /// It asked the full window (not a confirmation's short count).
+    pub(crate) wide: bool,
+}
+
+/// What the core decides a queued need becomes when its turn comes.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) request: SeriesRequest,
+    pub(crate) anchor: i64,
+    pub(crate) need: Need,
+}
+
+/// The settings of the fetcher.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FetchConfig {
+    pub(crate) max_fetches: usize,
+    /// The fetch chart session is replaced (when idle) once it resolved more symbols than
+    /// this and than twice the seises: bounds the server's state when seises come and go.
+    pub(crate) rotate_after: u64,
+    pub(crate) grace: GraceConfig,
+}
+
+#[derive(Debug)]
+struct SeisFetch {
+    state: Option<State>,
+    grace: Grace,
+}
+
+/// The fetches of the live connection. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Fetcher {
+    cfg: FetchConfig,
+    chart: ChartId,
+    inflight: HashMap<u64, Fetch>,
+    /// Seises whose state is `Queued`, oldest first (each once).
+    queue: VecDeque<u64>,
+    seises: HashMap<u64, SeisFetch>,
+    next_key: u64,
+    /// Fetches ever asked, and confirmations cancelled because the stream closed first.
+    pub(crate) asked: u64,
+    pub(crate) cancelled: u64,
+}
+
+/// The fetch chart session's configuration.
+pub(crate) fn fetch_chart() -> ChartConfig {
+    ChartConfig::default()
+        .with_load_timeout(Duration::from_secs(10))
+        .with_reuse_symbols(true)
+}
+
+impl Fetcher {
+    pub(crate) fn new(cfg: FetchConfig, chart: ChartId) -> Self {
+        Self {
+            cfg,
+            chart,
+            inflight: HashMap::new(),
+            queue: VecDeque::new(),
+            seises: HashMap::new(),
+            // Fetch keys live in the fetch chart's key space only; they start high so that a
+            // mixed-up key never names a main-series seis.
+            next_key: 1 << 62,
+            asked: 0,
+            cancelled: 0,
+        }
+    }
+
+    /// The fetch chart session.
+    pub(crate) fn chart(&self) -> ChartId {
+        self.chart
+    }
+
+    pub(crate) fn add_seis(&mut self, id: u64) {
+        let floor = self.cfg.grace.floor;
+        self.seises.entry(id).or_insert_with(|| SeisFetch {
+            state: None,
+            grace: Grace::new(floor),
+        });
+    }
+
+    /// Forgets seis `id`, cancelling its fetch in flight.
+    pub(crate) fn remove_seis(&mut self, conn: &mut Connection, id: u64) {
+        if let Some(sf) = self.seises.remove(&id) {
+            match sf.state {
+                Some(State::InFlight { key, .. }) => {
+                    self.inflight.remove(&key);
+                    if let Some(c) = conn.chart_mut(self.chart) {
+                        let _ = c.remove_series(SeriesKey(key));
+                    }
+                }
+                Some(State::Queued(_)) => self.queue.retain(|s| *s != id),
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn state(&self, id: u64) -> State {
+        self.seises
+            .get(&id)
+            .and_then(|s| s.state)
+            .unwrap_or(State::Idle)
+    }
+
+    fn set(&mut self, id: u64, state: State) {
+        if let Some(s) = self.seises.get_mut(&id) {
+            s.state = (state != State::Idle).then_some(state);
+        }
+    }
+
+    /// Seis `id` needs `need`: queued, merged into what is queued, or kept as the follow-up
+    /// of the fetch in flight. Never dropped.
+    pub(crate) fn want(&mut self, id: u64, need: Need) {
+        match self.state(id) {
+            State::Idle => {
+                if self.seises.contains_key(&id) {
+                    self.set(id, State::Queued(need));
+                    self.queue.push_back(id);
+                }
+            }
+            State::Queued(n) => self.set(id, State::Queued(n.merge(need))),
+            State::InFlight { key, next } => self.set(
+                id,
+                State::InFlight {
+                    key,
+                    next: Some(next.map_or(need, |n| n.merge(need))),
+                },
+            ),
+        }
+    }
+
+    /// The fetch in flight for seis `id`, if any.
+    pub(crate) fn in_flight_mut(&mut self, id: u64) -> Option<&mut Fetch> {
+        match self.state(id) {
+            State::InFlight { key, .. } => self.inflight.get_mut(&key),
+            _ => None,
+        }
+    }
+
+    /// The fetch `key` is in flight.
+    pub(crate) fn get(&self, key: u64) -> Option<Fetch> {
+        self.inflight.get(&key).copied()
+    }
+
+    /// Whether a fetch may start: fewer than `max_fetches` in flight, and the fetch chart
+    /// session not due for replacement.
+    fn room(&self, conn: &Connection) -> bool {
+        self.inflight.len() < self.cfg.max_fetches && !self.rotation_due(conn)
+    }
+
+    fn rotation_due(&self, conn: &Connection) -> bool {
+        let resolved = conn.chart(self.chart).map_or(0, |c| c.resolved_symbols()) as u64;
+        let bound = self
+            .cfg
+            .rotate_after
+            .max(2 * self.seises.len() as u64)
+            .max(1);
+        resolved >= bound
+    }
+
+    /// Starts the queued fetches there is room for, oldest first: `plan` decides, at this
+    /// moment, what each must ask (or that it is no longer needed).
+    pub(crate) fn pump(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        unix_ms: i64,
+        mut plan: impl FnMut(u64, Need) -> Option<Plan>,
+    ) {
+        self.rotate(conn, now);
+        while self.room(conn) {
+            let Some(id) = self.queue.pop_front() else {
+                return;
+            };
+            let State::Queued(need) = self.state(id) else {
+                continue;
+            };
+            self.set(id, State::Idle);
+            let Some(p) = plan(id, need) else {
+                continue;
+            };
+            self.next_key += 1;
+            let key = self.next_key;
+            let added = conn
+                .chart_mut(self.chart)
+                .map(|c| c.add_series(now, SeriesKey(key), p.request));
+            if let Some(Ok(())) = added {
+                self.asked += 1;
+                self.inflight.insert(
+                    key,
+                    Fetch {
+                        seis: id,
+                        upto: p.need.upto,
+                        anchor: p.anchor,
+                        asked_at: unix_ms,
+                        gap: p.need.gap,
+                        wide: p.need.wide,
+                    },
+                );
+                self.set(id, State::InFlight { key, next: None });
+            }
+        }
+    }
+
+    /// Replaces the fetch chart session by a fresh one once it resolved more symbols than it
+    /// should keep and nothing is in flight (`chart_delete_session` frees what the server
+    /// keeps for it). New fetches wait meanwhile, so it drains within one round trip.
+    fn rotate(&mut self, conn: &mut Connection, now: Instant) {
+        if self.inflight.is_empty() && self.rotation_due(conn) {
+            conn.remove_chart(self.chart);
+            self.chart = conn.add_chart(now, fetch_chart());
+        }
+    }
+
+    /// Fetch `key` ended (answered or failed): its series goes, and the seis' follow-up need,
+    /// if any, is queued. Returns what it was.
+    pub(crate) fn end(&mut self, conn: &mut Connection, key: u64) -> Option<Fetch> {
+        let f = self.inflight.remove(&key)?;
+        if let Some(c) = conn.chart_mut(self.chart) {
+            let _ = c.remove_series(SeriesKey(key));
+        }
+        if let State::InFlight { key: k, next } = self.state(f.seis)
+            && k == key
+        {
+            self.set(f.seis, State::Idle);
+            if let Some(n) = next {
+                self.want(f.seis, n);
+            }
+        }
+        Some(f)
+    }
+
+    /// The stream closed seis `id`'s bar `bar`: a confirmation in flight that covers nothing
+    /// newer is cancelled (its slot frees at once); a queued one is left for the plan to drop.
+    pub(crate) fn stream_closed(&mut self, conn: &mut Connection, id: u64, bar: i64) {
+        if let State::InFlight { key, next } = self.state(id)
+            && let Some(f) = self.inflight.get(&key)
+            && !f.gap
+            && f.upto <= bar
+        {
+            self.cancelled += 1;
+            self.inflight.remove(&key);
+            if let Some(c) = conn.chart_mut(self.chart) {
+                let _ = c.remove_series(SeriesKey(key));
+            }
+            self.set(id, State::Idle);
+            if let Some(n) = next.filter(|n| n.gap || n.upto > bar) {
+                self.want(id, n);
+            }
+        }
+    }
+
+    /// The connection is gone: nothing is in flight or queued any more (the gap fill covers
+    /// their bars); the chart session itself is cleared and replayed by the core.
+    pub(crate) fn clear(&mut self) {
+        self.inflight.clear();
+        self.queue.clear();
+        for s in self.seises.values_mut() {
+            s.state = None;
+        }
+    }
+
+    /// Fetches waiting for room.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Fetches in flight.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Seis `id`'s close grace now (worked out once per observation, not per message).
+    pub(crate) fn grace(&self, id: u64) -> Duration {
+        self.seises
+            .get(&id)
+            .map_or(self.cfg.grace.floor, |s| s.grace.current)
+    }
+
+    /// The stream showed seis `id`'s bar `bar` closed `late_ms` after its close time.
+    pub(crate) fn observe_stream_close(&mut self, id: u64, bar: i64, late_ms: i64) {
+        if let Some(s) = self.seises.get_mut(&id) {
+            s.grace.stream(bar, late_ms, &self.cfg.grace);
+        }
+    }
+
+    /// A fetch closed seis `id`'s bar `bar` before the stream did.
+    pub(crate) fn observe_fetch_close(&mut self, id: u64, bar: i64) {
+        if let Some(s) = self.seises.get_mut(&id) {
+            s.grace.fetched(bar, &self.cfg.grace);
+        }
+    }
+}
+
+/// The grace policy's knobs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GraceConfig {
+    /// The least grace, and a quiet seis' grace.
+    pub(crate) floor: Duration,
+    /// The most grace. Equal to `floor`: a fixed grace, nothing learned.
+    pub(crate) ceiling: Duration,
+}
+
+/// How late the stream closes one seis' bars, learned from its recent bars.
+///
+/// After a bar's close time, the engine waits this seis' grace for the stream to show the next
+/// bar (which closes it) before a fetch confirms the close. The grace is:
+///
+/// - the floor while fewer than 3 of its last [`GRACE_WINDOW`] bars were observed;
+/// - the floor when more than a quarter of them were closed by a fetch that the stream never
+///   caught up with before the next bar (or later than the ceiling): a quiet market, fetched
+///   at once;
+/// - otherwise the 90th percentile of how late the stream closed them, plus an eighth (at
+///   least 2 ms), between the floor and the ceiling: a streaming market is closed by its own
+///   next trade, and a fetch goes out only when that trade is later than usual.
+#[derive(Debug, Clone)]
+pub(crate) struct Grace {
+    /// (bar open time, ms late or [`MISS`]), oldest first; its capacity is reserved up front
+    /// (nothing allocates per bar).
+    seen: VecDeque<(i64, u32)>,
+    /// The grace worked out from `seen`.
+    current: Duration,
+}
+
+impl Grace {
+    fn new(floor: Duration) -> Self {
+        Self {
+            seen: VecDeque::with_capacity(GRACE_WINDOW),
+            current: floor,
+        }
+    }
+
+    fn push(&mut self, bar: i64, late: u32) {
+        if let Some(last) = self.seen.back_mut()
+            && last.0 == bar
+        {
+            // The same bar again: the stream's close after a fetch's replaces the miss.
+            if late != MISS {
+                last.1 = late;
+            }
+            return;
+        }
+        if self.seen.back().is_some_and(|l| l.0 > bar) {
+            return;
+        }
+        if self.seen.len() == GRACE_WINDOW {
+            self.seen.pop_front();
+        }
+        self.seen.push_back((bar, late));
+    }
+
+    fn stream(&mut self, bar: i64, late_ms: i64, cfg: &GraceConfig) {
+        let late = u32::try_from(late_ms.max(0)).unwrap_or(MISS - 1);
+        self.push(bar, late);
+        self.current = self.grace(cfg);
+    }
+
+    fn fetched(&mut self, bar: i64, cfg: &GraceConfig) {
+        self.push(bar, MISS);
+        self.current = self.grace(cfg);
+    }
+
+    fn grace(&self, cfg: &GraceConfig) -> Duration {
+        if cfg.ceiling <= cfg.floor || self.seen.len() < 3 {
+            return cfg.floor;
+        }
+        let ceiling_ms = u32::try_from(cfg.ceiling.as_millis()).unwrap_or(MISS - 1);
+        // On the stack: at most `GRACE_WINDOW` observations.
+        let mut late = [0u32; GRACE_WINDOW];
+        let mut n = 0;
+        for l in self.seen.iter().map(|s| s.1).filter(|l| *l <= ceiling_ms) {
+            late[n] = l;
+            n += 1;
+        }
+        let misses = self.seen.len() - n;
+        if misses * 4 > self.seen.len() || n == 0 {
+            return cfg.floor;
+        }
+        let late = &mut late[..n];
+        late.sort_unstable();
+        let q = late[(n * 9).div_ceil(10) - 1];
+        let margin = (q / 8).max(2);
+        Duration::from_millis(u64::from(q.saturating_add(margin))).clamp(cfg.floor, cfg.ceiling)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GraceConfig {
+        GraceConfig {
+            floor: Duration::from_millis(5),
+            ceiling: Duration::from_millis(250),
+        }
+    }
+
+    #[test]
+    fn a_streaming_seis_learns_its_phase() {
+        let mut g = Grace::new(cfg().floor);
+        assert_eq!(
+            g.grace(&cfg()),
+            Duration::from_millis(5),
+            "nothing seen yet"
+        );
+        for bar in 0..16 {
+            g.stream(bar, 37 + bar % 3, &cfg());
+        }
+        // q90 of 37..=39 is 39, plus max(39/8, 2) = 4.
+        assert_eq!(g.grace(&cfg()), Duration::from_millis(43));
+    }
+
+    #[test]
+    fn a_quiet_seis_is_fetched_at_the_floor() {
+        let mut g = Grace::new(cfg().floor);
+        for bar in 0..16 {
+            if bar % 2 == 0 {
+                g.fetched(bar, &cfg());
+            } else {
+                g.stream(bar, 40, &cfg());
+            }
+        }
+        assert_eq!(g.grace(&cfg()), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_stream_close_after_a_fetch_replaces_the_miss() {
+        let mut g = Grace::new(cfg().floor);
+        for bar in 0..16 {
+            g.fetched(bar, &cfg());
+            g.stream(bar, 30, &cfg());
+        }
+        assert_eq!(g.grace(&cfg()), Duration::from_millis(33));
+    }
+
+    #[test]
+    fn the_ceiling_bounds_it_and_a_fixed_grace_learns_nothing() {
+        let mut g = Grace::new(cfg().floor);
+        for bar in 0..16 {
+            g.stream(bar, 240, &cfg());
+        }
+        assert_eq!(g.grace(&cfg()), Duration::from_millis(250));
+        let fixed = GraceConfig {
+            floor: Duration::from_millis(20),
+            ceiling: Duration::from_millis(20),
+        };
+        assert_eq!(g.grace(&fixed), Duration::from_millis(20));
+    }
+}
