@@ -35,6 +35,7 @@
 
 mod conn;
 mod market;
+mod relay;
 pub(crate) mod session;
 
 use std::{
@@ -44,6 +45,7 @@ use std::{
 };
 
 pub use market::{Market, Prices};
+pub use relay::Relay;
 
 use crate::{
     Bar, Interval, Symbol,
@@ -489,6 +491,10 @@ pub enum SimError {
     /// The accept thread could not be spawned.
     #[error("cannot spawn the accept thread: {0}")]
     Spawn(std::io::Error),
+    /// A [`Relay`] was asked to forward to an address that is not loopback: it only relays
+    /// within the machine. Fatal for that call; pass the simulator's address.
+    #[error("relay target {0} is not a loopback address")]
+    NotLoopback(SocketAddr),
 }
 
 const MAX_PUBLISHED: usize = 100_000;
