@@ -24,6 +24,8 @@ const MAX_WAIT: Duration = Duration::from_millis(20);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A peer that does not take our bytes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one-way delay a relay adds; longer ones are cut to it.
+const MAX_ONE_WAY: Duration = Duration::from_secs(86_400);
 /// Chunks in flight per direction before the reader waits for the writer (backpressure).
 const IN_FLIGHT: usize = 256;
 
@@ -83,7 +85,7 @@ impl RelayShared {
 
 impl Relay {
     /// Listens on a free loopback port and relays every connection to `target`, delaying each
-    /// direction by `one_way`.
+    /// direction by `one_way` (at most a day; a longer delay is cut to a day).
     ///
     /// # Errors
     ///
@@ -94,6 +96,7 @@ impl Relay {
         if !target.ip().is_loopback() {
             return Err(SimError::NotLoopback(target));
         }
+        let one_way = one_way.min(MAX_ONE_WAY);
         let bind = if target.is_ipv4() {
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
         } else {
