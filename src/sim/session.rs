@@ -1358,6 +1358,18 @@ mod tests {
         // Updates within a bar keep their cadence from the first trade.
         let du: Vec<u64> = p.of("s0", "du").iter().map(|s| s.at).collect();
         assert!(du.contains(&1_300) && du.contains(&1_550), "{du:?}");
+        // A load between a boundary and its first trade ends at the bar before.
+        p.run_to(11_020);
+        p.send(&[create("s1", "sym", "1S", 5, "")]);
+        let hist = &p.of("s1", "timescale_update")[0];
+        assert_eq!(*hist.times.last().unwrap(), (T0 / 1000) as i64 + 10);
+        p.run_to(11_050);
+        let opened = p.of("s1", "timescale_update");
+        assert_eq!(opened.len(), 2, "{opened:?}");
+        assert_eq!(
+            (opened[1].at, opened[1].times[0]),
+            (11_050, (T0 / 1000) as i64 + 11)
+        );
     }
 
     #[test]
@@ -1448,6 +1460,21 @@ mod tests {
             .collect();
         assert_eq!(opened, traded);
         assert!(opened.len() < 40, "about one in four: {}", opened.len());
+        // A load while the current bar has no trade ends at the last traded one, long closed.
+        let k = (61..)
+            .find(|k| (0..3).all(|i| !cfg.has_bar(&sym, iv, now_s + k - i)))
+            .unwrap();
+        p.run_to(k as u64 * 1000 + 500);
+        p.send(&[create("s2", "sym", "1S", 5, "")]);
+        let last = *p.of("s2", "timescale_update")[0].times.last().unwrap();
+        assert!(last <= now_s + k - 3);
+        assert_eq!(
+            last,
+            (0..)
+                .map(|i| now_s + k - i)
+                .find(|t| cfg.has_bar(&sym, iv, *t))
+                .unwrap()
+        );
         for d in p.of("s0", "du") {
             assert!(d.times.iter().all(|t| cfg.has_bar(&sym, iv, *t)), "{d:?}");
         }
