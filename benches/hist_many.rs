@@ -11,9 +11,10 @@
 //! what the Python call returns as 5,000 rows). Every answer is checked (bar count; ours also
 //! value by value against the simulator's truth in the first round) outside the timing.
 //!
-//! A second table runs ours over ws through a relay that delays every chunk of bytes by 25 ms
-//! each way (a 50 ms round trip, as to a distant server; loopback has none), at several
-//! in-flight limits: what [`DEFAULT_MAX_IN_FLIGHT`] buys where round trips cost.
+//! A second table runs ours over ws through a relay (`tvdatafeed::sim::Relay`) that delays
+//! every chunk of bytes by 25 ms each way (a 50 ms round trip, as to a distant server; loopback
+//! has none), at several in-flight limits: what [`DEFAULT_MAX_IN_FLIGHT`] buys where round
+//! trips cost.
 //!
 //! `cargo bench --bench hist_many` runs 100 symbols, 5 rounds (3 through the relay); the Python
 //! pattern needs `python3 -m pip install tradingview-datafeed==2.1.1 websocket-client pandas`
@@ -33,17 +34,13 @@
 )]
 
 use std::{
-    io::{Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     process::Command,
-    sync::mpsc,
-    thread,
     time::{Duration, Instant},
 };
 
 use tvdatafeed::{
     Client, ClientConfig, DEFAULT_MAX_IN_FLIGHT, HistRequest,
-    sim::{Sim, SimConfig},
+    sim::{Relay, Sim, SimConfig},
 };
 
 #[allow(clippy::disallowed_methods, reason = "a bench measures wall time")]
@@ -74,65 +71,6 @@ struct Run {
     wall: Duration,
     cpu: Option<Duration>,
     bars: usize,
-}
-
-/// A TCP relay to `target` that delays every chunk of bytes by `one_way` in each direction:
-/// a round trip of twice that, with unlimited bandwidth (the TCP handshake to the relay is not
-/// delayed; TLS and the websocket upgrade are). Returns its address; it serves until exit.
-fn latency_relay(target: SocketAddr, one_way: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
-    let addr = listener.local_addr().expect("relay address");
-    thread::Builder::new()
-        .name("relay-accept".into())
-        .spawn(move || {
-            for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
-                    continue;
-                };
-                pipe(client, s2, one_way);
-                pipe(server, c2, one_way);
-            }
-        })
-        .expect("spawn the relay");
-    addr
-}
-
-/// Copies `from` to `to`, each chunk `one_way` after it was read.
-fn pipe(mut from: TcpStream, mut to: TcpStream, one_way: Duration) {
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-    let reader = move || {
-        let mut buf = vec![0u8; 64 << 10];
-        while let Ok(n @ 1..) = from.read(&mut buf) {
-            if tx.send((now() + one_way, buf[..n].to_vec())).is_err() {
-                break;
-            }
-        }
-    };
-    let writer = move || {
-        for (at, bytes) in rx {
-            #[allow(
-                clippy::disallowed_methods,
-                reason = "the relay is the network's latency"
-            )]
-            thread::sleep(at.saturating_duration_since(now()));
-            if to.write_all(&bytes).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Write);
-    };
-    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        thread::Builder::new()
-            .name(name.into())
-            .spawn(f)
-            .expect("spawn a relay pipe");
-    };
-    spawn("relay-read", Box::new(reader));
-    spawn("relay-write", Box::new(writer));
 }
 
 /// Runs ours once, against `url` (the simulator's, or a relay's in front of it).
@@ -328,10 +266,8 @@ fn main() {
         (Duration::from_millis(1), &[1, DEFAULT_MAX_IN_FLIGHT], 1)
     };
     let sim = Sim::start(SimConfig::default()).expect("sim");
-    let relay = latency_relay(sim.addr(), one_way);
-    let url = sim
-        .url()
-        .replace(&sim.addr().to_string(), &relay.to_string());
+    let relay = Relay::start(sim.addr(), one_way).expect("relay");
+    let url = relay.url_for(&sim);
     println!(
         "\nours over ws through a relay adding {} ms each way ({} ms round trip), median of {rounds} rounds\n",
         one_way.as_millis(),

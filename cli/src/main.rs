@@ -49,7 +49,7 @@ use tvdatafeed::{
         MessageParser, ServerMessage,
         frame::{Frame, FrameDecoder},
     },
-    sim::{Sim, SimConfig},
+    sim::{Relay, Sim, SimConfig},
 };
 
 #[derive(Parser, Debug)]
@@ -214,6 +214,30 @@ enum Command {
         /// Accept any Origin header (by default only https://*.tradingview.com).
         #[arg(long)]
         any_origin: bool,
+        /// Serve each connection's requests one at a time, each taking this many milliseconds
+        /// (a busy server); 0 answers at once. The live stream keeps flowing meanwhile.
+        #[arg(long, default_value_t = 0)]
+        service_ms: u64,
+        /// Send the first trade of every bar (what closes the previous bar for a client) this
+        /// many milliseconds after the bar boundary instead of at it.
+        #[arg(long, default_value_t = 0)]
+        tick_phase_ms: u64,
+        /// Add to --tick-phase-ms a delay in 0..=this many milliseconds, fixed per bar by the
+        /// seed.
+        #[arg(long, default_value_t = 0)]
+        tick_jitter_ms: u64,
+        /// A thin symbol (EXCHANGE:TICKER; repeatable): as on TradingView, an interval without
+        /// trades has no bar, in history or in the stream.
+        #[arg(long = "thin", value_name = "SYMBOL")]
+        thin: Vec<tvdatafeed::Symbol>,
+        /// For --thin symbols: about one bar in N has trades (0 and 1: every bar).
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        thin_one_in: u64,
+        /// Put a loopback relay in front of the simulator that delays each direction by this
+        /// many milliseconds (0 to 60000; 0: no relay), and print the relay's URL instead.
+        #[arg(long, default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        relay_ms: u64,
     },
     /// Decode TradingView websocket messages (one per line) into typed messages.
     Decode {
@@ -307,6 +331,12 @@ fn main() -> ExitCode {
             update_ms,
             heartbeat_secs,
             any_origin,
+            service_ms,
+            tick_phase_ms,
+            tick_jitter_ms,
+            thin,
+            thin_one_in,
+            relay_ms,
         } => {
             // 1..=MAX_HEARTBEAT_SECS (the parser's range), so doubling it cannot overflow.
             let cfg = SimConfig::default()
@@ -316,9 +346,14 @@ fn main() -> ExitCode {
                 .with_update_interval(Duration::from_millis(update_ms.max(1)))
                 .with_heartbeat_interval(Duration::from_secs(heartbeat_secs))
                 .with_heartbeat_timeout(Duration::from_secs(heartbeat_secs * 2))
-                .with_require_origin(!any_origin);
+                .with_require_origin(!any_origin)
+                .with_request_service_time(Duration::from_millis(service_ms))
+                .with_tick_phase(Duration::from_millis(tick_phase_ms))
+                .with_tick_phase_jitter(Duration::from_millis(tick_jitter_ms))
+                .with_thin_symbols(thin.iter().map(|s| s.as_str().to_owned()).collect())
+                .with_thin_trade_one_in(thin_one_in);
             if bind.ip().is_loopback() || allow_remote {
-                sim(cfg, cert_out)
+                sim(cfg, cert_out, Duration::from_millis(relay_ms))
             } else {
                 Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -442,9 +477,15 @@ fn decode(file: Option<PathBuf>, max_frame_len: usize) -> io::Result<()> {
     out.flush()
 }
 
-/// Serves until the process is stopped; prints the URL first so scripts can read it.
-fn sim(cfg: SimConfig, cert_out: Option<PathBuf>) -> io::Result<()> {
+/// Serves until the process is stopped; prints the URL first so scripts can read it (the
+/// relay's, when `relay` is not zero: a relay in front of the simulator adds it each way).
+fn sim(cfg: SimConfig, cert_out: Option<PathBuf>, relay: Duration) -> io::Result<()> {
     let sim = Sim::start(cfg).map_err(io::Error::other)?;
+    let relay = if relay.is_zero() {
+        None
+    } else {
+        Some(Relay::start(sim.addr(), relay).map_err(io::Error::other)?)
+    };
     if let Some(pem) = sim.root_certificate_pem() {
         match &cert_out {
             Some(path) => std::fs::write(path, pem)?,
@@ -452,7 +493,10 @@ fn sim(cfg: SimConfig, cert_out: Option<PathBuf>) -> io::Result<()> {
         }
     }
     let mut out = stdout();
-    writeln!(out, "{}", sim.url())?;
+    let url = relay
+        .as_ref()
+        .map_or_else(|| sim.url(), |r| r.url_for(&sim));
+    writeln!(out, "{url}")?;
     out.flush()?;
     drop(out);
     // Serve until killed: the simulator's threads do the work; this thread only waits.

@@ -346,6 +346,75 @@ fn sim_serves_until_killed_and_prints_its_url_first() {
     assert_eq!(close, market.bar(&sym, "1".parse().unwrap(), time).close);
 }
 
+#[test]
+fn sim_with_server_conditions_serves_thin_bars_late_through_a_relay() {
+    let mut child = bin()
+        .args([
+            "sim",
+            "--seed",
+            "4",
+            "--thin",
+            "nyse:thin",
+            "--thin-one-in",
+            "3",
+            "--service-ms",
+            "100",
+            "--tick-phase-ms",
+            "20",
+            "--tick-jitter-ms",
+            "10",
+            "--relay-ms",
+            "250",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let url = url.trim().to_owned();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    #[expect(clippy::disallowed_methods, reason = "the test measures wall time")]
+    let t = std::time::Instant::now();
+    let o = run(bin().args(["hist", "NYSE:THIN", "1", "--bars", "6", "--url", &url]));
+    let took = t.elapsed();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Through the relay (500 ms a round trip: the upgrade's and the load's, at least) and two
+    // requests served 100 ms each (the resolve, the series).
+    assert!(took >= Duration::from_millis(1_200), "{took:?}");
+    // Only bars with trades, as the market says for a thin symbol one in 3.
+    let (sym, iv): (Symbol, Interval) = ("NYSE:THIN".parse().unwrap(), "1".parse().unwrap());
+    let market = tvdatafeed::sim::Market::new(4);
+    let times: Vec<i64> = stdout(&o)
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 6, "{}", stdout(&o));
+    assert!(times.iter().all(|t| market.has_trades(&sym, iv, *t, 3)));
+    let traded = (times[0]..=times[5])
+        .step_by(60)
+        .filter(|t| market.has_trades(&sym, iv, *t, 3))
+        .count();
+    assert_eq!(traded, 6, "no traded bar left out: {times:?}");
+    assert!(times[5] - times[0] > 5 * 60, "with gaps: {times:?}");
+}
+
+#[test]
+fn sim_refuses_a_thin_symbol_without_an_exchange() {
+    let o = run_bounded(
+        bin().args(["sim", "--thin", "THIN"]),
+        Duration::from_secs(20),
+    );
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty(), "it started: {}", stdout(&o));
+    assert!(stderr(&o).contains("--thin"), "{}", stderr(&o));
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
 

@@ -233,6 +233,8 @@ fn serve(
         }
         let now_ms = clock::unix_ms();
         session.tick(cfg, shared, now_ms);
+        // With a service time, series come and go as queued requests are served.
+        series.set(session.series_count());
         let holding = stalled_forever || hold_until.is_some_and(|h| now < h);
         if !holding {
             hold_until = None;

@@ -97,6 +97,28 @@ impl Market {
         self.prices(symbol, interval).bar(t)
     }
 
+    /// Whether the bar of `symbol` at `interval` opening at `t` has trades when about one bar
+    /// in `one_in` does (a thin market, [`SimConfig::thin_symbols`](super::SimConfig)): a
+    /// pure function of the seed, the symbol, the interval and `t`. `one_in` 0 or 1 means
+    /// every bar trades.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tvdatafeed::sim::Market;
+    ///
+    /// let m = Market::new(7);
+    /// let (sym, one) = ("NYSE:THIN".parse()?, "1".parse()?);
+    /// let t0 = 1_751_833_020;
+    /// let traded = (0..400).filter(|i| m.has_trades(&sym, one, t0 + 60 * i, 4)).count();
+    /// assert!((60..140).contains(&traded)); // about one in 4
+    /// assert!(m.has_trades(&sym, one, t0, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn has_trades(&self, symbol: &Symbol, interval: Interval, t: i64, one_in: u64) -> bool {
+        self.prices(symbol, interval).has_trades(t, one_in)
+    }
+
     /// The values of the bar opening at `t` while it forms, `fraction` (0..=1) of the way
     /// through: the close moves from the open towards the final close, high and low stay within
     /// the final ones, the volume grows. At `fraction >= 1` this is [`Market::bar`].
@@ -135,6 +157,15 @@ impl Prices {
             high: bar.high.max(close),
             ..*bar
         }
+    }
+
+    /// Whether the bar opening at `t` has trades when about one bar in `one_in` does; see
+    /// [`Market::has_trades`].
+    pub fn has_trades(&self, t: i64, one_in: u64) -> bool {
+        // A hash of its own (rotated time, salted key): independent of the bar's prices.
+        one_in <= 1
+            || splitmix(self.key ^ 0x7468_696e_5f74_7264 ^ (t as u64).rotate_left(41))
+                .is_multiple_of(one_in)
     }
 
     /// The final values of the bar opening at `t`.

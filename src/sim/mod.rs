@@ -35,6 +35,7 @@
 
 mod conn;
 mod market;
+mod relay;
 pub(crate) mod session;
 
 use std::{
@@ -44,6 +45,7 @@ use std::{
 };
 
 pub use market::{Market, Prices};
+pub use relay::Relay;
 
 use crate::{
     Bar, Interval, Symbol,
@@ -111,6 +113,33 @@ pub struct SimConfig {
     /// it, and history and [`Sim::expected_bar`] return them from then on. Which bars are
     /// revised is a pure function of the bar and the seed. Default 0 (never).
     pub revise_every: u64,
+    /// Serve the requests of a connection one at a time, each taking this long, as a busy
+    /// real server does: a request that asks something (`resolve_symbol`, `create_series`,
+    /// `modify_series`, `remove_series`, `request_more_data`, `quote_add_symbols`) is answered
+    /// no sooner than this after the previous one's answer or after its own arrival, whichever
+    /// is later, in arrival order. Other messages keep their place in the queue but take no
+    /// time; heartbeat echoes are read at once, and the live stream keeps flowing meanwhile.
+    /// Default zero (every request answered on arrival).
+    pub request_service_time: Duration,
+    /// How long after a bar boundary the stream's first trade comes: the `du` showing the new
+    /// bar, which is what closes the previous bar for a client, is sent this long after the
+    /// boundary (plus [`SimConfig::tick_phase_jitter`]) instead of at it. Nothing is sent for
+    /// the series in between, and history loaded in between still ends at the previous bar.
+    /// Capped just below the bar's length. Default zero (at the boundary).
+    pub tick_phase: Duration,
+    /// A delay added to [`SimConfig::tick_phase`], uniform in `0..=jitter` (whole
+    /// milliseconds), a pure function of the seed and the bar's open time. Default zero.
+    pub tick_phase_jitter: Duration,
+    /// Symbols (`EXCH:TICKER`) of a thin market: as on TradingView, an interval without trades
+    /// has no bar. About one bar in [`SimConfig::thin_trade_one_in`] has trades
+    /// ([`SimConfig::has_bar`]); history, paging and ranges hold only those, a load's last bar
+    /// is the last traded one even when it closed long ago, and the stream shows a new bar only
+    /// when a traded one opens. Unlike [`SimConfig::quiet_symbols`], which have every bar but
+    /// no live update. Default empty.
+    pub thin_symbols: Vec<String>,
+    /// For [`SimConfig::thin_symbols`]: about one bar in n has trades (0 and 1: every bar).
+    /// Default 4.
+    pub thin_trade_one_in: u64,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -123,6 +152,11 @@ impl std::fmt::Debug for SimConfig {
             .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("update_interval", &self.update_interval)
             .field("max_bars_per_request", &self.max_bars_per_request)
+            .field("request_service_time", &self.request_service_time)
+            .field("tick_phase", &self.tick_phase)
+            .field("tick_phase_jitter", &self.tick_phase_jitter)
+            .field("thin_symbols", &self.thin_symbols)
+            .field("thin_trade_one_in", &self.thin_trade_one_in)
             .field(
                 "valid_tokens",
                 &format_args!("<{} redacted>", self.valid_tokens.len()),
@@ -154,6 +188,11 @@ impl Default for SimConfig {
             unknown_symbols: Vec::new(),
             record_send_times: 0,
             revise_every: 0,
+            request_service_time: Duration::ZERO,
+            tick_phase: Duration::ZERO,
+            tick_phase_jitter: Duration::ZERO,
+            thin_symbols: Vec::new(),
+            thin_trade_one_in: 4,
         }
     }
 }
@@ -211,6 +250,68 @@ impl SimConfig {
         with_record_send_times: record_send_times: usize,
         /// Sets [`SimConfig::revise_every`].
         with_revise_every: revise_every: u64,
+        /// Sets [`SimConfig::request_service_time`].
+        with_request_service_time: request_service_time: Duration,
+        /// Sets [`SimConfig::tick_phase`].
+        with_tick_phase: tick_phase: Duration,
+        /// Sets [`SimConfig::tick_phase_jitter`].
+        with_tick_phase_jitter: tick_phase_jitter: Duration,
+        /// Sets [`SimConfig::thin_symbols`].
+        with_thin_symbols: thin_symbols: Vec<String>,
+        /// Sets [`SimConfig::thin_trade_one_in`].
+        with_thin_trade_one_in: thin_trade_one_in: u64,
+    }
+
+    /// Whether `symbol` is one of [`SimConfig::thin_symbols`].
+    pub fn is_thin(&self, symbol: &Symbol) -> bool {
+        self.thin_symbols.iter().any(|t| t == symbol.as_str())
+    }
+
+    /// Whether the bar of `symbol` at `interval` containing `t` exists: always, except for a
+    /// [thin](SimConfig::thin_symbols) symbol's bars without trades.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tvdatafeed::sim::SimConfig;
+    ///
+    /// let cfg = SimConfig::default().with_thin_symbols(vec!["NYSE:THIN".into()]);
+    /// let (thin, busy, one) = ("NYSE:THIN".parse()?, "NYSE:IBM".parse()?, "1".parse()?);
+    /// let t0 = 1_751_833_020;
+    /// assert!((0..100).all(|i| cfg.has_bar(&busy, one, t0 + 60 * i)));
+    /// assert!((0..100).any(|i| !cfg.has_bar(&thin, one, t0 + 60 * i)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn has_bar(&self, symbol: &Symbol, interval: Interval, t: i64) -> bool {
+        !self.is_thin(symbol)
+            || Market::new(self.seed).has_trades(
+                symbol,
+                interval,
+                interval.bar_open(t),
+                self.thin_trade_one_in,
+            )
+    }
+
+    /// How long after its open the bar of `interval` opening at `open` sees its first trade
+    /// on the stream: [`SimConfig::tick_phase`] plus this bar's share of
+    /// [`SimConfig::tick_phase_jitter`], capped 1 ms below the bar's length. Zero by default.
+    pub fn first_trade_delay(&self, interval: Interval, open: i64) -> Duration {
+        use std::hash::{Hash, Hasher};
+        if self.tick_phase.is_zero() && self.tick_phase_jitter.is_zero() {
+            return Duration::ZERO;
+        }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let jitter = ms(self.tick_phase_jitter);
+        let extra = if jitter == 0 {
+            0
+        } else {
+            // SipHash with fixed keys: the same answer in every run and on every connection.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (self.seed, open, "tick_phase").hash(&mut h);
+            h.finish() % jitter.saturating_add(1)
+        };
+        let len_ms = (interval.next_bar_open(open) - open).max(1) as u64 * 1000;
+        Duration::from_millis(ms(self.tick_phase).saturating_add(extra).min(len_ms - 1))
     }
 
     /// Whether `symbol` exists on this server.
@@ -390,6 +491,10 @@ pub enum SimError {
     /// The accept thread could not be spawned.
     #[error("cannot spawn the accept thread: {0}")]
     Spawn(std::io::Error),
+    /// A [`Relay`] was asked to forward to an address that is not loopback: it only relays
+    /// within the machine. Fatal for that call; pass the simulator's address.
+    #[error("relay target {0} is not a loopback address")]
+    NotLoopback(SocketAddr),
 }
 
 const MAX_PUBLISHED: usize = 100_000;
@@ -608,11 +713,31 @@ impl Sim {
     }
 
     /// The final values of a bar, as history and the live close publish them (revised when
-    /// the simulator revised it, see [`SimConfig::revise_every`]).
+    /// the simulator revised it, see [`SimConfig::revise_every`]). A
+    /// [thin](SimConfig::thin_symbols) symbol's bar without trades does not exist: check
+    /// [`Sim::has_bar`] first, or use [`Sim::expected_bar_opt`].
     pub fn expected_bar(&self, symbol: &Symbol, interval: Interval, open_time: i64) -> Bar {
         self.shared
             .revised(symbol.as_str(), interval, open_time)
             .unwrap_or_else(|| self.market().bar(symbol, interval, open_time))
+    }
+
+    /// Whether the bar of `symbol` at `interval` containing `t` exists (see
+    /// [`SimConfig::has_bar`]): false only for a thin symbol's bar without trades.
+    pub fn has_bar(&self, symbol: &Symbol, interval: Interval, t: i64) -> bool {
+        self.cfg.has_bar(symbol, interval, t)
+    }
+
+    /// [`Sim::expected_bar`] for a bar that exists, `None` for a thin symbol's bar without
+    /// trades.
+    pub fn expected_bar_opt(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        open_time: i64,
+    ) -> Option<Bar> {
+        self.has_bar(symbol, interval, open_time)
+            .then(|| self.expected_bar(symbol, interval, open_time))
     }
 
     /// How many bars the simulator revised so far.

@@ -1,7 +1,7 @@
 //! The simulator's per-connection protocol logic, without sockets: client messages and time
 //! in, websocket messages out. The connection thread (`conn.rs`) drives it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::{Market, Prices, Shared, SimConfig};
 use crate::{
@@ -46,6 +46,11 @@ struct Series {
     live: bool,
     /// The `skip_bars` fault: silent until this bar opens, then a jump to it.
     paused_until: Option<i64>,
+    /// A thin symbol: about one bar in this many has trades (and exists).
+    thin: Option<u64>,
+    /// When the stream next shows a new bar (ms): the next bar with trades opens and its first
+    /// trade comes ([`SimConfig::tick_phase`]); `u64::MAX` when none is in sight.
+    next_live_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +91,13 @@ pub(crate) struct ServerSession {
     /// With [`SimConfig::record_send_times`]: which entries of `out` are live messages, and
     /// what they carry (index in `out`, ascending).
     live_tags: Vec<(usize, LiveTag)>,
+    /// With [`SimConfig::request_service_time`]: client requests not served yet, with their
+    /// arrival (ms), in arrival order.
+    queue: VecDeque<(u64, ClientRequest)>,
+    /// When the last request that asks something was answered (ms).
+    last_answer_ms: Option<u64>,
+    /// [`SimConfig::request_service_time`], kept for [`ServerSession::next_deadline`].
+    service_time: std::time::Duration,
 }
 
 /// What one live message carries, for [`super::LiveSend`].
@@ -125,6 +137,57 @@ fn after(now_ms: u64, period: std::time::Duration) -> u64 {
 /// Most bars one tick opens and closes for a series that fell behind; past it the stream
 /// jumps to the current bar (after hours without a tick, history has the rest).
 const MAX_CATCH_UP: u32 = 1_000;
+
+/// Most bars a thin symbol's scan for bars with trades looks at, back or forward: past it the
+/// symbol has no bar (a `thin_trade_one_in` absurdly large is a market that never trades).
+const THIN_SCAN_MAX: u64 = 1 << 22;
+
+/// The instant (ms) bar time `t` starts.
+fn open_ms(t: i64) -> u64 {
+    u64::try_from(t).unwrap_or(0).saturating_mul(1000)
+}
+
+/// How long after its open the bar opening at `open` sees its first trade (ms).
+fn delay_ms(cfg: &SimConfig, interval: Interval, open: i64) -> u64 {
+    u64::try_from(cfg.first_trade_delay(interval, open).as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The open of the latest bar whose first trade has come at `now_ms`: the bar containing
+/// `now_ms`, or the one before it during [`SimConfig::tick_phase`].
+fn phased_open(cfg: &SimConfig, interval: Interval, now_ms: u64) -> i64 {
+    let t = interval.bar_open((now_ms / 1000) as i64);
+    if now_ms < open_ms(t).saturating_add(delay_ms(cfg, interval, t)) {
+        Market::previous_open(interval, t)
+    } else {
+        t
+    }
+}
+
+/// Whether bar `t` exists: always, or for a thin symbol (`Some(one_in)`) when it has trades.
+fn exists(prices: &Prices, thin: Option<u64>, t: i64) -> bool {
+    thin.is_none_or(|one_in| prices.has_trades(t, one_in))
+}
+
+/// When the stream shows the bar after `forming` (ms): the next bar that exists opens and its
+/// first trade comes; `u64::MAX` when a thin symbol has none in sight.
+fn next_live_ms(
+    cfg: &SimConfig,
+    interval: Interval,
+    prices: &Prices,
+    thin: Option<u64>,
+    forming: i64,
+) -> u64 {
+    let mut t = interval.next_bar_open(forming);
+    let mut scanned = 0;
+    while !exists(prices, thin, t) {
+        scanned += 1;
+        if scanned > THIN_SCAN_MAX {
+            return u64::MAX;
+        }
+        t = interval.next_bar_open(t);
+    }
+    open_ms(t).saturating_add(delay_ms(cfg, interval, t))
+}
 
 fn stamp(now_ms: u64) -> Stamp {
     Stamp { ms: now_ms }
@@ -176,6 +239,9 @@ impl ServerSession {
             du_count: 0,
             du_pending: 0,
             live_tags: Vec::new(),
+            queue: VecDeque::new(),
+            last_answer_ms: None,
+            service_time: cfg.request_service_time,
         };
         let mut w = ServerWriter::new();
         w.hello(
@@ -226,6 +292,9 @@ impl ServerSession {
                     }
                 }
                 Ok(Frame::Json(payload)) => match parse_client(payload) {
+                    Ok(req) if !self.service_time.is_zero() => {
+                        self.queue.push_back((now_ms, req));
+                    }
                     Ok(req) => self.handle_request(cfg, shared, now_ms, req),
                     Err(_) => return self.protocol_error("wrong data"),
                 },
@@ -234,6 +303,36 @@ impl ServerSession {
             if self.close.is_some() {
                 return;
             }
+        }
+        self.serve_queue(cfg, shared, now_ms);
+    }
+
+    /// When the request at the head of the queue is due to be answered (ms), if it asks
+    /// something; `None` when the queue is empty or its head takes no time.
+    fn queue_due(&self) -> Option<u64> {
+        let (arrival, req) = self.queue.front()?;
+        asks(req).then(|| {
+            after(
+                (*arrival).max(self.last_answer_ms.unwrap_or(0)),
+                self.service_time,
+            )
+        })
+    }
+
+    /// Serves the queued requests that are due at `now_ms`, in order: one that asks something
+    /// when its service time has passed, the others as soon as they reach the head.
+    fn serve_queue(&mut self, cfg: &SimConfig, shared: &Shared, now_ms: u64) {
+        while self.close.is_none() && !self.queue.is_empty() {
+            if let Some(due) = self.queue_due() {
+                if now_ms < due {
+                    return;
+                }
+                self.last_answer_ms = Some(now_ms);
+            }
+            let Some((_, req)) = self.queue.pop_front() else {
+                return;
+            };
+            self.handle_request(cfg, shared, now_ms, req);
         }
     }
 
@@ -466,6 +565,38 @@ impl ServerSession {
         t
     }
 
+    /// Open times of up to `n` bars that exist, ending at (and including, if it exists)
+    /// `last`, oldest first: every bar, or only a thin symbol's bars with trades.
+    fn bars_back(
+        interval: Interval,
+        prices: &Prices,
+        thin: Option<u64>,
+        last: i64,
+        n: usize,
+    ) -> Vec<i64> {
+        let Some(one_in) = thin else {
+            return Self::times_back(interval, last, n);
+        };
+        let budget = (n as u64)
+            .saturating_mul(one_in.max(1))
+            .saturating_mul(4)
+            .saturating_add(256)
+            .min(THIN_SCAN_MAX);
+        let mut times = Vec::with_capacity(n);
+        let mut cur = last;
+        for _ in 0..budget {
+            if times.len() == n {
+                break;
+            }
+            if prices.has_trades(cur, one_in) {
+                times.push(cur);
+            }
+            cur = Market::previous_open(interval, cur);
+        }
+        times.reverse();
+        times
+    }
+
     fn fraction(interval: Interval, open: i64, now_ms: u64) -> f64 {
         let close = interval.next_bar_open(open);
         let len_ms = ((close - open) * 1000) as f64;
@@ -573,8 +704,21 @@ impl ServerSession {
             };
             w.symbol_resolved(cs, symbol_id, &info, stamp(now_ms));
         }
-        let forming = interval.bar_open((now_ms / 1000) as i64);
-        let window = Self::times_back(interval, forming, self.depth);
+        let prices = self.market.prices(&sym, interval);
+        let thin = cfg.is_thin(&sym).then_some(cfg.thin_trade_one_in);
+        // The last bar whose first trade has come (and, for a thin symbol, that has trades, even
+        // if it closed long ago): what the client sees forming.
+        let window = Self::bars_back(
+            interval,
+            &prices,
+            thin,
+            phased_open(cfg, interval, now_ms),
+            self.depth,
+        );
+        let forming = window
+            .last()
+            .copied()
+            .unwrap_or_else(|| phased_open(cfg, interval, now_ms));
         let times: Vec<i64> = match parse_range(range) {
             Some((from, to)) => window
                 .into_iter()
@@ -589,7 +733,6 @@ impl ServerSession {
             }
         };
         let k = times.len() as i64;
-        let prices = self.market.prices(&sym, interval);
         let mut payload = Vec::with_capacity(times.len());
         for (i, t) in times.iter().enumerate() {
             payload.push((
@@ -615,7 +758,9 @@ impl ServerSession {
         self.charts.entry(cs.to_owned()).or_default().series.insert(
             series.to_owned(),
             Series {
-                prices: self.market.prices(&sym, interval),
+                next_live_ms: next_live_ms(cfg, interval, &prices, thin, forming),
+                prices,
+                thin,
                 symbol: sym,
                 interval,
                 turnaround: turnaround.to_owned(),
@@ -656,17 +801,25 @@ impl ServerSession {
         let n = (count as usize).min(cfg.max_bars_per_request).min(left);
         let mut page = Vec::with_capacity(n);
         if n > 0 {
-            let times =
-                Self::times_back(s.interval, Market::previous_open(s.interval, s.oldest), n);
+            let times = Self::bars_back(
+                s.interval,
+                &s.prices,
+                s.thin,
+                Market::previous_open(s.interval, s.oldest),
+                n,
+            );
             for (i, t) in times.iter().enumerate() {
                 let bar = shared
                     .revised(s.symbol.as_str(), s.interval, *t)
                     .unwrap_or_else(|| s.prices.bar(*t));
                 page.push((i as i64, bar));
             }
-            s.oldest = times[0];
-            s.sent += n;
+            if let Some(first) = times.first() {
+                s.oldest = *first;
+            }
+            s.sent += times.len();
         }
+        let n = page.len();
         let (turnaround, close) = (s.turnaround.clone(), s.interval.next_bar_open(s.forming));
         w.timescale_update(
             cs,
@@ -739,13 +892,18 @@ impl ServerSession {
         }
         for c in self.charts.values() {
             for s in c.series.values().filter(|s| s.live) {
-                d = d
-                    .min(s.next_du_ms)
-                    .min(s.interval.next_bar_open(s.forming) as u64 * 1000);
+                // No trade after the forming bar's end: its updates stop there.
+                if s.next_du_ms < open_ms(s.interval.next_bar_open(s.forming)) {
+                    d = d.min(s.next_du_ms);
+                }
+                d = d.min(s.next_live_ms);
             }
         }
         for q in self.quotes.values().filter(|q| !q.symbols.is_empty()) {
             d = d.min(q.next_ms);
+        }
+        if let Some(due) = self.queue_due() {
+            d = d.min(due);
         }
         d
     }
@@ -773,12 +931,27 @@ impl ServerSession {
             }
             self.next_heartbeat_ms = after(now_ms, cfg.heartbeat_interval);
         }
+        self.serve_queue(cfg, shared, now_ms);
+        if self.close.is_some() {
+            return;
+        }
         let update_ms = cfg.update_interval.as_millis() as u64;
         let now_s = (now_ms / 1000) as i64;
         let mut w = ServerWriter::new();
         for (cs, chart) in &mut self.charts {
             for (key, s) in chart.series.iter_mut().filter(|(_, s)| s.live) {
-                let current = s.interval.bar_open(now_s);
+                // A new bar shows when the next one that exists opens and its first trade comes
+                // (`next_live_ms`); until then there is nothing to close.
+                let moving = now_ms >= s.next_live_ms || s.paused_until.is_some();
+                let mut current = if moving {
+                    phased_open(cfg, s.interval, now_ms)
+                } else {
+                    s.forming
+                };
+                // A thin symbol's latest bar is its latest with trades.
+                while current > s.forming && !exists(&s.prices, s.thin, current) {
+                    current = Market::previous_open(s.interval, current);
+                }
                 // The `skip_bars` fault: this series says nothing for that many bars, then
                 // jumps to the current one, as an overloaded server that lost them would.
                 if current > s.forming && s.paused_until.is_none() && self.skip_bars > 0 {
@@ -817,7 +990,12 @@ impl ServerSession {
                     let next = if catch_up == MAX_CATCH_UP || jump_pending {
                         jump
                     } else {
-                        close_time
+                        // The next bar that exists (a thin symbol's next with trades).
+                        let mut t = close_time;
+                        while t < current && !exists(&s.prices, s.thin, t) {
+                            t = s.interval.next_bar_open(t);
+                        }
+                        t
                     };
                     jump_pending = false;
                     // Bars jumped over: their opens and closes are lost, but a correction of one
@@ -825,6 +1003,10 @@ impl ServerSession {
                     let mut skipped = Vec::new();
                     while s.interval.next_bar_open(s.forming) < next {
                         s.forming = s.interval.next_bar_open(s.forming);
+                        // A thin symbol's bars without trades have no index.
+                        if !exists(&s.prices, s.thin, s.forming) {
+                            continue;
+                        }
                         s.index += 1;
                         if revises(cfg, &s.symbol, s.interval, s.forming) {
                             skipped.push((s.index, s.forming));
@@ -871,7 +1053,15 @@ impl ServerSession {
                         self.du_pending += 1;
                     }
                 }
-                if now_ms >= s.next_du_ms {
+                if moving {
+                    s.next_live_ms = next_live_ms(cfg, s.interval, &s.prices, s.thin, s.forming);
+                }
+                let bar_end_ms = open_ms(s.interval.next_bar_open(s.forming));
+                if now_ms >= s.next_du_ms && now_ms >= bar_end_ms {
+                    // No trade after the forming bar's end (the tick phase, or a thin symbol's
+                    // old bar): no update until the next bar shows.
+                    s.next_du_ms = bar_end_ms;
+                } else if now_ms >= s.next_du_ms {
                     let bar = s
                         .prices
                         .forming(s.forming, Self::fraction(s.interval, s.forming, now_ms));
@@ -937,6 +1127,20 @@ fn revises(cfg: &SimConfig, symbol: &Symbol, interval: Interval, t: i64) -> bool
     h.finish().is_multiple_of(cfg.revise_every)
 }
 
+/// Whether a client request asks something of the server, and so takes
+/// [`SimConfig::request_service_time`] to answer.
+fn asks(req: &ClientRequest) -> bool {
+    matches!(
+        req,
+        ClientRequest::ResolveSymbol { .. }
+            | ClientRequest::CreateSeries { .. }
+            | ClientRequest::ModifySeries { .. }
+            | ClientRequest::RemoveSeries { .. }
+            | ClientRequest::RequestMoreData { .. }
+            | ClientRequest::QuoteAddSymbols { .. }
+    )
+}
+
 /// The symbol a quote session names: `EXCH:TICKER` or an `={…}` spec (`qsd` echoes the name).
 fn quote_symbol(name: &str) -> Option<Symbol> {
     spec_symbol(name)?.0.parse().ok()
@@ -946,4 +1150,342 @@ fn quote_symbol(name: &str) -> Option<Symbol> {
 fn parse_range(range: &str) -> Option<(i64, i64)> {
     let (from, to) = range.strip_prefix("r,")?.split_once(':')?;
     Some((from.trim().parse().ok()?, to.trim().parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The server conditions of [`SimConfig`], driven in memory on a virtual clock, as
+    //! `live/dst.rs` drives the session.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::protocol::{MessageParser, ServerMessage, frame::encode_frame};
+
+    /// 2025-07-06 20:16:40 UTC, on a whole second.
+    const T0: u64 = 1_751_833_000_000;
+
+    /// One server message as the client saw it: when, what, which series, which bar times.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        at: u64,
+        method: &'static str,
+        series: String,
+        times: Vec<i64>,
+    }
+
+    struct Pair {
+        cfg: SimConfig,
+        shared: Shared,
+        server: ServerSession,
+        now: u64,
+        seen: Vec<Seen>,
+        parser: MessageParser,
+    }
+
+    impl Pair {
+        fn new(cfg: SimConfig) -> Self {
+            // No heartbeat in the way: nobody echoes them here.
+            let cfg = cfg.with_heartbeat_interval(Duration::from_secs(86_400));
+            let server = ServerSession::new(&cfg, T0, 1);
+            let mut p = Self {
+                cfg,
+                shared: Shared::default(),
+                server,
+                now: T0,
+                seen: Vec::new(),
+                parser: MessageParser::new(),
+            };
+            p.collect();
+            p
+        }
+
+        /// Sends JSON payloads as one websocket message.
+        fn send(&mut self, payloads: &[String]) {
+            let mut msg = Vec::new();
+            for p in payloads {
+                encode_frame(p.as_bytes(), &mut msg);
+            }
+            self.server
+                .handle_text(&self.cfg, &self.shared, self.now, &mut msg);
+            self.collect();
+        }
+
+        /// Runs the server to `end` (ms since `T0`), deadline by deadline.
+        fn run_to(&mut self, end: u64) {
+            let end = T0 + end;
+            loop {
+                self.server.tick(&self.cfg, &self.shared, self.now);
+                self.collect();
+                assert!(self.server.close.is_none(), "{:?}", self.server.close);
+                if self.now >= end {
+                    return;
+                }
+                self.now = self.server.next_deadline().max(self.now + 1).min(end);
+            }
+        }
+
+        fn collect(&mut self) {
+            for mut m in std::mem::take(&mut self.server.out) {
+                for f in crate::protocol::frame::FrameDecoder::new().frames(&mut m) {
+                    let Ok(crate::protocol::frame::Frame::Json(payload)) = f else {
+                        continue;
+                    };
+                    let seen = match self.parser.parse(payload).expect("a valid message") {
+                        ServerMessage::TimescaleUpdate { data, .. } => data
+                            .iter()
+                            .map(|u| ("timescale_update", u.key, u.bars))
+                            .collect::<Vec<_>>(),
+                        ServerMessage::DataUpdate { data, .. } => {
+                            data.iter().map(|u| ("du", u.key, u.bars)).collect()
+                        }
+                        ServerMessage::SeriesCompleted { series, .. } => {
+                            vec![("series_completed", series, &[][..])]
+                        }
+                        _ => Vec::new(),
+                    };
+                    for (method, series, bars) in seen {
+                        self.seen.push(Seen {
+                            at: self.now - T0,
+                            method,
+                            series: series.to_owned(),
+                            times: bars.iter().map(|b| b.bar.time).collect(),
+                        });
+                    }
+                }
+            }
+            self.server.sent(&self.cfg, self.now);
+        }
+
+        fn of(&self, series: &str, method: &str) -> Vec<Seen> {
+            self.seen
+                .iter()
+                .filter(|s| s.series == series && s.method == method)
+                .cloned()
+                .collect()
+        }
+    }
+
+    fn chart() -> String {
+        r#"{"m":"chart_create_session","p":["cs_test",""]}"#.to_owned()
+    }
+
+    fn resolve(id: &str, symbol: &str) -> String {
+        format!(r#"{{"m":"resolve_symbol","p":["cs_test","{id}","={{\"symbol\":\"{symbol}\"}}"]}}"#)
+    }
+
+    fn create(series: &str, symbol_id: &str, interval: &str, bars: u64, range: &str) -> String {
+        format!(
+            r#"{{"m":"create_series","p":["cs_test","{series}","{series}","{symbol_id}","{interval}",{bars},"{range}"]}}"#
+        )
+    }
+
+    #[test]
+    fn requests_are_served_one_at_a_time_while_the_stream_flows() {
+        let mut p = Pair::new(
+            SimConfig::default()
+                .with_request_service_time(Duration::from_millis(900))
+                .with_update_interval(Duration::from_millis(250)),
+        );
+        p.send(&[
+            chart(),
+            resolve("sym", "BINANCE:BTCUSDT"),
+            create("s0", "sym", "1S", 10, ""),
+        ]);
+        // The resolve takes 900 ms, then the series 900 more.
+        assert!(p.seen.is_empty());
+        p.run_to(1_799);
+        assert!(p.seen.is_empty(), "{:?}", p.seen);
+        p.run_to(2_000);
+        let loads = p.of("s0", "series_completed");
+        assert_eq!(loads.len(), 1);
+        assert_eq!(loads[0].at, 1_800);
+        // Three requests at once: answered 900, 1800 and 2700 ms later, in order.
+        p.send(&[
+            create("s1", "sym", "1S", 10, ""),
+            create("s2", "sym", "5S", 10, ""),
+            create("s3", "sym", "1", 10, ""),
+        ]);
+        p.run_to(5_000);
+        for (series, at) in [("s1", 2_900), ("s2", 3_800), ("s3", 4_700)] {
+            let done = p.of(series, "series_completed");
+            assert_eq!(done.len(), 1, "{series}");
+            assert_eq!(done[0].at, at, "{series}");
+            let first = p.seen.iter().find(|s| s.series == series).unwrap();
+            assert_eq!(first.at, at, "nothing of {series} before its answer");
+        }
+        // Meanwhile s0 streamed at its cadence: an update every 250 ms, never a gap of a
+        // service time.
+        let du: Vec<u64> = p
+            .of("s0", "du")
+            .iter()
+            .map(|s| s.at)
+            .filter(|at| (2_000..=4_700).contains(at))
+            .collect();
+        assert!(du.len() >= 10, "{du:?}");
+        assert!(du.windows(2).all(|w| w[1] - w[0] <= 250), "{du:?}");
+    }
+
+    #[test]
+    fn the_first_trade_of_a_bar_comes_a_tick_phase_after_its_boundary() {
+        let mut p = Pair::new(
+            SimConfig::default()
+                .with_tick_phase(Duration::from_millis(50))
+                .with_update_interval(Duration::from_millis(250)),
+        );
+        p.send(&[
+            chart(),
+            resolve("sym", "BINANCE:BTCUSDT"),
+            create("s0", "sym", "1S", 10, ""),
+        ]);
+        p.run_to(10_000);
+        let new_bars = p.of("s0", "timescale_update");
+        // History first, then one new bar a second.
+        assert_eq!(new_bars[0].times.len(), 10);
+        let new_bars = &new_bars[1..];
+        assert_eq!(new_bars.len(), 10, "{new_bars:?}");
+        for nb in new_bars {
+            let boundary = nb.times[0] as u64 * 1000 - T0;
+            assert_eq!(nb.at, boundary + 50, "{nb:?}");
+            // Nothing in between: the old bar's last update came before its end.
+            assert!(
+                !p.of("s0", "du")
+                    .iter()
+                    .any(|d| (boundary..boundary + 50).contains(&d.at)),
+                "an update inside the phase of {boundary}"
+            );
+        }
+        // Updates within a bar keep their cadence from the first trade.
+        let du: Vec<u64> = p.of("s0", "du").iter().map(|s| s.at).collect();
+        assert!(du.contains(&1_300) && du.contains(&1_550), "{du:?}");
+        // A load between a boundary and its first trade ends at the bar before.
+        p.run_to(11_020);
+        p.send(&[create("s1", "sym", "1S", 5, "")]);
+        let hist = &p.of("s1", "timescale_update")[0];
+        assert_eq!(*hist.times.last().unwrap(), (T0 / 1000) as i64 + 10);
+        p.run_to(11_050);
+        let opened = p.of("s1", "timescale_update");
+        assert_eq!(opened.len(), 2, "{opened:?}");
+        assert_eq!(
+            (opened[1].at, opened[1].times[0]),
+            (11_050, (T0 / 1000) as i64 + 11)
+        );
+    }
+
+    #[test]
+    fn a_jittered_phase_stays_in_its_window_and_varies() {
+        let cfg = SimConfig::default()
+            .with_tick_phase(Duration::from_millis(50))
+            .with_tick_phase_jitter(Duration::from_millis(100));
+        let mut p = Pair::new(cfg.clone());
+        p.send(&[
+            chart(),
+            resolve("sym", "BINANCE:BTCUSDT"),
+            create("s0", "sym", "1S", 10, ""),
+        ]);
+        p.run_to(20_000);
+        let mut delays = Vec::new();
+        for nb in &p.of("s0", "timescale_update")[1..] {
+            let boundary = nb.times[0] as u64 * 1000 - T0;
+            let delay = nb.at - boundary;
+            assert!((50..=150).contains(&delay), "{nb:?}");
+            let interval: Interval = "1S".parse().unwrap();
+            assert_eq!(
+                Duration::from_millis(delay),
+                cfg.first_trade_delay(interval, nb.times[0])
+            );
+            delays.push(delay);
+        }
+        delays.sort_unstable();
+        delays.dedup();
+        assert!(delays.len() > 5, "{delays:?}");
+    }
+
+    #[test]
+    fn a_thin_symbol_has_bars_only_where_it_traded() {
+        let cfg = SimConfig::default()
+            .with_thin_symbols(vec!["NYSE:THIN".into()])
+            .with_thin_trade_one_in(4);
+        let (sym, iv): (Symbol, Interval) = ("NYSE:THIN".parse().unwrap(), "1S".parse().unwrap());
+        let mut p = Pair::new(cfg.clone());
+        let now_s = (T0 / 1000) as i64;
+        // History: 30 bars, each traded, and none traded left out between them.
+        p.send(&[
+            chart(),
+            resolve("sym", "NYSE:THIN"),
+            create("s0", "sym", "1S", 30, ""),
+        ]);
+        let hist = p.of("s0", "timescale_update")[0].times.clone();
+        assert_eq!(hist.len(), 30);
+        let last_traded = (0..)
+            .map(|i| now_s - i)
+            .find(|t| cfg.has_bar(&sym, iv, *t))
+            .unwrap();
+        assert_eq!(
+            *hist.last().unwrap(),
+            last_traded,
+            "the load ends at the last traded bar"
+        );
+        let traded: Vec<i64> = (hist[0]..=now_s)
+            .filter(|t| cfg.has_bar(&sym, iv, *t))
+            .collect();
+        assert_eq!(hist, traded);
+        assert!(
+            hist.windows(2).any(|w| w[1] - w[0] > 1),
+            "there are gaps: {hist:?}"
+        );
+        // Paging goes on from there, over traded bars only.
+        p.send(&[r#"{"m":"request_more_data","p":["cs_test","s0",20]}"#.to_owned()]);
+        let page = p.of("s0", "timescale_update")[1].times.clone();
+        assert_eq!(page.len(), 20);
+        let traded: Vec<i64> = (page[0]..hist[0])
+            .filter(|t| cfg.has_bar(&sym, iv, *t))
+            .collect();
+        assert_eq!(page, traded);
+        // A range holds the traded bars in it.
+        let (from, to) = (now_s - 40, now_s - 10);
+        p.send(&[create("s1", "sym", "1S", 0, &format!("r,{from}:{to}"))]);
+        let ranged = p.of("s1", "timescale_update")[0].times.clone();
+        let traded: Vec<i64> = (from..=to).filter(|t| cfg.has_bar(&sym, iv, *t)).collect();
+        assert_eq!(ranged, traded);
+        // The stream: a new bar for each traded second, none for the others, and updates only
+        // of traded bars.
+        p.run_to(60_000);
+        let opened: Vec<i64> = p.of("s0", "timescale_update")[2..]
+            .iter()
+            .map(|s| s.times[0])
+            .collect();
+        let traded: Vec<i64> = (now_s + 1..=now_s + 60)
+            .filter(|t| cfg.has_bar(&sym, iv, *t))
+            .collect();
+        assert_eq!(opened, traded);
+        assert!(opened.len() < 40, "about one in four: {}", opened.len());
+        // A load while the current bar has no trade ends at the last traded one, long closed.
+        let k = (61..)
+            .find(|k| (0..3).all(|i| !cfg.has_bar(&sym, iv, now_s + k - i)))
+            .unwrap();
+        p.run_to(k as u64 * 1000 + 500);
+        p.send(&[create("s2", "sym", "1S", 5, "")]);
+        let last = *p.of("s2", "timescale_update")[0].times.last().unwrap();
+        assert!(last <= now_s + k - 3);
+        assert_eq!(
+            last,
+            (0..)
+                .map(|i| now_s + k - i)
+                .find(|t| cfg.has_bar(&sym, iv, *t))
+                .unwrap()
+        );
+        for d in p.of("s0", "du") {
+            assert!(d.times.iter().all(|t| cfg.has_bar(&sym, iv, *t)), "{d:?}");
+        }
+        // A busy symbol on the same server still has every bar.
+        let mut busy = Pair::new(cfg);
+        busy.send(&[
+            chart(),
+            resolve("sym", "NYSE:IBM"),
+            create("s0", "sym", "1S", 30, ""),
+        ]);
+        let hist = busy.of("s0", "timescale_update")[0].times.clone();
+        assert_eq!(hist, (now_s - 29..=now_s).collect::<Vec<_>>());
+    }
 }
