@@ -143,6 +143,9 @@ enum Timer {
     FetchRetry { seis: u64, bar: i64 },
     /// Retry a failed gap fetch.
     GapRetry { seis: u64 },
+    /// Look for a bar newer than the last one closed, when nothing shows one (see
+    /// `Core::after_quiet_answer`); stale unless `generation` is the seis' `check_gen`.
+    Check { seis: u64, generation: u64 },
     /// Start the next connection attempt.
     Reconnect,
     /// Connection attempt `attempt` took too long.
@@ -184,6 +187,13 @@ struct SeisState {
     /// answered late (its window is a count from when it was sent) may start after it; then
     /// the gap fetch reaches back to it.
     reread: Option<i64>,
+    /// The stream has shown this seis' bars (a market that trades, however thinly): when
+    /// nothing is forming, it waits for the stream's next bar, with only a slow check.
+    streamed: bool,
+    /// Checks since the last one that found something (their delay doubles).
+    empty_checks: u32,
+    /// The generation of the armed `Timer::Check`; bumped when the stream shows a bar.
+    check_gen: u64,
 }
 
 /// Most main-series events held during one gap fetch; past it, updates are dropped (the
@@ -409,6 +419,9 @@ impl Core {
                 forming: None,
                 gap: None,
                 reread: None,
+                streamed: false,
+                empty_checks: 0,
+                check_gen: 0,
                 hold: None,
                 gap_bars: 0,
             },
@@ -717,6 +730,17 @@ impl Core {
                 Timer::Close { seis, bar } | Timer::FetchRetry { seis, bar } => {
                     self.close_due(seis, bar);
                 }
+                Timer::Check { seis, generation } => {
+                    let due = self
+                        .seises
+                        .get(&seis)
+                        .filter(|st| st.check_gen == generation && st.forming.is_none())
+                        .and_then(|st| st.last_closed)
+                        .map(|b| st_next(self.seises.get(&seis), b.time));
+                    if let Some(Some(next)) = due {
+                        self.close_due(seis, next);
+                    }
+                }
                 Timer::GapRetry { seis } => {
                     let anchor = self
                         .seises
@@ -948,7 +972,8 @@ impl Core {
     fn apply_main(&mut self, now: Instant, id: u64, event: SeriesEvent) {
         let unix_ms = self.unix_ms;
         let replayed_at = self.replayed_at;
-        let grace = self.fetcher.grace(id);
+        let (quiet_grace, stream_grace) =
+            (self.fetcher.grace(id, false), self.fetcher.grace(id, true));
         let now_ms = self.ms(now);
         let Some(st) = self.seises.get_mut(&id) else {
             return;
@@ -986,7 +1011,7 @@ impl Core {
                         <= replayed_at;
                     if st.gap.is_some() && closed_before_request {
                         st.gap_bars += u64::from(offer_closed(st, out, id, f, true));
-                    } else if let Some(t) = on_update(st, out, id, f, unix_ms, grace) {
+                    } else if let Some(t) = on_update(st, out, id, f, unix_ms, quiet_grace) {
                         self.timers.insert(
                             now_ms.saturating_add(t),
                             Timer::Close {
@@ -1006,6 +1031,11 @@ impl Core {
                         },
                     ));
                 }
+                // Its forming bar closed before the replay: nothing forms now, and a seis the
+                // stream does not show needs a check to see the next bar.
+                if st.forming.is_none() {
+                    self.after_quiet_answer(now, id, true);
+                }
             }
             SeriesEvent::Update(b) => {
                 // A new bar that is not the next one after the last closed bar: the stream may
@@ -1015,7 +1045,13 @@ impl Core {
                     .last_closed
                     .is_some_and(|l| st.seis.interval().next_bar_open(l.time) < b.time)
                     && st.forming.map(|f| f.time) != Some(b.time);
-                if let Some(t) = on_update(st, out, id, b, unix_ms, grace) {
+                // The stream shows bars: a pending check is not needed.
+                if st.forming.map(|f| f.time) != Some(b.time) {
+                    st.streamed = true;
+                    st.empty_checks = 0;
+                    st.check_gen += 1;
+                }
+                if let Some(t) = on_update(st, out, id, b, unix_ms, stream_grace) {
                     self.timers.insert(
                         now_ms.saturating_add(t),
                         Timer::Close {
@@ -1044,8 +1080,13 @@ impl Core {
                     .interval()
                     .next_bar_open(b.time)
                     .saturating_mul(1000);
-                self.fetcher
-                    .observe_stream_close(id, b.time, unix_ms.saturating_sub(close_ms));
+                let len_ms = close_ms.saturating_sub(b.time.saturating_mul(1000));
+                self.fetcher.observe_stream_close(
+                    id,
+                    b.time,
+                    unix_ms.saturating_sub(close_ms),
+                    len_ms,
+                );
                 self.fetcher.stream_closed(&mut self.conn, id, b.time);
             }
             SeriesEvent::Late(b) => revise(st, out, id, b),
@@ -1072,6 +1113,61 @@ impl Core {
         }
     }
 
+    /// A fetch answered and nothing is forming any more for seis `id` (its last bar closed,
+    /// and no newer one exists yet): nothing will arm a close timer until a newer bar shows.
+    ///
+    /// - A seis whose bars the stream never showed (its live updates are not sent, e.g. not
+    ///   entitled) is checked at the next bar's close plus its grace, as if that bar were
+    ///   forming, and at doubling intervals while the checks find nothing.
+    /// - A seis the stream has shown (a thin market: no trade, no bar) waits for the stream's
+    ///   next bar; only a slow check (from 16 intervals or a minute on, doubling, at most an
+    ///   hour apart) looks for one it might have missed.
+    fn after_quiet_answer(&mut self, now: Instant, id: u64, found: bool) {
+        let unix_ms = self.unix_ms;
+        let Some(st) = self.seises.get_mut(&id) else {
+            return;
+        };
+        if st.forming.is_some() || !matches!(st.phase, SeisPhase::Live) || st.hold.is_some() {
+            return;
+        }
+        let Some(last) = st.last_closed else {
+            return;
+        };
+        if found {
+            st.empty_checks = 0;
+        } else {
+            st.empty_checks = st.empty_checks.saturating_add(1);
+        }
+        let interval = st.seis.interval();
+        let len_ms = (interval.next_bar_open(last.time) - last.time).max(1) as u64 * 1000;
+        let base = if st.streamed {
+            (16 * len_ms).max(60_000)
+        } else {
+            len_ms
+        };
+        let delay = base
+            .saturating_mul(1 << st.empty_checks.min(12))
+            .min(base.max(3_600_000));
+        // At a bar's close plus the floor grace, so that the check sees that bar whole: the
+        // close of the bar forming now (no check found nothing yet), or of one later.
+        let now_s = unix_ms.div_euclid(1000);
+        let later_s = (delay.saturating_sub(len_ms) / 1000) as i64;
+        let target = interval.bar_open(now_s.saturating_add(later_s));
+        let close_ms = interval.next_bar_open(target).saturating_mul(1000);
+        let wait = u64::try_from(close_ms.saturating_sub(unix_ms)).unwrap_or(0)
+            + ms_of(self.fetcher.grace(id, false));
+        st.check_gen += 1;
+        let generation = st.check_gen;
+        self.arm(
+            now,
+            Duration::from_millis(wait),
+            Timer::Check {
+                seis: id,
+                generation,
+            },
+        );
+    }
+
     fn on_fetch(&mut self, now: Instant, key: u64, event: SeriesEvent) {
         let Some(f) = self.fetcher.get(key) else {
             return;
@@ -1080,6 +1176,8 @@ impl Core {
         match event {
             SeriesEvent::History { bars, forming, .. } => {
                 self.fetcher.end(&mut self.conn, key);
+                self.fetcher
+                    .observe_answer(self.unix_ms.saturating_sub(f.asked_at));
                 // The answer must show its anchor (the last bar delivered when it was asked):
                 // a short window that a late answer filled from a later "now" may have a hole
                 // after it. Nothing of it is delivered; the full window is asked instead.
@@ -1097,7 +1195,7 @@ impl Core {
                     return;
                 }
                 let unix_ms = self.unix_ms;
-                let grace = self.fetcher.grace(id);
+                let grace = self.fetcher.grace(id, false);
                 let now_ms = self.ms(now);
                 let mut held = None;
                 // The newest bar this answer speaks of: events held for a gap fetch that speak
@@ -1152,6 +1250,7 @@ impl Core {
                 if let Some(t) = fetched {
                     self.fetcher.observe_fetch_close(id, t);
                 }
+                self.after_quiet_answer(now, id, fetched.is_some());
                 if let Some(held) = held {
                     // The gap is filled: replay what the main series said meanwhile, in order,
                     // without what this answer superseded; then the reconnect is complete.
@@ -1194,12 +1293,18 @@ impl Core {
     }
 }
 
-/// A gap fill from the bar opening at `last` (delivered) on.
+/// The open time of the bar after `t` for seis `st`.
+fn st_next(st: Option<&SeisState>, t: i64) -> Option<i64> {
+    st.map(|st| st.seis.interval().next_bar_open(t))
+}
+
+/// A gap fill from the bar opening at `last` (delivered) on: the bars from it to now plus a
+/// little slack (an answer that does not reach back is asked again with the full window).
 fn gap_need(last: i64) -> Need {
     Need {
         upto: last,
         gap: true,
-        wide: true,
+        wide: false,
     }
 }
 

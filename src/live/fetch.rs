@@ -134,6 +134,9 @@ pub(crate) struct Fetcher {
     /// Fetches ever asked, and confirmations cancelled because the stream closed first.
     pub(crate) asked: u64,
     pub(crate) cancelled: u64,
+    /// How long fetches take to be answered (ms, a moving average, ask to answer): a fetch
+    /// that cannot beat the stream is not worth its request.
+    answer_ms: u32,
 }
 
 /// The fetch chart session's configuration.
@@ -156,6 +159,7 @@ impl Fetcher {
             next_key: 1 << 62,
             asked: 0,
             cancelled: 0,
+            answer_ms: 0,
         }
     }
 
@@ -165,10 +169,9 @@ impl Fetcher {
     }
 
     pub(crate) fn add_seis(&mut self, id: u64) {
-        let floor = self.cfg.grace.floor;
         self.seises.entry(id).or_insert_with(|| SeisFetch {
             state: None,
-            grace: Grace::new(floor),
+            grace: Grace::new(),
         });
     }
 
@@ -332,6 +335,9 @@ impl Fetcher {
             && f.upto <= bar
         {
             self.cancelled += 1;
+            if let Some(s) = self.seises.get_mut(&id) {
+                s.grace.useless(bar);
+            }
             self.inflight.remove(&key);
             if let Some(c) = conn.chart_mut(self.chart) {
                 let _ = c.remove_series(SeriesKey(key));
@@ -364,25 +370,46 @@ impl Fetcher {
         self.inflight.len()
     }
 
-    /// Seis `id`'s close grace now (worked out once per observation, not per message).
-    pub(crate) fn grace(&self, id: u64) -> Duration {
-        self.seises
-            .get(&id)
-            .map_or(self.cfg.grace.floor, |s| s.grace.current)
+    /// Seis `id`'s close grace for a bar first seen now, from the stream (`streamed`) or from
+    /// history or a fetch. Worked out once per observation, not per message.
+    pub(crate) fn grace(&self, id: u64, streamed: bool) -> Duration {
+        let g = &self.cfg.grace;
+        match self.seises.get(&id).and_then(|s| s.grace.current) {
+            Some(d) => d,
+            // Nothing learned yet: a bar the stream opened is closed by the stream's next one
+            // (wait the ceiling); one only history or a fetch showed is quiet (the floor).
+            None if streamed => g.ceiling.max(g.floor),
+            None => g.floor,
+        }
     }
 
-    /// The stream showed seis `id`'s bar `bar` closed `late_ms` after its close time.
-    pub(crate) fn observe_stream_close(&mut self, id: u64, bar: i64, late_ms: i64) {
+    /// The stream showed seis `id`'s bar `bar` (of `len_ms`) closed `late_ms` after its
+    /// close time.
+    pub(crate) fn observe_stream_close(&mut self, id: u64, bar: i64, late_ms: i64, len_ms: i64) {
+        let answer_ms = self.answer_ms;
         if let Some(s) = self.seises.get_mut(&id) {
-            s.grace.stream(bar, late_ms, &self.cfg.grace);
+            s.grace
+                .stream(bar, late_ms, len_ms, &self.cfg.grace, answer_ms);
         }
     }
 
     /// A fetch closed seis `id`'s bar `bar` before the stream did.
     pub(crate) fn observe_fetch_close(&mut self, id: u64, bar: i64) {
+        let answer_ms = self.answer_ms;
         if let Some(s) = self.seises.get_mut(&id) {
-            s.grace.fetched(bar, &self.cfg.grace);
+            s.grace.fetched(bar, &self.cfg.grace, answer_ms);
         }
+    }
+
+    /// A fetch was answered `ms` after it was asked.
+    pub(crate) fn observe_answer(&mut self, ms: i64) {
+        let ms = u32::try_from(ms.max(0)).unwrap_or(u32::MAX);
+        // A moving average over about four answers.
+        self.answer_ms = if self.answer_ms == 0 {
+            ms
+        } else {
+            self.answer_ms - self.answer_ms / 4 + ms / 4
+        };
     }
 }
 
@@ -412,15 +439,19 @@ pub(crate) struct Grace {
     /// (bar open time, ms late or [`MISS`]), oldest first; its capacity is reserved up front
     /// (nothing allocates per bar).
     seen: VecDeque<(i64, u32)>,
-    /// The grace worked out from `seen`.
-    current: Duration,
+    /// Bars (of the last [`GRACE_WINDOW`]) whose confirmation the stream beat: the fetch was
+    /// sent and was useless.
+    useless: VecDeque<i64>,
+    /// The grace worked out from `seen`; `None` until enough was seen (or learning is off).
+    current: Option<Duration>,
 }
 
 impl Grace {
-    fn new(floor: Duration) -> Self {
+    fn new() -> Self {
         Self {
             seen: VecDeque::with_capacity(GRACE_WINDOW),
-            current: floor,
+            useless: VecDeque::with_capacity(GRACE_WINDOW),
+            current: None,
         }
     }
 
@@ -443,38 +474,75 @@ impl Grace {
         self.seen.push_back((bar, late));
     }
 
-    fn stream(&mut self, bar: i64, late_ms: i64, cfg: &GraceConfig) {
-        let late = u32::try_from(late_ms.max(0)).unwrap_or(MISS - 1);
+    /// The stream closed `bar` (of `len_ms`) `late_ms` after its close time. Later than the
+    /// bar's own length is a miss: the next bar had no trade (a thin market).
+    fn stream(&mut self, bar: i64, late_ms: i64, len_ms: i64, cfg: &GraceConfig, answer_ms: u32) {
+        let late = if late_ms >= len_ms.max(1) {
+            MISS
+        } else {
+            u32::try_from(late_ms.max(0)).unwrap_or(MISS - 1)
+        };
         self.push(bar, late);
-        self.current = self.grace(cfg);
+        self.current = self.grace(cfg, answer_ms);
     }
 
-    fn fetched(&mut self, bar: i64, cfg: &GraceConfig) {
+    /// The stream closed `bar` while its confirmation was in flight.
+    fn useless(&mut self, bar: i64) {
+        if self.useless.len() == GRACE_WINDOW {
+            self.useless.pop_front();
+        }
+        self.useless.push_back(bar);
+    }
+
+    fn fetched(&mut self, bar: i64, cfg: &GraceConfig, answer_ms: u32) {
         self.push(bar, MISS);
-        self.current = self.grace(cfg);
+        self.current = self.grace(cfg, answer_ms);
     }
 
-    fn grace(&self, cfg: &GraceConfig) -> Duration {
-        if cfg.ceiling <= cfg.floor || self.seen.len() < 3 {
-            return cfg.floor;
+    /// Whether the stream beat more than two of the recent bars' confirmations (sent at the
+    /// ceiling: a busy server answers them later than the stream closes the bar).
+    fn fetches_lose(&self) -> bool {
+        let oldest = self.seen.front().map_or(i64::MIN, |s| s.0);
+        self.useless.iter().filter(|b| **b >= oldest).count() > 2
+    }
+
+    fn grace(&self, cfg: &GraceConfig, answer_ms: u32) -> Option<Duration> {
+        if cfg.ceiling <= cfg.floor {
+            return Some(cfg.floor);
+        }
+        if self.seen.len() < 3 {
+            return None;
         }
         let ceiling_ms = u32::try_from(cfg.ceiling.as_millis()).unwrap_or(MISS - 1);
+        let floor_ms = u32::try_from(cfg.floor.as_millis()).unwrap_or(MISS - 1);
         // On the stack: at most `GRACE_WINDOW` observations.
         let mut late = [0u32; GRACE_WINDOW];
         let mut n = 0;
-        for l in self.seen.iter().map(|s| s.1).filter(|l| *l <= ceiling_ms) {
+        for l in self.seen.iter().map(|s| s.1).filter(|l| *l != MISS) {
             late[n] = l;
             n += 1;
         }
         let misses = self.seen.len() - n;
         if misses * 4 > self.seen.len() || n == 0 {
-            return cfg.floor;
+            return Some(cfg.floor);
         }
         let late = &mut late[..n];
         late.sort_unstable();
-        let q = late[(n * 9).div_ceil(10) - 1];
-        let margin = (q / 8).max(2);
-        Duration::from_millis(u64::from(q.saturating_add(margin))).clamp(cfg.floor, cfg.ceiling)
+        let q90 = late[(n * 9).div_ceil(10) - 1];
+        let q50 = late[(n - 1) / 2];
+        let want = q90.saturating_add((q90 / 8).max(2)).max(floor_ms);
+        let ms = if want <= ceiling_ms {
+            want
+        } else if ceiling_ms.saturating_add(answer_ms) < q50 && !self.fetches_lose() {
+            // The stream is usually later than the ceiling, and a fetch sent then is answered
+            // sooner than the stream's close: worth its request.
+            ceiling_ms
+        } else {
+            // A fetch could not beat the stream: wait for it, and fetch only when it is later
+            // than usual.
+            want
+        };
+        Some(Duration::from_millis(u64::from(ms)))
     }
 }
 
@@ -491,53 +559,69 @@ mod tests {
 
     #[test]
     fn a_streaming_seis_learns_its_phase() {
-        let mut g = Grace::new(cfg().floor);
-        assert_eq!(
-            g.grace(&cfg()),
-            Duration::from_millis(5),
-            "nothing seen yet"
-        );
+        let mut g = Grace::new();
+        assert_eq!(g.grace(&cfg(), 1), None, "nothing seen yet");
         for bar in 0..16 {
-            g.stream(bar, 37 + bar % 3, &cfg());
+            g.stream(bar, 37 + bar % 3, 1_000, &cfg(), 1);
         }
         // q90 of 37..=39 is 39, plus max(39/8, 2) = 4.
-        assert_eq!(g.grace(&cfg()), Duration::from_millis(43));
+        assert_eq!(g.current, Some(Duration::from_millis(43)));
     }
 
     #[test]
     fn a_quiet_seis_is_fetched_at_the_floor() {
-        let mut g = Grace::new(cfg().floor);
+        let mut g = Grace::new();
         for bar in 0..16 {
             if bar % 2 == 0 {
-                g.fetched(bar, &cfg());
+                g.fetched(bar, &cfg(), 1);
             } else {
-                g.stream(bar, 40, &cfg());
+                g.stream(bar, 40, 1_000, &cfg(), 1);
             }
         }
-        assert_eq!(g.grace(&cfg()), Duration::from_millis(5));
+        assert_eq!(g.current, Some(Duration::from_millis(5)));
     }
 
     #[test]
     fn a_stream_close_after_a_fetch_replaces_the_miss() {
-        let mut g = Grace::new(cfg().floor);
+        let mut g = Grace::new();
         for bar in 0..16 {
-            g.fetched(bar, &cfg());
-            g.stream(bar, 30, &cfg());
+            g.fetched(bar, &cfg(), 1);
+            g.stream(bar, 30, 1_000, &cfg(), 1);
         }
-        assert_eq!(g.grace(&cfg()), Duration::from_millis(33));
+        assert_eq!(g.current, Some(Duration::from_millis(33)));
     }
 
     #[test]
     fn the_ceiling_bounds_it_and_a_fixed_grace_learns_nothing() {
-        let mut g = Grace::new(cfg().floor);
+        let mut g = Grace::new();
         for bar in 0..16 {
-            g.stream(bar, 240, &cfg());
+            g.stream(bar, 240, 1_000, &cfg(), 1);
         }
-        assert_eq!(g.grace(&cfg()), Duration::from_millis(250));
+        // 240 + 240/8 = 270, past the ceiling: but the stream is sooner than a fetch sent at
+        // the ceiling could be, so it waits for the stream.
+        assert_eq!(g.current, Some(Duration::from_millis(270)));
+        // A stream later than the ceiling: fetched at the ceiling while a fetch is answered
+        // sooner than the stream closes, waited for when fetches are slower.
+        let mut g = Grace::new();
+        for bar in 0..16 {
+            g.stream(bar, 400, 1_000, &cfg(), 1);
+        }
+        assert_eq!(g.current, Some(Duration::from_millis(250)));
+        let mut g = Grace::new();
+        for bar in 0..16 {
+            g.stream(bar, 400, 1_000, &cfg(), 900);
+        }
+        assert_eq!(g.current, Some(Duration::from_millis(450)));
+        // Later than a whole bar: the next bar had no trade, a miss (a thin market).
+        let mut g = Grace::new();
+        for bar in 0..16 {
+            g.stream(bar, 3_000, 1_000, &cfg(), 1);
+        }
+        assert_eq!(g.current, Some(Duration::from_millis(5)));
         let fixed = GraceConfig {
             floor: Duration::from_millis(20),
             ceiling: Duration::from_millis(20),
         };
-        assert_eq!(g.grace(&fixed), Duration::from_millis(20));
+        assert_eq!(g.grace(&fixed, 1), Some(Duration::from_millis(20)));
     }
 }

@@ -114,11 +114,12 @@ pub struct SimConfig {
     /// revised is a pure function of the bar and the seed. Default 0 (never).
     pub revise_every: u64,
     /// Serve the requests of a connection one at a time, each taking this long, as a busy
-    /// real server does: a request that asks something (`resolve_symbol`, `create_series`,
-    /// `modify_series`, `remove_series`, `request_more_data`, `quote_add_symbols`) is answered
-    /// no sooner than this after the previous one's answer or after its own arrival, whichever
-    /// is later, in arrival order. Other messages keep their place in the queue but take no
-    /// time; heartbeat echoes are read at once, and the live stream keeps flowing meanwhile.
+    /// real server does: a request that the server answers (`resolve_symbol`, `create_series`,
+    /// `modify_series`, `request_more_data`, `quote_add_symbols`) is answered no sooner than
+    /// this after the previous one's answer or after its own arrival, whichever is later, in
+    /// arrival order. Other messages (`remove_series`, which has no answer and frees state,
+    /// session deletes) keep their place in the queue but take no time; heartbeat echoes are
+    /// read at once, and the live stream keeps flowing meanwhile.
     /// Default zero (every request answered on arrival).
     pub request_service_time: Duration,
     /// How long after a bar boundary the stream's first trade comes: the `du` showing the new

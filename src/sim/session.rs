@@ -258,6 +258,13 @@ impl ServerSession {
         self.charts.values().map(|c| c.series.len() as u64).sum()
     }
 
+    /// Changes how long each request takes from now on (what is queued is served by the new
+    /// time): the simulation's way to end a slow-server condition.
+    #[cfg(test)]
+    pub(crate) fn set_service_time(&mut self, t: std::time::Duration) {
+        self.service_time = t;
+    }
+
     /// Symbols resolved and still kept, over every chart session of this connection.
     #[cfg(test)]
     pub(crate) fn resolved_symbols(&self) -> usize {
@@ -603,8 +610,8 @@ impl ServerSession {
         ((now_ms as f64 - open as f64 * 1000.0) / len_ms).clamp(0.0, 0.999)
     }
 
-    /// The bar opening at `t`: forming at `now_ms` if `t == forming`, else final (revised if
-    /// the simulator revised it).
+    /// The bar opening at `t`: forming at `now_ms` if `t == forming` and its time has not
+    /// ended, else final (revised if the simulator revised it).
     fn bar_at(
         shared: &Shared,
         symbol: &Symbol,
@@ -614,7 +621,11 @@ impl ServerSession {
         forming: i64,
         now_ms: u64,
     ) -> Bar {
-        if t == forming {
+        // A forming bar whose time has ended (no trade since: the next bar's first trade comes
+        // later, see `SimConfig::tick_phase`) has all its trades: its values are final.
+        let ended = u64::try_from(interval.next_bar_open(t))
+            .is_ok_and(|close| now_ms >= close.saturating_mul(1000));
+        if t == forming && !ended {
             prices.forming(t, Self::fraction(interval, t, now_ms))
         } else {
             shared
@@ -1128,14 +1139,14 @@ fn revises(cfg: &SimConfig, symbol: &Symbol, interval: Interval, t: i64) -> bool
 }
 
 /// Whether a client request asks something of the server, and so takes
-/// [`SimConfig::request_service_time`] to answer.
+/// [`SimConfig::request_service_time`] to answer (`remove_series` has no answer: it frees
+/// state and costs a busy server next to nothing).
 fn asks(req: &ClientRequest) -> bool {
     matches!(
         req,
         ClientRequest::ResolveSymbol { .. }
             | ClientRequest::CreateSeries { .. }
             | ClientRequest::ModifySeries { .. }
-            | ClientRequest::RemoveSeries { .. }
             | ClientRequest::RequestMoreData { .. }
             | ClientRequest::QuoteAddSymbols { .. }
     )
