@@ -743,3 +743,188 @@ fn a_hundred_seises_over_wss_on_one_connection() {
 fn a_thousand_seises_over_ws_on_one_connection() {
     many_seises(false, 1_000);
 }
+
+// ------------------------------------------------------------------ counted holds (issue 18)
+
+/// Waits (bounded) until the simulator has `n` series open.
+fn wait_series_open(sim: &Sim, n: u64, within: Duration) {
+    let deadline = now() + within;
+    while sim.counters().series_open != n {
+        assert!(
+            now() < deadline,
+            "{} series open, expected {n}",
+            sim.counters().series_open
+        );
+        pause(Duration::from_millis(10));
+    }
+}
+
+/// Waits (bounded) until `count` reaches `n`.
+fn wait_count(count: &AtomicU64, n: u64, within: Duration, what: &str) {
+    let deadline = now() + within;
+    while count.load(Ordering::SeqCst) < n {
+        assert!(
+            now() < deadline,
+            "{what}: {} of {n}",
+            count.load(Ordering::SeqCst)
+        );
+        pause(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn one_holders_del_seis_leaves_the_other_holders_consumers_running() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let a = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let b = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "one seis, two holds");
+    assert_eq!(a.holds(), 2);
+    let closed = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&closed);
+    feed.new_consumer(&b, move |e| {
+        if matches!(e, LiveEvent::Closed(_)) {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    let mut pull = feed.subscribe(&b).unwrap();
+    feed.del_seis(&a).unwrap();
+    // B's consumers go on: its callback and its pull handle keep receiving closed bars.
+    let before = closed.load(Ordering::SeqCst);
+    wait_count(
+        &closed,
+        before + 2,
+        Duration::from_secs(10),
+        "B's callback after A's del_seis",
+    );
+    let deadline = now() + Duration::from_secs(10);
+    loop {
+        match pull.recv_timeout(Duration::from_secs(3)) {
+            Ok(LiveEvent::Closed(_)) => break,
+            Ok(_) => {}
+            Err(e) => panic!("B's subscription after A's del_seis: {e:?}"),
+        }
+        assert!(now() < deadline, "B's subscription got no closed bar");
+    }
+    // B can still add consumers, and the server still has the series.
+    let more = Arc::new(AtomicU64::new(0));
+    let m = Arc::clone(&more);
+    feed.new_consumer(&b, move |e| {
+        if matches!(e, LiveEvent::Closed(_)) {
+            m.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    wait_count(&more, 1, Duration::from_secs(10), "B's new consumer");
+    assert_eq!(sim.counters().series_open, 1);
+    let stats = feed.stats();
+    assert_eq!(stats.seises.len(), 1);
+    assert_eq!(stats.seises[0].holds, 1, "B's hold");
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn the_last_holders_del_seis_unsubscribes_and_ends_the_consumers() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let a = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let b = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let _eth = feed.new_seis("BINANCE:ETHUSDT", "1S").unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let r = Arc::clone(&runs);
+    feed.new_consumer_with(
+        &b,
+        ConsumerOptions::default().with_updates(true),
+        move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        },
+    )
+    .unwrap();
+    let mut pull = feed.subscribe(&b).unwrap();
+    wait_count(&runs, 1, Duration::from_secs(10), "B's callback");
+    feed.del_seis(&a).unwrap();
+    wait_series_open(&sim, 2, Duration::from_secs(5));
+    feed.del_seis(&b).unwrap();
+    // Now the seis is gone: unsubscribed on the server, out of the feed's stats.
+    wait_series_open(&sim, 1, Duration::from_secs(5));
+    let stats = feed.stats();
+    assert_eq!(stats.seises.len(), 1, "only ETH is left");
+    assert!(stats.consumers.is_empty(), "its consumers ended");
+    // Its consumers ended: the callback never runs again, the pull handle says Closed.
+    let after = runs.load(Ordering::SeqCst);
+    pause(Duration::from_millis(1_200));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        after,
+        "a callback ran after the last del_seis"
+    );
+    let mut end = None;
+    for _ in 0..10_000 {
+        if let Err(e) = pull.try_recv() {
+            end = Some(e);
+            break;
+        }
+    }
+    assert_eq!(end, Some(RecvError::Closed));
+    // A release beyond the holds taken is a typed error, not a second unsubscription.
+    assert!(matches!(feed.del_seis(&b), Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        feed.new_consumer(&b, |_| {}),
+        Err(Error::InvalidRequest(_))
+    ));
+    assert_eq!(sim.counters().series_open, 1);
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn racing_new_seis_and_del_seis_keeps_a_consistent_count() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    // With a holder that stays: the seis is never unsubscribed by the others' churn.
+    let keeper = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let churn = |symbol: &'static str| {
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let feed = Arc::clone(&feed);
+                s.spawn(move || {
+                    for i in 0..25 {
+                        let seis = feed
+                            .new_seis(symbol, "1S")
+                            .unwrap_or_else(|e| panic!("thread {t} round {i}: new_seis: {e:?}"));
+                        if i % 5 == 0 {
+                            let id = feed.new_consumer(&seis, |_| {}).unwrap_or_else(|e| {
+                                panic!("thread {t} round {i}: new_consumer: {e:?}")
+                            });
+                            feed.del_consumer(id).unwrap();
+                        }
+                        feed.del_seis(&seis)
+                            .unwrap_or_else(|e| panic!("thread {t} round {i}: del_seis: {e:?}"));
+                    }
+                });
+            }
+        });
+    };
+    churn("BINANCE:BTCUSDT");
+    let stats = feed.stats();
+    assert_eq!(stats.seises.len(), 1);
+    assert_eq!(stats.seises[0].holds, 1, "only the keeper's hold is left");
+    assert_eq!(keeper.holds(), 1);
+    wait_series_open(&sim, 1, Duration::from_secs(5));
+    let mut pull = feed.subscribe(&keeper).unwrap();
+    assert!(pull.recv_timeout(Duration::from_secs(5)).is_ok());
+    drop(pull);
+    feed.del_seis(&keeper).unwrap();
+    wait_series_open(&sim, 0, Duration::from_secs(5));
+    assert!(feed.stats().seises.is_empty());
+    assert_eq!(keeper.holds(), 0);
+    assert!(matches!(
+        feed.del_seis(&keeper),
+        Err(Error::InvalidRequest(_))
+    ));
+    // With no holder that stays: the seis comes and goes; at the end nothing is left.
+    churn("BINANCE:ETHUSDT");
+    assert!(feed.stats().seises.is_empty(), "{:?}", feed.stats().seises);
+    wait_series_open(&sim, 0, Duration::from_secs(5));
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}

@@ -130,7 +130,8 @@ pub enum RecvError {
 /// maybe a core) polls its bars with [`Subscription::try_recv`] between its own work, with no
 /// callback thread and no context switch, or blocks in [`Subscription::recv_timeout`].
 ///
-/// It is `Send` (move it to the thread that polls) but not `Sync`. Dropping it unsubscribes.
+/// It is `Send` (move it to the thread that polls) but not `Sync`. Dropping it removes this
+/// consumer (its seis stays subscribed).
 ///
 /// # Examples
 ///

@@ -68,7 +68,7 @@ use crate::{
         self,
         plain::{
             self, Mutex,
-            atomic::{AtomicBool, AtomicU64, Ordering},
+            atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         },
     },
     transport::TransportConfig,
@@ -95,18 +95,54 @@ impl SeisId {
 
 /// A subscription to one (symbol, interval): what [`LiveFeed::new_seis`] returns. Shared
 /// (`Arc`) by every caller that asked for the same pair.
+///
+/// # Holds
+///
+/// A seis is held, not owned: each [`LiveFeed::new_seis`] call that returns it (the first, and
+/// every idempotent repeat) takes one hold, and each [`LiveFeed::del_seis`] releases one. The
+/// server subscription lives until the last hold is released; only then is it removed, with
+/// every consumer of the seis (see [`LiveFeed::del_seis`]). So two parts of a program that
+/// subscribe the same pair independently never end each other's consumers: each calls
+/// `del_seis` once for its one `new_seis`. A consumer takes no hold of its own (see
+/// [`LiveFeed::new_consumer`]); cloning the `Arc` takes none either.
+///
+/// # Invariants
+///
+/// `holds` is the number of holds taken and not released, in `0..RELEASED`, or `RELEASED`
+/// once the last one was released (terminal: the seis is then being removed, or was, and can
+/// never be held again; `new_seis` makes a new one). It is 0 only between the registry
+/// insertion of a new seis and its first hold. `feed` is the feed it belongs to, for ever.
 #[derive(Debug)]
 pub struct Seis {
     key: SeisKey,
     id: SeisId,
+    feed: u64,
+    holds: AtomicUsize,
     pub(crate) counters: SeisCounters,
 }
 
+/// [`Seis::holds`]' terminal value: the last hold was released.
+const RELEASED: usize = usize::MAX;
+
+/// Why a hold could not be released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotHeld {
+    /// Every hold was released already (or none was ever taken).
+    Released,
+}
+
 impl Seis {
+    /// A seis of no feed (feed 0), for the core's own tests and fuzzing.
     fn new(key: SeisKey, id: u64) -> Self {
+        Self::in_feed(key, id, 0)
+    }
+
+    fn in_feed(key: SeisKey, id: u64, feed: u64) -> Self {
         Self {
             key,
             id: SeisId(id),
+            feed,
+            holds: AtomicUsize::new(0),
             counters: SeisCounters::default(),
         }
     }
@@ -124,6 +160,61 @@ impl Seis {
     /// Its number in the feed.
     pub fn id(&self) -> SeisId {
         self.id
+    }
+
+    /// How many holds are outstanding: [`LiveFeed::new_seis`] calls that returned it, less
+    /// [`LiveFeed::del_seis`] calls on it. 0 once the last was released (the seis is then
+    /// unsubscribed). A snapshot: other threads may change it at once.
+    pub fn holds(&self) -> usize {
+        // Relaxed: a report, nothing is read on the strength of it.
+        match self.holds.load(Ordering::Relaxed) {
+            RELEASED => 0,
+            n => n,
+        }
+    }
+
+    /// Takes one hold; `false` when the last hold was released already (the seis is on its
+    /// way out of the registry: make a new one).
+    fn hold(&self) -> bool {
+        // Relaxed loads: the compare-exchange below decides, on the one location.
+        let mut n = self.holds.load(Ordering::Relaxed);
+        loop {
+            if n == RELEASED {
+                return false;
+            }
+            debug_assert!(n < RELEASED - 1, "hold count overflow");
+            // Relaxed: the count guards no other data (the registry has its own lock); the
+            // read-modify-writes on `holds` are totally ordered, which is all that decides
+            // who releases last.
+            match self
+                .holds
+                .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Releases one hold; `Ok(true)` when it was the last (the caller then removes the seis).
+    fn release(&self) -> Result<bool, NotHeld> {
+        let mut n = self.holds.load(Ordering::Relaxed);
+        loop {
+            if n == 0 || n == RELEASED {
+                return Err(NotHeld::Released);
+            }
+            let next = if n == 1 { RELEASED } else { n - 1 };
+            // AcqRel, as `Arc`'s count: the last releaser, which goes on to remove the seis,
+            // comes after every other holder's release in the count's order, and sees what
+            // they did before releasing.
+            match self
+                .holds
+                .compare_exchange_weak(n, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(next == RELEASED),
+                Err(now) => n = now,
+            }
+        }
     }
 
     pub(crate) fn key(&self) -> &SeisKey {
@@ -395,6 +486,8 @@ impl LiveFeedBuilder {
             registry: Registry::new(),
             transport: self.transport.clone(),
             engine: EngineCounters::default(),
+            // Relaxed: only uniqueness matters.
+            feed_id: NEXT_FEED.fetch_add(1, Ordering::Relaxed),
             stop: AtomicBool::new(false),
             next_seis: AtomicU64::new(1),
             consumers: Mutex::new(HashMap::new()),
@@ -462,12 +555,18 @@ struct Straggler {
     handle: plain::thread::JoinHandle<()>,
 }
 
+/// The next [`Shared::feed_id`].
+static NEXT_FEED: AtomicU64 = AtomicU64::new(1);
+
 /// What the feed's handles and `tv-io` share.
 pub(crate) struct Shared {
     pub(crate) commands: Commands,
     pub(crate) registry: Registry<SeisKey, Seis, ConsumerSlot>,
     pub(crate) transport: TransportConfig,
     pub(crate) engine: EngineCounters,
+    /// This feed's number in the process (never 0, never reused): which feed a [`Seis`]
+    /// belongs to.
+    pub(crate) feed_id: u64,
     stop: AtomicBool,
     next_seis: AtomicU64,
     consumers: Mutex<HashMap<ConsumerId, ConsumerEntry>>,
@@ -535,6 +634,8 @@ pub struct SeisStats {
     pub closed: u64,
     /// Revisions delivered.
     pub revised: u64,
+    /// Holds outstanding ([`Seis::holds`]): `new_seis` calls not yet matched by `del_seis`.
+    pub holds: usize,
 }
 
 /// One consumer's statistics.
@@ -631,12 +732,19 @@ impl LiveFeed {
     /// on one pair all get the same `Arc`. Returns once the server accepted it (its history
     /// arrived), so a refusal is a typed error within one round trip.
     ///
+    /// Every call that returns the seis takes one hold on it (see [`Seis`]'s `# Holds`),
+    /// which a [`LiveFeed::del_seis`] releases: call `del_seis` once for each successful
+    /// `new_seis`. The seis is unsubscribed when its last hold is released, so a part of the
+    /// program that subscribed a pair keeps receiving it whatever other parts do with the same
+    /// pair. A call that fails takes no hold.
+    ///
     /// # Errors
     ///
     /// [`Error::Series`] with the server's refusal (unknown symbol, permission denied,
     /// interval not entitled); [`Error::InvalidRequest`] for a malformed symbol or interval;
     /// [`Error::Timeout`] when no answer came within the command timeout (the subscription is
-    /// then removed); [`Error::AuthRejected`]; [`Error::Shutdown`].
+    /// then removed unless another caller holds it); [`Error::AuthRejected`];
+    /// [`Error::Shutdown`].
     pub fn new_seis<S, I>(&self, symbol: S, interval: I) -> Result<sync::Arc<Seis>, Error>
     where
         S: TryInto<Symbol>,
@@ -650,50 +758,84 @@ impl LiveFeed {
             interval: interval.try_into().map_err(Into::into)?,
         };
         let shared = &self.shared;
-        let seis = shared.registry.get_or_insert(key.clone(), || {
-            // Relaxed: only uniqueness matters.
-            Seis::new(key, shared.next_seis.fetch_add(1, Ordering::Relaxed))
-        });
         let deadline = shared.deadline(shared.builder.command_timeout);
-        let (reply, waiter) = command::reply();
-        shared.commands.send(
-            Command::Subscribe {
-                seis: sync::Arc::clone(&seis),
-                reply,
-            },
-            deadline,
-        )?;
-        match waiter.wait(deadline) {
-            Some(Ok(())) => Ok(seis),
-            Some(Err(e)) => {
-                let _ = self.remove_seis(&seis, Duration::from_secs(1));
-                Err(e)
+        let seis = loop {
+            let seis = shared.registry.get_or_insert(key.clone(), || {
+                // Relaxed: only uniqueness matters.
+                let id = shared.next_seis.fetch_add(1, Ordering::Relaxed);
+                Seis::in_feed(key.clone(), id, shared.feed_id)
+            });
+            if seis.hold() {
+                break seis;
             }
-            None => {
-                let _ = self.remove_seis(&seis, Duration::from_secs(1));
-                Err(self.timeout_error())
+            // Its last holder released it and is taking it out of the registry (the next step
+            // of its `del_seis`, one writer-lock turn): wait for that, then subscribe anew.
+            if deadline.is_some_and(|d| clock::monotonic() >= d) {
+                return Err(self.timeout_error());
+            }
+            plain::thread::park_timeout(Duration::from_micros(50));
+        };
+        let (reply, waiter) = command::reply();
+        let outcome = shared
+            .commands
+            .send(
+                Command::Subscribe {
+                    seis: sync::Arc::clone(&seis),
+                    reply,
+                },
+                deadline,
+            )
+            .and_then(|()| {
+                waiter
+                    .wait(deadline)
+                    .unwrap_or_else(|| Err(self.timeout_error()))
+            });
+        match outcome {
+            Ok(()) => Ok(seis),
+            Err(e) => {
+                // This call's hold goes; the seis with it if nobody else holds it.
+                if seis.release() == Ok(true) {
+                    let _ = self.remove_seis(&seis, Duration::from_secs(1));
+                }
+                Err(e)
             }
         }
     }
 
-    /// Removes a seis: after it returns, none of its consumers' callbacks runs again and the
-    /// server subscription is removed (its `remove_series` was written).
+    /// Releases one hold on `seis` (one [`LiveFeed::new_seis`] call's). When it was the last,
+    /// the seis is removed: after this returns, none of its consumers' callbacks runs again
+    /// (a callback consumer's thread ends without a further call: no event tells it, the last
+    /// holder chose this), its [`Subscription`]s return [`RecvError::Closed`], and the server
+    /// subscription is removed (its `remove_series` was written). While other holds remain, this only releases the
+    /// caller's: every consumer goes on.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRequest`] when the seis is not (or no longer) subscribed here;
-    /// [`Error::Timeout`] when a callback was still running at the command timeout (it will
-    /// not run again); [`Error::Shutdown`].
+    /// [`Error::InvalidRequest`] when every hold on `seis` was released already (more
+    /// `del_seis` than `new_seis` calls), or `seis` belongs to another feed: nothing is
+    /// changed; [`Error::Timeout`] when a callback was still running at the command timeout (it
+    /// will not run again); [`Error::Shutdown`].
     pub fn del_seis(&self, seis: &Seis) -> Result<(), Error> {
         self.check_open()?;
-        if !self.remove_seis(seis, self.shared.builder.command_timeout)? {
-            return Err(Error::InvalidRequest(format!("{seis} is not subscribed")));
+        if seis.feed != self.shared.feed_id {
+            return Err(Error::InvalidRequest(format!(
+                "{seis} belongs to another feed"
+            )));
         }
-        Ok(())
+        match seis.release() {
+            Err(NotHeld::Released) => Err(Error::InvalidRequest(format!(
+                "{seis} is not subscribed: each of its holds was released already"
+            ))),
+            Ok(false) => Ok(()),
+            Ok(true) => self
+                .remove_seis(seis, self.shared.builder.command_timeout)
+                .map(|_| ()),
+        }
     }
 
     /// Removes `seis` from the registry (if this very seis is there), its consumers, and its
-    /// server subscription. Returns whether it was there.
+    /// server subscription. Returns whether it was there. Called by the releaser of its last
+    /// hold only.
     fn remove_seis(&self, seis: &Seis, timeout: Duration) -> Result<bool, Error> {
         let shared = &self.shared;
         let deadline = shared.deadline(timeout);
@@ -731,6 +873,12 @@ impl LiveFeed {
     ///
     /// A callback that panics ends its own consumer only: it is logged, counted
     /// ([`ConsumerStats::panicked`]) and the others go on.
+    ///
+    /// A consumer takes no hold on its seis (see [`Seis`]'s `# Holds`): it lives until
+    /// [`LiveFeed::del_consumer`], or until the last hold on its seis is released
+    /// ([`LiveFeed::del_seis`]), or shutdown. Hold the seis (keep your `new_seis` unreleased)
+    /// for as long as you consume it; another part of the program releasing its own hold never
+    /// ends your consumer.
     ///
     /// # Errors
     ///
@@ -801,7 +949,10 @@ impl LiveFeed {
 
     /// A pull handle on `seis`' events: poll it from a thread you own with
     /// [`Subscription::recv`], [`Subscription::try_recv`], [`Subscription::recv_timeout`] or
-    /// its iterator. Dropping it unsubscribes.
+    /// its iterator. Dropping it removes this consumer (not the seis).
+    ///
+    /// Like a callback consumer, it takes no hold on `seis` and ends (with
+    /// [`RecvError::Closed`]) when the last hold is released: see [`LiveFeed::new_consumer`].
     ///
     /// # Errors
     ///
@@ -977,6 +1128,7 @@ impl LiveFeed {
                 interval: key.interval,
                 closed: entry.value().counters.closed(),
                 revised: entry.value().counters.revised(),
+                holds: entry.value().holds(),
             });
         }
         let table = self.table();
