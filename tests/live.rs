@@ -928,3 +928,184 @@ fn racing_new_seis_and_del_seis_keeps_a_consistent_count() {
     wait_series_open(&sim, 0, Duration::from_secs(5));
     assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
 }
+
+// ------------------------------------------------------------------ calls from a callback
+
+/// A feed shared with its own callbacks (they get a `Weak`, so the feed is not kept alive by
+/// them), and a channel the callback reports on.
+type Report<T> = (mpsc::Sender<T>, mpsc::Receiver<T>);
+
+#[test]
+fn del_consumer_of_its_own_id_from_its_callback_returns_at_once() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let own = Arc::new(Mutex::new(None));
+    let (tx, rx): Report<(Result<(), Error>, Duration)> = mpsc::channel();
+    let deleted = Arc::new(AtomicBool::new(false));
+    let runs_after = Arc::new(AtomicU64::new(0));
+    let (weak, o, d, ra) = (
+        Arc::downgrade(&feed),
+        Arc::clone(&own),
+        Arc::clone(&deleted),
+        Arc::clone(&runs_after),
+    );
+    let id = feed
+        .new_consumer_with(
+            &btc,
+            ConsumerOptions::default().with_updates(true),
+            move |_| {
+                if d.load(Ordering::SeqCst) {
+                    ra.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                let Some(id) = *o.lock().unwrap() else { return };
+                let Some(feed) = weak.upgrade() else { return };
+                let start = now();
+                let r = feed.del_consumer(id);
+                let took = now().duration_since(start);
+                d.store(true, Ordering::SeqCst);
+                let _ = tx.send((r, took));
+            },
+        )
+        .unwrap();
+    *own.lock().unwrap() = Some(id);
+    let (r, took) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("del_consumer from its own callback did not return within 5 s");
+    assert!(r.is_ok(), "{r:?}");
+    assert!(took < Duration::from_secs(2), "del_consumer took {took:?}");
+    pause(Duration::from_millis(1_500));
+    assert_eq!(runs_after.load(Ordering::SeqCst), 0, "it ran again");
+    assert!(feed.stats().consumers.is_empty());
+    assert!(matches!(
+        feed.del_consumer(id),
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn del_seis_from_a_callback_of_that_seis_returns_at_once() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let (tx, rx): Report<(Result<(), Error>, Duration)> = mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let runs_after = Arc::new(AtomicU64::new(0));
+    let (weak, seis, d, ra) = (
+        Arc::downgrade(&feed),
+        Arc::clone(&btc),
+        Arc::clone(&done),
+        Arc::clone(&runs_after),
+    );
+    feed.new_consumer_with(
+        &btc,
+        ConsumerOptions::default().with_updates(true),
+        move |_| {
+            if d.load(Ordering::SeqCst) {
+                ra.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            let Some(feed) = weak.upgrade() else { return };
+            let start = now();
+            let r = feed.del_seis(&seis);
+            let took = now().duration_since(start);
+            d.store(true, Ordering::SeqCst);
+            let _ = tx.send((r, took));
+        },
+    )
+    .unwrap();
+    let (r, took) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("del_seis from its own callback did not return within 5 s");
+    assert!(r.is_ok(), "{r:?}");
+    assert!(took < Duration::from_secs(2), "del_seis took {took:?}");
+    wait_series_open(&sim, 0, Duration::from_secs(5));
+    pause(Duration::from_millis(1_500));
+    assert_eq!(runs_after.load(Ordering::SeqCst), 0, "it ran again");
+    let stats = feed.stats();
+    assert!(stats.seises.is_empty() && stats.consumers.is_empty());
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn shutdown_from_a_callback_stops_everything_and_returns_at_once() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    // Another consumer, which shutdown must stop and join.
+    let other_failed = Arc::new(AtomicBool::new(false));
+    let of = Arc::clone(&other_failed);
+    feed.new_consumer(&btc, move |e| {
+        if matches!(e, LiveEvent::Failed(Error::Shutdown)) {
+            of.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    let (tx, rx): Report<(tvdatafeed::ShutdownReport, Duration)> = mpsc::channel();
+    let called = Arc::new(AtomicBool::new(false));
+    let (weak, c) = (Arc::downgrade(&feed), Arc::clone(&called));
+    let id = feed
+        .new_consumer_with(
+            &btc,
+            ConsumerOptions::default().with_updates(true),
+            move |_| {
+                if c.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                let Some(feed) = weak.upgrade() else { return };
+                let start = now();
+                let report = feed.shutdown(Duration::MAX);
+                let _ = tx.send((report, now().duration_since(start)));
+            },
+        )
+        .unwrap();
+    let (report, took) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("shutdown(Duration::MAX) from a callback did not return within 5 s");
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert!(report.is_clean(), "{report:?}");
+    // The calling thread is reported as the caller, not as unfinished.
+    assert_eq!(report.caller, Some(format!("tv-consumer-{}", id.get())));
+    assert!(
+        other_failed.load(Ordering::SeqCst),
+        "the other consumer was stopped"
+    );
+    assert!(matches!(
+        feed.new_seis("BINANCE:ETHUSDT", "1S"),
+        Err(Error::Shutdown)
+    ));
+    assert_eq!(feed.shutdown(Duration::from_millis(10)), report);
+}
+
+#[test]
+fn dropping_the_last_feed_inside_a_callback_returns_promptly() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let slot: Arc<Mutex<Option<Arc<LiveFeed>>>> = Arc::new(Mutex::new(None));
+    let (tx, rx): Report<Duration> = mpsc::channel();
+    let s = Arc::clone(&slot);
+    feed.new_consumer_with(
+        &btc,
+        ConsumerOptions::default().with_updates(true),
+        move |_| {
+            let last = s.lock().unwrap().take();
+            if let Some(feed) = last {
+                let start = now();
+                drop(feed);
+                let _ = tx.send(now().duration_since(start));
+            }
+        },
+    )
+    .unwrap();
+    // The callback's is now the only handle.
+    *slot.lock().unwrap() = Some(feed);
+    let took = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("dropping the last feed in a callback did not return within 5 s");
+    // The old code waited out Drop's whole 1 s shutdown timeout on its own thread.
+    assert!(took < Duration::from_millis(800), "drop took {took:?}");
+    wait_series_open(&sim, 0, Duration::from_secs(5));
+}

@@ -88,6 +88,15 @@ impl Gate {
         self.state.load(Ordering::Acquire) & OPEN != 0
     }
 
+    /// Closes the gate without waiting, for the consumer's own thread (a callback removing its
+    /// own consumer, while running or while its thread ends): no callback enters after this,
+    /// and the one running (the caller's, if any) finishes on its own. Idempotent.
+    pub fn close_from_inside(&self) {
+        // SeqCst: totally ordered with `enter`'s CAS (see # Synchronization); no waiter is
+        // registered, since nobody waits.
+        self.state.fetch_and(!OPEN, Ordering::SeqCst);
+    }
+
     /// Closes the gate and waits up to `timeout` for a running callback to leave. Returns
     /// `true` when no callback runs any more (and none ever will), `false` if one was still
     /// running at the timeout (it will not run again after it returns). Idempotent.

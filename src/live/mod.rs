@@ -565,7 +565,7 @@ pub(crate) struct Shared {
     pub(crate) transport: TransportConfig,
     pub(crate) engine: EngineCounters,
     /// This feed's number in the process (never 0, never reused): which feed a [`Seis`]
-    /// belongs to.
+    /// belongs to, and whether a call comes from one of this feed's consumer threads.
     pub(crate) feed_id: u64,
     stop: AtomicBool,
     next_seis: AtomicU64,
@@ -593,6 +593,11 @@ impl Shared {
 pub struct ShutdownReport {
     /// Threads still running at the timeout (a callback that does not return), by name.
     pub unfinished: Vec<String>,
+    /// The consumer thread `shutdown` was called from (by a callback, or a `LiveFeed` dropped
+    /// in one), by name: it was stopped like the others but not waited for, since it cannot
+    /// wait for itself; it ends when its callback returns. `None` when called from any other
+    /// thread. Not counted in [`ShutdownReport::unfinished`].
+    pub caller: Option<String>,
     /// How long the shutdown took.
     pub elapsed: Duration,
 }
@@ -809,6 +814,10 @@ impl LiveFeed {
     /// subscription is removed (its `remove_series` was written). While other holds remain, this only releases the
     /// caller's: every consumer goes on.
     ///
+    /// From a callback (of this seis or another), it returns without waiting for the calling
+    /// callback to return: if the caller is one of the removed consumers, its callback never
+    /// runs again after the current invocation.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidRequest`] when every hold on `seis` was released already (more
@@ -880,6 +889,10 @@ impl LiveFeed {
     /// for as long as you consume it; another part of the program releasing its own hold never
     /// ends your consumer.
     ///
+    /// The callback may call this feed's methods, including on its own consumer or seis
+    /// ([`LiveFeed::del_consumer`], [`LiveFeed::del_seis`], [`LiveFeed::shutdown`], dropping
+    /// the last `LiveFeed`): none of them waits for the calling callback to return.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidRequest`] when `seis` is not subscribed here; [`Error::Timeout`];
@@ -918,10 +931,11 @@ impl LiveFeed {
         let (id, slot) = self.attach(seis, producer, options, &counters)?;
         let name = format!("tv-consumer-{}", id.get());
         let thread_name = name.clone();
+        let me = (shared.feed_id, id);
         let spawned = plain::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                consumer::run_callback(&thread_name, rx, &cb, interval, callback);
+                consumer::run_callback(&thread_name, me, rx, &cb, interval, callback);
             });
         let (thread, spawn_error) = match spawned {
             Ok(h) => (Some((name, h)), None),
@@ -1060,6 +1074,9 @@ impl LiveFeed {
     /// at the call, this waited for it to return, at most the command timeout), and a
     /// [`Subscription`]'s `recv` reports [`RecvError::Closed`].
     ///
+    /// From the consumer's own callback it returns at once: the consumer is removed, and its
+    /// callback never runs again after the current invocation returns.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidRequest`] for an unknown id; [`Error::Timeout`] when the callback was
@@ -1155,12 +1172,20 @@ impl LiveFeed {
     /// Returns within `timeout` whatever the callbacks do, naming every thread that did not
     /// finish. Idempotent: later calls return the first report. `Drop` calls it with a 1 s
     /// timeout; every other call afterwards returns [`Error::Shutdown`].
+    ///
+    /// From a callback of this feed (or a `LiveFeed` dropped in one) it stops everything the
+    /// same way but does not wait for the calling thread: that thread is named in
+    /// [`ShutdownReport::caller`], and ends when the callback returns (after one more call,
+    /// with the final [`LiveEvent::Failed`]). If another thread's shutdown is already under
+    /// way, a callback's call returns at once (that shutdown is waiting for this callback).
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let start = clock::monotonic();
         let deadline = start.checked_add(timeout);
+        let caller = consumer::running(self.shared.feed_id);
         // Release: pairs with `stopping`'s Acquire in tv-io and the API calls.
         if self.shared.stop.swap(true, Ordering::AcqRel) {
-            // Already stopping: wait (bounded) for the first call's report.
+            // Already stopping: wait (bounded) for the first call's report; on a consumer
+            // thread, not at all: the first call may be waiting for this very thread.
             loop {
                 if let Some(r) = self
                     .report
@@ -1170,9 +1195,10 @@ impl LiveFeed {
                 {
                     return r;
                 }
-                if deadline.is_some_and(|d| clock::monotonic() >= d) {
+                if caller.is_some() || deadline.is_some_and(|d| clock::monotonic() >= d) {
                     return ShutdownReport {
                         unfinished: vec!["shutdown in progress".into()],
+                        caller: caller.map(|id| format!("tv-consumer-{}", id.get())),
                         elapsed: start.elapsed(),
                     };
                 }
@@ -1182,6 +1208,7 @@ impl LiveFeed {
         tracing::info!("live feed shutting down");
         self.shared.commands.wake();
         let mut unfinished = Vec::new();
+        let mut caller_thread = None;
         let io = self
             .io
             .lock()
@@ -1206,7 +1233,14 @@ impl LiveFeed {
             .into_iter()
             .filter_map(|e| e.thread)
             .chain(stragglers.into_iter().map(|s| (s.name, s.handle)));
+        let me = plain::thread::current().id();
         for (name, h) in threads {
+            if h.thread().id() == me {
+                // Called from this consumer's callback: it cannot be joined from itself. Its
+                // handle is dropped (the thread detaches and ends when the callback returns).
+                caller_thread = Some(name);
+                continue;
+            }
             if wait_finished(&h, deadline) {
                 let _ = h.join();
             } else {
@@ -1216,6 +1250,7 @@ impl LiveFeed {
         }
         let report = ShutdownReport {
             unfinished,
+            caller: caller_thread.or_else(|| caller.map(|id| format!("tv-consumer-{}", id.get()))),
             elapsed: start.elapsed(),
         };
         *self.report.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
@@ -1283,20 +1318,32 @@ fn finish_removal(
             d.saturating_duration_since(clock::monotonic())
         })
     };
+    // Called from this consumer's own callback (`del_consumer` of itself, `del_seis` of its
+    // seis): its callback is the one running, and would wait for itself until the timeout.
+    let own = consumer::running(shared.feed_id) == Some(id);
     let mut timed_out = false;
     if let Some(r) = removed
         && r.wait_unused(left(deadline)).is_err()
     {
         timed_out = true;
     }
-    if !entry.gate.close(left(deadline)) {
+    if own {
+        entry.gate.close_from_inside();
+    } else if !entry.gate.close(left(deadline)) {
         timed_out = true;
     }
     let _ = shared
         .commands
         .send(Command::RemoveConsumer { slot: entry.fanout }, deadline);
     if let Some((name, handle)) = entry.thread {
-        if wait_finished(&handle, deadline) {
+        if own {
+            // It ends when the calling callback returns; `shutdown` joins it.
+            shared
+                .stragglers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Straggler { name, handle });
+        } else if wait_finished(&handle, deadline) {
             let _ = handle.join();
         } else {
             shared
