@@ -5,7 +5,9 @@
 //! `del_consumer`, `del_seis` and `shutdown` call [`Gate::close`], which stops new entries and
 //! waits for a running callback to leave. It is the last step of the consumer-removal contract
 //! (registry removal, quiescence of `tv-io`'s snapshot, then this), model-checked with loom
-//! (`loom-tests/tests/consumer.rs`).
+//! (`loom-tests/tests/consumer.rs`). When the running callback is the caller (it removes its
+//! own consumer), they call [`Gate::close_from_inside`] instead, which only stops new entries:
+//! a thread cannot wait for itself to leave, and its own invocation ends when it returns.
 //!
 //! # Synchronization
 //!
