@@ -743,3 +743,369 @@ fn a_hundred_seises_over_wss_on_one_connection() {
 fn a_thousand_seises_over_ws_on_one_connection() {
     many_seises(false, 1_000);
 }
+
+// ------------------------------------------------------------------ counted holds (issue 18)
+
+/// Waits (bounded) until the simulator has `n` series open.
+fn wait_series_open(sim: &Sim, n: u64, within: Duration) {
+    let deadline = now() + within;
+    while sim.counters().series_open != n {
+        assert!(
+            now() < deadline,
+            "{} series open, expected {n}",
+            sim.counters().series_open
+        );
+        pause(Duration::from_millis(10));
+    }
+}
+
+/// Waits (bounded) until `count` reaches `n`.
+fn wait_count(count: &AtomicU64, n: u64, within: Duration, what: &str) {
+    let deadline = now() + within;
+    while count.load(Ordering::SeqCst) < n {
+        assert!(
+            now() < deadline,
+            "{what}: {} of {n}",
+            count.load(Ordering::SeqCst)
+        );
+        pause(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn one_holders_del_seis_leaves_the_other_holders_consumers_running() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let a = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let b = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "one seis, two holds");
+    assert_eq!(a.holds(), 2);
+    let closed = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&closed);
+    feed.new_consumer(&b, move |e| {
+        if matches!(e, LiveEvent::Closed(_)) {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    let mut pull = feed.subscribe(&b).unwrap();
+    feed.del_seis(&a).unwrap();
+    // B's consumers go on: its callback and its pull handle keep receiving closed bars.
+    let before = closed.load(Ordering::SeqCst);
+    wait_count(
+        &closed,
+        before + 2,
+        Duration::from_secs(10),
+        "B's callback after A's del_seis",
+    );
+    let deadline = now() + Duration::from_secs(10);
+    loop {
+        match pull.recv_timeout(Duration::from_secs(3)) {
+            Ok(LiveEvent::Closed(_)) => break,
+            Ok(_) => {}
+            Err(e) => panic!("B's subscription after A's del_seis: {e:?}"),
+        }
+        assert!(now() < deadline, "B's subscription got no closed bar");
+    }
+    // B can still add consumers, and the server still has the series.
+    let more = Arc::new(AtomicU64::new(0));
+    let m = Arc::clone(&more);
+    feed.new_consumer(&b, move |e| {
+        if matches!(e, LiveEvent::Closed(_)) {
+            m.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    wait_count(&more, 1, Duration::from_secs(10), "B's new consumer");
+    assert_eq!(sim.counters().series_open, 1);
+    let stats = feed.stats();
+    assert_eq!(stats.seises.len(), 1);
+    assert_eq!(stats.seises[0].holds, 1, "B's hold");
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn the_last_holders_del_seis_unsubscribes_and_ends_the_consumers() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let a = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let b = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let _eth = feed.new_seis("BINANCE:ETHUSDT", "1S").unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let r = Arc::clone(&runs);
+    feed.new_consumer_with(
+        &b,
+        ConsumerOptions::default().with_updates(true),
+        move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        },
+    )
+    .unwrap();
+    let mut pull = feed.subscribe(&b).unwrap();
+    wait_count(&runs, 1, Duration::from_secs(10), "B's callback");
+    feed.del_seis(&a).unwrap();
+    wait_series_open(&sim, 2, Duration::from_secs(5));
+    feed.del_seis(&b).unwrap();
+    // Now the seis is gone: unsubscribed on the server, out of the feed's stats.
+    wait_series_open(&sim, 1, Duration::from_secs(5));
+    let stats = feed.stats();
+    assert_eq!(stats.seises.len(), 1, "only ETH is left");
+    assert!(stats.consumers.is_empty(), "its consumers ended");
+    // Its consumers ended: the callback never runs again, the pull handle says Closed.
+    let after = runs.load(Ordering::SeqCst);
+    pause(Duration::from_millis(1_200));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        after,
+        "a callback ran after the last del_seis"
+    );
+    let mut end = None;
+    for _ in 0..10_000 {
+        if let Err(e) = pull.try_recv() {
+            end = Some(e);
+            break;
+        }
+    }
+    assert_eq!(end, Some(RecvError::Closed));
+    // A release beyond the holds taken is a typed error, not a second unsubscription.
+    assert!(matches!(feed.del_seis(&b), Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        feed.new_consumer(&b, |_| {}),
+        Err(Error::InvalidRequest(_))
+    ));
+    assert_eq!(sim.counters().series_open, 1);
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn racing_new_seis_and_del_seis_keeps_a_consistent_count() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    // With a holder that stays: the seis is never unsubscribed by the others' churn.
+    let keeper = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let churn = |symbol: &'static str| {
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let feed = Arc::clone(&feed);
+                s.spawn(move || {
+                    for i in 0..25 {
+                        let seis = feed
+                            .new_seis(symbol, "1S")
+                            .unwrap_or_else(|e| panic!("thread {t} round {i}: new_seis: {e:?}"));
+                        if i % 5 == 0 {
+                            let id = feed.new_consumer(&seis, |_| {}).unwrap_or_else(|e| {
+                                panic!("thread {t} round {i}: new_consumer: {e:?}")
+                            });
+                            feed.del_consumer(id).unwrap();
+                        }
+                        feed.del_seis(&seis)
+                            .unwrap_or_else(|e| panic!("thread {t} round {i}: del_seis: {e:?}"));
+                    }
+                });
+            }
+        });
+    };
+    churn("BINANCE:BTCUSDT");
+    let stats = feed.stats();
+    assert_eq!(stats.seises.len(), 1);
+    assert_eq!(stats.seises[0].holds, 1, "only the keeper's hold is left");
+    assert_eq!(keeper.holds(), 1);
+    wait_series_open(&sim, 1, Duration::from_secs(5));
+    let mut pull = feed.subscribe(&keeper).unwrap();
+    assert!(pull.recv_timeout(Duration::from_secs(5)).is_ok());
+    drop(pull);
+    feed.del_seis(&keeper).unwrap();
+    wait_series_open(&sim, 0, Duration::from_secs(5));
+    assert!(feed.stats().seises.is_empty());
+    assert_eq!(keeper.holds(), 0);
+    assert!(matches!(
+        feed.del_seis(&keeper),
+        Err(Error::InvalidRequest(_))
+    ));
+    // With no holder that stays: the seis comes and goes; at the end nothing is left.
+    churn("BINANCE:ETHUSDT");
+    assert!(feed.stats().seises.is_empty(), "{:?}", feed.stats().seises);
+    wait_series_open(&sim, 0, Duration::from_secs(5));
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+// ------------------------------------------------------------------ calls from a callback
+
+/// A feed shared with its own callbacks (they get a `Weak`, so the feed is not kept alive by
+/// them), and a channel the callback reports on.
+type Report<T> = (mpsc::Sender<T>, mpsc::Receiver<T>);
+
+#[test]
+fn del_consumer_of_its_own_id_from_its_callback_returns_at_once() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let own = Arc::new(Mutex::new(None));
+    let (tx, rx): Report<(Result<(), Error>, Duration)> = mpsc::channel();
+    let deleted = Arc::new(AtomicBool::new(false));
+    let runs_after = Arc::new(AtomicU64::new(0));
+    let (weak, o, d, ra) = (
+        Arc::downgrade(&feed),
+        Arc::clone(&own),
+        Arc::clone(&deleted),
+        Arc::clone(&runs_after),
+    );
+    let id = feed
+        .new_consumer_with(
+            &btc,
+            ConsumerOptions::default().with_updates(true),
+            move |_| {
+                if d.load(Ordering::SeqCst) {
+                    ra.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                let Some(id) = *o.lock().unwrap() else { return };
+                let Some(feed) = weak.upgrade() else { return };
+                let start = now();
+                let r = feed.del_consumer(id);
+                let took = now().duration_since(start);
+                d.store(true, Ordering::SeqCst);
+                let _ = tx.send((r, took));
+            },
+        )
+        .unwrap();
+    *own.lock().unwrap() = Some(id);
+    let (r, took) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("del_consumer from its own callback did not return within 5 s");
+    assert!(r.is_ok(), "{r:?}");
+    assert!(took < Duration::from_secs(2), "del_consumer took {took:?}");
+    pause(Duration::from_millis(1_500));
+    assert_eq!(runs_after.load(Ordering::SeqCst), 0, "it ran again");
+    assert!(feed.stats().consumers.is_empty());
+    assert!(matches!(
+        feed.del_consumer(id),
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn del_seis_from_a_callback_of_that_seis_returns_at_once() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let (tx, rx): Report<(Result<(), Error>, Duration)> = mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let runs_after = Arc::new(AtomicU64::new(0));
+    let (weak, seis, d, ra) = (
+        Arc::downgrade(&feed),
+        Arc::clone(&btc),
+        Arc::clone(&done),
+        Arc::clone(&runs_after),
+    );
+    feed.new_consumer_with(
+        &btc,
+        ConsumerOptions::default().with_updates(true),
+        move |_| {
+            if d.load(Ordering::SeqCst) {
+                ra.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            let Some(feed) = weak.upgrade() else { return };
+            let start = now();
+            let r = feed.del_seis(&seis);
+            let took = now().duration_since(start);
+            d.store(true, Ordering::SeqCst);
+            let _ = tx.send((r, took));
+        },
+    )
+    .unwrap();
+    let (r, took) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("del_seis from its own callback did not return within 5 s");
+    assert!(r.is_ok(), "{r:?}");
+    assert!(took < Duration::from_secs(2), "del_seis took {took:?}");
+    wait_series_open(&sim, 0, Duration::from_secs(5));
+    pause(Duration::from_millis(1_500));
+    assert_eq!(runs_after.load(Ordering::SeqCst), 0, "it ran again");
+    let stats = feed.stats();
+    assert!(stats.seises.is_empty() && stats.consumers.is_empty());
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn shutdown_from_a_callback_stops_everything_and_returns_at_once() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    // Another consumer, which shutdown must stop and join.
+    let other_failed = Arc::new(AtomicBool::new(false));
+    let of = Arc::clone(&other_failed);
+    feed.new_consumer(&btc, move |e| {
+        if matches!(e, LiveEvent::Failed(Error::Shutdown)) {
+            of.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    let (tx, rx): Report<(tvdatafeed::ShutdownReport, Duration)> = mpsc::channel();
+    let called = Arc::new(AtomicBool::new(false));
+    let (weak, c) = (Arc::downgrade(&feed), Arc::clone(&called));
+    let id = feed
+        .new_consumer_with(
+            &btc,
+            ConsumerOptions::default().with_updates(true),
+            move |_| {
+                if c.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                let Some(feed) = weak.upgrade() else { return };
+                let start = now();
+                let report = feed.shutdown(Duration::MAX);
+                let _ = tx.send((report, now().duration_since(start)));
+            },
+        )
+        .unwrap();
+    let (report, took) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("shutdown(Duration::MAX) from a callback did not return within 5 s");
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert!(report.is_clean(), "{report:?}");
+    // The calling thread is reported as the caller, not as unfinished.
+    assert_eq!(report.caller, Some(format!("tv-consumer-{}", id.get())));
+    assert!(
+        other_failed.load(Ordering::SeqCst),
+        "the other consumer was stopped"
+    );
+    assert!(matches!(
+        feed.new_seis("BINANCE:ETHUSDT", "1S"),
+        Err(Error::Shutdown)
+    ));
+    assert_eq!(feed.shutdown(Duration::from_millis(10)), report);
+}
+
+#[test]
+fn dropping_the_last_feed_inside_a_callback_returns_promptly() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim));
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let slot: Arc<Mutex<Option<Arc<LiveFeed>>>> = Arc::new(Mutex::new(None));
+    let (tx, rx): Report<Duration> = mpsc::channel();
+    let s = Arc::clone(&slot);
+    feed.new_consumer_with(
+        &btc,
+        ConsumerOptions::default().with_updates(true),
+        move |_| {
+            let last = s.lock().unwrap().take();
+            if let Some(feed) = last {
+                let start = now();
+                drop(feed);
+                let _ = tx.send(now().duration_since(start));
+            }
+        },
+    )
+    .unwrap();
+    // The callback's is now the only handle.
+    *slot.lock().unwrap() = Some(feed);
+    let took = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("dropping the last feed in a callback did not return within 5 s");
+    // The old code waited out Drop's whole 1 s shutdown timeout on its own thread.
+    assert!(took < Duration::from_millis(800), "drop took {took:?}");
+    wait_series_open(&sim, 0, Duration::from_secs(5));
+}

@@ -2,6 +2,7 @@
 //! handle [`Subscription`] a user polls from a thread of their own.
 
 use std::{
+    cell::Cell,
     panic::{AssertUnwindSafe, catch_unwind},
     time::Duration,
 };
@@ -48,6 +49,24 @@ impl StatsProbe {
     }
 }
 
+thread_local! {
+    /// On a `tv-consumer-N` thread, for its whole life (the callback's drop at its end
+    /// included): the feed ([`Shared::feed_id`](super::Shared::feed_id)) and the consumer it
+    /// runs. `None` on every other thread. A call the callback makes into its own feed reads it
+    /// to avoid waiting for this very thread (`del_consumer` of itself, `del_seis` of its seis,
+    /// `shutdown`, `Drop`), which could only end at its timeout, or never.
+    static RUNNING: Cell<Option<(u64, super::ConsumerId)>> = const { Cell::new(None) };
+}
+
+/// The consumer of feed `feed` whose thread this is, if the caller runs on one (a callback,
+/// or its drop).
+pub(crate) fn running(feed: u64) -> Option<super::ConsumerId> {
+    match RUNNING.get() {
+        Some((f, id)) if f == feed => Some(id),
+        _ => None,
+    }
+}
+
 /// What a callback consumer thread shares with the feed.
 #[derive(Debug)]
 pub(crate) struct CallbackShared {
@@ -59,13 +78,18 @@ pub(crate) struct CallbackShared {
 /// The body of a `tv-consumer-N` thread: pop, pass the gate, run the callback, until the
 /// ring is abandoned (the producer dropped: unsubscribed or shut down), the gate closes, or
 /// the callback panics (which ends this consumer only: logged, counted, reported).
+///
+/// `me` is (the feed's id, this consumer's id): it marks the thread for [`running`] until the
+/// thread ends.
 pub(crate) fn run_callback(
     name: &str,
+    me: (u64, super::ConsumerId),
     mut rx: Consumer<Delivery>,
     shared: &CallbackShared,
     interval: crate::Interval,
     mut callback: impl FnMut(LiveEvent),
 ) {
+    RUNNING.set(Some(me));
     tracing::debug!(thread = name, "consumer started");
     let mut stats = LocalStats::default();
     loop {
@@ -130,7 +154,8 @@ pub enum RecvError {
 /// maybe a core) polls its bars with [`Subscription::try_recv`] between its own work, with no
 /// callback thread and no context switch, or blocks in [`Subscription::recv_timeout`].
 ///
-/// It is `Send` (move it to the thread that polls) but not `Sync`. Dropping it unsubscribes.
+/// It is `Send` (move it to the thread that polls) but not `Sync`. Dropping it removes this
+/// consumer (its seis stays subscribed).
 ///
 /// # Examples
 ///

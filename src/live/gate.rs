@@ -5,7 +5,9 @@
 //! `del_consumer`, `del_seis` and `shutdown` call [`Gate::close`], which stops new entries and
 //! waits for a running callback to leave. It is the last step of the consumer-removal contract
 //! (registry removal, quiescence of `tv-io`'s snapshot, then this), model-checked with loom
-//! (`loom-tests/tests/consumer.rs`).
+//! (`loom-tests/tests/consumer.rs`). When the running callback is the caller (it removes its
+//! own consumer), they call [`Gate::close_from_inside`] instead, which only stops new entries:
+//! a thread cannot wait for itself to leave, and its own invocation ends when it returns.
 //!
 //! # Synchronization
 //!
@@ -86,6 +88,15 @@ impl Gate {
     pub fn is_open(&self) -> bool {
         // Acquire: a caller that sees the gate closed also sees what the closer did before.
         self.state.load(Ordering::Acquire) & OPEN != 0
+    }
+
+    /// Closes the gate without waiting, for the consumer's own thread (a callback removing its
+    /// own consumer, while running or while its thread ends): no callback enters after this,
+    /// and the one running (the caller's, if any) finishes on its own. Idempotent.
+    pub fn close_from_inside(&self) {
+        // SeqCst: totally ordered with `enter`'s CAS (see # Synchronization); no waiter is
+        // registered, since nobody waits.
+        self.state.fetch_and(!OPEN, Ordering::SeqCst);
     }
 
     /// Closes the gate and waits up to `timeout` for a running callback to leave. Returns

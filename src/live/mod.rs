@@ -69,7 +69,7 @@ use crate::{
         self,
         plain::{
             self, Mutex,
-            atomic::{AtomicBool, AtomicU64, Ordering},
+            atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         },
     },
     transport::TransportConfig,
@@ -96,18 +96,54 @@ impl SeisId {
 
 /// A subscription to one (symbol, interval): what [`LiveFeed::new_seis`] returns. Shared
 /// (`Arc`) by every caller that asked for the same pair.
+///
+/// # Holds
+///
+/// A seis is held, not owned: each [`LiveFeed::new_seis`] call that returns it (the first, and
+/// every idempotent repeat) takes one hold, and each [`LiveFeed::del_seis`] releases one. The
+/// server subscription lives until the last hold is released; only then is it removed, with
+/// every consumer of the seis (see [`LiveFeed::del_seis`]). So two parts of a program that
+/// subscribe the same pair independently never end each other's consumers: each calls
+/// `del_seis` once for its one `new_seis`. A consumer takes no hold of its own (see
+/// [`LiveFeed::new_consumer`]); cloning the `Arc` takes none either.
+///
+/// # Invariants
+///
+/// `holds` is the number of holds taken and not released, in `0..RELEASED`, or `RELEASED`
+/// once the last one was released (terminal: the seis is then being removed, or was, and can
+/// never be held again; `new_seis` makes a new one). It is 0 only between the registry
+/// insertion of a new seis and its first hold. `feed` is the feed it belongs to, for ever.
 #[derive(Debug)]
 pub struct Seis {
     key: SeisKey,
     id: SeisId,
+    feed: u64,
+    holds: AtomicUsize,
     pub(crate) counters: SeisCounters,
 }
 
+/// [`Seis::holds`]' terminal value: the last hold was released.
+const RELEASED: usize = usize::MAX;
+
+/// Why a hold could not be released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotHeld {
+    /// Every hold was released already (or none was ever taken).
+    Released,
+}
+
 impl Seis {
+    /// A seis of no feed (feed 0), for the core's own tests and fuzzing.
     fn new(key: SeisKey, id: u64) -> Self {
+        Self::in_feed(key, id, 0)
+    }
+
+    fn in_feed(key: SeisKey, id: u64, feed: u64) -> Self {
         Self {
             key,
             id: SeisId(id),
+            feed,
+            holds: AtomicUsize::new(0),
             counters: SeisCounters::default(),
         }
     }
@@ -125,6 +161,61 @@ impl Seis {
     /// Its number in the feed.
     pub fn id(&self) -> SeisId {
         self.id
+    }
+
+    /// How many holds are outstanding: [`LiveFeed::new_seis`] calls that returned it, less
+    /// [`LiveFeed::del_seis`] calls on it. 0 once the last was released (the seis is then
+    /// unsubscribed). A snapshot: other threads may change it at once.
+    pub fn holds(&self) -> usize {
+        // Relaxed: a report, nothing is read on the strength of it.
+        match self.holds.load(Ordering::Relaxed) {
+            RELEASED => 0,
+            n => n,
+        }
+    }
+
+    /// Takes one hold; `false` when the last hold was released already (the seis is on its
+    /// way out of the registry: make a new one).
+    fn hold(&self) -> bool {
+        // Relaxed loads: the compare-exchange below decides, on the one location.
+        let mut n = self.holds.load(Ordering::Relaxed);
+        loop {
+            if n == RELEASED {
+                return false;
+            }
+            debug_assert!(n < RELEASED - 1, "hold count overflow");
+            // Relaxed: the count guards no other data (the registry has its own lock); the
+            // read-modify-writes on `holds` are totally ordered, which is all that decides
+            // who releases last.
+            match self
+                .holds
+                .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Releases one hold; `Ok(true)` when it was the last (the caller then removes the seis).
+    fn release(&self) -> Result<bool, NotHeld> {
+        let mut n = self.holds.load(Ordering::Relaxed);
+        loop {
+            if n == 0 || n == RELEASED {
+                return Err(NotHeld::Released);
+            }
+            let next = if n == 1 { RELEASED } else { n - 1 };
+            // AcqRel, as `Arc`'s count: the last releaser, which goes on to remove the seis,
+            // comes after every other holder's release in the count's order, and sees what
+            // they did before releasing.
+            match self
+                .holds
+                .compare_exchange_weak(n, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(next == RELEASED),
+                Err(now) => n = now,
+            }
+        }
     }
 
     pub(crate) fn key(&self) -> &SeisKey {
@@ -426,6 +517,8 @@ impl LiveFeedBuilder {
             registry: Registry::new(),
             transport: self.transport.clone(),
             engine: EngineCounters::default(),
+            // Relaxed: only uniqueness matters.
+            feed_id: NEXT_FEED.fetch_add(1, Ordering::Relaxed),
             stop: AtomicBool::new(false),
             next_seis: AtomicU64::new(1),
             consumers: Mutex::new(HashMap::new()),
@@ -493,12 +586,18 @@ struct Straggler {
     handle: plain::thread::JoinHandle<()>,
 }
 
+/// The next [`Shared::feed_id`].
+static NEXT_FEED: AtomicU64 = AtomicU64::new(1);
+
 /// What the feed's handles and `tv-io` share.
 pub(crate) struct Shared {
     pub(crate) commands: Commands,
     pub(crate) registry: Registry<SeisKey, Seis, ConsumerSlot>,
     pub(crate) transport: TransportConfig,
     pub(crate) engine: EngineCounters,
+    /// This feed's number in the process (never 0, never reused): which feed a [`Seis`]
+    /// belongs to, and whether a call comes from one of this feed's consumer threads.
+    pub(crate) feed_id: u64,
     stop: AtomicBool,
     next_seis: AtomicU64,
     consumers: Mutex<HashMap<ConsumerId, ConsumerEntry>>,
@@ -525,6 +624,11 @@ impl Shared {
 pub struct ShutdownReport {
     /// Threads still running at the timeout (a callback that does not return), by name.
     pub unfinished: Vec<String>,
+    /// The consumer thread `shutdown` was called from (by a callback, or a `LiveFeed` dropped
+    /// in one), by name: it was stopped like the others but not waited for, since it cannot
+    /// wait for itself; it ends when its callback returns. `None` when called from any other
+    /// thread. Not counted in [`ShutdownReport::unfinished`].
+    pub caller: Option<String>,
     /// How long the shutdown took.
     pub elapsed: Duration,
 }
@@ -566,6 +670,8 @@ pub struct SeisStats {
     pub closed: u64,
     /// Revisions delivered.
     pub revised: u64,
+    /// Holds outstanding ([`Seis::holds`]): `new_seis` calls not yet matched by `del_seis`.
+    pub holds: usize,
 }
 
 /// One consumer's statistics.
@@ -662,12 +768,19 @@ impl LiveFeed {
     /// on one pair all get the same `Arc`. Returns once the server accepted it (its history
     /// arrived), so a refusal is a typed error within one round trip.
     ///
+    /// Every call that returns the seis takes one hold on it (see [`Seis`]'s `# Holds`),
+    /// which a [`LiveFeed::del_seis`] releases: call `del_seis` once for each successful
+    /// `new_seis`. The seis is unsubscribed when its last hold is released, so a part of the
+    /// program that subscribed a pair keeps receiving it whatever other parts do with the same
+    /// pair. A call that fails takes no hold.
+    ///
     /// # Errors
     ///
     /// [`Error::Series`] with the server's refusal (unknown symbol, permission denied,
     /// interval not entitled); [`Error::InvalidRequest`] for a malformed symbol or interval;
     /// [`Error::Timeout`] when no answer came within the command timeout (the subscription is
-    /// then removed); [`Error::AuthRejected`]; [`Error::Shutdown`].
+    /// then removed unless another caller holds it); [`Error::AuthRejected`];
+    /// [`Error::Shutdown`].
     pub fn new_seis<S, I>(&self, symbol: S, interval: I) -> Result<sync::Arc<Seis>, Error>
     where
         S: TryInto<Symbol>,
@@ -681,50 +794,88 @@ impl LiveFeed {
             interval: interval.try_into().map_err(Into::into)?,
         };
         let shared = &self.shared;
-        let seis = shared.registry.get_or_insert(key.clone(), || {
-            // Relaxed: only uniqueness matters.
-            Seis::new(key, shared.next_seis.fetch_add(1, Ordering::Relaxed))
-        });
         let deadline = shared.deadline(shared.builder.command_timeout);
-        let (reply, waiter) = command::reply();
-        shared.commands.send(
-            Command::Subscribe {
-                seis: sync::Arc::clone(&seis),
-                reply,
-            },
-            deadline,
-        )?;
-        match waiter.wait(deadline) {
-            Some(Ok(())) => Ok(seis),
-            Some(Err(e)) => {
-                let _ = self.remove_seis(&seis, Duration::from_secs(1));
-                Err(e)
+        let seis = loop {
+            let seis = shared.registry.get_or_insert(key.clone(), || {
+                // Relaxed: only uniqueness matters.
+                let id = shared.next_seis.fetch_add(1, Ordering::Relaxed);
+                Seis::in_feed(key.clone(), id, shared.feed_id)
+            });
+            if seis.hold() {
+                break seis;
             }
-            None => {
-                let _ = self.remove_seis(&seis, Duration::from_secs(1));
-                Err(self.timeout_error())
+            // Its last holder released it and is taking it out of the registry (the next step
+            // of its `del_seis`, one writer-lock turn): wait for that, then subscribe anew.
+            if deadline.is_some_and(|d| clock::monotonic() >= d) {
+                return Err(self.timeout_error());
+            }
+            plain::thread::park_timeout(Duration::from_micros(50));
+        };
+        let (reply, waiter) = command::reply();
+        let outcome = shared
+            .commands
+            .send(
+                Command::Subscribe {
+                    seis: sync::Arc::clone(&seis),
+                    reply,
+                },
+                deadline,
+            )
+            .and_then(|()| {
+                waiter
+                    .wait(deadline)
+                    .unwrap_or_else(|| Err(self.timeout_error()))
+            });
+        match outcome {
+            Ok(()) => Ok(seis),
+            Err(e) => {
+                // This call's hold goes; the seis with it if nobody else holds it.
+                if seis.release() == Ok(true) {
+                    let _ = self.remove_seis(&seis, Duration::from_secs(1));
+                }
+                Err(e)
             }
         }
     }
 
-    /// Removes a seis: after it returns, none of its consumers' callbacks runs again and the
-    /// server subscription is removed (its `remove_series` was written).
+    /// Releases one hold on `seis` (one [`LiveFeed::new_seis`] call's). When it was the last,
+    /// the seis is removed: after this returns, none of its consumers' callbacks runs again
+    /// (a callback consumer's thread ends without a further call: no event tells it, the last
+    /// holder chose this), its [`Subscription`]s return [`RecvError::Closed`], and the server
+    /// subscription is removed (its `remove_series` was written). While other holds remain, this only releases the
+    /// caller's: every consumer goes on.
+    ///
+    /// From a callback (of this seis or another), it returns without waiting for the calling
+    /// callback to return: if the caller is one of the removed consumers, its callback never
+    /// runs again after the current invocation.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRequest`] when the seis is not (or no longer) subscribed here;
-    /// [`Error::Timeout`] when a callback was still running at the command timeout (it will
-    /// not run again); [`Error::Shutdown`].
+    /// [`Error::InvalidRequest`] when every hold on `seis` was released already (more
+    /// `del_seis` than `new_seis` calls), or `seis` belongs to another feed: nothing is
+    /// changed; [`Error::Timeout`] when a callback was still running at the command timeout (it
+    /// will not run again); [`Error::Shutdown`].
     pub fn del_seis(&self, seis: &Seis) -> Result<(), Error> {
         self.check_open()?;
-        if !self.remove_seis(seis, self.shared.builder.command_timeout)? {
-            return Err(Error::InvalidRequest(format!("{seis} is not subscribed")));
+        if seis.feed != self.shared.feed_id {
+            return Err(Error::InvalidRequest(format!(
+                "{seis} belongs to another feed"
+            )));
         }
-        Ok(())
+        match seis.release() {
+            Err(NotHeld::Released) => Err(Error::InvalidRequest(format!(
+                "{seis} is not subscribed: each of its holds was released already"
+            ))),
+            Ok(false) => Ok(()),
+            Ok(true) => self
+                .remove_seis(seis, self.shared.builder.command_timeout)
+                .map(|_| ()),
+        }
     }
 
     /// Removes `seis` from the registry (if this very seis is there), its consumers, and its
-    /// server subscription. Returns whether it was there.
+    /// server subscription. Returns whether it was there. Called by the releaser of its last
+    /// hold only.
     fn remove_seis(&self, seis: &Seis, timeout: Duration) -> Result<bool, Error> {
         let shared = &self.shared;
         let deadline = shared.deadline(timeout);
@@ -762,6 +913,16 @@ impl LiveFeed {
     ///
     /// A callback that panics ends its own consumer only: it is logged, counted
     /// ([`ConsumerStats::panicked`]) and the others go on.
+    ///
+    /// A consumer takes no hold on its seis (see [`Seis`]'s `# Holds`): it lives until
+    /// [`LiveFeed::del_consumer`], or until the last hold on its seis is released
+    /// ([`LiveFeed::del_seis`]), or shutdown. Hold the seis (keep your `new_seis` unreleased)
+    /// for as long as you consume it; another part of the program releasing its own hold never
+    /// ends your consumer.
+    ///
+    /// The callback may call this feed's methods, including on its own consumer or seis
+    /// ([`LiveFeed::del_consumer`], [`LiveFeed::del_seis`], [`LiveFeed::shutdown`], dropping
+    /// the last `LiveFeed`): none of them waits for the calling callback to return.
     ///
     /// # Errors
     ///
@@ -801,10 +962,11 @@ impl LiveFeed {
         let (id, slot) = self.attach(seis, producer, options, &counters)?;
         let name = format!("tv-consumer-{}", id.get());
         let thread_name = name.clone();
+        let me = (shared.feed_id, id);
         let spawned = plain::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                consumer::run_callback(&thread_name, rx, &cb, interval, callback);
+                consumer::run_callback(&thread_name, me, rx, &cb, interval, callback);
             });
         let (thread, spawn_error) = match spawned {
             Ok(h) => (Some((name, h)), None),
@@ -832,7 +994,10 @@ impl LiveFeed {
 
     /// A pull handle on `seis`' events: poll it from a thread you own with
     /// [`Subscription::recv`], [`Subscription::try_recv`], [`Subscription::recv_timeout`] or
-    /// its iterator. Dropping it unsubscribes.
+    /// its iterator. Dropping it removes this consumer (not the seis).
+    ///
+    /// Like a callback consumer, it takes no hold on `seis` and ends (with
+    /// [`RecvError::Closed`]) when the last hold is released: see [`LiveFeed::new_consumer`].
     ///
     /// # Errors
     ///
@@ -940,6 +1105,9 @@ impl LiveFeed {
     /// at the call, this waited for it to return, at most the command timeout), and a
     /// [`Subscription`]'s `recv` reports [`RecvError::Closed`].
     ///
+    /// From the consumer's own callback it returns at once: the consumer is removed, and its
+    /// callback never runs again after the current invocation returns.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidRequest`] for an unknown id; [`Error::Timeout`] when the callback was
@@ -1008,6 +1176,7 @@ impl LiveFeed {
                 interval: key.interval,
                 closed: entry.value().counters.closed(),
                 revised: entry.value().counters.revised(),
+                holds: entry.value().holds(),
             });
         }
         let table = self.table();
@@ -1034,12 +1203,20 @@ impl LiveFeed {
     /// Returns within `timeout` whatever the callbacks do, naming every thread that did not
     /// finish. Idempotent: later calls return the first report. `Drop` calls it with a 1 s
     /// timeout; every other call afterwards returns [`Error::Shutdown`].
+    ///
+    /// From a callback of this feed (or a `LiveFeed` dropped in one) it stops everything the
+    /// same way but does not wait for the calling thread: that thread is named in
+    /// [`ShutdownReport::caller`], and ends when the callback returns (after one more call,
+    /// with the final [`LiveEvent::Failed`]). If another thread's shutdown is already under
+    /// way, a callback's call returns at once (that shutdown is waiting for this callback).
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let start = clock::monotonic();
         let deadline = start.checked_add(timeout);
+        let caller = consumer::running(self.shared.feed_id);
         // Release: pairs with `stopping`'s Acquire in tv-io and the API calls.
         if self.shared.stop.swap(true, Ordering::AcqRel) {
-            // Already stopping: wait (bounded) for the first call's report.
+            // Already stopping: wait (bounded) for the first call's report; on a consumer
+            // thread, not at all: the first call may be waiting for this very thread.
             loop {
                 if let Some(r) = self
                     .report
@@ -1049,9 +1226,10 @@ impl LiveFeed {
                 {
                     return r;
                 }
-                if deadline.is_some_and(|d| clock::monotonic() >= d) {
+                if caller.is_some() || deadline.is_some_and(|d| clock::monotonic() >= d) {
                     return ShutdownReport {
                         unfinished: vec!["shutdown in progress".into()],
+                        caller: caller.map(|id| format!("tv-consumer-{}", id.get())),
                         elapsed: start.elapsed(),
                     };
                 }
@@ -1061,6 +1239,7 @@ impl LiveFeed {
         tracing::info!("live feed shutting down");
         self.shared.commands.wake();
         let mut unfinished = Vec::new();
+        let mut caller_thread = None;
         let io = self
             .io
             .lock()
@@ -1085,7 +1264,14 @@ impl LiveFeed {
             .into_iter()
             .filter_map(|e| e.thread)
             .chain(stragglers.into_iter().map(|s| (s.name, s.handle)));
+        let me = plain::thread::current().id();
         for (name, h) in threads {
+            if h.thread().id() == me {
+                // Called from this consumer's callback: it cannot be joined from itself. Its
+                // handle is dropped (the thread detaches and ends when the callback returns).
+                caller_thread = Some(name);
+                continue;
+            }
             if wait_finished(&h, deadline) {
                 let _ = h.join();
             } else {
@@ -1095,6 +1281,7 @@ impl LiveFeed {
         }
         let report = ShutdownReport {
             unfinished,
+            caller: caller_thread.or_else(|| caller.map(|id| format!("tv-consumer-{}", id.get()))),
             elapsed: start.elapsed(),
         };
         *self.report.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
@@ -1162,20 +1349,32 @@ fn finish_removal(
             d.saturating_duration_since(clock::monotonic())
         })
     };
+    // Called from this consumer's own callback (`del_consumer` of itself, `del_seis` of its
+    // seis): its callback is the one running, and would wait for itself until the timeout.
+    let own = consumer::running(shared.feed_id) == Some(id);
     let mut timed_out = false;
     if let Some(r) = removed
         && r.wait_unused(left(deadline)).is_err()
     {
         timed_out = true;
     }
-    if !entry.gate.close(left(deadline)) {
+    if own {
+        entry.gate.close_from_inside();
+    } else if !entry.gate.close(left(deadline)) {
         timed_out = true;
     }
     let _ = shared
         .commands
         .send(Command::RemoveConsumer { slot: entry.fanout }, deadline);
     if let Some((name, handle)) = entry.thread {
-        if wait_finished(&handle, deadline) {
+        if own {
+            // It ends when the calling callback returns; `shutdown` joins it.
+            shared
+                .stragglers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Straggler { name, handle });
+        } else if wait_finished(&handle, deadline) {
             let _ = handle.join();
         } else {
             shared
