@@ -143,6 +143,8 @@ enum Timer {
     FetchRetry { seis: u64, bar: i64 },
     /// Retry a failed gap fetch.
     GapRetry { seis: u64 },
+    /// Ask a live seis' main series again after a retryable failure (a load timeout).
+    Reload { seis: u64 },
     /// Look for a bar newer than the last one closed, when nothing shows one (see
     /// `Core::after_quiet_answer`); stale unless `generation` is the seis' `check_gen`.
     Check { seis: u64, generation: u64 },
@@ -741,6 +743,20 @@ impl Core {
                         self.close_due(seis, next);
                     }
                 }
+                Timer::Reload { seis } => {
+                    let unix_s = self.unix_ms.div_euclid(1000);
+                    let last = self
+                        .seises
+                        .get(&seis)
+                        .filter(|st| matches!(st.phase, SeisPhase::Live))
+                        .map(|st| st.reread.or(st.last_closed.map(|b| b.time)));
+                    if let Some(last) = last
+                        && self.is_up()
+                        && let Some(c) = self.conn.chart_mut(self.main)
+                    {
+                        c.reload(now, SeriesKey(seis), last, unix_s);
+                    }
+                }
                 Timer::GapRetry { seis } => {
                     let anchor = self
                         .seises
@@ -1037,6 +1053,12 @@ impl Core {
                     self.after_quiet_answer(now, id, true);
                 }
             }
+            SeriesEvent::Update(b) if st.last_closed.is_some_and(|l| b.time <= l.time) => {
+                // The stream still updating a bar a fetch already confirmed (the stream has not
+                // shown the next bar yet): its values are older than the fetch's, asked after
+                // the close; dropped like the stream's own close of it. A correction comes as
+                // an update of an older bar once the stream moved on (`Late`).
+            }
             SeriesEvent::Update(b) => {
                 // A new bar that is not the next one after the last closed bar: the stream may
                 // have skipped bars (a market session gap, or bars lost on the way). Before
@@ -1090,6 +1112,17 @@ impl Core {
                 self.fetcher.stream_closed(&mut self.conn, id, b.time);
             }
             SeriesEvent::Late(b) => revise(st, out, id, b),
+            SeriesEvent::Failed(failure)
+                if failure.is_retryable() && matches!(st.phase, SeisPhase::Live) =>
+            {
+                // A live seis' series timed out (a slow server, often after a reconnect): asked
+                // again, never failed for good; its gap, if any, is filled by the answer.
+                tracing::debug!(seis = %st.seis, ?failure, "main series load failed; asking again");
+                self.timers.insert(
+                    now_ms.saturating_add(ms_of(FETCH_RETRY)),
+                    Timer::Reload { seis: id },
+                );
+            }
             SeriesEvent::Failed(failure) => {
                 let e = Error::Series {
                     symbol: st.seis.symbol().clone(),

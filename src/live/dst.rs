@@ -1597,3 +1597,87 @@ fn regression_a_thin_market_after_a_stall_on_a_slow_server() {
         ],
     );
 }
+
+/// A stream whose close of a bar carries older values than the fetch that already confirmed
+/// it (its last update before the close): the consumer keeps the fetch's final values, and
+/// gets no event for the stream's close. Here the stream's next trade comes 400 ms after each
+/// boundary, later than the 250 ms ceiling, and fetches are answered at once, so the fetch
+/// wins every bar.
+#[test]
+fn a_stream_close_after_a_fetch_confirmed_the_bar_gives_no_event() {
+    let mut w = World::with_conditions(
+        64,
+        super::fanout::DEFAULT_BACKLOG,
+        Conditions {
+            service_ms: 0,
+            phase_ms: 400,
+            jitter_ms: 0,
+        },
+    );
+    w.run(10);
+    if let Some(s) = &mut w.server {
+        s.stale_close = true;
+    }
+    w.apply(&Op::Subscribe {
+        symbol: 0,
+        interval: 0,
+    });
+    w.apply(&Op::AddConsumer {
+        seis: 0,
+        capacity: 1024,
+        rate: 1024,
+        updates: false,
+    });
+    let mut closed = 0;
+    for _ in 0..20 {
+        w.run(1_000);
+        w.drain(true);
+        closed = w.checks[0].closed.len();
+    }
+    assert!(closed >= 18, "{closed} closes in 20 s");
+    // Every value the consumer holds is final (a stale stream close taken as a revision
+    // would show here, and in settle's final-value check).
+    let symbol: Symbol = SYMBOLS[0].parse().unwrap();
+    let interval: Interval = "1S".parse().unwrap();
+    for (t, bar) in &w.checks[0].closed {
+        assert_eq!(*bar, w.truth(&symbol, interval, *t), "bar {t}");
+    }
+    w.settle();
+}
+
+#[test]
+fn regression_a_drop_between_stalls_on_a_slow_serial_server() {
+    run_schedule_with(
+        World::with_conditions(
+            1,
+            super::fanout::DEFAULT_BACKLOG,
+            Conditions {
+                service_ms: 1500,
+                phase_ms: 0,
+                jitter_ms: 0,
+            },
+        ),
+        &[
+            Op::Subscribe {
+                symbol: 1,
+                interval: 0,
+            },
+            Op::Advance { ms: 1563 },
+            Op::Advance { ms: 2479 },
+            Op::Advance { ms: 1958 },
+            Op::Stall { ms: 2012 },
+            Op::Drop,
+            Op::Advance { ms: 1336 },
+            Op::Stall { ms: 2704 },
+            Op::Advance { ms: 2781 },
+            Op::Advance { ms: 3360 },
+            Op::Advance { ms: 2562 },
+            Op::AddConsumer {
+                seis: 1,
+                capacity: 2,
+                rate: 1,
+                updates: false,
+            },
+        ],
+    );
+}

@@ -725,6 +725,51 @@ impl ChartSession {
         }
     }
 
+    /// Asks the series `key` again (a failed load, e.g. a timeout on a slow server) under a
+    /// new wire id, from open time `last_seen` to `unix_now` like
+    /// [`ChartSession::resubscribe`] (or with its original request when `None`). Returns
+    /// whether `key` is open here.
+    pub fn reload(
+        &mut self,
+        now: Instant,
+        key: SeriesKey,
+        last_seen: Option<i64>,
+        unix_now: i64,
+    ) -> bool {
+        let Some(&slot) = self.by_key.get(&key) else {
+            return false;
+        };
+        let Some(s) = self.slots[slot as usize].as_ref() else {
+            return false;
+        };
+        let range = match last_seen {
+            Some(t) => {
+                let span = s.request.interval.bars_spanning(
+                    t,
+                    unix_now,
+                    u64::from(self.config.max_gap_bars) + 1,
+                );
+                let closed = span.saturating_sub(1).max(1);
+                SeriesRange::Count(
+                    u32::try_from(closed)
+                        .unwrap_or(u32::MAX)
+                        .min(self.config.max_gap_bars),
+                )
+            }
+            None => s.request.range,
+        };
+        // The old wire id's series goes on the server (its answer, if late, names a wire id
+        // no longer known, and is ignored).
+        let session = self.id.clone();
+        let old = format!("sds_{}", s.wire);
+        self.send(Request::RemoveSeries {
+            session: &session,
+            series_id: &old,
+        });
+        self.start_load(now, slot, range);
+        true
+    }
+
     /// Forgets every series without telling the server, for a connection that is gone: the
     /// chart session is empty afterwards, with nothing queued. [`ChartSession::resubscribe`]
     /// then re-creates it on the next connection.

@@ -79,6 +79,10 @@ pub(crate) struct ServerSession {
     /// The next series to close a bar goes silent for this many bars, then jumps to the
     /// current one (a fault: a stream that lost bars; they stay in history).
     pub(crate) skip_bars: u32,
+    /// A fault: the stream closes each bar with the values of its last update before the
+    /// close instead of its final ones (history keeps the final values), as a client sees
+    /// when the closing trade's update never came.
+    pub(crate) stale_close: bool,
     heartbeat_n: u64,
     next_heartbeat_ms: u64,
     awaiting_echo: Option<(u64, u64)>,
@@ -232,6 +236,7 @@ impl ServerSession {
             out: Vec::new(),
             close: None,
             skip_bars: 0,
+            stale_close: false,
             heartbeat_n: 0,
             next_heartbeat_ms: after(now_ms, cfg.heartbeat_interval),
             awaiting_echo: None,
@@ -987,9 +992,13 @@ impl ServerSession {
                 while current > s.forming && catch_up < MAX_CATCH_UP {
                     catch_up += 1;
                     // Bar close: the final values, then the new bar, as the real server does.
-                    let fin = shared
-                        .revised(s.symbol.as_str(), s.interval, s.forming)
-                        .unwrap_or_else(|| s.prices.bar(s.forming));
+                    let fin = if self.stale_close {
+                        s.prices.forming(s.forming, 0.5)
+                    } else {
+                        shared
+                            .revised(s.symbol.as_str(), s.interval, s.forming)
+                            .unwrap_or_else(|| s.prices.bar(s.forming))
+                    };
                     let close_time = s.interval.next_bar_open(s.forming);
                     let fin_index = s.index;
                     w.du(cs, key, &s.turnaround, s.index, &fin, Some(close_time));
