@@ -16,7 +16,10 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use tvdatafeed::{Bar, Interval, LiveEvent, LiveFeed, sim::Sim};
+use tvdatafeed::{
+    Bar, Interval, LiveEvent, LiveFeed,
+    sim::{Relay, Sim, SimConfig},
+};
 
 use crate::{
     Mode, bare,
@@ -47,6 +50,42 @@ pub(crate) struct CloseOutcome {
     pub(crate) requests_per_close: f64,
 }
 
+/// A server's conditions, away from loopback's best case.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Server {
+    /// Requests answered one at a time, each taking this long.
+    pub(crate) service: Duration,
+    /// The stream's first trade after a boundary comes this long after it.
+    pub(crate) phase: Duration,
+    /// A relay adds this delay each way (a round trip of twice it).
+    pub(crate) one_way: Duration,
+}
+
+impl Server {
+    fn apply(self, cfg: SimConfig) -> SimConfig {
+        cfg.with_request_service_time(self.service)
+            .with_tick_phase(self.phase)
+    }
+
+    fn name(self) -> String {
+        let mut parts = Vec::new();
+        if !self.one_way.is_zero() {
+            parts.push(format!("{} ms round trip", 2 * self.one_way.as_millis()));
+        }
+        if !self.service.is_zero() {
+            parts.push(format!("{} ms serial service", self.service.as_millis()));
+        }
+        if !self.phase.is_zero() {
+            parts.push(format!("{} ms tick phase", self.phase.as_millis()));
+        }
+        if parts.is_empty() {
+            "loopback".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 /// `n` seises at `interval`, quiet (no live updates) or streaming, with `grace`; measures the
 /// closes of `boundaries` consecutive boundaries after a warm-up.
 pub(crate) fn closes(
@@ -56,18 +95,37 @@ pub(crate) fn closes(
     grace: Duration,
     boundaries: i64,
 ) -> CloseOutcome {
+    closes_on(n, interval, quiet, grace, boundaries, Server::default())
+}
+
+/// [`closes`] against a server with `server`'s conditions.
+pub(crate) fn closes_on(
+    n: usize,
+    interval: Interval,
+    quiet: bool,
+    grace: Duration,
+    boundaries: i64,
+    server: Server,
+) -> CloseOutcome {
     let symbols = common::symbols(n);
     let index = bare::index(&symbols);
-    let mut cfg = common::sim_config(Duration::from_millis(50))
-        // The engine's stall detection wants heartbeats on a quiet connection.
-        .with_heartbeat_interval(Duration::from_secs(10))
-        .with_heartbeat_timeout(Duration::from_secs(20));
+    let mut cfg = server.apply(
+        common::sim_config(Duration::from_millis(50))
+            // The engine's stall detection wants heartbeats on a quiet connection.
+            .with_heartbeat_interval(Duration::from_secs(10))
+            .with_heartbeat_timeout(Duration::from_secs(20)),
+    );
     if quiet {
         cfg = cfg.with_quiet_symbols(symbols.iter().map(|s| s.as_str().to_owned()).collect());
     }
     let sim = Sim::start(cfg).expect("sim");
+    let relay = (!server.one_way.is_zero())
+        .then(|| Relay::start(sim.addr(), server.one_way).expect("relay"));
+    let url = relay
+        .as_ref()
+        .map_or_else(|| sim.url(), |r| r.url_for(&sim));
     let feed = LiveFeed::builder()
-        .endpoint(sim.url())
+        .endpoint(url)
         .expect("url")
         .close_grace(grace)
         .command_timeout(Duration::from_secs(60))
@@ -104,8 +162,13 @@ pub(crate) fn closes(
     ));
     let _ = sim.take_live_sends();
     let received0 = sim.counters().messages_received;
-    // Past the last boundary, with room for a fetch to be answered.
-    let wait = to_wall + 1_500_000_000 + i128::from(grace.as_nanos() as u64) - unix_ns();
+    // Past the last boundary, with room for a fetch to be answered (through the relay and the
+    // server's queue too).
+    let slack = 1_500_000_000
+        + i128::from(grace.as_nanos() as u64)
+        + 4 * i128::from(server.one_way.as_nanos() as u64)
+        + (n as i128 + 2) * i128::from(server.service.as_nanos() as u64);
+    let wait = to_wall + slack - unix_ns();
     pause(Duration::from_nanos(
         u64::try_from(wait.max(0)).unwrap_or(0),
     ));
@@ -336,5 +399,67 @@ pub(crate) fn python_section(mode: &Mode) {
             "| {n} | tvdatafeed LiveFeed {} {ratio} |",
             cells(&ours.total)
         );
+    }
+}
+
+/// Both close paths under realistic server conditions (a round trip added by a relay,
+/// requests served one at a time, the stream's first trade late after the boundary), at 1 and
+/// 30 seises of 1-second bars, default settings (the learned grace).
+pub(crate) fn realistic_section(mode: &Mode) {
+    let second: Interval = "1S".parse().expect("interval");
+    let ms = Duration::from_millis;
+    let conditions = [
+        Server::default(),
+        Server {
+            one_way: ms(25),
+            ..Server::default()
+        },
+        Server {
+            service: ms(1),
+            ..Server::default()
+        },
+        Server {
+            phase: ms(50),
+            ..Server::default()
+        },
+        Server {
+            service: ms(1),
+            phase: ms(50),
+            ..Server::default()
+        },
+    ];
+    let (sizes, boundaries, conditions): (&[usize], i64, &[Server]) = if mode.full {
+        (&[1, 30], 8, &conditions)
+    } else {
+        (&[1], 1, &conditions[4..])
+    };
+    println!("\n## Bar close under realistic server conditions\n");
+    println!(
+        "1-second bars, {boundaries} boundaries per run after a warm-up, a callback consumer per \
+         seis, default settings (the grace learned per seis between 5 ms and 250 ms). \
+         \"server\" = boundary → the simulator's write of the message that closes the bar. \
+         \"requests/close\" = messages the simulator received per close.\n"
+    );
+    println!(
+        "| conditions | path | seises | p50 | p99 | p99.9 | max | samples | server p50 / max | \
+         closes | mismatches | requests/close |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for &server in conditions {
+        for &n in sizes {
+            for quiet in [false, true] {
+                let o = closes_on(n, second, quiet, ms(5), boundaries, server);
+                let what = if quiet { "quiet (fetch)" } else { "stream" };
+                let r = row(what, n, ms(5), &o);
+                // The grace column is the floor here; the conditions take its place.
+                let r = r.replacen("| 5 ms ", "", 1);
+                println!("| {} {}", server.name(), r);
+                assert_eq!(
+                    o.mismatches, 0,
+                    "a closed bar differs from the ground truth"
+                );
+                assert!(o.closes > 0, "{what}: no close measured");
+            }
+        }
     }
 }

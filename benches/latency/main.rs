@@ -46,7 +46,15 @@ impl Mode {
     }
 }
 
-const SECTIONS: &[&str] = &["e2e", "close", "python", "cost", "throughput", "hist"];
+const SECTIONS: &[&str] = &[
+    "e2e",
+    "close",
+    "realistic",
+    "python",
+    "cost",
+    "throughput",
+    "hist",
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,6 +78,9 @@ fn main() {
     }
     if mode.wants("close") {
         close::section(&mode);
+    }
+    if mode.wants("realistic") {
+        close::realistic_section(&mode);
     }
     if mode.wants("python") {
         close::python_section(&mode);

@@ -1149,12 +1149,14 @@ impl Core {
     /// A fetch answered and nothing is forming any more for seis `id` (its last bar closed,
     /// and no newer one exists yet): nothing will arm a close timer until a newer bar shows.
     ///
-    /// - A seis whose bars the stream never showed (its live updates are not sent, e.g. not
-    ///   entitled) is checked at the next bar's close plus its grace, as if that bar were
-    ///   forming, and at doubling intervals while the checks find nothing.
-    /// - A seis the stream has shown (a thin market: no trade, no bar) waits for the stream's
-    ///   next bar; only a slow check (from 16 intervals or a minute on, doubling, at most an
-    ///   hour apart) looks for one it might have missed.
+    /// It is checked at the next bar's close plus its grace, as if that bar were forming (the
+    /// stream may have lost it, or a fetch closed this bar before the stream's next trade
+    /// came), and again at each close while the checks find bars. While they find nothing:
+    /// - a seis whose bars the stream never showed (its live updates are not sent, e.g. not
+    ///   entitled) is checked at doubling intervals;
+    /// - a seis the stream has shown (a thin market: no trade, no bar) waits for the stream's
+    ///   next bar, with only a slow check (from 16 intervals or a minute on, doubling, at most
+    ///   an hour apart).
     fn after_quiet_answer(&mut self, now: Instant, id: u64, found: bool) {
         let unix_ms = self.unix_ms;
         let Some(st) = self.seises.get_mut(&id) else {
@@ -1173,14 +1175,17 @@ impl Core {
         }
         let interval = st.seis.interval();
         let len_ms = (interval.next_bar_open(last.time) - last.time).max(1) as u64 * 1000;
-        let base = if st.streamed {
-            (16 * len_ms).max(60_000)
-        } else {
-            len_ms
-        };
-        let delay = base
-            .saturating_mul(1 << st.empty_checks.min(12))
-            .min(base.max(3_600_000));
+        // Something was found (or this is the first look): the next bar's close. Then, while
+        // the checks find nothing, doubling from there (a seis the stream never showed), or
+        // from the slow period (one the stream showed: it will show the next traded bar).
+        let delay = match (st.empty_checks, st.streamed) {
+            (0, _) => len_ms,
+            (k, false) => len_ms.saturating_mul(1 << k.min(12)),
+            (k, true) => (16 * len_ms)
+                .max(60_000)
+                .saturating_mul(1 << (k - 1).min(12)),
+        }
+        .min(len_ms.max(3_600_000));
         // At a bar's close plus the floor grace, so that the check sees that bar whole: the
         // close of the bar forming now (no check found nothing yet), or of one later.
         let now_s = unix_ms.div_euclid(1000);

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Mutation check of the engine's own tests (the deterministic simulation, the fanout's and the
+# fetcher's unit tests): each mutation below puts back one defect those tests claim to catch
+# (a closed bar dropped for a slow consumer, a loss not reported, a confirmation lost while a
+# fetch is in flight, a quiet bar never closed by its fetch, a stale stream close taken as a
+# revision, a late replay that skips the bars it must read again). For each one, the script
+# applies it to a scratch copy of the repository (never to the working tree), runs the tests
+# meant to catch it, and checks that they FAIL with the expected message (so that an unrelated
+# failure, such as a build error, does not count as a catch).
+#
+# Exits non-zero if a mutation survives, if a mutation no longer applies (the source moved:
+# update the mutation), or if a test fails for another reason.
+#
+# Usage: loom-tests/engine-mutations.sh [NAME...]   (default: every mutation)
+# Needs python3. Builds into target/engine-mutants.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/tvdatafeed-engine-mutants.XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+
+tar -C "$repo" --exclude=./target --exclude=./.git --exclude=./fuzz -cf - . | tar -C "$scratch" -xf -
+
+export CARGO_TARGET_DIR="$repo/target/engine-mutants"
+export CARGO_TERM_COLOR=never
+# The property tests' persisted failures would be written into the scratch copy: harmless.
+
+replace() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import sys
+path, old, new = sys.argv[1], sys.argv[2], sys.argv[3]
+text = open(path).read()
+n = text.count(old)
+if n != 1:
+    sys.exit(f"{path}: the text to mutate occurs {n} times, not once:\n{old}")
+open(path, "w").write(text.replace(old, new))
+EOF
+}
+
+# NAME|FILE|TEST-FILTER|EXPECTED-OUTPUT-REGEX; OLD and NEW in `mutation_text`.
+mutations=(
+    "fanout-drops-closes|src/live/fanout.rs|live::dst::a_consumer_stalled_for_30_s|(closed bars after a 30 s stall|no closed bar was lost|a closed bar is missing)"
+    "fanout-loss-untold|src/live/fanout.rs|live::fanout::tests::past_the_limit|assertion .left == right. failed"
+    "fetch-need-lost-in-flight|src/live/fetch.rs|live::dst::a_quiet_seis_beside_a_streaming_one|quiet closes up to"
+    "fetch-forming-closed-only-for-gaps|src/live/core.rs|live::dst::a_thin_market_closes|(the last closed bar delivered is|traded bars closed in 120 s)"
+    "stream-close-authoritative|src/live/core.rs|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
+    "stream-update-revises|src/live/core.rs|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
+    "replay-rereads-nothing|src/live/core.rs|live::dst::regression_a_revision_after_skipped_bars|final value of bar"
+)
+
+mutation_text() {
+    case "$1" in
+    fanout-drops-closes)
+        OLD='                self.backlog.push_back(d);
+                while self.backlog.len() > limit.max(1) {'
+        NEW='                if matches!(d.event, LiveEvent::Closed(_)) {
+                    self.drop_event(&d.event);
+                    return;
+                }
+                self.backlog.push_back(d);
+                while self.backlog.len() > limit.max(1) {' ;;
+    fanout-loss-untold)
+        OLD='            self.dropped_closed += 1;'
+        NEW='' ;;
+    fetch-need-lost-in-flight)
+        OLD='            State::InFlight { key, next } => self.set('
+        NEW='            State::InFlight { .. } if true => {}
+            State::InFlight { key, next } => self.set(' ;;
+    fetch-forming-closed-only-for-gaps)
+        OLD='                        if closed {
+                            let new = offer_closed(st, out, id, fm, true);'
+        NEW='                        if closed && f.gap {
+                            let new = offer_closed(st, out, id, fm, true);' ;;
+    stream-close-authoritative)
+        OLD='                offer_closed(st, out, id, b, false);'
+        NEW='                offer_closed(st, out, id, b, true);' ;;
+    stream-update-revises)
+        OLD='            SeriesEvent::Update(b) if st.last_closed.is_some_and(|l| b.time <= l.time) => {'
+        NEW='            SeriesEvent::Update(b) if false => {' ;;
+    replay-rereads-nothing)
+        OLD='.is_none_or(|b| b.time > st.reread.unwrap_or(last.time).min(last.time))'
+        NEW='.is_none_or(|b| b.time > last.time)' ;;
+    *) echo "unknown mutation $1" >&2; exit 2 ;;
+    esac
+}
+
+want=("$@")
+survived=0
+for m in "${mutations[@]}"; do
+    IFS='|' read -r name file filter expect <<<"$m"
+    if [ "${#want[@]}" -gt 0 ] && [[ ! " ${want[*]} " == *" $name "* ]]; then
+        continue
+    fi
+    mutation_text "$name"
+    cp "$scratch/$file" "$scratch/$file.orig"
+    replace "$scratch/$file" "$OLD" "$NEW"
+    printf '== %s (%s): ' "$name" "$filter"
+    log="$scratch/$name.log"
+    if (cd "$scratch" && cargo test --features sim --lib "$filter" >"$log" 2>&1); then
+        echo "SURVIVED (the tests passed with the defect)"
+        survived=1
+    elif grep -Eq "$expect" "$log"; then
+        echo "caught"
+    else
+        echo "FAILED FOR ANOTHER REASON:"
+        tail -40 "$log"
+        survived=1
+    fi
+    mv "$scratch/$file.orig" "$scratch/$file"
+done
+exit "$survived"
