@@ -196,6 +196,9 @@ struct SeisState {
     empty_checks: u32,
     /// The generation of the armed `Timer::Check`; bumped when the stream shows a bar.
     check_gen: u64,
+    /// Its main series failed to load in time and must be asked again (at `Timer::Reload`, or
+    /// on the next connection if the link went down first).
+    reload: bool,
 }
 
 /// Most main-series events held during one gap fetch; past it, updates are dropped (the
@@ -424,6 +427,7 @@ impl Core {
                 streamed: false,
                 empty_checks: 0,
                 check_gen: 0,
+                reload: false,
                 hold: None,
                 gap_bars: 0,
             },
@@ -576,6 +580,22 @@ impl Core {
         }
         for (id, st) in &mut self.seises {
             st.reread = seen.get(id).copied();
+        }
+        // A series whose load timed out is not replayed with the others (failed series are
+        // not): asked again here, never left behind.
+        let reloads: Vec<(u64, Option<i64>)> = self
+            .seises
+            .iter_mut()
+            .filter(|(_, st)| st.reload && matches!(st.phase, SeisPhase::Live))
+            .map(|(id, st)| {
+                st.reload = false;
+                (*id, st.reread.or(st.last_closed.map(|b| b.time)))
+            })
+            .collect();
+        if let Some(c) = self.conn.chart_mut(self.main) {
+            for (id, last) in reloads {
+                c.reload(now, SeriesKey(id), last, unix_s);
+            }
         }
         // Fetches in flight are dropped: the gap fill covers their bars. Events held for a
         // gap fetch are dropped too: the replay starts over from `last_closed`.
@@ -745,13 +765,16 @@ impl Core {
                 }
                 Timer::Reload { seis } => {
                     let unix_s = self.unix_ms.div_euclid(1000);
+                    let up = self.is_up();
                     let last = self
                         .seises
-                        .get(&seis)
-                        .filter(|st| matches!(st.phase, SeisPhase::Live))
-                        .map(|st| st.reread.or(st.last_closed.map(|b| b.time)));
+                        .get_mut(&seis)
+                        .filter(|st| st.reload && matches!(st.phase, SeisPhase::Live) && up)
+                        .map(|st| {
+                            st.reload = false;
+                            st.reread.or(st.last_closed.map(|b| b.time))
+                        });
                     if let Some(last) = last
-                        && self.is_up()
                         && let Some(c) = self.conn.chart_mut(self.main)
                     {
                         c.reload(now, SeriesKey(seis), last, unix_s);
@@ -1118,6 +1141,7 @@ impl Core {
                 // A live seis' series timed out (a slow server, often after a reconnect): asked
                 // again, never failed for good; its gap, if any, is filled by the answer.
                 tracing::debug!(seis = %st.seis, ?failure, "main series load failed; asking again");
+                st.reload = true;
                 self.timers.insert(
                     now_ms.saturating_add(ms_of(FETCH_RETRY)),
                     Timer::Reload { seis: id },

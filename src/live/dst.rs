@@ -1719,3 +1719,39 @@ fn regression_skipped_bars_of_a_5s_seis_with_a_late_tick() {
         ],
     );
 }
+
+#[test]
+fn regression_a_5s_seis_reconnected_twice_on_a_slow_serial_server() {
+    run_schedule_with(
+        World::with_conditions(
+            1,
+            super::fanout::DEFAULT_BACKLOG,
+            Conditions {
+                service_ms: 1500,
+                phase_ms: 0,
+                jitter_ms: 0,
+            },
+        ),
+        &[
+            Op::Subscribe {
+                symbol: 0,
+                interval: 1,
+            },
+            Op::Advance { ms: 3512 },
+            Op::Advance { ms: 2488 },
+            Op::Garbage,
+            Op::Advance { ms: 3895 },
+            Op::AddConsumer {
+                seis: 1,
+                capacity: 2,
+                rate: 1,
+                updates: false,
+            },
+            Op::Advance { ms: 1564 },
+            Op::Stall { ms: 4832 },
+            Op::Advance { ms: 3426 },
+            Op::Advance { ms: 1980 },
+            Op::Drop,
+        ],
+    );
+}
