@@ -1755,3 +1755,46 @@ fn regression_a_5s_seis_reconnected_twice_on_a_slow_serial_server() {
         ],
     );
 }
+
+#[test]
+fn regression_skipped_bars_after_a_stall_with_nothing_forming() {
+    run_schedule_with(
+        World::with_conditions(1, super::fanout::DEFAULT_BACKLOG, Conditions::default()),
+        &[
+            Op::Advance { ms: 1915 },
+            Op::Advance { ms: 1825 },
+            Op::Subscribe {
+                symbol: 5,
+                interval: 0,
+            },
+            Op::Subscribe {
+                symbol: 0,
+                interval: 1,
+            },
+            Op::Advance { ms: 3473 },
+            Op::Advance { ms: 817 },
+            Op::Advance { ms: 1394 },
+            Op::AddConsumer {
+                seis: 0,
+                capacity: 2,
+                rate: 1,
+                updates: false,
+            },
+            Op::Advance { ms: 2863 },
+            Op::Unsubscribe { seis: 0 },
+            Op::Advance { ms: 3026 },
+            Op::Advance { ms: 3384 },
+            Op::Stall { ms: 3294 },
+            Op::Advance { ms: 818 },
+            Op::AddConsumer {
+                seis: 1,
+                capacity: 2,
+                rate: 1,
+                updates: false,
+            },
+            Op::Advance { ms: 2012 },
+            Op::Advance { ms: 3463 },
+            Op::SkipBars,
+        ],
+    );
+}

@@ -444,6 +444,8 @@ pub(crate) struct Grace {
     useless: VecDeque<i64>,
     /// The grace worked out from `seen`; `None` until enough was seen (or learning is off).
     current: Option<Duration>,
+    /// The length of this seis' bars (ms), as last seen.
+    len_ms: u32,
 }
 
 impl Grace {
@@ -452,6 +454,7 @@ impl Grace {
             seen: VecDeque::with_capacity(GRACE_WINDOW),
             useless: VecDeque::with_capacity(GRACE_WINDOW),
             current: None,
+            len_ms: u32::MAX,
         }
     }
 
@@ -477,6 +480,7 @@ impl Grace {
     /// The stream closed `bar` (of `len_ms`) `late_ms` after its close time. Later than the
     /// bar's own length is a miss: the next bar had no trade (a thin market).
     fn stream(&mut self, bar: i64, late_ms: i64, len_ms: i64, cfg: &GraceConfig, answer_ms: u32) {
+        self.len_ms = u32::try_from(len_ms.max(1)).unwrap_or(u32::MAX);
         let late = if late_ms >= len_ms.max(1) {
             MISS
         } else {
@@ -533,14 +537,18 @@ impl Grace {
         let want = q90.saturating_add((q90 / 8).max(2)).max(floor_ms);
         let ms = if want <= ceiling_ms {
             want
+        } else if q50.saturating_add((q50 / 8).max(2)) <= ceiling_ms {
+            // Usually on time, sometimes very late (a stall, a lull): the late ones are
+            // fetched at the ceiling.
+            ceiling_ms
         } else if ceiling_ms.saturating_add(answer_ms) < q50 && !self.fetches_lose() {
             // The stream is usually later than the ceiling, and a fetch sent then is answered
             // sooner than the stream's close: worth its request.
             ceiling_ms
         } else {
-            // A fetch could not beat the stream: wait for it, and fetch only when it is later
-            // than usual.
-            want
+            // The stream is usually later than the ceiling and a fetch could not beat it: wait
+            // for it, and fetch only when it is later than usual (never a whole bar later).
+            want.min(self.len_ms.saturating_sub(1).max(ceiling_ms))
         };
         Some(Duration::from_millis(u64::from(ms)))
     }
@@ -612,6 +620,13 @@ mod tests {
             g.stream(bar, 400, 1_000, &cfg(), 900);
         }
         assert_eq!(g.current, Some(Duration::from_millis(450)));
+        // Usually on time, once 3 s late (a stall): the late one is fetched at the ceiling, the
+        // grace does not grow to the outlier.
+        let mut g = Grace::new();
+        for bar in 0..5 {
+            g.stream(bar, if bar == 3 { 3_000 } else { 0 }, 5_000, &cfg(), 1);
+        }
+        assert_eq!(g.current, Some(Duration::from_millis(250)));
         // Later than a whole bar: the next bar had no trade, a miss (a thin market).
         let mut g = Grace::new();
         for bar in 0..16 {
