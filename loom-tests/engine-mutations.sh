@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Mutation check of the engine's own tests (the deterministic simulation, the fanout's and the
 # fetcher's unit tests): each mutation below puts back one defect those tests claim to catch
-# (a closed bar dropped for a slow consumer, a loss not reported, a confirmation lost while a
-# fetch is in flight, a quiet bar never closed by its fetch, a stale stream close taken as a
-# revision, a late replay that skips the bars it must read again). For each one, the script
+# (a closed bar dropped for a slow consumer, a loss not reported, a quiet bar never closed by
+# its fetch, a stale stream close or update taken as a revision, a late replay that skips the
+# bars it must read again).
+#
+# Not here: dropping the need that arrives while a fetch of the same seis is in flight
+# (`Fetcher::want`'s follow-up). Every confirmation asks from the last bar delivered to now,
+# and a seis with nothing forming is checked at the next close, so a dropped need is covered
+# by the next answer or check; no test observes it (tried: the quiet-market tests on 900 ms and
+# 1.5 s serial servers pass with it). It is kept as defence in depth, not claimed as tested. For each one, the script
 # applies it to a scratch copy of the repository (never to the working tree), runs the tests
 # meant to catch it, and checks that they FAIL with the expected message (so that an unrelated
 # failure, such as a build error, does not count as a catch).
@@ -39,10 +45,9 @@ EOF
 
 # NAME|FILE|TEST-FILTER|EXPECTED-OUTPUT-REGEX; OLD and NEW in `mutation_text`.
 mutations=(
-    "fanout-drops-closes|src/live/fanout.rs|live::dst::a_consumer_stalled_for_30_s|(closed bars after a 30 s stall|no closed bar was lost|a closed bar is missing)"
+    "fanout-drops-closes|src/live/fanout.rs|live::dst::a_consumer_stalled_for_30_s|(closed bars after a 30 s stall|no closed bar was lost|a closed bar is missing|lost .* within the backlog)"
     "fanout-loss-untold|src/live/fanout.rs|live::fanout::tests::past_the_limit|assertion .left == right. failed"
-    "fetch-need-lost-in-flight|src/live/fetch.rs|live::dst::a_quiet_seis_beside_a_streaming_one|quiet closes up to"
-    "fetch-forming-closed-only-for-gaps|src/live/core.rs|live::dst::a_thin_market_closes|(the last closed bar delivered is|traded bars closed in 120 s)"
+    "fetch-forming-closed-only-for-gaps|src/live/core.rs|live::dst::a_thin_market_closes|(the last closed bar delivered is|traded bars closed in 120 s|thin closes late)"
     "stream-close-authoritative|src/live/core.rs|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
     "stream-update-revises|src/live/core.rs|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
     "replay-rereads-nothing|src/live/core.rs|live::dst::regression_a_revision_after_skipped_bars|final value of bar"
@@ -62,10 +67,6 @@ mutation_text() {
     fanout-loss-untold)
         OLD='            self.dropped_closed += 1;'
         NEW='' ;;
-    fetch-need-lost-in-flight)
-        OLD='            State::InFlight { key, next } => self.set('
-        NEW='            State::InFlight { .. } if true => {}
-            State::InFlight { key, next } => self.set(' ;;
     fetch-forming-closed-only-for-gaps)
         OLD='                        if closed {
                             let new = offer_closed(st, out, id, fm, true);'

@@ -1428,7 +1428,10 @@ fn a_thin_market_closes_its_traded_bars_and_invents_nothing() {
     // Closed within its grace of its close time (the fetch is answered at once here), once
     // its grace learned that the stream does not close its bars (the first wait the ceiling).
     let late = close_latencies(&w, 0, 3);
-    assert!(late.iter().all(|l| *l <= 110), "{late:?}");
+    assert!(
+        late.iter().all(|l| *l <= 110),
+        "thin closes late (ms): {late:?}"
+    );
     w.settle();
 }
 
@@ -1797,4 +1800,25 @@ fn regression_skipped_bars_after_a_stall_with_nothing_forming() {
             Op::SkipBars,
         ],
     );
+}
+
+/// A quiet 1S seis on a server that answers one request at a time in 1.5 s, longer than a bar:
+/// each answer covers every bar closed by the time it is served, so every bar closes within
+/// two service times of its close (the server falls behind by no more).
+#[test]
+fn a_quiet_seis_on_a_server_slower_than_its_bars_closes_within_two_service_times() {
+    let c = Conditions {
+        service_ms: 1_500,
+        phase_ms: 0,
+        jitter_ms: 0,
+    };
+    let mut w = market_world(c, &[3], 40);
+    let late = close_latencies(&w, 0, 5);
+    assert!(late.len() >= 25, "{} closes", late.len());
+    let worst = late.iter().max().copied().unwrap_or(0);
+    assert!(
+        worst <= 2 * 1_500 + 100,
+        "quiet closes on a slow server up to {worst} ms late: {late:?}"
+    );
+    w.settle();
 }
