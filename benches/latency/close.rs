@@ -463,3 +463,123 @@ pub(crate) fn realistic_section(mode: &Mode) {
         }
     }
 }
+
+/// Ours at `n` seises of `interval` on `sim` (already serving), from boundary `first` to
+/// `last`, with the close race on or off: boundary → callback, and closes that differ from
+/// the simulator's ground truth.
+fn ours_on(
+    sim: &Sim,
+    n: usize,
+    interval: Interval,
+    first: i64,
+    last: i64,
+    race: bool,
+) -> (Histogram<u64>, u64) {
+    let symbols = common::symbols(n);
+    let feed = LiveFeed::builder()
+        .endpoint(sim.url())
+        .expect("url")
+        .close_race(race)
+        .command_timeout(Duration::from_secs(60))
+        .build()
+        .expect("feed");
+    let seises = common::subscribe_all(&feed, &symbols, interval);
+    let (tx, rx) = mpsc::channel::<Close>();
+    for (i, s) in seises.iter().enumerate() {
+        let tx = tx.clone();
+        let seis = i as u32;
+        feed.new_consumer(s, move |e| {
+            if let LiveEvent::Closed(bar) = e {
+                let wall_ns = unix_ns();
+                let _ = tx.send(Close { seis, bar, wall_ns });
+            }
+        })
+        .expect("consumer");
+    }
+    drop(tx);
+    let wait = (i128::from(last) + 3) * 1_000_000_000 - unix_ns();
+    pause(Duration::from_nanos(
+        u64::try_from(wait.max(0)).unwrap_or(0),
+    ));
+    feed.shutdown(Duration::from_secs(10));
+    let mut h = histogram();
+    let mut mismatches = 0;
+    for c in rx.try_iter() {
+        let boundary = interval.next_bar_open(c.bar.time);
+        if !(first..=last).contains(&boundary) {
+            continue;
+        }
+        if c.bar != sim.expected_bar(&symbols[c.seis as usize], interval, c.bar.time) {
+            mismatches += 1;
+        }
+        record(&mut h, c.wall_ns - i128::from(boundary) * 1_000_000_000);
+    }
+    (h, mismatches)
+}
+
+/// Issue 17's comparison: 30 one-minute seises on a server whose stream ticks every 50 ms and
+/// whose first trade after a boundary comes 50 ms after it, answering requests one at a time
+/// in 1 ms; Python `TvDatafeedLive` and ours **at the same time on the same server**, ours
+/// with the default policy and with `close_race(true)` (two runs, each with a Python beside
+/// it).
+pub(crate) fn python_realistic_section(mode: &Mode) {
+    println!(
+        "\n## Bar close against Python `TvDatafeedLive` on a realistic server, at the same time\n"
+    );
+    if !mode.full {
+        println!("(test mode: skipped, it waits for minute boundaries)");
+        return;
+    }
+    let boundaries: i64 = std::env::var("LATENCY_PY_BOUNDARIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let minute: Interval = "1".parse().expect("interval");
+    let n = 30;
+    println!(
+        "30 seises of 1-minute bars, {boundaries} boundaries per run; the simulator ticks every \
+         50 ms, its first trade after a boundary 50 ms after it, and answers requests one at a \
+         time in 1 ms. Python and ours run at the same time against the same simulator (one \
+         server for both, as in the issue's measurement). Python's own clock at its \
+         callback's start, ours at ours.\n"
+    );
+    println!("| ours | client | p50 | p99 | p99.9 | max | samples | ours faster (p50, max) |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for race in [false, true] {
+        let sim = Sim::start(
+            common::sim_config(Duration::from_millis(50))
+                .with_heartbeat_interval(Duration::from_secs(10))
+                .with_heartbeat_timeout(Duration::from_secs(20))
+                .with_tick_phase(Duration::from_millis(50))
+                .with_request_service_time(Duration::from_millis(1)),
+        )
+        .expect("sim");
+        let now_s = (unix_ns() / 1_000_000_000) as i64;
+        let first = minute.next_bar_open(now_s + 20);
+        let last = first + (boundaries - 1) * 60;
+        let url = sim.url();
+        let py = std::thread::Builder::new()
+            .name("python-live".into())
+            .spawn(move || python_closes(&url, n, first, last))
+            .expect("spawn");
+        let (ours, mismatches) = ours_on(&sim, n, minute, first, last, race);
+        assert_eq!(mismatches, 0, "a closed bar differs from the ground truth");
+        let which = if race { "close_race(true)" } else { "default" };
+        match py.join().expect("python thread") {
+            Ok(p) if !p.is_empty() && !ours.is_empty() => {
+                println!("| {which} | Python TvDatafeedLive {} - |", cells(&p));
+                println!(
+                    "| {which} | tvdatafeed LiveFeed {} {:.1}× / {:.1}× |",
+                    cells(&ours),
+                    p.value_at_quantile(0.5) as f64 / ours.value_at_quantile(0.5).max(1) as f64,
+                    p.max() as f64 / ours.max().max(1) as f64
+                );
+            }
+            Ok(_) => println!("| {which} | (no samples) |"),
+            Err(e) => {
+                println!("Python skipped: {e}");
+                println!("| {which} | tvdatafeed LiveFeed {} - |", cells(&ours));
+            }
+        }
+    }
+}

@@ -51,6 +51,7 @@ const SECTIONS: &[&str] = &[
     "close",
     "realistic",
     "python",
+    "python-realistic",
     "cost",
     "throughput",
     "hist",
@@ -84,6 +85,9 @@ fn main() {
     }
     if mode.wants("python") {
         close::python_section(&mode);
+    }
+    if mode.wants("python-realistic") {
+        close::python_realistic_section(&mode);
     }
     if mode.wants("cost") {
         cost::section(&mode);

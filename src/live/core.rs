@@ -68,6 +68,8 @@ pub(crate) struct CoreConfig {
     /// The most it waits: a streaming seis' grace is learned between the two
     /// ([`Grace`](super::fetch::Grace)); equal to `close_grace`, it is fixed.
     pub(crate) close_grace_ceiling: Duration,
+    /// Fetch at the floor whenever that beats the stream (see `LiveFeedBuilder::close_race`).
+    pub(crate) close_race: bool,
     /// Silence after which the connection counts as stalled and is replaced.
     pub(crate) stall_timeout: Duration,
     /// Connect + TLS + upgrade must finish within this.
@@ -96,6 +98,7 @@ impl Default for CoreConfig {
             token: AuthToken::anonymous(),
             close_grace: Duration::from_millis(5),
             close_grace_ceiling: Duration::from_millis(250),
+            close_race: false,
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(250),
@@ -294,6 +297,7 @@ impl Core {
                 grace: GraceConfig {
                     floor: cfg.close_grace,
                     ceiling: cfg.close_grace_ceiling.max(cfg.close_grace),
+                    race: cfg.close_race,
                 },
             },
             fetch,

@@ -377,8 +377,9 @@ impl Fetcher {
         match self.seises.get(&id).and_then(|s| s.grace.current) {
             Some(d) => d,
             // Nothing learned yet: a bar the stream opened is closed by the stream's next one
-            // (wait the ceiling); one only history or a fetch showed is quiet (the floor).
-            None if streamed => g.ceiling.max(g.floor),
+            // (wait the ceiling, unless racing it); one only history or a fetch showed is
+            // quiet (the floor).
+            None if streamed && !g.race => g.ceiling.max(g.floor),
             None => g.floor,
         }
     }
@@ -420,6 +421,9 @@ pub(crate) struct GraceConfig {
     pub(crate) floor: Duration,
     /// The most grace. Equal to `floor`: a fixed grace, nothing learned.
     pub(crate) ceiling: Duration,
+    /// Race the stream: fetch at the floor whenever a fetch is answered sooner than the stream
+    /// usually closes the bar (the lowest latency, at a request per close).
+    pub(crate) race: bool,
 }
 
 /// How late the stream closes one seis' bars, learned from its recent bars.
@@ -535,13 +539,18 @@ impl Grace {
         let q90 = late[(n * 9).div_ceil(10) - 1];
         let q50 = late[(n - 1) / 2];
         let want = q90.saturating_add((q90 / 8).max(2)).max(floor_ms);
-        let ms = if want <= ceiling_ms {
+        let beats = |at: u32| at.saturating_add(answer_ms).saturating_add(2) < q50;
+        let ms = if cfg.race && beats(floor_ms) && !self.fetches_lose() {
+            // Asked to race the stream, and a fetch sent at the floor is answered sooner than
+            // the stream usually closes the bar.
+            floor_ms
+        } else if want <= ceiling_ms {
             want
         } else if q50.saturating_add((q50 / 8).max(2)) <= ceiling_ms {
             // Usually on time, sometimes very late (a stall, a lull): the late ones are
             // fetched at the ceiling.
             ceiling_ms
-        } else if ceiling_ms.saturating_add(answer_ms) < q50 && !self.fetches_lose() {
+        } else if beats(ceiling_ms) && !self.fetches_lose() {
             // The stream is usually later than the ceiling, and a fetch sent then is answered
             // sooner than the stream's close: worth its request.
             ceiling_ms
@@ -562,7 +571,34 @@ mod tests {
         GraceConfig {
             floor: Duration::from_millis(5),
             ceiling: Duration::from_millis(250),
+            race: false,
         }
+    }
+
+    #[test]
+    fn racing_fetches_at_the_floor_only_while_a_fetch_wins() {
+        let race = GraceConfig {
+            race: true,
+            ..cfg()
+        };
+        let mut g = Grace::new();
+        for bar in 0..16 {
+            g.stream(bar, 50, 1_000, &race, 2);
+        }
+        assert_eq!(
+            g.current,
+            Some(Duration::from_millis(5)),
+            "2 ms answers beat a 50 ms tick"
+        );
+        let mut g = Grace::new();
+        for bar in 0..16 {
+            g.stream(bar, 50, 1_000, &race, 60);
+        }
+        assert_eq!(
+            g.current,
+            Some(Duration::from_millis(56)),
+            "60 ms answers do not"
+        );
     }
 
     #[test]
@@ -636,6 +672,7 @@ mod tests {
         let fixed = GraceConfig {
             floor: Duration::from_millis(20),
             ceiling: Duration::from_millis(20),
+            race: false,
         };
         assert_eq!(g.grace(&fixed, 1), Some(Duration::from_millis(20)));
     }

@@ -263,6 +263,7 @@ pub struct LiveFeedBuilder {
     hist_timeout: Duration,
     close_grace: Duration,
     close_grace_ceiling: Duration,
+    close_race: bool,
     stall_timeout: Duration,
     connect_timeout: Duration,
     backoff_base: Duration,
@@ -284,6 +285,7 @@ impl fmt::Debug for LiveFeedBuilder {
             .field("io_wait", &self.io_wait)
             .field("close_grace", &self.close_grace)
             .field("close_grace_ceiling", &self.close_grace_ceiling)
+            .field("close_race", &self.close_race)
             .finish_non_exhaustive()
     }
 }
@@ -302,6 +304,7 @@ impl Default for LiveFeedBuilder {
             hist_timeout: crate::DEFAULT_TIMEOUT,
             close_grace: Duration::from_millis(5),
             close_grace_ceiling: Duration::from_millis(250),
+            close_race: false,
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(250),
@@ -426,6 +429,21 @@ impl LiveFeedBuilder {
         self
     }
 
+    /// Race the stream for the lowest close latency. Default `false`.
+    ///
+    /// When on, a streaming seis is fetched at the floor ([`LiveFeedBuilder::close_grace`])
+    /// whenever a fetch is answered sooner than its stream usually closes the bar (measured:
+    /// the fetches' answer time against the stream's recent lateness), so its closes come at
+    /// the floor plus one round trip instead of at its next trade. It costs a request per
+    /// close (a `create_series` and a `remove_series`) on every seis where it wins, which a
+    /// large watchlist on TradingView pays in throttling; where a fetch cannot win (a far
+    /// server, a busy one) nothing changes. Off, a streaming seis is closed by its own next
+    /// trade and fetched only when that is later than usual.
+    pub fn close_race(mut self, on: bool) -> Self {
+        self.close_race = on;
+        self
+    }
+
     /// One fixed close grace for every seis (floor and ceiling both `t`): nothing learned.
     pub fn close_grace_fixed(mut self, t: Duration) -> Self {
         self.close_grace = t;
@@ -500,6 +518,7 @@ impl LiveFeedBuilder {
                 token: self.token.clone(),
                 close_grace: self.close_grace,
                 close_grace_ceiling: self.close_grace_ceiling,
+                close_race: self.close_race,
                 stall_timeout: self.stall_timeout,
                 connect_timeout: self.connect_timeout,
                 backoff_base: self.backoff_base,
