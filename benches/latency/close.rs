@@ -33,6 +33,26 @@ struct Close {
     wall_ns: i128,
 }
 
+/// A callback consumer per seis, each sending its closes (stamped at the callback's start).
+fn consume_closes(
+    feed: &LiveFeed,
+    seises: &[std::sync::Arc<tvdatafeed::Seis>],
+) -> mpsc::Receiver<Close> {
+    let (tx, rx) = mpsc::channel::<Close>();
+    for (i, s) in seises.iter().enumerate() {
+        let tx = tx.clone();
+        let seis = i as u32;
+        feed.new_consumer(s, move |e| {
+            if let LiveEvent::Closed(bar) = e {
+                let wall_ns = unix_ns();
+                let _ = tx.send(Close { seis, bar, wall_ns });
+            }
+        })
+        .expect("consumer");
+    }
+    rx
+}
+
 /// What one close run measured.
 pub(crate) struct CloseOutcome {
     /// Boundary → callback.
@@ -132,19 +152,7 @@ pub(crate) fn closes_on(
         .build()
         .expect("feed");
     let seises = common::subscribe_all(&feed, &symbols, interval);
-    let (tx, rx) = mpsc::channel::<Close>();
-    for (i, s) in seises.iter().enumerate() {
-        let tx = tx.clone();
-        let seis = i as u32;
-        feed.new_consumer(s, move |e| {
-            if let LiveEvent::Closed(bar) = e {
-                let wall_ns = unix_ns();
-                let _ = tx.send(Close { seis, bar, wall_ns });
-            }
-        })
-        .expect("consumer");
-    }
-    drop(tx);
+    let rx = consume_closes(&feed, &seises);
     // The first boundary measured is at least a second away, so that every seis is live.
     let anchor = (now(), unix_ns());
     let now_s = (anchor.1 / 1_000_000_000) as i64;
@@ -484,19 +492,7 @@ fn ours_on(
         .build()
         .expect("feed");
     let seises = common::subscribe_all(&feed, &symbols, interval);
-    let (tx, rx) = mpsc::channel::<Close>();
-    for (i, s) in seises.iter().enumerate() {
-        let tx = tx.clone();
-        let seis = i as u32;
-        feed.new_consumer(s, move |e| {
-            if let LiveEvent::Closed(bar) = e {
-                let wall_ns = unix_ns();
-                let _ = tx.send(Close { seis, bar, wall_ns });
-            }
-        })
-        .expect("consumer");
-    }
-    drop(tx);
+    let rx = consume_closes(&feed, &seises);
     let wait = (i128::from(last) + 3) * 1_000_000_000 - unix_ns();
     pause(Duration::from_nanos(
         u64::try_from(wait.max(0)).unwrap_or(0),

@@ -704,23 +704,7 @@ impl ChartSession {
             if s.phase == Phase::Failed {
                 continue;
             }
-            let range = match last_seen(s.key) {
-                Some(t) => {
-                    // Bars from `t` to the forming one, `t` included; Count asks closed bars.
-                    let span = s.request.interval.bars_spanning(
-                        t,
-                        unix_now,
-                        u64::from(self.config.max_gap_bars) + 1,
-                    );
-                    let closed = span.saturating_sub(1).max(1);
-                    SeriesRange::Count(
-                        u32::try_from(closed)
-                            .unwrap_or(u32::MAX)
-                            .min(self.config.max_gap_bars),
-                    )
-                }
-                None => s.request.range,
-            };
+            let range = self.gap_range(s, last_seen(s.key), unix_now);
             self.start_load(now, slot as u32, range);
         }
     }
@@ -742,22 +726,7 @@ impl ChartSession {
         let Some(s) = self.slots[slot as usize].as_ref() else {
             return false;
         };
-        let range = match last_seen {
-            Some(t) => {
-                let span = s.request.interval.bars_spanning(
-                    t,
-                    unix_now,
-                    u64::from(self.config.max_gap_bars) + 1,
-                );
-                let closed = span.saturating_sub(1).max(1);
-                SeriesRange::Count(
-                    u32::try_from(closed)
-                        .unwrap_or(u32::MAX)
-                        .min(self.config.max_gap_bars),
-                )
-            }
-            None => s.request.range,
-        };
+        let range = self.gap_range(s, last_seen, unix_now);
         // The old wire id's series goes on the server (its answer, if late, names a wire id
         // no longer known, and is ignored).
         let session = self.id.clone();
@@ -768,6 +737,25 @@ impl ChartSession {
         });
         self.start_load(now, slot, range);
         true
+    }
+
+    /// What a series asks when it is loaded again: for a caller that saw bars up to open time
+    /// `last_seen`, every bar from it to `unix_now` (it included, so the caller can check it;
+    /// `Count` asks closed bars), at most [`ChartConfig::max_gap_bars`]; else its request.
+    fn gap_range(&self, s: &SeriesState, last_seen: Option<i64>, unix_now: i64) -> SeriesRange {
+        let Some(t) = last_seen else {
+            return s.request.range;
+        };
+        let span =
+            s.request
+                .interval
+                .bars_spanning(t, unix_now, u64::from(self.config.max_gap_bars) + 1);
+        let closed = span.saturating_sub(1).max(1);
+        SeriesRange::Count(
+            u32::try_from(closed)
+                .unwrap_or(u32::MAX)
+                .min(self.config.max_gap_bars),
+        )
     }
 
     /// Forgets every series without telling the server, for a connection that is gone: the
