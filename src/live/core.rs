@@ -1144,7 +1144,12 @@ impl Core {
             {
                 // A live seis' series timed out (a slow server, often after a reconnect): asked
                 // again, never failed for good; its gap, if any, is filled by the answer.
-                tracing::debug!(seis = %st.seis, ?failure, "main series load failed; asking again");
+                tracing::debug!(
+                    symbol = %st.seis.symbol(),
+                    interval = %st.seis.interval(),
+                    ?failure,
+                    "main series load failed; asking again"
+                );
                 st.reload = true;
                 self.timers.insert(
                     now_ms.saturating_add(ms_of(FETCH_RETRY)),
