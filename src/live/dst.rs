@@ -719,6 +719,14 @@ fn run_schedule(max_fetches: usize, ops: &[Op]) {
     run_schedule_with(World::with_max_fetches(max_fetches), ops);
 }
 
+/// A schedule on a server with conditions `c`, the default backlog.
+fn run_on(max_fetches: usize, c: Conditions, ops: &[Op]) {
+    run_schedule_with(
+        World::with_conditions(max_fetches, super::fanout::DEFAULT_BACKLOG, c),
+        ops,
+    );
+}
+
 fn run_schedule_with(mut w: World, ops: &[Op]) {
     // Everything starts with a connection and one seis that streams.
     w.run(10);
@@ -1437,16 +1445,13 @@ fn a_thin_market_closes_its_traded_bars_and_invents_nothing() {
 
 #[test]
 fn regression_realistic_quiet_on_a_slow_serial_server() {
-    run_schedule_with(
-        World::with_conditions(
-            1,
-            super::fanout::DEFAULT_BACKLOG,
-            Conditions {
-                service_ms: 1500,
-                phase_ms: 0,
-                jitter_ms: 0,
-            },
-        ),
+    run_on(
+        1,
+        Conditions {
+            service_ms: 1500,
+            phase_ms: 0,
+            jitter_ms: 0,
+        },
         &[
             Op::Unsubscribe { seis: 0 },
             Op::Subscribe {
@@ -1469,16 +1474,13 @@ fn regression_realistic_quiet_on_a_slow_serial_server() {
 
 #[test]
 fn regression_quiet_with_a_late_tick_on_a_slow_serial_server() {
-    run_schedule_with(
-        World::with_conditions(
-            64,
-            super::fanout::DEFAULT_BACKLOG,
-            Conditions {
-                service_ms: 900,
-                phase_ms: 400,
-                jitter_ms: 0,
-            },
-        ),
+    run_on(
+        64,
+        Conditions {
+            service_ms: 900,
+            phase_ms: 400,
+            jitter_ms: 0,
+        },
         &[
             Op::Subscribe {
                 symbol: 0,
@@ -1508,16 +1510,13 @@ fn regression_quiet_with_a_late_tick_on_a_slow_serial_server() {
 
 #[test]
 fn regression_a_quiet_5s_seis_with_a_late_tick() {
-    run_schedule_with(
-        World::with_conditions(
-            1,
-            super::fanout::DEFAULT_BACKLOG,
-            Conditions {
-                service_ms: 30,
-                phase_ms: 50,
-                jitter_ms: 0,
-            },
-        ),
+    run_on(
+        1,
+        Conditions {
+            service_ms: 30,
+            phase_ms: 50,
+            jitter_ms: 0,
+        },
         &[
             Op::Advance { ms: 2997 },
             Op::Subscribe {
@@ -1553,16 +1552,13 @@ fn regression_a_quiet_5s_seis_with_a_late_tick() {
 
 #[test]
 fn regression_a_thin_market_after_a_stall_on_a_slow_server() {
-    run_schedule_with(
-        World::with_conditions(
-            64,
-            super::fanout::DEFAULT_BACKLOG,
-            Conditions {
-                service_ms: 900,
-                phase_ms: 400,
-                jitter_ms: 0,
-            },
-        ),
+    run_on(
+        64,
+        Conditions {
+            service_ms: 900,
+            phase_ms: 400,
+            jitter_ms: 0,
+        },
         &[
             Op::Subscribe {
                 symbol: 6,
@@ -1650,16 +1646,13 @@ fn a_stream_close_after_a_fetch_confirmed_the_bar_gives_no_event() {
 
 #[test]
 fn regression_a_drop_between_stalls_on_a_slow_serial_server() {
-    run_schedule_with(
-        World::with_conditions(
-            1,
-            super::fanout::DEFAULT_BACKLOG,
-            Conditions {
-                service_ms: 1500,
-                phase_ms: 0,
-                jitter_ms: 0,
-            },
-        ),
+    run_on(
+        1,
+        Conditions {
+            service_ms: 1500,
+            phase_ms: 0,
+            jitter_ms: 0,
+        },
         &[
             Op::Subscribe {
                 symbol: 1,
@@ -1687,16 +1680,13 @@ fn regression_a_drop_between_stalls_on_a_slow_serial_server() {
 
 #[test]
 fn regression_skipped_bars_of_a_5s_seis_with_a_late_tick() {
-    run_schedule_with(
-        World::with_conditions(
-            1,
-            super::fanout::DEFAULT_BACKLOG,
-            Conditions {
-                service_ms: 0,
-                phase_ms: 400,
-                jitter_ms: 0,
-            },
-        ),
+    run_on(
+        1,
+        Conditions {
+            service_ms: 0,
+            phase_ms: 400,
+            jitter_ms: 0,
+        },
         &[
             Op::Advance { ms: 1631 },
             Op::Advance { ms: 867 },
@@ -1725,16 +1715,13 @@ fn regression_skipped_bars_of_a_5s_seis_with_a_late_tick() {
 
 #[test]
 fn regression_a_5s_seis_reconnected_twice_on_a_slow_serial_server() {
-    run_schedule_with(
-        World::with_conditions(
-            1,
-            super::fanout::DEFAULT_BACKLOG,
-            Conditions {
-                service_ms: 1500,
-                phase_ms: 0,
-                jitter_ms: 0,
-            },
-        ),
+    run_on(
+        1,
+        Conditions {
+            service_ms: 1500,
+            phase_ms: 0,
+            jitter_ms: 0,
+        },
         &[
             Op::Subscribe {
                 symbol: 0,
@@ -1761,8 +1748,9 @@ fn regression_a_5s_seis_reconnected_twice_on_a_slow_serial_server() {
 
 #[test]
 fn regression_skipped_bars_after_a_stall_with_nothing_forming() {
-    run_schedule_with(
-        World::with_conditions(1, super::fanout::DEFAULT_BACKLOG, Conditions::default()),
+    run_on(
+        1,
+        Conditions::default(),
         &[
             Op::Advance { ms: 1915 },
             Op::Advance { ms: 1825 },
