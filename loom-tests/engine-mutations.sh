@@ -31,17 +31,8 @@ export CARGO_TARGET_DIR="$repo/target/engine-mutants"
 export CARGO_TERM_COLOR=never
 # The property tests' persisted failures would be written into the scratch copy: harmless.
 
-replace() {
-    python3 - "$1" "$2" "$3" <<'EOF'
-import sys
-path, old, new = sys.argv[1], sys.argv[2], sys.argv[3]
-text = open(path).read()
-n = text.count(old)
-if n != 1:
-    sys.exit(f"{path}: the text to mutate occurs {n} times, not once:\n{old}")
-open(path, "w").write(text.replace(old, new))
-EOF
-}
+# `replace FILE OLD NEW` (fails unless OLD occurs exactly once).
+. "$repo/loom-tests/mutate-lib.sh"
 
 # NAME|FILE|TEST-FILTER|EXPECTED-OUTPUT-REGEX; OLD and NEW in `mutation_text`.
 mutations=(

@@ -28,19 +28,8 @@ export CARGO_TARGET_DIR="$repo/target/loom-mutants"
 export CARGO_TERM_COLOR=never
 unset LOOM_MAX_PREEMPTIONS
 
-# replace FILE OLD NEW: replaces the one occurrence of OLD in FILE by NEW; fails unless OLD
-# occurs exactly once.
-replace() {
-    python3 - "$1" "$2" "$3" <<'EOF'
-import sys
-path, old, new = sys.argv[1], sys.argv[2], sys.argv[3]
-text = open(path).read()
-n = text.count(old)
-if n != 1:
-    sys.exit(f"{path}: the text to mutate occurs {n} times, not once:\n{old}")
-open(path, "w").write(text.replace(old, new))
-EOF
-}
+# `replace FILE OLD NEW` (fails unless OLD occurs exactly once).
+. "$repo/loom-tests/mutate-lib.sh"
 
 # Each mutation: NAME|FILE|TEST-FILE|MODEL-FILTER|EXPECTED-OUTPUT-REGEX, then its OLD and NEW
 # text (defined in `mutation_text`).

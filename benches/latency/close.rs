@@ -298,6 +298,14 @@ pub(crate) fn section(mode: &Mode) {
     }
 }
 
+/// Minute boundaries per Python run: `LATENCY_PY_BOUNDARIES`, default 2.
+fn py_boundaries() -> i64 {
+    std::env::var("LATENCY_PY_BOUNDARIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
 /// What the Python script printed: closes measured against their boundary.
 fn python_closes(url: &str, n: usize, first: i64, last: i64) -> Result<Histogram<u64>, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/live_close.py");
@@ -356,10 +364,7 @@ pub(crate) fn python_section(mode: &Mode) {
         println!("(test mode: skipped, it waits for minute boundaries)");
         return;
     }
-    let boundaries: i64 = std::env::var("LATENCY_PY_BOUNDARIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let boundaries = py_boundaries();
     let minute: Interval = "1".parse().expect("interval");
     println!(
         "1-minute bars, {boundaries} boundaries per run, the simulator updating every 50 ms; \
@@ -526,10 +531,7 @@ pub(crate) fn python_realistic_section(mode: &Mode) {
         println!("(test mode: skipped, it waits for minute boundaries)");
         return;
     }
-    let boundaries: i64 = std::env::var("LATENCY_PY_BOUNDARIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let boundaries = py_boundaries();
     let minute: Interval = "1".parse().expect("interval");
     let n = 30;
     println!(

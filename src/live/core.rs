@@ -1015,9 +1015,9 @@ impl Core {
     fn apply_main(&mut self, now: Instant, id: u64, event: SeriesEvent) {
         let unix_ms = self.unix_ms;
         let replayed_at = self.replayed_at;
-        let (quiet_grace, stream_grace) =
-            (self.fetcher.grace(id, false), self.fetcher.grace(id, true));
         let now_ms = self.ms(now);
+        // Its grace is looked up only when a new bar arms a close timer, not per message.
+        let fetcher = &self.fetcher;
         let Some(st) = self.seises.get_mut(&id) else {
             return;
         };
@@ -1054,7 +1054,9 @@ impl Core {
                         <= replayed_at;
                     if st.gap.is_some() && closed_before_request {
                         st.gap_bars += u64::from(offer_closed(st, out, id, f, true));
-                    } else if let Some(t) = on_update(st, out, id, f, unix_ms, quiet_grace) {
+                    } else if let Some(t) =
+                        on_update(st, out, id, f, unix_ms, || fetcher.grace(id, false))
+                    {
                         self.timers.insert(
                             now_ms.saturating_add(t),
                             Timer::Close {
@@ -1100,7 +1102,7 @@ impl Core {
                     st.empty_checks = 0;
                     st.check_gen += 1;
                 }
-                if let Some(t) = on_update(st, out, id, b, unix_ms, stream_grace) {
+                if let Some(t) = on_update(st, out, id, b, unix_ms, || fetcher.grace(id, true)) {
                     self.timers.insert(
                         now_ms.saturating_add(t),
                         Timer::Close {
@@ -1266,8 +1268,8 @@ impl Core {
                     return;
                 }
                 let unix_ms = self.unix_ms;
-                let grace = self.fetcher.grace(id, false);
                 let now_ms = self.ms(now);
+                let fetcher = &self.fetcher;
                 let mut held = None;
                 // The newest bar this answer speaks of: events held for a gap fetch that speak
                 // of it or older bars are older than this answer (one connection keeps its
@@ -1303,7 +1305,9 @@ impl Core {
                             if new {
                                 fetched = Some(fm.time);
                             }
-                        } else if let Some(t) = on_update(st, out, id, fm, unix_ms, grace) {
+                        } else if let Some(t) =
+                            on_update(st, out, id, fm, unix_ms, || fetcher.grace(id, false))
+                        {
                             self.timers.insert(
                                 now_ms.saturating_add(t),
                                 Timer::Close {
@@ -1478,7 +1482,7 @@ fn on_update(
     id: u64,
     bar: Bar,
     unix_ms: i64,
-    grace: Duration,
+    grace: impl FnOnce() -> Duration,
 ) -> Option<u64> {
     if st.last_closed.is_some_and(|l| bar.time <= l.time) {
         revise(st, out, id, bar);
@@ -1495,6 +1499,6 @@ fn on_update(
         .interval()
         .next_bar_open(bar.time)
         .saturating_mul(1000)
-        .saturating_add(i64::try_from(ms_of(grace)).unwrap_or(i64::MAX));
+        .saturating_add(i64::try_from(ms_of(grace())).unwrap_or(i64::MAX));
     Some(u64::try_from(close_ms.saturating_sub(unix_ms)).unwrap_or(0))
 }

@@ -168,6 +168,15 @@ impl Fetcher {
         self.chart
     }
 
+    /// Takes fetch `key` out of flight and tells the server to drop its series.
+    fn drop_series(&mut self, conn: &mut Connection, key: u64) -> Option<Fetch> {
+        let f = self.inflight.remove(&key);
+        if let Some(c) = conn.chart_mut(self.chart) {
+            let _ = c.remove_series(SeriesKey(key));
+        }
+        f
+    }
+
     pub(crate) fn add_seis(&mut self, id: u64) {
         self.seises.entry(id).or_insert_with(|| SeisFetch {
             state: None,
@@ -180,10 +189,7 @@ impl Fetcher {
         if let Some(sf) = self.seises.remove(&id) {
             match sf.state {
                 Some(State::InFlight { key, .. }) => {
-                    self.inflight.remove(&key);
-                    if let Some(c) = conn.chart_mut(self.chart) {
-                        let _ = c.remove_series(SeriesKey(key));
-                    }
+                    self.drop_series(conn, key);
                 }
                 Some(State::Queued(_)) => self.queue.retain(|s| *s != id),
                 _ => {}
@@ -311,10 +317,10 @@ impl Fetcher {
     /// Fetch `key` ended (answered or failed): its series goes, and the seis' follow-up need,
     /// if any, is queued. Returns what it was.
     pub(crate) fn end(&mut self, conn: &mut Connection, key: u64) -> Option<Fetch> {
-        let f = self.inflight.remove(&key)?;
-        if let Some(c) = conn.chart_mut(self.chart) {
-            let _ = c.remove_series(SeriesKey(key));
+        if !self.inflight.contains_key(&key) {
+            return None;
         }
+        let f = self.drop_series(conn, key)?;
         if let State::InFlight { key: k, next } = self.state(f.seis)
             && k == key
         {
@@ -338,10 +344,7 @@ impl Fetcher {
             if let Some(s) = self.seises.get_mut(&id) {
                 s.grace.useless(bar);
             }
-            self.inflight.remove(&key);
-            if let Some(c) = conn.chart_mut(self.chart) {
-                let _ = c.remove_series(SeriesKey(key));
-            }
+            self.drop_series(conn, key);
             self.set(id, State::Idle);
             if let Some(n) = next.filter(|n| n.gap || n.upto > bar) {
                 self.want(id, n);

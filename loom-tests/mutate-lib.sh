@@ -1,0 +1,15 @@
+# Shared by loom-tests/mutations.sh and loom-tests/engine-mutations.sh (sourced).
+
+# replace FILE OLD NEW: replaces the one occurrence of OLD in FILE by NEW; fails unless OLD
+# occurs exactly once.
+replace() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import sys
+path, old, new = sys.argv[1], sys.argv[2], sys.argv[3]
+text = open(path).read()
+n = text.count(old)
+if n != 1:
+    sys.exit(f"{path}: the text to mutate occurs {n} times, not once:\n{old}")
+open(path, "w").write(text.replace(old, new))
+EOF
+}
