@@ -34,7 +34,8 @@ export CARGO_TERM_COLOR=never
 # `replace FILE OLD NEW` (fails unless OLD occurs exactly once).
 . "$repo/loom-tests/mutate-lib.sh"
 
-# NAME|FILE|TEST-FILTER|EXPECTED-OUTPUT-REGEX; OLD and NEW in `mutation_text`.
+# NAME|FILE|TEST-FILTER|EXPECTED-OUTPUT-REGEX[|TEST-TARGET]; OLD and NEW in `mutation_text`.
+# TEST-TARGET is the cargo test target (default `--lib`; e.g. `--test live_faults`).
 mutations=(
     "fanout-drops-closes|src/live/fanout.rs|live::dst::a_consumer_stalled_for_30_s|(closed bars after a 30 s stall|no closed bar was lost|a closed bar is missing|lost .* within the backlog)"
     "fanout-loss-untold|src/live/fanout.rs|live::fanout::tests::past_the_limit|assertion .left == right. failed"
@@ -42,6 +43,8 @@ mutations=(
     "stream-close-authoritative|src/live/core.rs|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
     "stream-update-revises|src/live/core.rs|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
     "replay-rereads-nothing|src/live/core.rs|live::dst::regression_a_revision_after_skipped_bars|final value of bar"
+    "untrusted-certificate-retried|src/live/core.rs|a_reconnect_meeting_an_untrusted_certificate|Failed .waited|--test live_faults"
+    "attempt-limit-ignored|src/live/core.rs|a_server_gone_for_good|the failures watched for .waited|--test live_faults"
 )
 
 mutation_text() {
@@ -69,6 +72,12 @@ mutation_text() {
     stream-update-revises)
         OLD='            SeriesEvent::Update(b) if st.last_closed.is_some_and(|l| b.time <= l.time) => {'
         NEW='            SeriesEvent::Update(b) if false => {' ;;
+    untrusted-certificate-retried)
+        OLD='Error::Transport(TransportError::CertificateNotTrusted { .. }) => !retry_certificates,'
+        NEW='Error::Transport(TransportError::CertificateNotTrusted { .. }) => false,' ;;
+    attempt-limit-ignored)
+        OLD='self.cfg.max_reconnect_attempts.is_some_and(|n| attempt >= n)'
+        NEW='self.cfg.max_reconnect_attempts.is_some_and(|n| attempt >= n + 1_000)' ;;
     replay-rereads-nothing)
         OLD='.is_none_or(|b| b.time > st.reread.unwrap_or(last.time).min(last.time))'
         NEW='.is_none_or(|b| b.time > last.time)' ;;
@@ -79,7 +88,7 @@ mutation_text() {
 want=("$@")
 survived=0
 for m in "${mutations[@]}"; do
-    IFS='|' read -r name file filter expect <<<"$m"
+    IFS='|' read -r name file filter expect target <<<"$m"
     if [ "${#want[@]}" -gt 0 ] && [[ ! " ${want[*]} " == *" $name "* ]]; then
         continue
     fi
@@ -88,7 +97,7 @@ for m in "${mutations[@]}"; do
     replace "$scratch/$file" "$OLD" "$NEW"
     printf '== %s (%s): ' "$name" "$filter"
     log="$scratch/$name.log"
-    if (cd "$scratch" && cargo test --features sim --lib "$filter" >"$log" 2>&1); then
+    if (cd "$scratch" && cargo test --features sim ${target:---lib} "$filter" >"$log" 2>&1); then
         echo "SURVIVED (the tests passed with the defect)"
         survived=1
     elif grep -Eq "$expect" "$log"; then

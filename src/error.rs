@@ -141,6 +141,24 @@ pub enum Error {
     /// The live engine was shut down; every later call returns this. Final.
     #[error("the live feed is shut down")]
     Shutdown,
+    /// The live engine stopped reconnecting: the limit set with
+    /// [`LiveFeedBuilder::max_reconnect_attempts`](crate::LiveFeedBuilder::max_reconnect_attempts)
+    /// or [`LiveFeedBuilder::max_outage`](crate::LiveFeedBuilder::max_outage) was reached.
+    /// Final for that feed: build a new one.
+    #[error(
+        "gave up reconnecting after {attempts} failed attempt{} over {:.1} s; the last: {last}",
+        if *attempts == 1 { "" } else { "s" },
+        down.as_secs_f64()
+    )]
+    GaveUp {
+        /// Failed attempts in the outage.
+        attempts: u64,
+        /// How long the connection had been down.
+        down: Duration,
+        /// The last attempt's error.
+        #[source]
+        last: Box<Error>,
+    },
 }
 
 impl Error {
@@ -174,7 +192,8 @@ impl Error {
             | Self::WrongCredentials
             | Self::TwoFactorRequired
             | Self::CaptchaRequired
-            | Self::Shutdown => false,
+            | Self::Shutdown
+            | Self::GaveUp { .. } => false,
         }
     }
 

@@ -101,8 +101,9 @@ pub use history::{
     HistRequest, History, MAX_BARS, TOKEN_ENV, URL_ENV,
 };
 pub use live::{
-    ConsumerOptions, ConsumerStats, IoWait, Latency, LiveEvent, LiveFeed, LiveFeedBuilder,
-    RecvError, Seis, SeisId, SeisStats, ShutdownReport, Stats, Subscription,
+    ConnectFailure, ConnectionStatus, ConsumerOptions, ConsumerStats, IoWait, Latency, LiveEvent,
+    LiveFeed, LiveFeedBuilder, RecvError, Seis, SeisId, SeisStats, ShutdownReport, Stats,
+    Subscription,
 };
 pub use market::{Bar, Interval, IntervalError, IntervalUnit, Symbol, SymbolError};
 pub use protocol::{Adjustment, SeriesFailure, SymbolInfo, TradingSession};

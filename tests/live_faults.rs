@@ -26,7 +26,8 @@ use std::{
 };
 
 use tvdatafeed::{
-    AuthToken, Bar, Error, LiveEvent, LiveFeed, RecvError, Seis,
+    AuthToken, Bar, ConnectFailure, ConnectionStatus, Error, LiveEvent, LiveFeed, RecvError, Seis,
+    TransportError,
     sim::{Fault, FaultKind, Sim, SimConfig},
 };
 use util::{now, unix_s};
@@ -741,5 +742,255 @@ fn a_callback_panicking_during_a_reconnect_ends_its_consumer_only() {
     let stats = feed.stats();
     let c = stats.consumers.iter().find(|c| c.id == bad).unwrap();
     assert!(c.panicked, "the panic is counted and reported");
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+// ---------------------------------------------------------------- reconnects seen and bounded
+
+/// Collects `feed.connection()`'s failures while `until` is false: (failed_attempts, attempt
+/// number, retry_in) each time the count moves.
+fn watch_failures(
+    feed: &LiveFeed,
+    limit: Duration,
+    mut until: impl FnMut(&ConnectionStatus) -> bool,
+) -> Vec<ConnectFailure> {
+    let mut seen = 0;
+    let mut out = Vec::new();
+    wait_for(limit, "the failures watched for", || {
+        let link = feed.connection();
+        if link.failed_attempts > seen {
+            seen = link.failed_attempts;
+            out.push(
+                link.last_failure
+                    .clone()
+                    .expect("a count without a failure"),
+            );
+        }
+        until(&link)
+    });
+    out
+}
+
+/// Waits until `log` ends with `Failed`, and returns that error.
+fn wait_failed(log: &Log, limit: Duration) -> Error {
+    let mut err = None;
+    wait_for(limit, "Failed", || {
+        err = log.lock().unwrap().iter().find_map(|e| match e {
+            LiveEvent::Failed(e) => Some(e.clone()),
+            _ => None,
+        });
+        err.is_some()
+    });
+    err.unwrap()
+}
+
+fn logged(feed: &LiveFeed, seis: &Seis) -> Log {
+    let log: Log = Arc::default();
+    let l = Arc::clone(&log);
+    feed.new_consumer(seis, move |e| l.lock().unwrap().push(e))
+        .unwrap();
+    log
+}
+
+#[test]
+fn a_server_gone_for_good_shows_every_failed_attempt_until_the_attempt_limit_ends_every_seis() {
+    let sim = sim_with(2);
+    let feed = LiveFeed::builder()
+        .endpoint(sim.url())
+        .unwrap()
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .max_reconnect_attempts(4)
+        .build()
+        .unwrap();
+    let seises: Vec<_> = (0..2)
+        .map(|i| feed.new_seis(format!("BINANCE:SYM{i}"), "1S").unwrap())
+        .collect();
+    let logs: Vec<Log> = seises.iter().map(|s| logged(&feed, s)).collect();
+    let mut sub = feed.subscribe(&seises[0]).unwrap();
+    assert_eq!(feed.connection().failed_attempts, 0);
+    assert!(sim.stop(Duration::from_secs(5)));
+    let failures = watch_failures(&feed, Duration::from_secs(20), |link| {
+        link.last_failure
+            .as_ref()
+            .is_some_and(|f| f.retry_in.is_none())
+    });
+    // Each attempt is numbered in the outage and carries its error and the next try.
+    let numbers: Vec<u64> = failures.iter().map(|f| f.attempt).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]) && numbers.last() == Some(&4),
+        "attempt numbers {numbers:?}"
+    );
+    for f in &failures {
+        assert!(
+            matches!(f.error, Error::Transport(TransportError::Refused { .. })),
+            "{f:?}"
+        );
+        assert_eq!(f.retry_in.is_some(), f.attempt < 4, "{f:?}");
+        assert!(f.at_unix_ms > 0);
+    }
+    assert_eq!(feed.connection().failed_attempts, 4);
+    // Every consumer learns it: Disconnected, then Failed(GaveUp) with the last cause.
+    for log in &logs {
+        let err = wait_failed(log, Duration::from_secs(5));
+        let Error::GaveUp { attempts, last, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*attempts, 4);
+        assert!(matches!(
+            **last,
+            Error::Transport(TransportError::Refused { .. })
+        ));
+        let log = log.lock().unwrap();
+        let disconnected = log
+            .iter()
+            .position(|e| matches!(e, LiveEvent::Disconnected { .. }))
+            .expect("Disconnected before Failed");
+        assert!(disconnected < log.len() - 1);
+        assert!(
+            err.to_string()
+                .contains("gave up reconnecting after 4 failed attempts")
+        );
+    }
+    let mut last = None;
+    loop {
+        match sub.recv_timeout(Duration::from_secs(5)) {
+            Ok(e) => last = Some(e),
+            Err(RecvError::Timeout) => panic!("the subscription did not end"),
+            Err(_) => break,
+        }
+    }
+    assert!(matches!(
+        last,
+        Some(LiveEvent::Failed(Error::GaveUp { .. }))
+    ));
+    // Final: commands say why.
+    let err = feed.new_seis("BINANCE:OTHER", "1S").unwrap_err();
+    assert!(matches!(err, Error::GaveUp { .. }), "{err:?}");
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn max_outage_ends_every_seis_at_its_limit_not_a_backoff_later() {
+    let sim = sim_with(1);
+    let feed = LiveFeed::builder()
+        .endpoint(sim.url())
+        .unwrap()
+        // A backoff far longer than the limit: the last attempt must come at the limit.
+        .reconnect_backoff(Duration::from_secs(20), Duration::from_secs(20))
+        .max_outage(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let seis = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let log = logged(&feed, &seis);
+    let t0 = now();
+    assert!(sim.stop(Duration::from_secs(5)));
+    let err = wait_failed(&log, Duration::from_secs(10));
+    let took = now().duration_since(t0);
+    let Error::GaveUp { down, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(*down >= Duration::from_secs(1), "{err}");
+    assert!(
+        took < Duration::from_secs(5),
+        "gave up {took:?} after the outage began"
+    );
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn without_a_limit_a_dead_server_is_retried_and_each_failure_is_seen() {
+    let sim = sim_with(1);
+    let feed = LiveFeed::builder()
+        .endpoint(sim.url())
+        .unwrap()
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let seis = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let log = logged(&feed, &seis);
+    assert!(sim.stop(Duration::from_secs(5)));
+    let failures = watch_failures(&feed, Duration::from_secs(20), |link| {
+        link.failed_attempts >= 6
+    });
+    assert!(
+        failures.iter().all(|f| f.retry_in.is_some()),
+        "{failures:?}"
+    );
+    assert!(
+        !log.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Failed(_))),
+        "no limit: nothing ends"
+    );
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+/// A `wss` simulator whose restart (same address) comes back with a new certificate.
+fn tls_restart_with_a_new_certificate(retry: bool) -> (LiveFeed, Log, Sim) {
+    let sim = Sim::start(SimConfig::default().with_tls(true)).unwrap();
+    let addr = sim.addr();
+    let feed = LiveFeed::builder()
+        .endpoint(sim.url())
+        .unwrap()
+        .root_certificate(sim.root_certificate_der().unwrap().to_vec())
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .retry_certificate_errors(retry)
+        .build()
+        .unwrap();
+    let seis = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let log = logged(&feed, &seis);
+    assert!(sim.stop(Duration::from_secs(5)));
+    let sim = Sim::start(SimConfig::default().with_tls(true).with_bind(addr)).unwrap();
+    (feed, log, sim)
+}
+
+#[test]
+fn a_reconnect_meeting_an_untrusted_certificate_ends_every_seis_at_once() {
+    let (feed, log, sim) = tls_restart_with_a_new_certificate(false);
+    let err = wait_failed(&log, Duration::from_secs(10));
+    assert!(
+        matches!(
+            err,
+            Error::Transport(TransportError::CertificateNotTrusted { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not trusted"), "{err}");
+    let link = feed.connection();
+    let f = link.last_failure.unwrap();
+    assert_eq!(f.retry_in, None, "{f:?}");
+    // Terminal: no more attempts.
+    let attempts = link.failed_attempts;
+    pause(Duration::from_millis(500));
+    assert_eq!(feed.connection().failed_attempts, attempts);
+    assert_eq!(
+        sim.counters().connections,
+        0,
+        "no upgrade with an untrusted server"
+    );
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
+fn retry_certificate_errors_keeps_retrying_and_shows_each_failure() {
+    let (feed, log, _sim) = tls_restart_with_a_new_certificate(true);
+    let failures = watch_failures(&feed, Duration::from_secs(20), |link| {
+        link.failed_attempts >= 3
+    });
+    assert!(
+        failures.iter().any(|f| matches!(
+            f.error,
+            Error::Transport(TransportError::CertificateNotTrusted { .. })
+        )),
+        "{failures:?}"
+    );
+    assert!(failures.iter().all(|f| f.retry_in.is_some()));
+    assert!(
+        !log.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Failed(_)))
+    );
     assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
 }

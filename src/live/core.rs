@@ -30,12 +30,12 @@ use std::{
 };
 
 use super::{
-    LiveEvent, Seis,
+    ConnectFailure, LiveEvent, Seis,
     command::Reply,
     fetch::{FetchConfig, Fetcher, GraceConfig, Need, Plan, SLACK_BARS, fetch_chart},
 };
 use crate::{
-    AuthToken, Bar, Error, History,
+    AuthToken, Bar, Error, History, TransportError,
     error::Phase,
     history::batch::{BatchConfig, BatchRequest, HistBatch},
     protocol::{
@@ -77,6 +77,13 @@ pub(crate) struct CoreConfig {
     /// Reconnect backoff: full jitter in `0..=min(cap, base * 2^attempt)`.
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_cap: Duration,
+    /// Give up after this many failed attempts in one outage (`None`: never).
+    pub(crate) max_reconnect_attempts: Option<u64>,
+    /// Give up at the first failed attempt once an outage lasted this long (`None`: never).
+    pub(crate) max_outage: Option<Duration>,
+    /// Retry a server certificate that is not trusted (by default it ends the feed: a
+    /// certificate does not become trusted by waiting).
+    pub(crate) retry_certificate_errors: bool,
     /// Most closed bars one gap fill asks for.
     pub(crate) max_gap_bars: u32,
     /// Most fetches (close confirmations and gap fills) in flight on the connection; the rest
@@ -103,6 +110,9 @@ impl Default for CoreConfig {
             connect_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
+            max_reconnect_attempts: None,
+            max_outage: None,
+            retry_certificate_errors: false,
             max_gap_bars: 5_000,
             max_fetches: 64,
             rotate_chart_after: 256,
@@ -132,7 +142,9 @@ enum Link {
     Connecting { started: Instant },
     /// Upgraded and talking.
     Up { since: Instant },
-    /// The token was rejected: no more connections.
+    /// No more connections: the token was rejected, a reconnect failed for a reason waiting
+    /// cannot mend (an untrusted certificate, a 401), or the engine gave up
+    /// ([`Error::GaveUp`]).
     Terminal(Error),
     /// Shut down.
     Closed,
@@ -232,6 +244,14 @@ pub(crate) struct Core {
     attempt: u64,
     /// Attempts ever (to tell a stale connect timeout).
     attempts_total: u64,
+    /// Attempts started since the connection was last up (the number a failure reports).
+    outage_attempts: u64,
+    /// When the connection went down (`None` while up, and before the first connection).
+    down_since: Option<Instant>,
+    /// Failed connection attempts ever, and the last one: published as
+    /// [`ConnectionStatus`](super::ConnectionStatus).
+    pub(crate) failed_attempts: u64,
+    pub(crate) last_failure: Option<ConnectFailure>,
     /// The connection has been up at least once (so a drop is a `Disconnected`).
     was_up: bool,
     seises: HashMap<u64, SeisState>,
@@ -280,6 +300,18 @@ fn hist_chart() -> ChartConfig {
     ChartConfig::default().with_load_timeout(Duration::from_secs(3_600))
 }
 
+/// Whether a failed reconnect ends the feed instead of being retried: waiting does not mend
+/// a rejected token, a 401, or (unless `retry_certificates`) a certificate that is not trusted
+/// (a server restarted with a new certificate, or a man in the middle).
+fn final_on_reconnect(cause: &Error, retry_certificates: bool) -> bool {
+    match cause {
+        Error::AuthRejected => true,
+        Error::Transport(TransportError::UpgradeRefused { status: 401, .. }) => true,
+        Error::Transport(TransportError::CertificateNotTrusted { .. }) => !retry_certificates,
+        _ => false,
+    }
+}
+
 fn ms_of(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -312,6 +344,10 @@ impl Core {
             link: Link::Down,
             attempt: 0,
             attempts_total: 0,
+            outage_attempts: 0,
+            down_since: None,
+            failed_attempts: 0,
+            last_failure: None,
             was_up: false,
             seises: HashMap::new(),
             timers,
@@ -561,6 +597,8 @@ impl Core {
         }
         self.link = Link::Up { since: now };
         self.was_up = true;
+        self.outage_attempts = 0;
+        self.down_since = None;
         self.conn.reset(now);
         self.replayed_at = self.unix_ms;
         let unix_s = self.unix_ms.div_euclid(1000);
@@ -624,16 +662,7 @@ impl Core {
         if !matches!(self.link, Link::Connecting { .. }) {
             return;
         }
-        if let Error::RateLimited {
-            retry_after: Some(d),
-            ..
-        } = cause
-        {
-            self.retry_after = Some(d);
-        }
-        self.link = Link::Down;
-        self.notify_down(now, &cause);
-        self.schedule_reconnect(now);
+        self.attempt_failed(now, cause);
     }
 
     /// The connection (or the attempt) ended with `cause`: tell the consumers, reconnect with
@@ -645,13 +674,74 @@ impl Core {
                     self.attempt = 0;
                 }
                 self.reconnects += 1;
+                self.down_since = Some(now);
+                self.link = Link::Down;
+                self.notify_down(now, &cause);
+                self.schedule_reconnect(now, self.cfg.max_outage);
             }
-            Link::Connecting { .. } => {}
-            Link::Down | Link::Terminal(_) | Link::Closed => return,
+            Link::Connecting { .. } => self.attempt_failed(now, cause),
+            Link::Down | Link::Terminal(_) | Link::Closed => {}
+        }
+    }
+
+    /// Connection attempt `outage_attempts` failed with `cause`: the next one is armed, or, when
+    /// the cause is final or the limits are reached, every seis ends. Either way the failure is
+    /// recorded for [`ConnectionStatus`](super::ConnectionStatus).
+    fn attempt_failed(&mut self, now: Instant, cause: Error) {
+        if let Error::RateLimited {
+            retry_after: Some(d),
+            ..
+        } = cause
+        {
+            self.retry_after = Some(d);
         }
         self.link = Link::Down;
         self.notify_down(now, &cause);
-        self.schedule_reconnect(now);
+        self.failed_attempts += 1;
+        let attempt = self.outage_attempts;
+        let down = self
+            .down_since
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default();
+        // Only once the connection was up: a first attempt's failure is `build`'s error.
+        let end = if !self.was_up {
+            None
+        } else if final_on_reconnect(&cause, self.cfg.retry_certificate_errors) {
+            Some(cause.clone())
+        } else if self
+            .cfg
+            .max_reconnect_attempts
+            .is_some_and(|n| attempt >= n)
+            || self.cfg.max_outage.is_some_and(|d| down >= d)
+        {
+            Some(Error::GaveUp {
+                attempts: attempt,
+                down,
+                last: Box::new(cause.clone()),
+            })
+        } else {
+            None
+        };
+        let retry_in = match end {
+            Some(e) => {
+                tracing::error!(attempt, error = %e, "reconnecting stopped; every seis ends");
+                self.terminal(e);
+                None
+            }
+            None => {
+                // The last attempt comes at the outage limit, not a backoff past it.
+                let left = self.cfg.max_outage.map(|d| d.saturating_sub(down));
+                let delay = self.schedule_reconnect(now, left);
+                tracing::warn!(attempt, error = %cause, retry_in = ?delay, "connection attempt failed");
+                Some(delay)
+            }
+        };
+        self.last_failure = Some(ConnectFailure {
+            attempt,
+            error: cause,
+            retry_in,
+            at_unix_ms: self.unix_ms,
+        });
     }
 
     /// Tells every live seis that the connection is gone (once per outage).
@@ -674,7 +764,8 @@ impl Core {
         }
     }
 
-    fn schedule_reconnect(&mut self, now: Instant) {
+    /// Arms the next attempt, at most `cap` from now; returns how long until it starts.
+    fn schedule_reconnect(&mut self, now: Instant, cap: Option<Duration>) -> Duration {
         let exp = self
             .cfg
             .backoff_base
@@ -684,8 +775,12 @@ impl Core {
         if let Some(d) = self.retry_after.take() {
             delay = delay.max(d);
         }
+        if let Some(cap) = cap {
+            delay = delay.min(cap);
+        }
         self.attempt += 1;
         self.arm(now, delay, Timer::Reconnect);
+        delay
     }
 
     // ------------------------------------------------------------------ inputs
@@ -731,6 +826,7 @@ impl Core {
                     if matches!(self.link, Link::Down) {
                         self.link = Link::Connecting { started: now };
                         self.attempts_total += 1;
+                        self.outage_attempts += 1;
                         self.actions.push_back(Action::Connect);
                         let attempt = self.attempts_total;
                         self.arm(
@@ -961,7 +1057,8 @@ impl Core {
         }
     }
 
-    /// The token was rejected: every seis fails, no more connections.
+    /// No more connections (the token was rejected, or see [`Link::Terminal`]): every seis
+    /// fails.
     fn terminal(&mut self, e: Error) {
         self.link = Link::Terminal(e.clone());
         self.actions

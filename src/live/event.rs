@@ -51,8 +51,9 @@ pub enum LiveEvent {
         /// How many closed bars the gap fill delivered.
         gap_bars: u64,
     },
-    /// The seis ended for good (the token was rejected, the server refused the symbol after a
-    /// reconnect, or the feed shut down). Nothing follows: a callback consumer's thread ends
+    /// The seis ended for good: the token was rejected, the server refused the symbol after a
+    /// reconnect, a reconnect met an error waiting cannot mend (an untrusted certificate, a
+    /// 401), the engine gave up reconnecting ([`Error::GaveUp`]), or the feed shut down. Nothing follows: a callback consumer's thread ends
     /// after it, and a [`Subscription`](super::Subscription) returns
     /// [`RecvError::Closed`](super::RecvError::Closed) from then on.
     Failed(Error),

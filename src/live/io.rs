@@ -263,11 +263,21 @@ impl Driver {
     }
 
     fn publish(&self) {
-        use crate::sync::plain::atomic::Ordering::Relaxed;
+        use crate::sync::plain::atomic::Ordering::{Relaxed, Release};
         let e = &self.shared.engine;
         e.connected.store(self.core.is_up(), Relaxed);
         e.reconnects.store(self.core.reconnects, Relaxed);
         e.bad_messages.store(self.core.bad_messages, Relaxed);
+        // tv-io is the only writer of `failed_attempts`: a Relaxed read of its own value.
+        if e.failed_attempts.load(Relaxed) != self.core.failed_attempts {
+            self.shared
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone_from(&self.core.last_failure);
+            // Release: a reader that sees this count (Acquire) finds the failure above.
+            e.failed_attempts.store(self.core.failed_attempts, Release);
+        }
     }
 
     fn command(&mut self, now: Instant, cmd: Command, fanout: &mut Fanout) {

@@ -268,6 +268,9 @@ pub struct LiveFeedBuilder {
     connect_timeout: Duration,
     backoff_base: Duration,
     backoff_cap: Duration,
+    max_reconnect_attempts: Option<u64>,
+    max_outage: Option<Duration>,
+    retry_certificate_errors: bool,
     max_gap_bars: u32,
     max_fetches: usize,
     command_queue: usize,
@@ -286,6 +289,9 @@ impl fmt::Debug for LiveFeedBuilder {
             .field("close_grace", &self.close_grace)
             .field("close_grace_ceiling", &self.close_grace_ceiling)
             .field("close_race", &self.close_race)
+            .field("max_reconnect_attempts", &self.max_reconnect_attempts)
+            .field("max_outage", &self.max_outage)
+            .field("retry_certificate_errors", &self.retry_certificate_errors)
             .finish_non_exhaustive()
     }
 }
@@ -309,6 +315,9 @@ impl Default for LiveFeedBuilder {
             connect_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
+            max_reconnect_attempts: None,
+            max_outage: None,
+            retry_certificate_errors: false,
             max_gap_bars: 5_000,
             max_fetches: 64,
             command_queue: 1024,
@@ -473,6 +482,34 @@ impl LiveFeedBuilder {
         self
     }
 
+    /// Stop reconnecting after `n` failed attempts in one outage (at least 1): every seis ends
+    /// with [`LiveEvent::Failed`]`(`[`Error::GaveUp`]`)`, and later calls return that error.
+    /// Default: retry for ever (each failure is visible in [`LiveFeed::connection`]).
+    pub fn max_reconnect_attempts(mut self, n: u64) -> Self {
+        self.max_reconnect_attempts = Some(n.max(1));
+        self
+    }
+
+    /// Stop reconnecting once an outage lasted `d`: the backoff is cut so that an attempt
+    /// starts at `d`, and the first attempt that fails from then on ends every seis with
+    /// [`LiveEvent::Failed`]`(`[`Error::GaveUp`]`)`. An attempt in progress at `d` is given
+    /// its [`connect_timeout`](Self::connect_timeout). Default: retry for ever.
+    pub fn max_outage(mut self, d: Duration) -> Self {
+        self.max_outage = Some(d);
+        self
+    }
+
+    /// Whether a reconnect that meets a certificate that is not trusted is retried. Default
+    /// `false`: the feed ends every seis with [`LiveEvent::Failed`] carrying
+    /// [`TransportError::CertificateNotTrusted`](crate::TransportError::CertificateNotTrusted),
+    /// as it does for a rejected token (or a 401 on the upgrade), since waiting mends none of
+    /// them and a man in the middle should be loud. Say `true` for a server known to restart
+    /// with a new certificate that becomes trusted later.
+    pub fn retry_certificate_errors(mut self, on: bool) -> Self {
+        self.retry_certificate_errors = on;
+        self
+    }
+
     /// Most closed bars one seis' gap fill asks for after a reconnect. Default 5,000 (the
     /// anonymous history depth); a longer outage delivers the newest 5,000 and a
     /// [`LiveEvent::Lagged`]-free gap report in [`LiveEvent::Reconnected`].
@@ -523,6 +560,9 @@ impl LiveFeedBuilder {
                 connect_timeout: self.connect_timeout,
                 backoff_base: self.backoff_base,
                 backoff_cap: self.backoff_cap,
+                max_reconnect_attempts: self.max_reconnect_attempts,
+                max_outage: self.max_outage,
+                retry_certificate_errors: self.retry_certificate_errors,
                 max_gap_bars: self.max_gap_bars,
                 max_fetches: self.max_fetches,
                 rotate_chart_after: 256,
@@ -543,6 +583,7 @@ impl LiveFeedBuilder {
             consumers: Mutex::new(HashMap::new()),
             stragglers: Mutex::new(Vec::new()),
             first: Mutex::new(None),
+            last_failure: Mutex::new(None),
             builder: self.clone(),
         });
         let (first, first_wait) = command::reply();
@@ -623,6 +664,9 @@ pub(crate) struct Shared {
     stragglers: Mutex<Vec<Straggler>>,
     /// Answered by `tv-io` with the first connection attempt's outcome.
     pub(crate) first: Mutex<Option<command::Reply<Result<(), Error>>>>,
+    /// The last failed connection attempt: written by `tv-io` when one fails (rarely, never
+    /// on the hot path), before it bumps `engine.failed_attempts`.
+    pub(crate) last_failure: Mutex<Option<ConnectFailure>>,
     builder: LiveFeedBuilder,
 }
 
@@ -671,10 +715,46 @@ pub struct Stats {
     pub messages: u64,
     /// Messages the engine could not take (bad frames or JSON).
     pub bad_messages: u64,
+    /// Failed connection attempts and the last one ([`ConnectionStatus`]).
+    pub failed_attempts: u64,
+    /// The last failed connection attempt.
+    pub last_failure: Option<ConnectFailure>,
     /// Per seis.
     pub seises: Vec<SeisStats>,
     /// Per consumer.
     pub consumers: Vec<ConsumerStats>,
+}
+
+/// The link to the server, from [`LiveFeed::connection`] (and in [`Stats`]): cheap to read
+/// often (no per-seis work), so a program can report each failed reconnect attempt.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct ConnectionStatus {
+    /// Whether a connection is up.
+    pub connected: bool,
+    /// Connections lost (and replaced) so far.
+    pub reconnects: u64,
+    /// Connection attempts that failed so far (refused, TLS, a refused upgrade, a timeout): a
+    /// counter that moves once per failure, so a reader that polls sees each one.
+    pub failed_attempts: u64,
+    /// The last failed attempt.
+    pub last_failure: Option<ConnectFailure>,
+}
+
+/// A connection attempt that failed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ConnectFailure {
+    /// Its number in the outage: 1 for the first attempt after the connection was lost.
+    pub attempt: u64,
+    /// Why it failed.
+    pub error: Error,
+    /// When the next attempt starts, counted from this failure. `None`: no next attempt; the
+    /// error is final on a reconnect (see [`LiveFeedBuilder::retry_certificate_errors`]) or a
+    /// limit was reached ([`Error::GaveUp`]), and every seis ended with [`LiveEvent::Failed`].
+    pub retry_in: Option<Duration>,
+    /// When it failed: wall-clock milliseconds since the Unix epoch.
+    pub at_unix_ms: i64,
 }
 
 /// One seis' statistics.
@@ -1182,11 +1262,14 @@ impl LiveFeed {
     /// The feed's counters and latency histograms (per seis and per consumer).
     pub fn stats(&self) -> Stats {
         let e = &self.shared.engine;
+        let link = self.connection();
         let mut stats = Stats {
-            connected: e.connected.load(Ordering::Relaxed),
-            reconnects: e.reconnects.load(Ordering::Relaxed),
+            connected: link.connected,
+            reconnects: link.reconnects,
             messages: e.messages.load(Ordering::Relaxed),
             bad_messages: e.bad_messages.load(Ordering::Relaxed),
+            failed_attempts: link.failed_attempts,
+            last_failure: link.last_failure,
             ..Stats::default()
         };
         for (key, entry) in self.shared.registry.load().iter() {
@@ -1215,6 +1298,47 @@ impl LiveFeed {
             });
         }
         stats
+    }
+
+    /// The link to the server: up or not, reconnects, and every failed connection attempt
+    /// (its number in the outage, its error, when the next one starts). Cheap: a few atomic
+    /// loads and, once an attempt has failed, a short lock never held by `tv-io` across I/O.
+    ///
+    /// # Examples
+    ///
+    /// Report each failed attempt once, polling:
+    ///
+    /// ```no_run
+    /// # fn report(feed: &tvdatafeed::LiveFeed, seen: &mut u64) {
+    /// let link = feed.connection();
+    /// if link.failed_attempts > *seen {
+    ///     *seen = link.failed_attempts;
+    ///     if let Some(f) = &link.last_failure {
+    ///         eprintln!("attempt {} failed: {} (next in {:?})", f.attempt, f.error, f.retry_in);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn connection(&self) -> ConnectionStatus {
+        let e = &self.shared.engine;
+        // Acquire: pairs with tv-io's Release after it wrote `last_failure`, so the failure
+        // read below is at least as new as the count.
+        let failed_attempts = e.failed_attempts.load(Ordering::Acquire);
+        let last_failure = if failed_attempts == 0 {
+            None
+        } else {
+            self.shared
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        };
+        ConnectionStatus {
+            connected: e.connected.load(Ordering::Relaxed),
+            reconnects: e.reconnects.load(Ordering::Relaxed),
+            failed_attempts,
+            last_failure,
+        }
     }
 
     /// Stops the feed: `tv-io` ends (the socket closes, waiters get [`Error::Shutdown`],

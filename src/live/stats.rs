@@ -252,4 +252,5 @@ pub(crate) struct EngineCounters {
     pub(crate) reconnects: AtomicU64,
     pub(crate) bad_messages: AtomicU64,
     pub(crate) messages: AtomicU64,
+    pub(crate) failed_attempts: AtomicU64,
 }
