@@ -44,6 +44,9 @@ mutations=(
     "stream-update-revises|src/live/core.rs|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
     "replay-rereads-nothing|src/live/core.rs|live::dst::regression_a_revision_after_skipped_bars|final value of bar"
     "untrusted-certificate-retried|src/live/core.rs|a_reconnect_meeting_an_untrusted_certificate|Failed .waited|--test live_faults"
+    "gap-bars-off-by-one|src/live/core.rs|live::dst::a_replay_answered_late|Reconnected's gap_bars against the closed bars"
+    "gap-bars-off-by-one-live|src/live/core.rs|a_replay_answered_too_late|gap_bars is not the count of bars delivered|--test live_faults"
+    "gate-close-does-not-wait|src/live/gate.rs|del_consumer_of_a_callback_running_past|del_consumer while its callback runs past the timeout: Ok|--test live"
     "attempt-limit-ignored|src/live/core.rs|a_server_gone_for_good|the failures watched for .waited|--test live_faults"
 )
 
@@ -72,6 +75,23 @@ mutation_text() {
     stream-update-revises)
         OLD='            SeriesEvent::Update(b) if st.last_closed.is_some_and(|l| b.time <= l.time) => {'
         NEW='            SeriesEvent::Update(b) if false => {' ;;
+    gap-bars-off-by-one | gap-bars-off-by-one-live)
+        # On the anchored gap-fetch path only (the replay's own path is the other site).
+        OLD='                        st.reread = None;
+                        self.deliveries.push_back((
+                            id,
+                            LiveEvent::Reconnected {
+                                down: now.saturating_duration_since(g.down_since),
+                                gap_bars: std::mem::take(&mut st.gap_bars),'
+        NEW='                        st.reread = None;
+                        self.deliveries.push_back((
+                            id,
+                            LiveEvent::Reconnected {
+                                down: now.saturating_duration_since(g.down_since),
+                                gap_bars: std::mem::take(&mut st.gap_bars) + 1,' ;;
+    gate-close-does-not-wait)
+        OLD='        if before & RUNNING == 0 {'
+        NEW='        if before & RUNNING == 0 || before != 0 || before == 0 {' ;;
     untrusted-certificate-retried)
         OLD='Error::Transport(TransportError::CertificateNotTrusted { .. }) => !retry_certificates,'
         NEW='Error::Transport(TransportError::CertificateNotTrusted { .. }) => false,' ;;

@@ -286,6 +286,53 @@ fn a_full_ring_never_blocks_the_engine_and_loses_only_updates() {
 }
 
 #[test]
+fn del_consumer_of_a_callback_running_past_the_command_timeout_says_timeout() {
+    // The gate's close must wait for the running callback (up to the timeout) and say when it
+    // could not: `Ok` here would promise that the callback no longer runs while it does.
+    let sim = sim();
+    let feed = LiveFeed::builder()
+        .endpoint(sim.url())
+        .unwrap()
+        .command_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let running = Arc::new(AtomicBool::new(false));
+    let runs = Arc::new(AtomicU64::new(0));
+    let (ru, r) = (Arc::clone(&running), Arc::clone(&runs));
+    let id = feed
+        .new_consumer_with(
+            &btc,
+            ConsumerOptions::default().with_updates(true),
+            move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+                ru.store(true, Ordering::SeqCst);
+                pause(Duration::from_secs(2));
+                ru.store(false, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+    let deadline = now() + Duration::from_secs(10);
+    while !running.load(Ordering::SeqCst) {
+        assert!(now() < deadline, "the callback never ran");
+        pause(Duration::from_millis(5));
+    }
+    let t0 = now();
+    let result = feed.del_consumer(id);
+    let took = now().duration_since(t0);
+    assert!(running.load(Ordering::SeqCst), "the callback still runs");
+    assert!(
+        matches!(result, Err(Error::Timeout { .. })),
+        "del_consumer while its callback runs past the timeout: {result:?}"
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // And it never runs again once the running call returns.
+    pause(Duration::from_millis(2_500));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+#[test]
 fn after_del_consumer_returns_the_callback_never_runs_again_even_if_it_was_running() {
     let sim = sim();
     let feed = feed(&sim);

@@ -994,3 +994,48 @@ fn retry_certificate_errors_keeps_retrying_and_shows_each_failure() {
     );
     assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
 }
+
+#[test]
+fn a_replay_answered_too_late_to_reach_back_is_completed_by_a_gap_fetch_and_counted() {
+    // A server that serves one request at a time, 1.5 s each: the replay's window (a count of
+    // bars computed when it is sent) no longer reaches back to the last bar delivered when
+    // the server reads it, so the engine fills the gap with an anchored fetch, and
+    // `Reconnected::gap_bars` must count what that path delivered (engine-mutations.sh puts
+    // an off-by-one back on that path alone).
+    let sim = Sim::start(
+        SimConfig::default()
+            .with_update_interval(Duration::from_millis(200))
+            .with_request_service_time(Duration::from_millis(1_500)),
+    )
+    .unwrap();
+    let feed = feed_for(&sim, None);
+    let seis = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let log = logged(&feed, &seis);
+    wait_for(Duration::from_secs(20), "a bar", || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Closed(_)))
+    });
+    let from = unix_s() - 1;
+    sim.inject(Fault::now(FaultKind::CloseAbrupt));
+    let to = unix_s() + 8;
+    wait_for(
+        Duration::from_secs(60),
+        "bars after the reconnection",
+        || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .any(|e| matches!(e, LiveEvent::Closed(b) if b.time >= to))
+        },
+    );
+    let log = log.lock().unwrap().clone();
+    let gap = log.iter().find_map(|e| match e {
+        LiveEvent::Reconnected { gap_bars, .. } => Some(*gap_bars),
+        _ => None,
+    });
+    assert!(gap.is_some_and(|n| n >= 2), "a gap of bars: {gap:?}");
+    check_log(&sim, &seis, "the consumer", &log, from, to, Outage::Yes);
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}

@@ -1135,7 +1135,7 @@ impl Core {
                     }
                 } else {
                     for b in bars {
-                        st.gap_bars += u64::from(offer_closed(st, out, id, b, true));
+                        offer_closed(st, out, id, b, true);
                     }
                 }
                 if let Some(f) = forming {
@@ -1150,7 +1150,7 @@ impl Core {
                         .saturating_mul(1000)
                         <= replayed_at;
                     if st.gap.is_some() && closed_before_request {
-                        st.gap_bars += u64::from(offer_closed(st, out, id, f, true));
+                        offer_closed(st, out, id, f, true);
                     } else if let Some(t) =
                         on_update(st, out, id, f, unix_ms, || fetcher.grace(id, false))
                     {
@@ -1379,11 +1379,8 @@ impl Core {
                 let mut fetched = None;
                 if let Some(st) = self.seises.get_mut(&id) {
                     let out = &mut self.deliveries;
-                    let counting = st.gap.is_some();
                     for b in bars {
-                        let new = offer_closed(st, out, id, b, true);
-                        st.gap_bars += u64::from(new && counting);
-                        if new {
+                        if offer_closed(st, out, id, b, true) {
                             fetched = Some(b.time);
                         }
                     }
@@ -1397,9 +1394,7 @@ impl Core {
                             .saturating_mul(1000)
                             <= f.asked_at;
                         if closed {
-                            let new = offer_closed(st, out, id, fm, true);
-                            st.gap_bars += u64::from(new && counting);
-                            if new {
+                            if offer_closed(st, out, id, fm, true) {
                                 fetched = Some(fm.time);
                             }
                         } else if let Some(t) =
@@ -1545,6 +1540,12 @@ fn offer_closed(
         remember(st, bar);
         st.seis.counters.record_closed();
         out.push_back((id, LiveEvent::Closed(bar)));
+        // Every closed bar between `Disconnected` and `Reconnected` is counted, whatever path
+        // delivered it (the replay, a gap fetch, a held stream event): `gap_bars` is what the
+        // consumer received in between.
+        if st.gap.is_some() {
+            st.gap_bars += 1;
+        }
         if st.forming.is_some_and(|f| f.time <= bar.time) {
             st.forming = None;
         }

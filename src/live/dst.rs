@@ -145,6 +145,9 @@ struct Check {
     closed_at: HashMap<i64, u64>,
     failed: bool,
     disconnected: bool,
+    /// Closed bars received since the last `Disconnected` (what `Reconnected::gap_bars` must
+    /// say, when no event was lost in between).
+    gap_closed: u64,
     /// When it was added (virtual ms).
     added: u64,
 }
@@ -341,6 +344,7 @@ impl World {
                     closed_at: HashMap::new(),
                     failed: false,
                     disconnected: false,
+                    gap_closed: 0,
                     added: self.now_ms,
                 });
             }
@@ -572,6 +576,7 @@ impl World {
                 c.last_closed = Some(bar.time);
                 c.lag_pending = false;
                 c.closed.insert(bar.time, bar);
+                c.gap_closed += 1;
             }
             LiveEvent::Revised(bar) => {
                 let c = &mut self.checks[i];
@@ -618,13 +623,20 @@ impl World {
                 );
                 c.disconnected = true;
                 c.conn_unknown = false;
+                c.gap_closed = 0;
             }
-            LiveEvent::Reconnected { .. } => {
+            LiveEvent::Reconnected { gap_bars, .. } => {
                 let c = &mut self.checks[i];
                 assert!(
                     c.disconnected || c.conn_unknown,
                     "{seis}: Reconnected without Disconnected"
                 );
+                if !c.conn_unknown {
+                    assert_eq!(
+                        gap_bars, c.gap_closed,
+                        "{seis}: Reconnected's gap_bars against the closed bars delivered since Disconnected"
+                    );
+                }
                 c.disconnected = false;
                 c.conn_unknown = false;
             }
