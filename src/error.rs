@@ -14,8 +14,9 @@ use crate::{Interval, Symbol, protocol::SeriesFailure, transport::TransportError
 /// with an ellipsis, so that a 10 KB symbol does not become a 10 KB error line.
 pub(crate) const MAX_ECHO: usize = 80;
 
-/// `s`, cut to at most [`MAX_ECHO`] characters with `…` when longer.
-pub(crate) fn echo(s: &str) -> String {
+/// `s`, cut to at most [`MAX_ECHO`] characters with `…` when longer (the command line cuts
+/// what it echoes with this too, through `internal::echo`).
+pub fn echo(s: &str) -> String {
     match s.char_indices().nth(MAX_ECHO) {
         None => s.to_owned(),
         Some((at, _)) => format!("{}…", &s[..at]),
