@@ -14,11 +14,68 @@ use crate::{Interval, Symbol, protocol::SeriesFailure, transport::TransportError
 /// with an ellipsis, so that a 10 KB symbol does not become a 10 KB error line.
 pub(crate) const MAX_ECHO: usize = 80;
 
-/// `s`, cut to at most [`MAX_ECHO`] characters with `…` when longer.
-pub(crate) fn echo(s: &str) -> String {
+/// `s`, cut to at most [`MAX_ECHO`] characters with `…` when longer (the command line cuts
+/// what it echoes with this too, through `internal::echo`).
+pub fn echo(s: &str) -> String {
     match s.char_indices().nth(MAX_ECHO) {
         None => s.to_owned(),
         Some((at, _)) => format!("{}…", &s[..at]),
+    }
+}
+
+/// A [`Duration`] as a person reads it: `250 ms`, `1.0 s`, `10 s`, `2.5 min`, never
+/// `1.000843207s`. Every message of this crate (and of the command line) that names a
+/// duration prints it through this.
+///
+/// Whole values print without a fraction (`10 s`); others keep one decimal below ten units
+/// (`1.0 s`, `1.5 ms`) and are rounded above (`42 s`). Units: µs, ms, s, min (from 2 min),
+/// h (from 2 h).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tvdatafeed::HumanDuration;
+///
+/// assert_eq!(HumanDuration(Duration::from_nanos(1_000_843_207)).to_string(), "1.0 s");
+/// assert_eq!(HumanDuration(Duration::from_secs(10)).to_string(), "10 s");
+/// assert_eq!(HumanDuration(Duration::from_millis(250)).to_string(), "250 ms");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d.is_zero() {
+            return f.write_str("0 s");
+        }
+        // The unit and its length in nanoseconds.
+        let (unit, per): (&str, u128) = if d < Duration::from_millis(1) {
+            ("µs", 1_000)
+        } else if d < Duration::from_secs(1) {
+            ("ms", 1_000_000)
+        } else if d < Duration::from_secs(120) {
+            ("s", 1_000_000_000)
+        } else if d < Duration::from_secs(7_200) {
+            ("min", 60_000_000_000)
+        } else {
+            ("h", 3_600_000_000_000)
+        };
+        let nanos = d.as_nanos();
+        if nanos.is_multiple_of(per) {
+            return write!(f, "{} {unit}", nanos / per);
+        }
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a display value: f64's 52 bits are far more than the digits printed"
+        )]
+        let value = nanos as f64 / per as f64;
+        if value < 10.0 {
+            write!(f, "{value:.1} {unit}")
+        } else {
+            write!(f, "{value:.0} {unit}")
+        }
     }
 }
 
@@ -86,7 +143,7 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The call did not complete within its deadline. Retrying may help.
-    #[error("timed out after {after:?} ({during})")]
+    #[error("timed out after {} ({during})", HumanDuration(*after))]
     Timeout {
         /// The deadline the call had.
         after: Duration,
@@ -99,7 +156,7 @@ pub enum Error {
     Transport(TransportError),
     /// The server asked us to slow down (HTTP 429 on the websocket upgrade or an HTTPS call,
     /// or a `rate_limit` sign-in answer). Retry after `retry_after` when given, else later.
-    #[error("rate limited by {host}{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    #[error("rate limited by {host}{}", retry_after.map(|d| format!(" (retry after {})", HumanDuration(d))).unwrap_or_default())]
     RateLimited {
         /// The host that said so.
         host: String,
@@ -265,6 +322,31 @@ mod tests {
         // Never splits a character.
         let wide = "é".repeat(200);
         assert!(echo(&wide).starts_with("éé"));
+    }
+
+    #[test]
+    fn durations_print_for_people() {
+        let h = |d: Duration| HumanDuration(d).to_string();
+        assert_eq!(h(Duration::ZERO), "0 s");
+        assert_eq!(h(Duration::from_micros(333)), "333 µs");
+        assert_eq!(h(Duration::from_micros(1_500)), "1.5 ms");
+        assert_eq!(h(Duration::from_millis(250)), "250 ms");
+        assert_eq!(h(Duration::from_nanos(1_000_843_207)), "1.0 s");
+        assert_eq!(h(Duration::from_secs(10)), "10 s");
+        assert_eq!(h(Duration::from_millis(42_400)), "42 s");
+        assert_eq!(h(Duration::from_secs(150)), "2.5 min");
+        assert_eq!(h(Duration::from_secs(365 * 24 * 3600)), "8760 h");
+        assert!(h(Duration::MAX).ends_with(" h"));
+        let e = Error::Timeout {
+            after: Duration::from_secs(10),
+            during: Phase::Connect,
+        };
+        assert_eq!(e.to_string(), "timed out after 10 s (connecting)");
+        let e = Error::RateLimited {
+            host: "h".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(e.to_string(), "rate limited by h (retry after 30 s)");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 
 pub use crate::protocol::fuzzing;
 
+/// User or server input cut to 80 characters for an error message, as the library's own
+/// errors echo it (the command line's errors use it too).
+pub use crate::error::echo;
+
 /// Fuzz harness of the live engine's core (arbitrary server bytes, commands, time, drops).
 pub use crate::live::fuzz::engine_core;
 pub use crate::registry::{ConsumerId, Entry, Registry, Removed, Snapshot};

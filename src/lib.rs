@@ -95,7 +95,7 @@ pub struct ReadmeDoctests;
 
 // The public interface is:
 pub use auth::{ANONYMOUS_TOKEN, AuthToken};
-pub use error::{Error, Phase, Result};
+pub use error::{Error, HumanDuration, Phase, Result};
 pub use history::{
     Client, ClientConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, HistMany, HistOptions,
     HistRequest, History, MAX_BARS, TOKEN_ENV, URL_ENV,

@@ -136,7 +136,7 @@ fn duration_max_means_no_deadline_not_a_panic() {
 /// A server on loopback that answers every connection by running `drip` on it: it trickles
 /// bytes, so every single read of the client succeeds and only a deadline on the whole call
 /// can end it.
-fn dripping_server(drip: fn(std::net::TcpStream)) -> String {
+fn dripping_server(drip: impl Fn(std::net::TcpStream) + Copy + Send + 'static) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!(
         "ws://{}/socket.io/websocket",
@@ -261,4 +261,102 @@ fn a_server_dripping_a_message_after_the_upgrade_cannot_outlast_the_deadline() {
         }
     );
     assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+/// Answers the upgrade request with `reply`, all at once when `every` is zero, else one byte
+/// `every` apart.
+fn replying_server(reply: &'static [u8], every: Duration) -> String {
+    dripping_server(move |tcp| {
+        let _ = read_request(&tcp);
+        if every.is_zero() {
+            use std::io::Write;
+            let _ = (&tcp).write_all(reply);
+            // Keep the connection open: the client must decide from the bytes alone.
+            let _ = read_request(&tcp);
+        } else {
+            trickle(&tcp, reply, every);
+        }
+    })
+}
+
+fn get_from(url: String) -> Error {
+    Client::new(
+        ClientConfig::default()
+            .with_endpoint(url)
+            .unwrap()
+            .with_timeout(Duration::from_secs(5)),
+    )
+    .get_hist("BINANCE:BTCUSDT", "1", 5, &HistOptions::default())
+    .unwrap_err()
+}
+
+#[test]
+fn a_ws_url_on_a_server_answering_tls_records_says_use_wss_whole_or_byte_by_byte() {
+    // A TLS alert (decode_error), what a TLS server sends for an HTTP request, and the head of
+    // a ServerHello.
+    let alert: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+    let hello: &[u8] = &[
+        0x16, 0x03, 0x03, 0x00, 0x4a, 0x02, 0x00, 0x00, 0x46, 0x03, 0x03,
+    ];
+    for (reply, every) in [
+        (alert, Duration::ZERO),
+        (hello, Duration::ZERO),
+        (alert, Duration::from_millis(50)),
+    ] {
+        let err = get_from(replying_server(reply, every));
+        assert_eq!(
+            err,
+            Error::Transport(TransportError::TlsOnPlainUrl {
+                host: "127.0.0.1".into()
+            }),
+            "{reply:?} every {every:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_server_answering_garbage_is_not_an_http_server_not_a_tls_one() {
+    let garbage: &[&'static [u8]] = &[
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        // A TLS record type, but not followed by a TLS version.
+        &[0x16, b'x', b'y', b'z', b'\r', b'\n'],
+        &[0x00, 0xff, 0x13, 0x37],
+    ];
+    for reply in garbage {
+        for every in [Duration::ZERO, Duration::from_millis(50)] {
+            let err = get_from(replying_server(reply, every));
+            assert_eq!(
+                err,
+                Error::Transport(TransportError::NotHttp {
+                    host: "127.0.0.1".into()
+                }),
+                "{reply:?} every {every:?}: {err}"
+            );
+            assert_eq!(
+                err.to_string(),
+                "127.0.0.1 is not an HTTP/websocket server (its answer to the upgrade is not HTTP)"
+            );
+            assert!(!err.is_retryable());
+        }
+    }
+}
+
+#[test]
+fn a_huge_url_is_echoed_cut_short() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let base = sim.url();
+    let base = &base[..base.find("/socket.io").unwrap()];
+    // Too long for an HTTP request (refused before sending), and long but sent (404 from the
+    // simulator): neither error repeats it whole.
+    for len in [100_000, 30_000] {
+        let err = get_from(format!("{base}/{}", "a".repeat(len)));
+        let text = err.to_string();
+        assert!(
+            text.len() < 300,
+            "{len}: {} bytes: {:?}",
+            text.len(),
+            &text[..300]
+        );
+        assert!(text.contains('…'), "{text}");
+    }
 }

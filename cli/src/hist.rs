@@ -68,10 +68,15 @@ fn symbols(positional: &[String], file: Option<&PathBuf>) -> io::Result<Vec<Symb
         }
         Ok(())
     };
+    // Every malformed symbol is named, not only the first.
+    let mut bad = Vec::new();
     for text in positional {
-        let sym = text.parse().map_err(|e| invalid(format!("{e}")))?;
-        push(sym, &mut out)?;
+        match text.parse() {
+            Ok(sym) => push(sym, &mut out)?,
+            Err(e) => bad.push(format!("{e}")),
+        }
     }
+    each_refused(bad)?;
     if let Some(path) = file {
         let text = read_symbols_file(path)?;
         for (i, line) in text.lines().enumerate() {
@@ -91,6 +96,44 @@ fn symbols(positional: &[String], file: Option<&PathBuf>) -> io::Result<Vec<Symb
         ));
     }
     Ok(out)
+}
+
+/// Fails when `refused` is not empty, with one stderr line per refusal: all but the last are
+/// written here, the last is the error (which `main` writes as the last line).
+pub(crate) fn each_refused(mut refused: Vec<String>) -> io::Result<()> {
+    let Some(last) = refused.pop() else {
+        return Ok(());
+    };
+    for line in refused {
+        let _ = writeln!(io::stderr(), "tvdatafeed: {line}");
+    }
+    Err(invalid(last))
+}
+
+/// `e` as one line that names what it was about: a timeout, whose own message names only
+/// the phase, gets the host, and the symbol and interval when there is one. Other errors
+/// already name their host (transport) or their series.
+pub(crate) fn describe(e: &Error, seis: Option<(&Symbol, Interval)>, host: &str) -> String {
+    let host = tvdatafeed::internal::echo(host);
+    match (e, seis) {
+        (Error::Timeout { .. }, Some((symbol, interval))) => {
+            format!("{symbol} {interval} from {host}: {e}")
+        }
+        (Error::Timeout { .. } | Error::RateLimited { .. }, None) => format!("{host}: {e}"),
+        _ => e.to_string(),
+    }
+}
+
+/// The host of a `scheme://[user@]host[:port]/…` URL, for a timeout's message (never the
+/// user part, which may hold a credential).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match authority.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
 }
 
 /// A `--symbols-file` (`-`: standard input), at most `MAX_SYMBOLS_FILE` bytes of UTF-8.
@@ -130,12 +173,14 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         return Err(invalid("--bars must be at least 1".into()));
     }
     let mut config = ClientConfig::default().with_timeout(args.timeout);
+    let mut host = Endpoint::data().host().to_owned();
     if let Some(token) = args.token.as_deref().filter(|t| !t.trim().is_empty()) {
         config = config.with_token(AuthToken::new(token.trim()));
     }
     // An empty URL (e.g. `TVDATAFEED_URL=`) means the default, like an empty token.
     if let Some(url) = args.url.as_deref().filter(|u| !u.trim().is_empty()) {
         let endpoint: Endpoint = url.parse().map_err(|e| invalid(format!("{e}")))?;
+        endpoint.host().clone_into(&mut host);
         config = config.with_endpoint(endpoint).map_err(to_io)?;
     }
     if let Some(path) = &args.ca_cert {
@@ -148,10 +193,10 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     let options = HistOptions::default().with_extended_session(args.extended);
     if let [symbol] = symbols.as_slice() {
         let client = Client::new(config);
-        return one(&client, symbol, interval, &options, &args, out);
+        return one(&client, symbol, interval, &options, &args, out, &host);
     }
     let client = Client::new(config);
-    many(&client, &symbols, interval, &options, &args, out)
+    many(&client, &symbols, interval, &options, &args, out, &host)
 }
 
 /// One symbol: its rows, or its error and nothing written.
@@ -162,6 +207,7 @@ fn one(
     options: &HistOptions,
     args: &Args,
     out: Out,
+    host: &str,
 ) -> io::Result<()> {
     let bar = progress_bar(args.bars);
     let result = client.get_hist_with_progress(symbol, interval, args.bars, options, |n| {
@@ -172,7 +218,10 @@ fn one(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let history = result.map_err(to_io)?;
+    let history = result.map_err(|e| {
+        let line = describe(&e, Some((symbol, interval)), host);
+        io::Error::new(to_io(e).kind(), line)
+    })?;
     note_fewer(symbol, interval, &history, args.bars);
     let forming = args.include_forming.then_some(history.forming.as_ref());
     let text = if args.json {
@@ -194,6 +243,7 @@ fn many(
     options: &HistOptions,
     args: &Args,
     out: Out,
+    host: &str,
 ) -> io::Result<()> {
     let requests = symbols
         .iter()
@@ -236,9 +286,10 @@ fn many(
             }
             Some(Err(e)) => {
                 failed += 1;
-                // A series error already names the symbol and interval.
-                let _ = if e.series_failure().is_some() {
-                    writeln!(io::stderr(), "tvdatafeed: {e}")
+                // A series error already names the symbol and interval, a timeout gets them.
+                let _ = if e.series_failure().is_some() || matches!(e, Error::Timeout { .. }) {
+                    let line = describe(&e, Some((symbol, interval)), host);
+                    writeln!(io::stderr(), "tvdatafeed: {line}")
                 } else {
                     writeln!(io::stderr(), "tvdatafeed: {symbol} {interval}: {e}")
                 };
@@ -417,11 +468,20 @@ pub(crate) fn search(
         return Err(invalid("the search text is empty".into()));
     }
     let mut config = HttpConfig::default().with_timeout(timeout);
+    let default_url = config.search_url.clone();
     // An empty URL (e.g. `TVDATAFEED_SEARCH_URL=`) means the default.
     if let Some(u) = url.filter(|u| !u.trim().is_empty()) {
         config = config.with_search_url(u);
     }
-    let results = http::search(&config, text.trim(), exchange).map_err(to_io)?;
+    let results = http::search(&config, text.trim(), exchange).map_err(|e| {
+        let host = url_host(if config.search_url.is_empty() {
+            &default_url
+        } else {
+            &config.search_url
+        });
+        let line = describe(&e, None, host);
+        io::Error::new(to_io(e).kind(), line)
+    })?;
     let mut s = String::new();
     if !as_json {
         s.push_str("symbol,exchange,ticker,type,description\n");

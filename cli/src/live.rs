@@ -1,15 +1,19 @@
 //! `tvdatafeed live`: stream closed bars, one line each, flushed per line.
 //!
-//! Every symbol is subscribed (and so validated by the server) before anything is printed: an
-//! unknown one is one line on stderr and a non-zero exit, nothing on stdout. Connection events
-//! (a reconnect, a lag) go to stderr, never to stdout, whose lines stay exactly once and in
-//! order per seis.
+//! Every spec is parsed, then every seis subscribed (and so validated by the server), before
+//! anything is printed: each refused spec is one line on stderr, then a non-zero exit, nothing
+//! on stdout. A spec repeating another seis (`@1s` and `@1S`, `@60` and `@1H`) is streamed once,
+//! said in one note. Connection events go to stderr, never to stdout, whose lines stay exactly
+//! once and in order per seis: one line when the connection drops and one when every seis is
+//! back, for all the seises together. Ending while the connection is down is an error that
+//! names the seises not back.
 #![allow(
     clippy::disallowed_types,
     reason = "a command-line program sharing a Ctrl-C flag; the loom shim is the library's"
 )]
 
 use std::{
+    collections::{BTreeSet, HashMap},
     io::{self, Write},
     path::PathBuf,
     sync::{
@@ -21,15 +25,25 @@ use std::{
 };
 
 use tvdatafeed::{
-    AuthToken, Bar, ConsumerOptions, Endpoint, Error, Interval, LiveEvent, LiveFeed, Symbol,
+    AuthToken, Bar, ConsumerOptions, Endpoint, Error, HumanDuration, Interval, LiveEvent, LiveFeed,
+    Symbol, internal::echo,
 };
+
+/// The shortest `--stall-secs` that a quiet connection to TradingView survives: two of its
+/// 10 s heartbeats (one may come late). Below it a warning is printed (a server that beats
+/// faster, such as `sim --heartbeat-secs 1`, may want less).
+pub(crate) const MIN_QUIET_STALL: Duration = Duration::from_secs(20);
+
+/// How many seises a connection line names before "and N more".
+const NAMED: usize = 8;
 
 /// The parsed command line of `live`.
 pub(crate) struct Args {
     pub(crate) specs: Vec<String>,
     pub(crate) url: Option<String>,
     pub(crate) token: Option<String>,
-    pub(crate) duration: Option<Duration>,
+    /// Seconds (`None`: until Ctrl-C); 0 is refused.
+    pub(crate) duration: Option<u64>,
     pub(crate) json: bool,
     pub(crate) updates: bool,
     pub(crate) ca_cert: Option<PathBuf>,
@@ -49,31 +63,71 @@ fn to_io(e: Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// `EXCHANGE:TICKER@INTERVAL`.
-fn parse_spec(spec: &str) -> io::Result<(Symbol, Interval)> {
+/// `EXCHANGE:TICKER@INTERVAL`; an error names the spec.
+fn parse_spec(spec: &str) -> Result<(Symbol, Interval), String> {
     let (symbol, interval) = spec.rsplit_once('@').ok_or_else(|| {
-        invalid(format!(
+        format!(
             "{:?} is not EXCHANGE:TICKER@INTERVAL (e.g. BINANCE:BTCUSDT@1S)",
-            tvdatafeed_echo(spec)
-        ))
+            echo(spec)
+        )
     })?;
-    let symbol: Symbol = symbol.parse().map_err(|e| invalid(format!("{e}")))?;
-    let interval: Interval = interval.parse().map_err(|e| invalid(format!("{e}")))?;
+    let named = |e: &dyn std::fmt::Display| format!("{}: {e}", echo(spec));
+    let symbol: Symbol = symbol.parse().map_err(|e| named(&e))?;
+    let interval: Interval = interval.parse().map_err(|e| named(&e))?;
     Ok((symbol, interval))
 }
 
-/// User input cut to 80 characters, as the library's errors echo it.
-fn tvdatafeed_echo(s: &str) -> String {
-    match s.char_indices().nth(80) {
-        None => s.to_owned(),
-        Some((at, _)) => format!("{}…", &s[..at]),
+/// Every spec parsed, each seis once: every malformed spec is refused (one stderr line each),
+/// and specs naming a seis already asked for are dropped with one note naming them.
+fn parse_specs(specs: &[String]) -> io::Result<Vec<(Symbol, Interval)>> {
+    let mut seises: Vec<(Symbol, Interval)> = Vec::with_capacity(specs.len());
+    let mut first: HashMap<(Symbol, Interval), &str> = HashMap::new();
+    let (mut bad, mut repeats) = (Vec::new(), Vec::new());
+    for spec in specs {
+        match parse_spec(spec) {
+            Err(e) => bad.push(e),
+            Ok(seis) => match first.get(&seis) {
+                Some(earlier) => repeats.push(format!("{} = {}", echo(spec), echo(earlier))),
+                None => {
+                    first.insert(seis.clone(), spec);
+                    seises.push(seis);
+                }
+            },
+        }
     }
+    crate::hist::each_refused(bad)?;
+    if !repeats.is_empty() {
+        let _ = writeln!(
+            io::stderr(),
+            "tvdatafeed: {} repeated specs streamed once: {}",
+            repeats.len(),
+            named(&repeats)
+        );
+    }
+    Ok(seises)
 }
 
-/// A line for stdout, or a note for stderr.
+/// The first [`NAMED`] of `items`, comma-separated, then how many more.
+fn named(items: &[String]) -> String {
+    let mut s = items
+        .iter()
+        .take(NAMED)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > NAMED {
+        s.push_str(&format!(" and {} more", items.len() - NAMED));
+    }
+    s
+}
+
+/// A line for stdout, a note for stderr, or a connection event of seis `.0` (an index into
+/// the seises subscribed).
 enum Line {
     Out(String),
     Note(String),
+    Down(usize, String),
+    Up(usize, Duration, u64),
     /// Closed bars lost for good (a backlog overflowed): printed, and the exit is non-zero.
     Lost(String),
     Fatal(String),
@@ -114,22 +168,151 @@ fn row(json: bool, symbol: &Symbol, interval: Interval, b: &Bar, forming: Option
     }
 }
 
+/// The connection's state as the seises' events tell it, for one stderr line per connection
+/// event instead of one per seis: every seis of a feed shares its one connection, so each
+/// reports the same drop (and comes back after its own gap fill).
+struct Link {
+    host: String,
+    names: Vec<String>,
+    /// The seises whose `Disconnected` came and whose `Reconnected` has not.
+    waiting: BTreeSet<usize>,
+    /// This outage so far: the bars the gap fills brought, the longest time down.
+    gap_bars: u64,
+    down: Duration,
+    /// The last cause given.
+    cause: String,
+}
+
+impl Link {
+    fn new(host: &str, names: Vec<String>) -> Self {
+        Self {
+            host: echo(host),
+            names,
+            waiting: BTreeSet::new(),
+            gap_bars: 0,
+            down: Duration::ZERO,
+            cause: String::new(),
+        }
+    }
+
+    fn say(line: &str) {
+        let _ = writeln!(io::stderr(), "tvdatafeed: {line}");
+    }
+
+    /// A seis lost the connection. The first one of an outage says it for all of them; a
+    /// seis that was back while others were still waiting means the connection dropped again.
+    fn down(&mut self, seis: usize, cause: &str) {
+        let again = !self.waiting.is_empty() && !self.waiting.contains(&seis);
+        let first = self.waiting.is_empty();
+        if first || again {
+            Self::say(&format!(
+                "disconnected from {}{}: {cause}; {} seises waiting",
+                self.host,
+                if again { " again" } else { "" },
+                self.names.len()
+            ));
+            // Every seis shares the connection: all of them wait, whatever their events say.
+            self.waiting = (0..self.names.len()).collect();
+            if first {
+                self.gap_bars = 0;
+                self.down = Duration::ZERO;
+            }
+        }
+        cause.clone_into(&mut self.cause);
+    }
+
+    /// A seis is back with its gap filled; the last one says it for all.
+    fn up(&mut self, seis: usize, down: Duration, gap_bars: u64) {
+        if !self.waiting.remove(&seis) {
+            return;
+        }
+        self.gap_bars = self.gap_bars.saturating_add(gap_bars);
+        self.down = self.down.max(down);
+        if self.waiting.is_empty() {
+            Self::say(&format!(
+                "reconnected to {} after {}: {} seises back, {} bars filled in",
+                self.host,
+                HumanDuration(self.down),
+                self.names.len(),
+                self.gap_bars
+            ));
+        }
+    }
+
+    /// The run's verdict at the end: an error naming the seises not back when the feed was
+    /// down (`connected` is the engine's own view, for a drop whose events had not come yet).
+    fn at_end(&self, connected: bool) -> io::Result<()> {
+        let missing: Vec<String> = if connected {
+            self.waiting
+                .iter()
+                .map(|&i| self.names[i].clone())
+                .collect()
+        } else {
+            self.names.clone()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let cause = if self.cause.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.cause)
+        };
+        let what = if connected {
+            format!(
+                "ended before every seis was back after a reconnect to {}",
+                self.host
+            )
+        } else {
+            format!("ended while disconnected from {}{cause}", self.host)
+        };
+        Err(io::Error::other(format!(
+            "{what}: {} of {} seises not reconnected, their bars since the drop not printed: {}",
+            missing.len(),
+            self.names.len(),
+            named(&missing)
+        )))
+    }
+}
+
 /// Subscribes everything, then prints until `--duration` passes or Ctrl-C.
 pub(crate) fn run(args: Args) -> io::Result<()> {
     if args.specs.is_empty() {
         return Err(invalid("give at least one EXCHANGE:TICKER@INTERVAL".into()));
     }
-    let specs: Vec<(Symbol, Interval)> = args
-        .specs
-        .iter()
-        .map(|s| parse_spec(s))
-        .collect::<io::Result<_>>()?;
+    let specs = parse_specs(&args.specs)?;
+    let duration = match args.duration {
+        Some(0) => {
+            return Err(invalid(
+                "--duration 0 would end before the first bar: give at least 1 second, or \
+                 leave it out to run until Ctrl-C"
+                    .into(),
+            ));
+        }
+        Some(secs) => Some(crate::timeout(secs)),
+        None => None,
+    };
+    // Rows written to a closed descriptor would vanish without an error.
+    crate::out::stdout_is_open()?;
+    if args.stall < MIN_QUIET_STALL {
+        let _ = writeln!(
+            io::stderr(),
+            "tvdatafeed: warning: --stall-secs {} is under {}, two of TradingView's 10 s \
+             heartbeats: a quiet connection will be replaced every {} (meant for a server \
+             that beats faster)",
+            args.stall.as_secs(),
+            HumanDuration(MIN_QUIET_STALL),
+            HumanDuration(args.stall)
+        );
+    }
+    let mut host = Endpoint::data().host().to_owned();
     let mut builder = LiveFeed::builder().stall_timeout(args.stall);
     if let Some(token) = args.token.filter(|t| !t.trim().is_empty()) {
         builder = builder.token(AuthToken::new(token.trim()));
     }
     if let Some(url) = args.url.as_deref().filter(|u| !u.trim().is_empty()) {
         let endpoint: Endpoint = url.parse().map_err(|e| invalid(format!("{e}")))?;
+        endpoint.host().clone_into(&mut host);
         builder = builder.endpoint(endpoint).map_err(to_io)?;
     }
     if let Some(path) = &args.ca_cert {
@@ -148,19 +331,29 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         // A second Ctrl-C while shutting down falls back to the default: the process ends.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    let feed = builder.build().map_err(to_io)?;
+    let feed = builder
+        .build()
+        .map_err(|e| io::Error::other(crate::hist::describe(&e, None, &host)))?;
     let (tx, rx) = mpsc::sync_channel::<Line>(4096);
     let options = ConsumerOptions::default().with_updates(args.updates);
-    // Subscribe every seis first: a refusal prints nothing on stdout.
+    // Subscribe every seis first: a refusal prints nothing on stdout. Every refusal of a
+    // seis is named; any other failure (the connection, a timeout) ends the checks at once.
     let mut seises = Vec::with_capacity(specs.len());
+    let mut refused = Vec::new();
     for (symbol, interval) in &specs {
         match feed.new_seis(symbol, *interval) {
             Ok(s) => seises.push(s),
+            Err(e @ Error::Series { .. }) => refused.push(e.to_string()),
             Err(e) => {
                 feed.shutdown(Duration::from_secs(5));
-                return Err(to_io(e));
+                let line = crate::hist::describe(&e, Some((symbol, *interval)), &host);
+                return Err(io::Error::other(line));
             }
         }
+    }
+    if !refused.is_empty() {
+        feed.shutdown(Duration::from_secs(5));
+        return crate::hist::each_refused(refused);
     }
     let mut out = crate::stdout();
     if !args.json {
@@ -172,7 +365,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         writeln!(out, "{header}")?;
         out.flush()?;
     }
-    for seis in &seises {
+    for (index, seis) in seises.iter().enumerate() {
         let tx = tx.clone();
         let (symbol, interval, json, updates) = (
             seis.symbol().clone(),
@@ -204,12 +397,8 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
                     "{symbol} {interval}: output too slow: {lost_closed} closed bars lost, from bar {}",
                     first_time.map_or_else(|| "-".to_owned(), |t| t.to_string())
                 )),
-                LiveEvent::Disconnected { cause } => Line::Note(format!(
-                    "{symbol} {interval}: disconnected ({cause}); reconnecting"
-                )),
-                LiveEvent::Reconnected { down, gap_bars } => Line::Note(format!(
-                    "{symbol} {interval}: reconnected after {down:?}, {gap_bars} bars filled in"
-                )),
+                LiveEvent::Disconnected { cause } => Line::Down(index, cause),
+                LiveEvent::Reconnected { down, gap_bars } => Line::Up(index, down, gap_bars),
                 LiveEvent::Failed(Error::Shutdown) => return,
                 LiveEvent::Failed(e) => Line::Fatal(format!("{symbol} {interval}: {e}")),
                 other => Line::Note(format!("{symbol} {interval}: {other:?}")),
@@ -220,30 +409,57 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         .map_err(to_io)?;
     }
     drop(tx);
-    let end = args.duration.and_then(|d| now().checked_add(d));
+    let end = duration.and_then(|d| now().checked_add(d));
+    let names: Vec<String> = seises
+        .iter()
+        .map(|s| format!("{} {}", s.symbol(), s.interval()))
+        .collect();
+    let mut link = Link::new(&host, names);
     let mut result = Ok(());
     let mut lost = false;
-    loop {
-        if stop.load(Ordering::SeqCst) || end.is_some_and(|e| now() >= e) {
-            break;
-        }
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Line::Out(l)) => {
+    let mut handle = |line: Line, result: &mut io::Result<()>| -> bool {
+        match line {
+            Line::Out(l) => {
                 if let Err(e) = writeln!(out, "{l}").and_then(|()| out.flush()) {
-                    result = Err(e);
-                    break;
+                    *result = Err(e);
+                    return false;
                 }
             }
-            Ok(Line::Note(n)) => {
+            Line::Note(n) => {
                 let _ = writeln!(io::stderr(), "tvdatafeed: {n}");
             }
-            Ok(Line::Lost(n)) => {
+            Line::Down(i, cause) => link.down(i, &cause),
+            Line::Up(i, down, gap_bars) => link.up(i, down, gap_bars),
+            Line::Lost(n) => {
                 let _ = writeln!(io::stderr(), "tvdatafeed: {n}");
                 lost = true;
             }
-            Ok(Line::Fatal(f)) => {
-                result = Err(io::Error::other(f));
-                break;
+            Line::Fatal(f) => {
+                *result = Err(io::Error::other(f));
+                return false;
+            }
+        }
+        true
+    };
+    loop {
+        if stop.load(Ordering::SeqCst) || end.is_some_and(|e| now() >= e) {
+            // What already arrived is still handled (a disconnect in the queue counts), for
+            // at most a moment: the consumers keep sending.
+            let until = now() + Duration::from_millis(200);
+            while now() < until
+                && let Ok(line) = rx.try_recv()
+            {
+                if !handle(line, &mut result) {
+                    break;
+                }
+            }
+            break;
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if !handle(line, &mut result) {
+                    break;
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -251,6 +467,11 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     }
     // Consumers blocked on a full channel return once it is gone.
     drop(rx);
+    // Ending while the connection is down (or some seises' gap not yet filled) leaves a gap
+    // in the output that a reader cannot see: it fails the run and says which seises.
+    if result.is_ok() {
+        result = link.at_end(feed.stats().connected);
+    }
     // A closed bar lost for good (told by a `Lagged` or only counted so far) fails the run.
     let lost_closed: u64 = feed.stats().consumers.iter().map(|c| c.lost_closed).sum();
     if (lost || lost_closed > 0) && result.is_ok() {

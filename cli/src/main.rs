@@ -168,7 +168,7 @@ enum Command {
         /// Auth token (default: TV_AUTH_TOKEN, else anonymous).
         #[arg(long, env = "TV_AUTH_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Stop after this many seconds (default: run until Ctrl-C).
+        /// Stop after this many seconds, at least 1 (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<u64>,
         /// Output format: CSV (a header, then `symbol,interval,time,open,high,low,close,volume`)
@@ -183,7 +183,8 @@ enum Command {
         #[arg(long)]
         ca_cert: Option<PathBuf>,
         /// Seconds without any message (heartbeats included) after which the connection
-        /// counts as stalled and is replaced (TradingView beats every 10 s). At least 1.
+        /// counts as stalled and is replaced (TradingView beats every 10 s: under 20 is
+        /// warned about). At least 1.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         stall_secs: u64,
     },
@@ -316,7 +317,7 @@ fn main() -> ExitCode {
             specs,
             url,
             token,
-            duration: duration.map(timeout),
+            duration,
             json: format == Format::Json,
             updates,
             ca_cert,

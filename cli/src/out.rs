@@ -37,6 +37,45 @@ pub(crate) enum Out {
     },
 }
 
+/// Fails when standard output was closed (`>&-`), before any network work.
+///
+/// Rust's runtime reopens a closed descriptor 0, 1 or 2 on `/dev/null` before `main`, read and
+/// write, so rows written to a closed stdout would vanish with exit 0. That substitute is told
+/// apart from a chosen `>/dev/null` (opened write-only by the shell) by its read-write mode,
+/// read from `/proc/self/fdinfo/1`; where `/proc` is missing nothing is checked. A descriptor
+/// that is really closed (dup fails) is an error too.
+pub(crate) fn stdout_is_open() -> io::Result<()> {
+    use std::os::{
+        fd::AsFd,
+        unix::fs::{FileTypeExt, MetadataExt},
+    };
+    let closed =
+        |why: &str| io::Error::new(io::ErrorKind::BrokenPipe, format!("standard output: {why}"));
+    let fd = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| closed(&e.to_string()))?;
+    let (Ok(meta), Ok(null)) = (File::from(fd).metadata(), fs::metadata("/dev/null")) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_char_device() || meta.rdev() != null.rdev() {
+        return Ok(());
+    }
+    let Ok(info) = fs::read_to_string("/proc/self/fdinfo/1") else {
+        return Ok(());
+    };
+    // `flags:` is octal; the access mode is its low two bits (O_RDWR = 2).
+    let read_write = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .is_some_and(|flags| flags & 3 == 2);
+    if read_write {
+        return Err(closed("closed (the runtime put /dev/null in its place)"));
+    }
+    Ok(())
+}
+
 /// `e` with the path in front, its kind kept.
 pub(crate) fn at(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
@@ -47,6 +86,7 @@ impl Out {
     /// creates the temporary file, so an unwritable directory fails here, before any download.
     pub(crate) fn prepare(path: Option<&Path>) -> io::Result<Self> {
         let Some(path) = path.filter(|p| p.as_os_str() != "-") else {
+            stdout_is_open()?;
             return Ok(Self::Stdout);
         };
         let target = resolve_symlinks(path)?;

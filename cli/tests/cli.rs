@@ -763,7 +763,7 @@ fn search_takes_a_timeout_and_a_silent_server_hits_it() {
     assert!(!o.status.success());
     assert_eq!(
         stderr(&o),
-        "tvdatafeed: timed out after 1s (the https request)\n"
+        "tvdatafeed: 127.0.0.1: timed out after 1 s (the https request)\n"
     );
     assert!(o.stdout.is_empty());
     server.join().unwrap();
@@ -1278,5 +1278,272 @@ fn demo_refuses_more_than_a_thousand_seises() {
         stderr(&o).contains("1001 is not in 1..=1000"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// Waits for `child` to end, killing it and failing after `limit`.
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
+    let mut waited = Duration::ZERO;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if waited > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}; stderr: {}", stderr(&o));
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+        waited += Duration::from_millis(50);
+    }
+}
+
+#[test]
+fn live_names_every_refused_spec_and_the_spec_a_bad_interval_came_from() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    // Malformed specs: each named, before connecting.
+    let o = run_bounded(
+        bin().args(["live", "BINANCE:A@1X", "BINANCE:BTCUSDT@1S", "NOEXCHANGE@1"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    assert_eq!(
+        stderr(&o),
+        "tvdatafeed: BINANCE:A@1X: invalid interval \"1X\"\n\
+         tvdatafeed: NOEXCHANGE@1: symbol \"NOEXCHANGE\" is not of the form EXCHANGE:TICKER\n"
+    );
+    // Refused by the server: every one named, nothing printed.
+    let o = run_bounded(
+        bin().args([
+            "live",
+            "BINANCE:INVALIDA@1S",
+            "BINANCE:BTCUSDT@1S",
+            "BINANCE:INVALIDB@1S",
+            "--duration",
+            "30",
+            "--url",
+            &sim.url(),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    assert_eq!(
+        stderr(&o),
+        "tvdatafeed: BINANCE:INVALIDA 1S: unknown symbol (invalid symbol)\n\
+         tvdatafeed: BINANCE:INVALIDB 1S: unknown symbol (invalid symbol)\n"
+    );
+}
+
+#[test]
+fn live_refuses_duration_0_and_a_closed_stdout_before_connecting() {
+    // Nobody listens there: a refusal must come before any connection attempt.
+    let url = "ws://127.0.0.1:1/socket.io/websocket";
+    let o = run_bounded(
+        bin().args([
+            "live",
+            "BINANCE:BTCUSDT@1S",
+            "--duration",
+            "0",
+            "--url",
+            url,
+        ]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("tvdatafeed: --duration 0 ") && err.lines().count() == 1,
+        "{err}"
+    );
+    // `>&-`: the runtime puts /dev/null there; rows would vanish with exit 0.
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    for command in [
+        format!("live BINANCE:BTCUSDT@1S --duration 2 --url '{}'", sim.url()),
+        format!("hist BINANCE:BTCUSDT 1 --bars 2 --url '{}'", sim.url()),
+    ] {
+        let o = run_bounded(
+            Command::new("sh").args([
+                "-c",
+                &format!("exec '{}' {command} >&-", env!("CARGO_BIN_EXE_tvdatafeed")),
+            ]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(o.status.code(), Some(1), "{command}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("tvdatafeed: standard output: closed"),
+            "{command}: {}",
+            stderr(&o)
+        );
+    }
+    // A chosen /dev/null is not closed.
+    let o = run_bounded(
+        Command::new("sh").args([
+            "-c",
+            &format!(
+                "exec '{}' hist BINANCE:BTCUSDT 1 --bars 2 --url '{}' >/dev/null",
+                env!("CARGO_BIN_EXE_tvdatafeed"),
+                sim.url()
+            ),
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn live_streams_a_repeated_seis_once_with_one_note_and_warns_of_a_short_stall() {
+    let sim =
+        Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(100))).unwrap();
+    let o = run_bounded(
+        bin().args([
+            "live",
+            "BINANCE:BTCUSDT@1S",
+            "BINANCE:BTCUSDT@1s",
+            "SP:SPX@60",
+            "SP:SPX@1H",
+            "--format",
+            "json",
+            "--duration",
+            "4",
+            "--stall-secs",
+            "5",
+            "--url",
+            &sim.url(),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.lines().next(),
+        Some(
+            "tvdatafeed: 2 repeated specs streamed once: BINANCE:BTCUSDT@1s = BINANCE:BTCUSDT@1S, \
+             SP:SPX@1H = SP:SPX@60"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("tvdatafeed: warning: --stall-secs 5 is under 20 s")),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "{err}");
+    let rows = live_rows(&stdout(&o));
+    assert!(rows.len() >= 2, "{rows:?}");
+    let second: Interval = "1S".parse().unwrap();
+    for w in rows.windows(2) {
+        assert_eq!(second.next_bar_open(w[0].1.time), w[1].1.time, "once each");
+    }
+}
+
+#[test]
+fn live_says_one_line_per_outage_for_all_its_seises_and_fails_ending_during_one() {
+    use tvdatafeed::sim::{Fault, FaultKind, Trigger};
+    let sim =
+        Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(100))).unwrap();
+    let specs = [
+        "BINANCE:BTCUSDT@1S",
+        "BINANCE:ETHUSDT@1S",
+        "NYSE:IBM@1S",
+        "SP:SPX@1S",
+        "FX:EURUSD@1S",
+    ];
+    let child = bin()
+        .arg("live")
+        .args(specs)
+        .args(["--format", "json", "--duration", "8", "--url", &sim.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(sim.wait_connections(1, Duration::from_secs(10)));
+    sim.inject(Fault::now(FaultKind::CloseClean).when(Trigger::After(Duration::from_secs(2))));
+    let o = wait_bounded(child, Duration::from_secs(40));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per event, not per seis: {err}");
+    assert!(
+        lines[0].starts_with("tvdatafeed: disconnected from 127.0.0.1: ")
+            && lines[0].ends_with("; 5 seises waiting"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("tvdatafeed: reconnected to 127.0.0.1 after ")
+            && lines[1].contains(": 5 seises back, ")
+            && lines[1].ends_with(" bars filled in"),
+        "{err}"
+    );
+    // The server goes away for longer than the run: the end is an error naming the seises.
+    let sim =
+        Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(100))).unwrap();
+    let child = bin()
+        .args([
+            "live",
+            "BINANCE:BTCUSDT@1S",
+            "NYSE:IBM@1S",
+            "--duration",
+            "5",
+            "--url",
+            &sim.url(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    // Once a bar is out (every seis subscribed), the server goes (a restart fires at once).
+    let mut rows = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..2 {
+        line.clear();
+        assert!(rows.read_line(&mut line).unwrap() > 0, "no row");
+    }
+    std::thread::Builder::new()
+        .name("test-drain-rows".into())
+        .spawn(move || std::io::copy(&mut rows, &mut std::io::sink()))
+        .unwrap();
+    sim.inject(Fault::now(FaultKind::Restart(Duration::from_secs(60))));
+    let o = wait_bounded(child, Duration::from_secs(40));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("tvdatafeed: ended while disconnected from 127.0.0.1")
+            && last.contains("2 of 2 seises not reconnected")
+            && last.contains("BINANCE:BTCUSDT 1S, NYSE:IBM 1S"),
+        "{err}"
+    );
+    assert_eq!(err.matches("disconnected from").count(), 2, "{err}");
+}
+
+#[test]
+fn a_timeout_names_the_host_and_the_symbol_in_human_units() {
+    // Accepts and never answers: the upgrade times out.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "ws://{}/socket.io/websocket",
+        listener.local_addr().unwrap()
+    );
+    let o = run_bounded(
+        bin().args([
+            "hist",
+            "BINANCE:BTCUSDT",
+            "1",
+            "--timeout-secs",
+            "1",
+            "--url",
+            &url,
+        ]),
+        Duration::from_secs(20),
+    );
+    drop(listener);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "tvdatafeed: BINANCE:BTCUSDT 1 from 127.0.0.1: timed out after 1 s (the websocket upgrade)\n"
     );
 }

@@ -205,7 +205,7 @@ pub enum SeriesFailure {
         reason: String,
     },
     /// History did not complete within [`ChartConfig::load_timeout`]. Retrying may help.
-    #[error("history did not complete within {timeout:?}")]
+    #[error("history did not complete within {}", crate::HumanDuration(*timeout))]
     LoadTimeout {
         /// The timeout.
         timeout: Duration,

@@ -114,7 +114,7 @@ fn serve(
             let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
             Stream::Tls(Box::new(TlsStream { conn, sock: tcp }))
         }
-        None => Stream::Plain(tcp),
+        None => Stream::plain(tcp),
     };
     // The generation this connection belongs to, read before the upgrade: a restart injected
     // once the client has seen the upgrade's answer (while this thread has yet to return from

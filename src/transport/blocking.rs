@@ -110,7 +110,7 @@ impl Connection {
                 .map_err(|e| Error::Transport(handshake::tls_failure(&e, host)))?;
             Stream::Tls(Box::new(TlsStream { conn, sock }))
         } else {
-            Stream::Plain(sock)
+            Stream::plain_client(sock)
         };
         let req = handshake::request(cfg)?;
         let ws_config = handshake::ws_config(cfg);

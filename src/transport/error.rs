@@ -117,7 +117,8 @@ impl fmt::Display for Closed {
 /// phase; none holds a credential.
 ///
 /// All are worth a retry except [`TransportError::CertificateNotTrusted`],
-/// [`TransportError::NotTls`], [`TransportError::TlsOnPlainUrl`] and most
+/// [`TransportError::NotTls`], [`TransportError::TlsOnPlainUrl`],
+/// [`TransportError::NotHttp`] and most
 /// [`TransportError::UpgradeRefused`] statuses, which need a change of configuration.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -172,6 +173,13 @@ pub enum TransportError {
     /// A `ws://` URL, but the server speaks TLS.
     #[error("ws:// URL but {host} speaks TLS (use wss://)")]
     TlsOnPlainUrl {
+        /// The host.
+        host: String,
+    },
+    /// The server answered the websocket upgrade with something that is not HTTP: not a
+    /// websocket server (a wrong port, another protocol).
+    #[error("{host} is not an HTTP/websocket server (its answer to the upgrade is not HTTP)")]
+    NotHttp {
         /// The host.
         host: String,
     },
@@ -249,7 +257,8 @@ impl TransportError {
         match self {
             Self::CertificateNotTrusted { .. }
             | Self::NotTls { .. }
-            | Self::TlsOnPlainUrl { .. } => false,
+            | Self::TlsOnPlainUrl { .. }
+            | Self::NotHttp { .. } => false,
             Self::UpgradeRefused { status, .. } => *status == 429 || *status >= 500,
             _ => true,
         }

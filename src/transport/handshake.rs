@@ -29,7 +29,13 @@ pub(crate) fn request(cfg: &TransportConfig) -> Result<Request, Error> {
         .endpoint
         .to_string()
         .into_client_request()
-        .map_err(|e| Error::InvalidRequest(format!("bad endpoint {}: {e}", cfg.endpoint)))?;
+        .map_err(|e| {
+            Error::InvalidRequest(format!(
+                "bad endpoint {}: {}",
+                crate::error::echo(&cfg.endpoint.to_string()),
+                crate::error::echo(&e.to_string())
+            ))
+        })?;
     let headers = req.headers_mut();
     for (k, v) in [
         ("Origin", ORIGIN),
@@ -141,6 +147,13 @@ pub(crate) fn io_error(
     if let Some(t) = tls_error(&e) {
         return Error::Transport(tls_failure(t, host));
     }
+    if e.get_ref()
+        .is_some_and(|i| i.downcast_ref::<super::stream::TlsReply>().is_some())
+    {
+        return Error::Transport(TransportError::TlsOnPlainUrl {
+            host: host.to_owned(),
+        });
+    }
     if tls
         && e.get_ref()
             .is_some_and(|i| i.downcast_ref::<super::stream::HandshakeEof>().is_some())
@@ -196,9 +209,8 @@ pub(crate) fn ws_error(
     budget: std::time::Duration,
 ) -> Error {
     let host = cfg.endpoint.host();
-    let tls = cfg.endpoint.is_tls();
     match e {
-        tungstenite::Error::Io(io) => io_error(io, host, tls, phase, budget),
+        tungstenite::Error::Io(io) => io_error(io, host, cfg.endpoint.is_tls(), phase, budget),
         tungstenite::Error::Http(resp) => {
             let retry_after = resp
                 .headers()
@@ -208,7 +220,7 @@ pub(crate) fn ws_error(
             Error::from(TransportError::UpgradeRefused {
                 host: host.to_owned(),
                 status: resp.status().as_u16(),
-                path: cfg.endpoint.path().to_owned(),
+                path: crate::error::echo(cfg.endpoint.path()),
                 retry_after,
             })
         }
@@ -232,12 +244,12 @@ pub(crate) fn ws_error(
             host: host.to_owned(),
             limit: cfg.max_write_buffer,
         }),
-        // A plain URL whose server answers the HTTP request with TLS bytes (or anything else
-        // that is not HTTP).
-        tungstenite::Error::HttpFormat(_) | tungstenite::Error::Protocol(_)
-            if !tls && phase == Phase::Upgrade =>
+        // An answer to the upgrade that is not HTTP at all. (A plain URL's server answering
+        // with TLS records never gets here: the stream reports it first, see `TlsReply`.)
+        tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HttparseError(_))
+            if phase == Phase::Upgrade =>
         {
-            Error::Transport(TransportError::TlsOnPlainUrl {
+            Error::Transport(TransportError::NotHttp {
                 host: host.to_owned(),
             })
         }

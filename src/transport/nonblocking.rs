@@ -102,7 +102,7 @@ impl NbSocket {
                 .map_err(|e| Error::Transport(handshake::tls_failure(&e, host)))?;
             Stream::Tls(Box::new(TlsStream { conn, sock: tcp }))
         } else {
-            Stream::Plain(tcp)
+            Stream::plain_client(tcp)
         };
         Ok(Self {
             state: State::Connecting(Some(stream)),

@@ -17,17 +17,29 @@ use crate::clock;
 /// Plain, or TLS over the socket `S`; `C` is `rustls::ClientConnection` or
 /// `rustls::ServerConnection`.
 pub(crate) enum MaybeTls<C, S> {
-    /// `ws://`.
-    Plain(S),
+    /// `ws://`, with what is left to look at in the first bytes read.
+    Plain(S, Sniff),
     /// `wss://`.
     Tls(Box<TlsStream<C, S>>),
 }
 
 impl<C, S> MaybeTls<C, S> {
+    /// `ws://` on a server's side: what the peer sends is read as it comes.
+    pub(crate) fn plain(sock: S) -> Self {
+        Self::Plain(sock, Sniff::Done)
+    }
+
+    /// `ws://` on a client's side: a server that answers with TLS records fails the first
+    /// read with [`TlsReply`] instead of handing them to the HTTP parser, which could only
+    /// say "not HTTP".
+    pub(crate) fn plain_client(sock: S) -> Self {
+        Self::Plain(sock, Sniff::First)
+    }
+
     /// The socket under either form.
     pub(crate) fn socket(&self) -> &S {
         match self {
-            Self::Plain(s) => s,
+            Self::Plain(s, _) => s,
             Self::Tls(t) => &t.sock,
         }
     }
@@ -35,7 +47,7 @@ impl<C, S> MaybeTls<C, S> {
     /// The socket under either form, mutably.
     pub(crate) fn socket_mut(&mut self) -> &mut S {
         match self {
-            Self::Plain(s) => s,
+            Self::Plain(s, _) => s,
             Self::Tls(t) => &mut t.sock,
         }
     }
@@ -57,7 +69,7 @@ where
 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Self::Plain(s) => s.read(buf),
+            Self::Plain(s, sniff) => read_plain(s, sniff, buf),
             Self::Tls(s) => s.read(buf),
         }
     }
@@ -71,15 +83,81 @@ where
 {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Self::Plain(s) => s.write(buf),
+            Self::Plain(s, _) => s.write(buf),
             Self::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Self::Plain(s) => s.flush(),
+            Self::Plain(s, _) => s.flush(),
             Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// How far a plain client has looked at the first bytes its server sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sniff {
+    /// Nothing read yet.
+    First,
+    /// The first read gave one byte, a TLS record type; the next byte decides.
+    Held(u8),
+    /// Looked at (or not to be looked at): reads pass through.
+    Done,
+}
+
+/// A TLS record begins with its content type (20 change_cipher_spec, 21 alert, 22 handshake,
+/// 23 application_data, 24 heartbeat), then the major version 3 (RFC 8446 §5.1). An HTTP
+/// answer begins with `HTTP/`.
+fn is_tls_record(first: u8, second: u8) -> bool {
+    (20..=24).contains(&first) && second == 3
+}
+
+/// The server of a `ws://` URL answered with TLS records: it speaks TLS.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the server answered with tls records")]
+pub(crate) struct TlsReply;
+
+/// A plain read that, until the first two bytes are seen, fails with [`TlsReply`] when they
+/// are the head of a TLS record. Nothing is lost otherwise: a byte held while the second is
+/// awaited (a `WouldBlock` in between keeps it) is handed out in front of what follows.
+fn read_plain<S: Read>(sock: &mut S, sniff: &mut Sniff, buf: &mut [u8]) -> io::Result<usize> {
+    let tls = || io::Error::new(io::ErrorKind::InvalidData, TlsReply);
+    match *sniff {
+        Sniff::Done => sock.read(buf),
+        _ if buf.len() < 2 => {
+            // Too small to look at two bytes: hand out what is held, or pass through.
+            if let (Sniff::Held(b), Some(slot)) = (*sniff, buf.first_mut()) {
+                *slot = b;
+                *sniff = Sniff::Done;
+                return Ok(1);
+            }
+            sock.read(buf)
+        }
+        Sniff::First => {
+            let n = sock.read(buf)?;
+            match buf[..n] {
+                [] => Ok(0),
+                [a] if (20..=24).contains(&a) => {
+                    *sniff = Sniff::Held(a);
+                    read_plain(sock, sniff, buf)
+                }
+                [a, b, ..] if is_tls_record(a, b) => Err(tls()),
+                _ => {
+                    *sniff = Sniff::Done;
+                    Ok(n)
+                }
+            }
+        }
+        Sniff::Held(a) => {
+            let n = sock.read(&mut buf[1..])?;
+            if n > 0 && is_tls_record(a, buf[1]) {
+                return Err(tls());
+            }
+            buf[0] = a;
+            *sniff = Sniff::Done;
+            Ok(n + 1)
         }
     }
 }
