@@ -203,9 +203,9 @@ pub enum Error {
     /// or [`LiveFeedBuilder::max_outage`](crate::LiveFeedBuilder::max_outage) was reached.
     /// Final for that feed: build a new one.
     #[error(
-        "gave up reconnecting after {attempts} failed attempt{} over {:.1} s; the last: {last}",
+        "gave up reconnecting after {attempts} failed attempt{} over {}; the last: {last}",
         if *attempts == 1 { "" } else { "s" },
-        down.as_secs_f64()
+        HumanDuration(*down)
     )]
     GaveUp {
         /// Failed attempts in the outage.

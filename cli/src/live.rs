@@ -48,6 +48,60 @@ pub(crate) struct Args {
     pub(crate) updates: bool,
     pub(crate) ca_cert: Option<PathBuf>,
     pub(crate) stall: Duration,
+    /// Give up after an outage this long (`None`: reconnect for ever).
+    pub(crate) max_outage: Option<Duration>,
+}
+
+/// The most often a failed reconnect attempt is told on stderr: a server refusing at once is
+/// retried within milliseconds at first, and each attempt's line would flood the terminal.
+const ATTEMPT_LINE_EVERY: Duration = Duration::from_secs(1);
+
+/// Tells each failed connection attempt on stderr, at most one line per
+/// [`ATTEMPT_LINE_EVERY`]; attempts in between are counted in the next line.
+struct Attempts {
+    host: String,
+    /// `failed_attempts` already told (or skipped).
+    seen: u64,
+    last_line: Option<Instant>,
+}
+
+impl Attempts {
+    fn poll(&mut self, feed: &LiveFeed) {
+        let link = feed.connection();
+        if link.failed_attempts <= self.seen {
+            return;
+        }
+        let Some(f) = link.last_failure else {
+            return;
+        };
+        let final_one = f.retry_in.is_none();
+        if !final_one
+            && self
+                .last_line
+                .is_some_and(|t| now().duration_since(t) < ATTEMPT_LINE_EVERY)
+        {
+            return; // told with the next line
+        }
+        let skipped = link.failed_attempts - self.seen - 1;
+        self.seen = link.failed_attempts;
+        self.last_line = Some(now());
+        let next = f.retry_in.map_or_else(
+            || "giving up".to_owned(),
+            |d| format!("next attempt in {}", HumanDuration(d)),
+        );
+        let more = if skipped > 0 {
+            format!(" ({skipped} more failed since the last line)")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            io::stderr(),
+            "tvdatafeed: reconnect attempt {} to {} failed: {}; {next}{more}",
+            f.attempt,
+            self.host,
+            f.error
+        );
+    }
 }
 
 #[expect(clippy::disallowed_methods, reason = "the command's own deadline")]
@@ -307,6 +361,9 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     }
     let mut host = Endpoint::data().host().to_owned();
     let mut builder = LiveFeed::builder().stall_timeout(args.stall);
+    if let Some(d) = args.max_outage {
+        builder = builder.max_outage(d);
+    }
     if let Some(token) = args.token.filter(|t| !t.trim().is_empty()) {
         builder = builder.token(AuthToken::new(token.trim()));
     }
@@ -325,11 +382,20 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             builder = builder.root_certificate(der);
         }
     }
+    // Ctrl-C: while connecting and subscribing (calls that wait up to their timeouts) it
+    // ends the process at once, printing nothing on stdout; while streaming, the first one
+    // stops the loop (which checks it every 100 ms) for a clean summary, and a second one ends
+    // the process at once.
     let stop = Arc::new(AtomicBool::new(false));
+    let streaming = Arc::new(AtomicBool::new(false));
     {
-        let stop = Arc::clone(&stop);
-        // A second Ctrl-C while shutting down falls back to the default: the process ends.
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+        let (stop, streaming) = (Arc::clone(&stop), Arc::clone(&streaming));
+        let _ = ctrlc::set_handler(move || {
+            if !streaming.load(Ordering::SeqCst) || stop.swap(true, Ordering::SeqCst) {
+                let _ = writeln!(io::stderr(), "tvdatafeed: interrupted");
+                std::process::exit(130);
+            }
+        });
     }
     let feed = builder
         .build()
@@ -415,6 +481,12 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         .map(|s| format!("{} {}", s.symbol(), s.interval()))
         .collect();
     let mut link = Link::new(&host, names);
+    let mut attempts = Attempts {
+        host: echo(&host),
+        seen: feed.connection().failed_attempts,
+        last_line: None,
+    };
+    streaming.store(true, Ordering::SeqCst);
     let mut result = Ok(());
     let mut lost = false;
     let mut handle = |line: Line, result: &mut io::Result<()>| -> bool {
@@ -455,6 +527,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             }
             break;
         }
+        attempts.poll(&feed);
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
                 if !handle(line, &mut result) {
@@ -467,6 +540,9 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     }
     // Consumers blocked on a full channel return once it is gone.
     drop(rx);
+    // The last failed attempt (the one that gave up, or one inside the rate limit) is told.
+    attempts.last_line = None;
+    attempts.poll(&feed);
     // Ending while the connection is down (or some seises' gap not yet filled) leaves a gap
     // in the output that a reader cannot see: it fails the run and says which seises.
     if result.is_ok() {

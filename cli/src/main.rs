@@ -187,6 +187,10 @@ enum Command {
         /// warned about). At least 1.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         stall_secs: u64,
+        /// Give up when the connection stays down this many seconds: exit non-zero naming
+        /// the last error (default: reconnect for ever, one stderr line per failed attempt).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+        max_outage_secs: Option<u64>,
     },
     /// Run the TradingView-protocol simulator on loopback until stopped (Ctrl-C).
     Sim {
@@ -313,6 +317,7 @@ fn main() -> ExitCode {
             updates,
             ca_cert,
             stall_secs,
+            max_outage_secs,
         } => live::run(live::Args {
             specs,
             url,
@@ -322,6 +327,7 @@ fn main() -> ExitCode {
             updates,
             ca_cert,
             stall: Duration::from_secs(stall_secs),
+            max_outage: max_outage_secs.map(Duration::from_secs),
         }),
         Command::Sim {
             bind,

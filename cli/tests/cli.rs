@@ -1547,3 +1547,135 @@ fn a_timeout_names_the_host_and_the_symbol_in_human_units() {
         "tvdatafeed: BINANCE:BTCUSDT 1 from 127.0.0.1: timed out after 1 s (the websocket upgrade)\n"
     );
 }
+
+/// Sends SIGINT to `child` (with `kill`, as a terminal's Ctrl-C would signal it).
+fn interrupt(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -INT");
+}
+
+/// SIGINT to `child` after `after`; returns how long it took to exit, and its output.
+fn interrupted(mut child: std::process::Child, after: Duration) -> (Duration, Output) {
+    std::thread::park_timeout(after);
+    // The child must still be waiting (the phase under test), not done.
+    assert!(child.try_wait().unwrap().is_none(), "ended before Ctrl-C");
+    #[expect(clippy::disallowed_methods, reason = "the test measures the exit")]
+    let t0 = std::time::Instant::now();
+    interrupt(&child);
+    let o = wait_bounded(child, Duration::from_secs(30));
+    (t0.elapsed(), o)
+}
+
+#[test]
+fn live_ends_at_ctrl_c_while_connecting_to_a_silent_server() {
+    // Accepts and never answers: `build` would wait its 10 s connect timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "ws://{}/socket.io/websocket",
+        listener.local_addr().unwrap()
+    );
+    let child = bin()
+        .args(["live", "BINANCE:BTCUSDT@1S", "--url", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (took, o) = interrupted(child, Duration::from_millis(700));
+    // The contract is 200 ms; the bound leaves room for a loaded machine, far under the 10 s
+    // the connect would wait.
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after Ctrl-C"
+    );
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    drop(listener);
+}
+
+#[test]
+fn live_ends_at_ctrl_c_while_subscribing_to_a_server_that_does_not_answer() {
+    // Upgrades, then serves each request after 60 s: `new_seis` would wait its 10 s.
+    let sim = Sim::start(SimConfig::default().with_request_service_time(Duration::from_secs(60)))
+        .unwrap();
+    let child = bin()
+        .args(["live", "BINANCE:BTCUSDT@1S", "--url", &sim.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(sim.wait_connections(1, Duration::from_secs(10)));
+    let (took, o) = interrupted(child, Duration::from_millis(500));
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after Ctrl-C"
+    );
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+}
+
+#[test]
+fn live_tells_each_failed_reconnect_attempt_and_gives_up_at_max_outage() {
+    use tvdatafeed::sim::{Fault, FaultKind};
+    let sim =
+        Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(100))).unwrap();
+    let mut child = bin()
+        .args([
+            "live",
+            "BINANCE:BTCUSDT@1S",
+            "--max-outage-secs",
+            "4",
+            "--url",
+            &sim.url(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rows = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..2 {
+        line.clear();
+        assert!(rows.read_line(&mut line).unwrap() > 0, "no row");
+    }
+    std::thread::Builder::new()
+        .name("test-drain-rows".into())
+        .spawn(move || std::io::copy(&mut rows, &mut std::io::sink()))
+        .unwrap();
+    // The server refuses connections for a minute: the engine retries (from 250 ms, doubling),
+    // and gives up at 4 s.
+    sim.inject(Fault::now(FaultKind::Restart(Duration::from_secs(60))));
+    let o = wait_bounded(child, Duration::from_secs(30));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let attempts: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("tvdatafeed: reconnect attempt "))
+        .collect();
+    assert!(attempts.len() >= 2, "a line per failed attempt: {err}");
+    // At most one a second (the run lasts about 4 s after the drop), plus the final one.
+    assert!(attempts.len() <= 7, "rate-limited: {err}");
+    for l in &attempts {
+        assert!(
+            l.contains(" to 127.0.0.1 failed: connection refused by 127.0.0.1:"),
+            "{err}"
+        );
+    }
+    assert!(
+        attempts[..attempts.len() - 1]
+            .iter()
+            .all(|l| l.contains("; next attempt in ")),
+        "{err}"
+    );
+    assert!(
+        attempts.last().unwrap().ends_with("; giving up")
+            || attempts.last().unwrap().contains("; giving up ("),
+        "{err}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("gave up reconnecting after "), "{err}");
+}
