@@ -47,6 +47,7 @@ mutations=(
     "gap-bars-off-by-one|src/live/core.rs|live::dst::a_replay_answered_late|Reconnected's gap_bars against the closed bars"
     "gap-bars-off-by-one-live|src/live/core.rs|a_replay_answered_too_late|gap_bars is not the count of bars delivered|--test live_faults"
     "gate-close-does-not-wait|src/live/gate.rs|del_consumer_of_a_callback_running_past|del_consumer while its callback runs past the timeout: Ok|--test live"
+    "recv-closed-before-drained|src/live/consumer.rs|a_removed_subscription_still_returns|events returned after the removal|--test live"
     "attempt-limit-ignored|src/live/core.rs|a_server_gone_for_good|the failures watched for .waited|--test live_faults"
 )
 
@@ -92,6 +93,13 @@ mutation_text() {
     gate-close-does-not-wait)
         OLD='        if before & RUNNING == 0 {'
         NEW='        if before & RUNNING == 0 || before != 0 || before == 0 {' ;;
+    recv-closed-before-drained)
+        OLD='        if self.ended {
+            return Err(RecvError::Closed);
+        }'
+        NEW='        if self.ended || !self.gate.is_open() {
+            return Err(RecvError::Closed);
+        }' ;;
     untrusted-certificate-retried)
         OLD='Error::Transport(TransportError::CertificateNotTrusted { .. }) => !retry_certificates,'
         NEW='Error::Transport(TransportError::CertificateNotTrusted { .. }) => false,' ;;

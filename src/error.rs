@@ -216,6 +216,32 @@ pub enum Error {
         #[source]
         last: Box<Error>,
     },
+    /// A live-engine call named a seis that is not subscribed in this feed: every hold on it
+    /// was released (`del_seis` as often as `new_seis`), or it belongs to another feed. Call
+    /// `new_seis` again.
+    #[error("{symbol} {interval} is not subscribed in this feed{}", if *other_feed { " (it belongs to another feed)" } else { " (each of its holds was released)" })]
+    NotSubscribed {
+        /// The seis' symbol.
+        symbol: Symbol,
+        /// The seis' interval.
+        interval: Interval,
+        /// It belongs to another feed (else it was released).
+        other_feed: bool,
+    },
+    /// The live engine's command queue stayed full until the call's deadline: `tv-io` is far
+    /// behind (a flood of commands, or a machine out of CPU). Retrying later may help.
+    #[error("the live engine's command queue is full (its i/o thread is far behind)")]
+    Overloaded,
+    /// A thread could not be started (the process or the machine is out of threads or
+    /// memory).
+    #[error("cannot start thread {thread}: {source}")]
+    Spawn {
+        /// The thread's name.
+        thread: String,
+        /// The system's error.
+        #[source]
+        source: crate::transport::IoSource,
+    },
 }
 
 impl Error {
@@ -240,7 +266,9 @@ impl Error {
             Self::Protocol(_)
             | Self::Timeout { .. }
             | Self::RateLimited { .. }
-            | Self::Io { .. } => true,
+            | Self::Io { .. }
+            | Self::Overloaded
+            | Self::Spawn { .. } => true,
             Self::HttpStatus { status, .. } => *status >= 500,
             Self::AuthRejected
             | Self::InvalidParameters { .. }
@@ -250,7 +278,8 @@ impl Error {
             | Self::TwoFactorRequired
             | Self::CaptchaRequired
             | Self::Shutdown
-            | Self::GaveUp { .. } => false,
+            | Self::GaveUp { .. }
+            | Self::NotSubscribed { .. } => false,
         }
     }
 

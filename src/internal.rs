@@ -9,6 +9,8 @@ pub use crate::protocol::fuzzing;
 pub use crate::error::echo;
 
 /// Fuzz harness of the live engine's core (arbitrary server bytes, commands, time, drops).
+/// Built only under `cargo fuzz` (`--cfg fuzzing`).
+#[cfg(fuzzing)]
 pub use crate::live::fuzz::engine_core;
 pub use crate::registry::{ConsumerId, Entry, Registry, Removed, Snapshot};
 pub use crate::timer::{TimerKey, TimerWheel};

@@ -52,8 +52,8 @@
 //!                          tv-consumer-N thread: pop, run callback   (or a pull handle)
 //! ```
 //!
-//! The live engine (the `tv-io` loop, consumers, reconnect with gap fill) is built on these layers
-//! and arrives next; see the README for the state of each part.
+//! The live engine ([`LiveFeed`]: the `tv-io` loop, consumers, reconnect with gap fill) is built
+//! on these layers; the README states its contracts and the state of each part.
 //!
 //! # Features
 //!

@@ -286,6 +286,37 @@ fn a_full_ring_never_blocks_the_engine_and_loses_only_updates() {
 }
 
 #[test]
+fn a_removed_subscription_still_returns_what_was_delivered_before_closed() {
+    // `RecvError::Closed` promises that events delivered before the end come out first.
+    let sim = sim();
+    let feed = feed(&sim);
+    let btc = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let mut sub = feed
+        .subscribe_with(&btc, ConsumerOptions::default().with_updates(true))
+        .unwrap();
+    // Let updates (every 100 ms) and closes pile up unread.
+    let deadline = now() + Duration::from_secs(10);
+    while feed.stats().consumers[0].pushed < 5 {
+        assert!(now() < deadline, "nothing pushed");
+        pause(Duration::from_millis(20));
+    }
+    let pushed = feed.stats().consumers[0].pushed;
+    feed.del_consumer(sub.id()).unwrap();
+    let mut got = 0;
+    let end = loop {
+        match sub.try_recv() {
+            Ok(_) => got += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(end, RecvError::Closed);
+    assert!(
+        got >= pushed,
+        "{got} events returned after the removal, of {pushed} pushed before it"
+    );
+}
+
+#[test]
 fn del_consumer_of_a_callback_running_past_the_command_timeout_says_timeout() {
     // The gate's close must wait for the running callback (up to the timeout) and say when it
     // could not: `Ok` here would promise that the callback no longer runs while it does.
@@ -429,10 +460,13 @@ fn after_del_seis_returns_no_callback_runs_and_the_server_subscription_is_gone()
         }
     }
     assert_eq!(end, Some(RecvError::Closed));
-    assert!(matches!(feed.del_seis(&btc), Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        feed.del_seis(&btc),
+        Err(Error::NotSubscribed { .. })
+    ));
     assert!(matches!(
         feed.new_consumer(&btc, |_| {}),
-        Err(Error::InvalidRequest(_))
+        Err(Error::NotSubscribed { .. })
     ));
     // The other seis is untouched.
     let mut e = feed.subscribe(&eth).unwrap();
@@ -621,7 +655,7 @@ fn ten_threads_of_a_hundred_mixed_operations_finish_without_deadlock() {
                     // matters is that every call returns.
                     if let Err(e) = result {
                         assert!(
-                            matches!(e, Error::InvalidRequest(_)),
+                            matches!(e, Error::NotSubscribed { .. } | Error::InvalidRequest(_)),
                             "unexpected error {e:?}"
                         );
                     }
@@ -915,10 +949,13 @@ fn the_last_holders_del_seis_unsubscribes_and_ends_the_consumers() {
     }
     assert_eq!(end, Some(RecvError::Closed));
     // A release beyond the holds taken is a typed error, not a second unsubscription.
-    assert!(matches!(feed.del_seis(&b), Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        feed.del_seis(&b),
+        Err(Error::NotSubscribed { .. })
+    ));
     assert!(matches!(
         feed.new_consumer(&b, |_| {}),
-        Err(Error::InvalidRequest(_))
+        Err(Error::NotSubscribed { .. })
     ));
     assert_eq!(sim.counters().series_open, 1);
     assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
@@ -967,7 +1004,7 @@ fn racing_new_seis_and_del_seis_keeps_a_consistent_count() {
     assert_eq!(keeper.holds(), 0);
     assert!(matches!(
         feed.del_seis(&keeper),
-        Err(Error::InvalidRequest(_))
+        Err(Error::NotSubscribed { .. })
     ));
     // With no holder that stays: the seis comes and goes; at the end nothing is left.
     churn("BINANCE:ETHUSDT");

@@ -15,7 +15,6 @@ use crossbeam_queue::ArrayQueue;
 use super::{Delivery, Seis};
 use crate::{
     Error,
-    error::Phase,
     ring::Producer,
     sync::{
         Arc as SeisArc,
@@ -179,7 +178,7 @@ impl Commands {
     }
 
     /// Queues `cmd` and wakes `tv-io`. A full queue (`tv-io` far behind) is retried, yielding,
-    /// until `deadline`; then the command is handed back as a timeout.
+    /// until `deadline`; then the command is dropped and [`Error::Overloaded`] returned.
     pub(crate) fn send(&self, mut cmd: Command, deadline: Option<Instant>) -> Result<(), Error> {
         let mut round = 0u32;
         loop {
@@ -188,10 +187,7 @@ impl Commands {
                 Err(back) => cmd = back,
             }
             if deadline.is_some_and(|d| crate::clock::monotonic() >= d) {
-                return Err(Error::Timeout {
-                    after: Duration::ZERO,
-                    during: Phase::Answer,
-                });
+                return Err(Error::Overloaded);
             }
             round = round.saturating_add(1);
             if round < 64 {

@@ -10,7 +10,7 @@ use std::{
 use super::{ConsumerCounters, Delivery, LiveEvent, gate::Gate, stats::LocalStats};
 use crate::{
     ring::{Consumer, PopTimeoutError},
-    sync::plain::{Arc, atomic::AtomicBool, atomic::Ordering},
+    sync::plain::Arc,
 };
 
 /// How long an idle consumer sleeps before it re-checks its gate on its own. Nothing waits
@@ -72,7 +72,6 @@ pub(crate) fn running(feed: u64) -> Option<super::ConsumerId> {
 pub(crate) struct CallbackShared {
     pub(crate) gate: Arc<Gate>,
     pub(crate) counters: Arc<ConsumerCounters>,
-    pub(crate) finished: AtomicBool,
 }
 
 /// The body of a `tv-consumer-N` thread: pop, pass the gate, run the callback, until the
@@ -129,8 +128,6 @@ pub(crate) fn run_callback(
         }
     }
     stats.flush(&shared.counters);
-    // Release: a joiner that sees `finished` also sees the counters above.
-    shared.finished.store(true, Ordering::Release);
     tracing::debug!(thread = name, "consumer ended");
 }
 
@@ -239,13 +236,17 @@ impl Subscription {
     /// [`RecvError::Timeout`] when nothing arrived in time; [`RecvError::Closed`] once the
     /// subscription ended and its ring is drained.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<LiveEvent, RecvError> {
-        if self.ended || !self.gate.is_open() {
+        if self.ended {
             return Err(RecvError::Closed);
         }
         let Some(rx) = self.rx.as_mut() else {
             return Err(RecvError::Closed);
         };
-        let result = if timeout.is_zero() {
+        let result = if !self.gate.is_open() {
+            // Removed (or its seis, or the feed): what was delivered before still comes out,
+            // in order, without waiting; then `Closed`.
+            rx.pop().map_err(|_| PopTimeoutError::Abandoned)
+        } else if timeout.is_zero() {
             match rx.pop() {
                 Ok(d) => Ok(d),
                 Err(_) if rx.is_abandoned() => rx.pop().map_err(|_| PopTimeoutError::Abandoned),
@@ -300,7 +301,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         self.flush_stats();
         if let Some(feed) = self.feed.upgrade() {
-            let _ = super::remove_consumer(&feed, self.id, Duration::from_secs(1));
+            super::drop_consumer(&feed, self.id);
         }
     }
 }

@@ -139,7 +139,7 @@ enum Link {
     /// No connection; the next attempt is armed in the wheel.
     Down,
     /// The driver is connecting (`Action::Connect` was handed out).
-    Connecting { started: Instant },
+    Connecting,
     /// Upgraded and talking.
     Up { since: Instant },
     /// No more connections: the token was rejected, a reconnect failed for a reason waiting
@@ -388,6 +388,7 @@ impl Core {
     }
 
     /// Fetches waiting for room (for the fuzz harness's bound check).
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn pending_fetches(&self) -> usize {
         self.fetcher.queued()
     }
@@ -592,7 +593,7 @@ impl Core {
     /// The driver's connection attempt succeeded (upgraded) at `now`: replay every chart
     /// session onto it, the seises with a gap window from the last bar they delivered.
     pub(crate) fn handle_connected(&mut self, now: Instant) {
-        if !matches!(self.link, Link::Connecting { .. }) {
+        if !matches!(self.link, Link::Connecting) {
             return;
         }
         self.link = Link::Up { since: now };
@@ -659,7 +660,7 @@ impl Core {
 
     /// The driver's connection attempt failed with `cause`.
     pub(crate) fn handle_connect_failed(&mut self, now: Instant, cause: Error) {
-        if !matches!(self.link, Link::Connecting { .. }) {
+        if !matches!(self.link, Link::Connecting) {
             return;
         }
         self.attempt_failed(now, cause);
@@ -679,7 +680,7 @@ impl Core {
                 self.notify_down(now, &cause);
                 self.schedule_reconnect(now, self.cfg.max_outage);
             }
-            Link::Connecting { .. } => self.attempt_failed(now, cause),
+            Link::Connecting => self.attempt_failed(now, cause),
             Link::Down | Link::Terminal(_) | Link::Closed => {}
         }
     }
@@ -824,7 +825,7 @@ impl Core {
             match t {
                 Timer::Reconnect => {
                     if matches!(self.link, Link::Down) {
-                        self.link = Link::Connecting { started: now };
+                        self.link = Link::Connecting;
                         self.attempts_total += 1;
                         self.outage_attempts += 1;
                         self.actions.push_back(Action::Connect);
@@ -837,10 +838,9 @@ impl Core {
                     }
                 }
                 Timer::ConnectTimeout { attempt } => {
-                    if let Link::Connecting { started } = self.link
+                    if let Link::Connecting = self.link
                         && attempt == self.attempts_total
                     {
-                        let _ = started;
                         self.actions.push_back(Action::Disconnect {
                             cause: Error::Timeout {
                                 after: self.cfg.connect_timeout,

@@ -363,6 +363,7 @@ impl Fetcher {
     }
 
     /// Fetches waiting for room.
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn queued(&self) -> usize {
         self.queue.len()
     }

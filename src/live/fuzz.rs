@@ -318,6 +318,13 @@ impl Harness {
 }
 
 /// The fuzz body: see the module docs.
+#[cfg_attr(
+    not(fuzzing),
+    expect(
+        unreachable_pub,
+        reason = "exported through `internal` under cargo fuzz only"
+    )
+)]
 pub fn engine_core(data: &[u8]) {
     let mut h = Harness::new();
     // The first connection, as `LiveFeed::build` waits for it.

@@ -58,6 +58,10 @@ pub(crate) struct Driver {
     pub(crate) waker: Arc<mio::Waker>,
     /// Most events one consumer's backlog holds.
     pub(crate) backlog_limit: usize,
+    /// The last `tv-resolve` thread and its slot. At most one runs: while a resolution hangs
+    /// (a DNS server that does not answer outlives the connect timeout), later attempts wait
+    /// on it instead of each starting a thread that would pile up.
+    pub(crate) resolver: Option<(Resolved, crate::sync::plain::thread::JoinHandle<()>)>,
 }
 
 impl Driver {
@@ -204,6 +208,9 @@ impl Driver {
                     self.core.handle_closed(now, e);
                 }
             }
+            // Published before the deliveries: a consumer that receives a connection event
+            // (`Disconnected`, `Failed(GaveUp)`) finds it in `LiveFeed::connection` already.
+            self.publish();
             // Deliveries (of timers, commands and connection events; messages' went out as
             // they were read).
             deliver(&mut self.core, &self.shared, &mut fanout);
@@ -212,7 +219,6 @@ impl Driver {
             }
             // Unsubscriptions are answered once their `remove_series` went out.
             self.core.complete_acks();
-            self.publish();
             if self.shared.stopping() {
                 break;
             }
@@ -305,7 +311,7 @@ impl Driver {
 
     /// Starts a connection attempt: an address connects at once; a host name is resolved on a
     /// `tv-resolve` thread first.
-    fn start_connect(&self) -> Result<Link, Error> {
+    fn start_connect(&mut self) -> Result<Link, Error> {
         let ep = &self.shared.transport.endpoint;
         let host = ep.host().trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
@@ -313,11 +319,16 @@ impl Driver {
                 .connect(SocketAddr::new(ip, ep.port()))
                 .map(Link::Socket);
         }
+        if let Some((slot, handle)) = &self.resolver
+            && !handle.is_finished()
+        {
+            return Ok(Link::Resolving(Arc::clone(slot)));
+        }
         let slot: Resolved = Arc::new(Mutex::new(None));
         let (host, port) = (ep.host().to_owned(), ep.port());
         let out = Arc::clone(&slot);
         let waker = Arc::clone(&self.waker);
-        crate::sync::plain::thread::Builder::new()
+        let handle = crate::sync::plain::thread::Builder::new()
             .name("tv-resolve".into())
             .spawn(move || {
                 tracing::debug!(%host, "resolving");
@@ -337,12 +348,11 @@ impl Driver {
                 *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
                 let _ = waker.wake();
             })
-            .map_err(|e| {
-                Error::Transport(TransportError::Io {
-                    host: ep.host().to_owned(),
-                    source: IoSource::from(e),
-                })
+            .map_err(|e| Error::Spawn {
+                thread: "tv-resolve".into(),
+                source: IoSource::from(e),
             })?;
+        self.resolver = Some((Arc::clone(&slot), handle));
         Ok(Link::Resolving(slot))
     }
 }

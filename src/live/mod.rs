@@ -36,6 +36,9 @@ mod dst;
 mod event;
 mod fanout;
 mod fetch;
+// The core's fuzz harness: built for `cargo fuzz` (which sets `--cfg fuzzing`) and the
+// crate's own tests only, never into a user's build.
+#[cfg(any(test, fuzzing))]
 pub(crate) mod fuzz;
 pub(crate) mod gate;
 mod io;
@@ -133,7 +136,17 @@ enum NotHeld {
 }
 
 impl Seis {
+    /// The error of a call on this seis where it is not subscribed.
+    fn not_subscribed(&self, other_feed: bool) -> Error {
+        Error::NotSubscribed {
+            symbol: self.key.symbol.clone(),
+            interval: self.key.interval,
+            other_feed,
+        }
+    }
+
     /// A seis of no feed (feed 0), for the core's own tests and fuzzing.
+    #[cfg(any(test, fuzzing))]
     fn new(key: SeisKey, id: u64) -> Self {
         Self::in_feed(key, id, 0)
     }
@@ -298,6 +311,8 @@ impl fmt::Debug for LiveFeedBuilder {
 
 impl Default for LiveFeedBuilder {
     fn default() -> Self {
+        // The engine's defaults are written once, in `CoreConfig::default`.
+        let c = CoreConfig::default();
         Self {
             transport: TransportConfig::default(),
             token: AuthToken::anonymous(),
@@ -308,18 +323,18 @@ impl Default for LiveFeedBuilder {
             io_wait: IoWait::Block,
             command_timeout: Duration::from_secs(10),
             hist_timeout: crate::DEFAULT_TIMEOUT,
-            close_grace: Duration::from_millis(5),
-            close_grace_ceiling: Duration::from_millis(250),
-            close_race: false,
-            stall_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            backoff_base: Duration::from_millis(250),
-            backoff_cap: Duration::from_secs(30),
-            max_reconnect_attempts: None,
-            max_outage: None,
-            retry_certificate_errors: false,
-            max_gap_bars: 5_000,
-            max_fetches: 64,
+            close_grace: c.close_grace,
+            close_grace_ceiling: c.close_grace_ceiling,
+            close_race: c.close_race,
+            stall_timeout: c.stall_timeout,
+            connect_timeout: c.connect_timeout,
+            backoff_base: c.backoff_base,
+            backoff_cap: c.backoff_cap,
+            max_reconnect_attempts: c.max_reconnect_attempts,
+            max_outage: c.max_outage,
+            retry_certificate_errors: c.retry_certificate_errors,
+            max_gap_bars: c.max_gap_bars,
+            max_fetches: c.max_fetches,
             command_queue: 1024,
         }
     }
@@ -565,7 +580,7 @@ impl LiveFeedBuilder {
                 retry_certificate_errors: self.retry_certificate_errors,
                 max_gap_bars: self.max_gap_bars,
                 max_fetches: self.max_fetches,
-                rotate_chart_after: 256,
+                rotate_chart_after: CoreConfig::default().rotate_chart_after,
                 seed,
                 max_frame_len: crate::protocol::frame::DEFAULT_MAX_FRAME_LEN
                     .min(self.transport.max_message_size),
@@ -595,6 +610,7 @@ impl LiveFeedBuilder {
             wait: self.io_wait,
             waker,
             backlog_limit: self.consumer_backlog,
+            resolver: None,
         };
         let pin = self.io_core;
         let io = plain::thread::Builder::new()
@@ -950,21 +966,17 @@ impl LiveFeed {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRequest`] when every hold on `seis` was released already (more
+    /// [`Error::NotSubscribed`] when every hold on `seis` was released already (more
     /// `del_seis` than `new_seis` calls), or `seis` belongs to another feed: nothing is
     /// changed; [`Error::Timeout`] when a callback was still running at the command timeout (it
     /// will not run again); [`Error::Shutdown`].
     pub fn del_seis(&self, seis: &Seis) -> Result<(), Error> {
         self.check_open()?;
         if seis.feed != self.shared.feed_id {
-            return Err(Error::InvalidRequest(format!(
-                "{seis} belongs to another feed"
-            )));
+            return Err(seis.not_subscribed(true));
         }
         match seis.release() {
-            Err(NotHeld::Released) => Err(Error::InvalidRequest(format!(
-                "{seis} is not subscribed: each of its holds was released already"
-            ))),
+            Err(NotHeld::Released) => Err(seis.not_subscribed(false)),
             Ok(false) => Ok(()),
             Ok(true) => self
                 .remove_seis(seis, self.shared.builder.command_timeout)
@@ -1025,9 +1037,9 @@ impl LiveFeed {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRequest`] when `seis` is not subscribed here; [`Error::Timeout`];
-    /// [`Error::Shutdown`]; a thread that could not be spawned ([`Error::Transport`] with the
-    /// OS error).
+    /// [`Error::NotSubscribed`] when `seis` is not subscribed here; [`Error::Timeout`];
+    /// [`Error::Overloaded`]; [`Error::Shutdown`]; [`Error::Spawn`] when the consumer's thread
+    /// could not be started.
     pub fn new_consumer(
         &self,
         seis: &Seis,
@@ -1055,7 +1067,6 @@ impl LiveFeed {
         let cb = CallbackShared {
             gate: plain::Arc::clone(&gate),
             counters: plain::Arc::clone(&counters),
-            finished: AtomicBool::new(false),
         };
         let interval = seis.interval();
         let (id, slot) = self.attach(seis, producer, options, &counters)?;
@@ -1069,7 +1080,7 @@ impl LiveFeed {
             });
         let (thread, spawn_error) = match spawned {
             Ok(h) => (Some((name, h)), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some((name, e))),
         };
         self.table().insert(
             id,
@@ -1081,12 +1092,12 @@ impl LiveFeed {
                 thread,
             },
         );
-        if let Some(e) = spawn_error {
+        if let Some((name_of_failed, e)) = spawn_error {
             let _ = finish_removal(shared, id, shared.registry.remove_consumer(id), None);
-            return Err(Error::Transport(crate::TransportError::Io {
-                host: "this machine (spawning a consumer thread)".into(),
+            return Err(Error::Spawn {
+                thread: name_of_failed,
                 source: e.into(),
-            }));
+            });
         }
         Ok(id)
     }
@@ -1171,7 +1182,7 @@ impl LiveFeed {
             .get(seis.key())
             .is_some_and(|e| std::ptr::eq(&**e.value(), seis));
         if !registered {
-            return Err(Error::InvalidRequest(format!("{seis} is not subscribed")));
+            return Err(seis.not_subscribed(seis.feed != shared.feed_id));
         }
         let (reply, waiter) = command::reply();
         shared.commands.send(
@@ -1193,9 +1204,8 @@ impl LiveFeed {
                 let _ = shared
                     .commands
                     .send(Command::RemoveConsumer { slot }, deadline);
-                Err(Error::InvalidRequest(format!(
-                    "{seis} was removed while adding a consumer"
-                )))
+                // Removed (its last hold released) while the consumer was being added.
+                Err(seis.not_subscribed(false))
             }
         }
     }
@@ -1309,6 +1319,7 @@ impl LiveFeed {
     /// Report each failed attempt once, polling:
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn report(feed: &tvdatafeed::LiveFeed, seen: &mut u64) {
     /// let link = feed.connection();
     /// if link.failed_attempts > *seen {
@@ -1467,6 +1478,27 @@ pub(crate) fn remove_consumer(
     finish_removal(shared, id, removed, deadline)
 }
 
+/// Removes a pull consumer whose handle is being dropped, without waiting: nobody can read
+/// its ring any more, so `tv-io` may keep pushing into it until its `RemoveConsumer` command
+/// (queued here, behind the registry removal) drops the producer. O(1): one registry update,
+/// one table removal, one command.
+pub(crate) fn drop_consumer(shared: &Shared, id: ConsumerId) {
+    let _ = shared.registry.remove_consumer(id);
+    let entry = shared
+        .consumers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&id);
+    if let Some(entry) = entry {
+        // No callback runs behind a pull handle: the gate closes at once.
+        entry.gate.close_from_inside();
+        let deadline = shared.deadline(Duration::from_secs(1));
+        let _ = shared
+            .commands
+            .send(Command::RemoveConsumer { slot: entry.fanout }, deadline);
+    }
+}
+
 /// The rest of the consumer-removal contract, after the registry let go of it: wait until
 /// `tv-io` no longer holds a snapshot with it, close its gate (waiting for a running callback),
 /// drop its producer, and reap its thread.
@@ -1527,7 +1559,6 @@ fn finish_removal(
                 .push(Straggler { name, handle });
         }
     }
-    let _ = entry.counters;
     if timed_out {
         return Err(Error::Timeout {
             after: shared.builder.command_timeout,

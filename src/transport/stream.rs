@@ -24,7 +24,8 @@ pub(crate) enum MaybeTls<C, S> {
 }
 
 impl<C, S> MaybeTls<C, S> {
-    /// `ws://` on a server's side: what the peer sends is read as it comes.
+    /// `ws://` on a server's side (the simulator's): what the peer sends is read as it comes.
+    #[cfg(feature = "sim")]
     pub(crate) fn plain(sock: S) -> Self {
         Self::Plain(sock, Sniff::Done)
     }
