@@ -34,6 +34,8 @@ pub(crate) struct Args {
     pub(crate) updates: bool,
     pub(crate) ca_cert: Option<PathBuf>,
     pub(crate) stall: Duration,
+    /// `--metrics ADDR` and whether a non-loopback address is allowed.
+    pub(crate) metrics: Option<(std::net::SocketAddr, bool)>,
 }
 
 #[expect(clippy::disallowed_methods, reason = "the command's own deadline")]
@@ -142,13 +144,33 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             builder = builder.root_certificate(der);
         }
     }
+    // Bound before any network work: a taken port is one error line, nothing on stdout.
+    let metrics = args
+        .metrics
+        .map(|(addr, remote)| crate::metrics::bind(addr, remote))
+        .transpose()?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
         // A second Ctrl-C while shutting down falls back to the default: the process ends.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    let feed = builder.build().map_err(to_io)?;
+    let feed = Arc::new(builder.build().map_err(to_io)?);
+    let _exporter = match metrics {
+        Some(listener) => {
+            let feed = Arc::clone(&feed);
+            let e = crate::metrics::Exporter::start(listener, move || {
+                crate::metrics::live_text(&feed.stats())
+            })?;
+            let _ = writeln!(
+                io::stderr(),
+                "tvdatafeed: metrics at http://{}/metrics",
+                e.addr()
+            );
+            Some(e)
+        }
+        None => None,
+    };
     let (tx, rx) = mpsc::sync_channel::<Line>(4096);
     let options = ConsumerOptions::default().with_updates(args.updates);
     // Subscribe every seis first: a refusal prints nothing on stdout.
