@@ -27,7 +27,8 @@ use tvdatafeed::{Latency, Stats};
 
 /// The most bytes of a request read (its request line and headers); a longer one is refused.
 const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client may take to send its request, or to take the answer.
+/// How long one read or write may wait, and (twice it) a whole request may take to arrive: a
+/// client trickling bytes holds the one serving thread no longer.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// The content type of the Prometheus text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -122,6 +123,8 @@ impl Drop for Exporter {
 fn answer(mut s: TcpStream, render: &impl Fn() -> String) -> io::Result<()> {
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
+    #[expect(clippy::disallowed_methods, reason = "the exporter's own deadline")]
+    let start = std::time::Instant::now();
     let mut buf = [0u8; MAX_REQUEST];
     let mut len = 0;
     let head_end = loop {
@@ -130,6 +133,12 @@ fn answer(mut s: TcpStream, render: &impl Fn() -> String) -> io::Result<()> {
         }
         if len == buf.len() {
             break None;
+        }
+        if start.elapsed() > 2 * IO_TIMEOUT {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request took too long to arrive",
+            ));
         }
         let n = s.read(&mut buf[len..])?;
         if n == 0 {
