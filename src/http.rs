@@ -280,6 +280,8 @@ pub fn sign_in(
     let agent = config.agent();
     let base = config.base_url.trim_end_matches('/');
     let host = url_host(base);
+    // Neither the user name nor the password, at any level.
+    tracing::debug!(%host, "signing in");
     let mut resp = agent
         .post(format!("{base}/accounts/signin/"))
         .header("Referer", "https://www.tradingview.com")
@@ -299,6 +301,7 @@ pub fn sign_in(
         .filter_map(|c| c.split(';').next().map(str::to_owned))
         .collect();
     let body = read_body(&mut resp)?;
+    tracing::debug!(%host, status, "sign-in answered");
     let first = match parse_sign_in(&body) {
         Err(Error::Http(_)) if status >= 400 => return Err(status_error(status, &host)),
         other => other.map_err(|e| with_host(e, &host))?,

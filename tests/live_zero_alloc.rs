@@ -8,6 +8,10 @@
 //! child process: this same test binary, started again with `TVDATAFEED_ZERO_ALLOC_SIM` set,
 //! serves the simulator and prints its URL. Its own test binary, because it installs a counting
 //! global allocator; one test, so no other test's threads run beside it.
+//!
+//! The window is measured twice: with no `tracing` subscriber (logging off), then with a
+//! subscriber installed at `info` that writes to stderr, as `tvdatafeed --log info` does (the
+//! engine logs nothing per live message above `trace`, and its spans cost no allocation).
 #![allow(
     clippy::disallowed_types,
     reason = "the allocator's counter is a plain static atomic, outside the loom shim"
@@ -54,6 +58,19 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// Events the subscriber let through (a formatted line each). Writing one to stderr does not
+/// allocate once the formatter's buffer is warm, so the allocation count alone would not see
+/// an event logged per message: this count does.
+static LOGGED: AtomicU64 = AtomicU64::new(0);
+
+struct CountEvents;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountEvents {
+    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        LOGGED.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 const CHILD: &str = "TVDATAFEED_ZERO_ALLOC_SIM";
 const SEISES: usize = 8;
@@ -150,34 +167,63 @@ fn steady_state_live_messages_allocate_nothing_in_the_whole_engine() {
         )
         .expect("consumer");
     }
+    // One window: (allocations, events, closes) while live traffic goes through.
+    let window = || {
+        let (e0, c0) = (
+            events.load(Ordering::Relaxed),
+            closes.load(Ordering::Relaxed),
+        );
+        let (before, logged) = (
+            ALLOCATIONS.load(Ordering::Relaxed),
+            LOGGED.load(Ordering::Relaxed),
+        );
+        wait(Duration::from_millis(2_500));
+        let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        (
+            allocated,
+            LOGGED.load(Ordering::Relaxed) - logged,
+            events.load(Ordering::Relaxed) - e0,
+            closes.load(Ordering::Relaxed) - c0,
+        )
+    };
     // Warm-up: every seis streaming, a few bars closed, every buffer at its working size.
     wait(Duration::from_secs(3));
-    let (e0, c0) = (
-        events.load(Ordering::Relaxed),
-        closes.load(Ordering::Relaxed),
-    );
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    wait(Duration::from_millis(2_500));
-    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    let (e1, c1) = (
-        events.load(Ordering::Relaxed),
-        closes.load(Ordering::Relaxed),
-    );
+    let off = window();
+    // Logging on at `info`, as the command line installs it; a second of warm-up for the
+    // threads' first look at the new subscriber.
+    tracing::subscriber::set_global_default(tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(std::io::stderr)
+            .with_thread_names(true)
+            .finish(),
+        CountEvents,
+    ))
+    .expect("the only subscriber");
+    wait(Duration::from_secs(1));
+    let info = window();
     let stats = feed.stats();
     feed.shutdown(Duration::from_secs(5));
     drop(child.stdin.take());
     let _ = child.wait();
     let _ = drain.join();
 
-    let (taken, closed) = (e1 - e0, c1 - c0);
-    assert!(
-        taken >= 500 && closed >= SEISES as u64,
-        "enough live traffic in the window: {taken} events, {closed} closes"
-    );
     assert_eq!(stats.reconnects, 0);
-    assert_eq!(
-        allocated, 0,
-        "{allocated} allocations while {taken} live events ({closed} bar closes) went through \
-         the engine"
-    );
+    for (logging, (allocated, logged, taken, closed)) in [("off", off), ("at info", info)] {
+        assert!(
+            taken >= 500 && closed >= SEISES as u64,
+            "enough live traffic in the window (logging {logging}): {taken} events, {closed} \
+             closes"
+        );
+        assert_eq!(
+            logged, 0,
+            "logging {logging}: {logged} events logged in the steady state (none per message \
+             above trace)"
+        );
+        assert_eq!(
+            allocated, 0,
+            "logging {logging}: {allocated} allocations while {taken} live events ({closed} bar \
+             closes) went through the engine"
+        );
+    }
 }

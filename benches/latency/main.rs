@@ -12,7 +12,9 @@
 //! (the same against Python `TvDatafeedLive` 2.1.1 at 3 and 30 seises; skipped with a message
 //! when Python or the package is missing), `cost` (CPU per message, idle CPU, the cost of the
 //! built-in stats), `throughput` (most live messages per second through the engine against a
-//! decode-only reader), `hist` (`get_hist` of 5,000 bars against Python `TvDatafeed`).
+//! decode-only reader), `hist` (`get_hist` of 5,000 bars against Python `TvDatafeed`),
+//! `logging` (the end-to-end figures without and with a `tracing` subscriber at `info`; last,
+//! since it installs the process' subscriber).
 //!
 //! `cargo test --benches` runs it in test mode (no `--bench` argument): the sections run once
 //! with tiny sizes, and check only that every measurement matched what the simulator wrote.
@@ -31,6 +33,7 @@ mod close;
 mod common;
 mod cost;
 mod e2e;
+mod logging;
 
 /// How the harness was asked to run.
 pub(crate) struct Mode {
@@ -55,6 +58,7 @@ const SECTIONS: &[&str] = &[
     "cost",
     "throughput",
     "hist",
+    "logging",
 ];
 
 fn main() {
@@ -97,6 +101,10 @@ fn main() {
     }
     if mode.wants("hist") {
         cost::hist_section(&mode);
+    }
+    // Last: it installs the process' tracing subscriber.
+    if mode.wants("logging") {
+        logging::section(&mode);
     }
     println!("\n- load average at end: {}", common::load());
 }

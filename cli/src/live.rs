@@ -50,6 +50,8 @@ pub(crate) struct Args {
     pub(crate) stall: Duration,
     /// Give up after an outage this long (`None`: reconnect for ever).
     pub(crate) max_outage: Option<Duration>,
+    /// `--metrics ADDR` and whether a non-loopback address is allowed.
+    pub(crate) metrics: Option<(std::net::SocketAddr, bool)>,
 }
 
 /// The most often a failed reconnect attempt is told on stderr: a server refusing at once is
@@ -382,6 +384,11 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             builder = builder.root_certificate(der);
         }
     }
+    // Bound before any network work: a taken port is one error line, nothing on stdout.
+    let metrics = args
+        .metrics
+        .map(|(addr, remote)| crate::metrics::bind(addr, remote))
+        .transpose()?;
     // Ctrl-C: while connecting and subscribing (calls that wait up to their timeouts) it
     // ends the process at once, printing nothing on stdout; while streaming, the first one
     // stops the loop (which checks it every 100 ms) for a clean summary, and a second one ends
@@ -397,9 +404,26 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             }
         });
     }
-    let feed = builder
-        .build()
-        .map_err(|e| io::Error::other(crate::hist::describe(&e, None, &host)))?;
+    let feed = Arc::new(
+        builder
+            .build()
+            .map_err(|e| io::Error::other(crate::hist::describe(&e, None, &host)))?,
+    );
+    let _exporter = match metrics {
+        Some(listener) => {
+            let feed = Arc::clone(&feed);
+            let e = crate::metrics::Exporter::start(listener, move || {
+                crate::metrics::live_text(&feed.stats())
+            })?;
+            let _ = writeln!(
+                io::stderr(),
+                "tvdatafeed: metrics at http://{}/metrics",
+                e.addr()
+            );
+            Some(e)
+        }
+        None => None,
+    };
     let (tx, rx) = mpsc::sync_channel::<Line>(4096);
     let options = ConsumerOptions::default().with_updates(args.updates);
     // Subscribe every seis first: a refusal prints nothing on stdout. Every refusal of a

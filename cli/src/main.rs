@@ -29,6 +29,11 @@
 //!   (a mismatch is a non-zero exit).
 //!
 //! A closed standard output is an error (exit 1), as is any failed write.
+//!
+//! Logs: `--log LEVEL` (or `RUST_LOG`; a filter such as `debug` or `tvdatafeed=trace`) sends
+//! the engine's logs to stderr, `--log-format json` as one JSON object a line. Off by default.
+//! `live --metrics ADDR` serves Prometheus text at `/metrics` (loopback unless
+//! `--metrics-allow-remote`).
 
 use std::{
     fs::File,
@@ -41,6 +46,8 @@ use std::{
 mod demo;
 mod hist;
 mod live;
+mod logs;
+mod metrics;
 mod out;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +68,13 @@ use tvdatafeed::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Send the engine's logs to stderr at this level or filter (`info`, `debug`,
+    /// `tvdatafeed=trace`, ...; overrides RUST_LOG). Off by default.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log: Option<String>,
+    /// How log lines are written: text, or one JSON object a line.
+    #[arg(long, global = true, value_enum, default_value_t = logs::LogFormat::Text)]
+    log_format: logs::LogFormat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -191,6 +205,14 @@ enum Command {
         /// the last error (default: reconnect for ever, one stderr line per failed attempt).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
         max_outage_secs: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (loopback unless
+        /// --metrics-allow-remote; port 0 picks one, said on stderr).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Allow a --metrics address other than loopback: the metrics are then served to
+        /// other hosts.
+        #[arg(long, requires = "metrics")]
+        metrics_allow_remote: bool,
     },
     /// Run the TradingView-protocol simulator on loopback until stopped (Ctrl-C).
     Sim {
@@ -256,6 +278,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = logs::install(cli.log.as_deref(), cli.log_format) {
+        let _ = writeln!(io::stderr(), "tvdatafeed: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Demo {
             seises,
@@ -318,6 +344,8 @@ fn main() -> ExitCode {
             ca_cert,
             stall_secs,
             max_outage_secs,
+            metrics,
+            metrics_allow_remote,
         } => live::run(live::Args {
             specs,
             url,
@@ -328,6 +356,7 @@ fn main() -> ExitCode {
             ca_cert,
             stall: Duration::from_secs(stall_secs),
             max_outage: max_outage_secs.map(Duration::from_secs),
+            metrics: metrics.map(|a| (a, metrics_allow_remote)),
         }),
         Command::Sim {
             bind,

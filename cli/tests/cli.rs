@@ -17,7 +17,9 @@ use tvdatafeed::{
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tvdatafeed"));
-    c.env_remove("TVDATAFEED_URL").env_remove("TV_AUTH_TOKEN");
+    c.env_remove("TVDATAFEED_URL")
+        .env_remove("TV_AUTH_TOKEN")
+        .env_remove("RUST_LOG");
     c
 }
 

@@ -214,6 +214,9 @@ struct SeisState {
     /// Its main series failed to load in time and must be asked again (at `Timer::Reload`, or
     /// on the next connection if the link went down first).
     reload: bool,
+    /// The parent of its log events (`seis{symbol, interval}`): created once, at subscribe,
+    /// so that logging allocates nothing per event.
+    span: tracing::Span,
 }
 
 /// Most main-series events held during one gap fetch; past it, updates are dropped (the
@@ -393,8 +396,7 @@ impl Core {
         self.fetcher.queued()
     }
 
-    /// Fetches in flight (for the simulation's bound check).
-    #[cfg(test)]
+    /// Fetches in flight (for stats and the simulation's bound check).
     pub(crate) fn fetches_in_flight(&self) -> usize {
         self.fetcher.in_flight()
     }
@@ -403,6 +405,12 @@ impl Core {
     #[cfg(test)]
     pub(crate) fn fetch_counts(&self) -> (u64, u64) {
         (self.fetcher.asked, self.fetcher.cancelled)
+    }
+
+    /// The number of the connection attempt in progress or last made (1 for the first): the
+    /// generation of the connection, in logs.
+    pub(crate) fn generation(&self) -> u64 {
+        self.attempts_total
     }
 
     /// Whether a connection is up.
@@ -445,14 +453,18 @@ impl Core {
             }
             return;
         }
+        let seis_log = Arc::clone(&seis);
         let req = SeriesRequest::count(seis.symbol().clone(), seis.interval(), BASELINE_BARS);
         let added = self
             .conn
             .chart_mut(self.main)
             .map(|c| c.add_series(now, SeriesKey(id), req));
         if let Some(Err(e)) = added {
+            tracing::warn!(parent: &seis_span(&seis), error = %e, "subscription refused locally");
             return reply.send(Err(Error::InvalidRequest(e.to_string())));
         }
+        let span = seis_span(&seis_log);
+        tracing::debug!(parent: &span, generation = self.attempts_total, "subscribing");
         self.seises.insert(
             id,
             SeisState {
@@ -471,6 +483,7 @@ impl Core {
                 reload: false,
                 hold: None,
                 gap_bars: 0,
+                span,
             },
         );
         self.fetcher.add_seis(id);
@@ -480,6 +493,7 @@ impl Core {
     /// and nothing of it is delivered any more.
     pub(crate) fn unsubscribe(&mut self, id: u64, reply: Reply<Result<(), Error>>) {
         if let Some(st) = self.seises.remove(&id) {
+            tracing::info!(parent: &st.span, "unsubscribed");
             if let Some(c) = self.conn.chart_mut(self.main) {
                 let _ = c.remove_series(SeriesKey(id));
             }
@@ -601,6 +615,16 @@ impl Core {
         self.outage_attempts = 0;
         self.down_since = None;
         self.conn.reset(now);
+        // The token itself never: only whether there is one.
+        tracing::debug!(
+            authenticated = !self.cfg.token.is_anonymous(),
+            "auth token and locale queued"
+        );
+        tracing::info!(
+            attempt = self.attempt,
+            seises = self.seises.len(),
+            "connected; replaying the subscriptions"
+        );
         self.replayed_at = self.unix_ms;
         let unix_s = self.unix_ms.div_euclid(1000);
         // The replay reaches back `REREAD` bars before the last one delivered: the server may
@@ -671,7 +695,9 @@ impl Core {
     pub(crate) fn handle_closed(&mut self, now: Instant, cause: Error) {
         match self.link {
             Link::Up { since } => {
-                if now.saturating_duration_since(since) >= STABLE_AFTER {
+                let up = now.saturating_duration_since(since);
+                tracing::warn!(cause = %cause, up_ms = ms_of(up), "disconnected");
+                if up >= STABLE_AFTER {
                     self.attempt = 0;
                 }
                 self.reconnects += 1;
@@ -780,6 +806,11 @@ impl Core {
             delay = delay.min(cap);
         }
         self.attempt += 1;
+        tracing::info!(
+            attempt = self.attempt,
+            backoff_ms = ms_of(delay),
+            "reconnect attempt scheduled"
+        );
         self.arm(now, delay, Timer::Reconnect);
         delay
     }
@@ -828,6 +859,11 @@ impl Core {
                         self.link = Link::Connecting;
                         self.attempts_total += 1;
                         self.outage_attempts += 1;
+                        tracing::info!(
+                            attempt = self.outage_attempts,
+                            generation = self.attempts_total,
+                            "connecting"
+                        );
                         self.actions.push_back(Action::Connect);
                         let attempt = self.attempts_total;
                         self.arm(
@@ -953,6 +989,7 @@ impl Core {
             let interval = st.seis.interval();
             let count = fetch_count(interval, anchor, unix_s, need.wide, max_gap_bars);
             Some(Plan {
+                span: st.span.clone(),
                 request: SeriesRequest::range(
                     st.seis.symbol().clone(),
                     interval,
@@ -1028,6 +1065,7 @@ impl Core {
             }
             match e {
                 Event::ProtocolError { text } if text == "bad auth token" => {
+                    tracing::error!("the server rejected the auth token; no more connections");
                     self.terminal(Error::AuthRejected);
                 }
                 Event::ProtocolError { text } => self.actions.push_back(Action::Disconnect {
@@ -1124,6 +1162,7 @@ impl Core {
                 if let SeisPhase::Validating(waiters) =
                     std::mem::replace(&mut st.phase, SeisPhase::Live)
                 {
+                    tracing::info!(parent: &st.span, baseline_bars = bars.len(), "subscribed: the server validated it");
                     for w in waiters {
                         w.send(Ok(()));
                     }
@@ -1165,6 +1204,12 @@ impl Core {
                 }
                 if let Some(g) = st.gap.take() {
                     st.reread = None;
+                    tracing::info!(
+                        parent: &st.span,
+                        gap_bars = st.gap_bars,
+                        down_ms = ms_of(now.saturating_duration_since(g.down_since)),
+                        "gap filled from the replayed history"
+                    );
                     out.push_back((
                         id,
                         LiveEvent::Reconnected {
@@ -1235,7 +1280,11 @@ impl Core {
                     unix_ms.saturating_sub(close_ms),
                     len_ms,
                 );
+                let cancelled = self.fetcher.cancelled;
                 self.fetcher.stream_closed(&mut self.conn, id, b.time);
+                if self.fetcher.cancelled != cancelled {
+                    tracing::debug!(parent: &st.span, bar = b.time, "fetch cancelled: the stream closed the bar first");
+                }
             }
             SeriesEvent::Late(b) => revise(st, out, id, b),
             SeriesEvent::Failed(failure)
@@ -1244,8 +1293,7 @@ impl Core {
                 // A live seis' series timed out (a slow server, often after a reconnect): asked
                 // again, never failed for good; its gap, if any, is filled by the answer.
                 tracing::debug!(
-                    symbol = %st.seis.symbol(),
-                    interval = %st.seis.interval(),
+                    parent: &st.span,
                     ?failure,
                     "main series load failed; asking again"
                 );
@@ -1261,6 +1309,7 @@ impl Core {
                     interval: st.seis.interval(),
                     failure,
                 };
+                tracing::warn!(parent: &st.span, error = %e, "refused by the server");
                 match std::mem::replace(&mut st.phase, SeisPhase::Failed(e.clone())) {
                     SeisPhase::Validating(waiters) => {
                         for w in waiters {
@@ -1348,6 +1397,15 @@ impl Core {
                 self.fetcher.end(&mut self.conn, key);
                 self.fetcher
                     .observe_answer(self.unix_ms.saturating_sub(f.asked_at));
+                if let Some(st) = self.seises.get(&id) {
+                    tracing::debug!(
+                        parent: &st.span,
+                        bars = bars.len() + usize::from(forming.is_some()),
+                        answer_ms = self.unix_ms.saturating_sub(f.asked_at),
+                        gap = f.gap,
+                        "fetch answered"
+                    );
+                }
                 // The answer must show its anchor (the last bar delivered when it was asked):
                 // a short window that a late answer filled from a later "now" may have a hole
                 // after it. Nothing of it is delivered; the full window is asked instead.
@@ -1432,6 +1490,12 @@ impl Core {
                         && let Some(g) = st.gap.take()
                     {
                         st.reread = None;
+                        tracing::info!(
+                            parent: &st.span,
+                            gap_bars = st.gap_bars,
+                            down_ms = ms_of(now.saturating_duration_since(g.down_since)),
+                            "gap filled by a fetch"
+                        );
                         self.deliveries.push_back((
                             id,
                             LiveEvent::Reconnected {
@@ -1442,8 +1506,11 @@ impl Core {
                     }
                 }
             }
-            SeriesEvent::Failed(_) => {
+            SeriesEvent::Failed(failure) => {
                 self.fetcher.end(&mut self.conn, key);
+                if let Some(st) = self.seises.get(&id) {
+                    tracing::debug!(parent: &st.span, ?failure, gap = f.gap, "fetch failed; asking again");
+                }
                 let t = if f.gap {
                     Timer::GapRetry { seis: id }
                 } else {
@@ -1458,6 +1525,11 @@ impl Core {
         }
         self.pump(now);
     }
+}
+
+/// The parent span of a seis' log events.
+fn seis_span(seis: &Seis) -> tracing::Span {
+    tracing::info_span!(parent: None, "seis", symbol = %seis.symbol(), interval = %seis.interval())
 }
 
 /// The open time of the bar after `t` for seis `st`.
@@ -1588,6 +1660,7 @@ fn on_update(
     }
     let new_bar = st.forming.map(|f| f.time) != Some(bar.time);
     st.forming = Some(bar);
+    st.seis.counters.record_update();
     out.push_back((id, LiveEvent::Update(bar)));
     if !new_bar {
         return None;

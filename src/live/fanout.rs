@@ -176,6 +176,22 @@ impl Slot {
             if self.push(lagged).is_err() {
                 return;
             }
+            // Once per lag report, not per dropped event. Dropped updates are the policy for
+            // a slow reader (debug); closed bars lost for good are not (error).
+            if self.dropped_closed > 0 {
+                tracing::error!(
+                    missed = self.dropped,
+                    lost_closed = self.dropped_closed,
+                    first_time = self.first_dropped,
+                    "a consumer fell behind past its backlog: closed bars lost"
+                );
+            } else {
+                tracing::debug!(
+                    missed = self.dropped,
+                    first_time = self.first_dropped,
+                    "a consumer fell behind: updates dropped"
+                );
+            }
             self.dropped = 0;
             self.dropped_closed = 0;
             self.first_dropped = None;

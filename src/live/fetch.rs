@@ -100,6 +100,8 @@ pub(crate) struct Fetch {
 /// What the core decides a queued need becomes when its turn comes.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
+    /// The seis' span, the parent of the fetch's log events.
+    pub(crate) span: tracing::Span,
     pub(crate) request: SeriesRequest,
     pub(crate) anchor: i64,
     pub(crate) need: Need,
@@ -278,25 +280,41 @@ impl Fetcher {
                 continue;
             };
             self.set(id, State::Idle);
-            let Some(p) = plan(id, need) else {
+            let Some(Plan {
+                span,
+                request,
+                anchor,
+                need,
+            }) = plan(id, need)
+            else {
                 continue;
             };
             self.next_key += 1;
             let key = self.next_key;
             let added = conn
                 .chart_mut(self.chart)
-                .map(|c| c.add_series(now, SeriesKey(key), p.request));
+                .map(|c| c.add_series(now, SeriesKey(key), request));
             if let Some(Ok(())) = added {
                 self.asked += 1;
+                tracing::debug!(
+                    parent: &span,
+                    upto = need.upto,
+                    anchor,
+                    gap = need.gap,
+                    wide = need.wide,
+                    grace_ms = u64::try_from(self.grace(id, false).as_millis()).unwrap_or(u64::MAX),
+                    in_flight = self.inflight.len() + 1,
+                    "fetch asked"
+                );
                 self.inflight.insert(
                     key,
                     Fetch {
                         seis: id,
-                        upto: p.need.upto,
-                        anchor: p.anchor,
+                        upto: need.upto,
+                        anchor,
                         asked_at: unix_ms,
-                        gap: p.need.gap,
-                        wide: p.need.wide,
+                        gap: need.gap,
+                        wide: need.wide,
                     },
                 );
                 self.set(id, State::InFlight { key, next: None });
@@ -369,7 +387,6 @@ impl Fetcher {
     }
 
     /// Fetches in flight.
-    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.inflight.len()
     }

@@ -74,6 +74,9 @@ impl Driver {
         // The last turn stopped reading at its budget: the socket may hold more, and no
         // readiness event will say so (edge-triggered), so this turn must not wait.
         let mut backlog = false;
+        // `conn{generation}`: the current connection's span, entered for each turn (a clone
+        // costs nothing while it is disabled; enabled, a reference count).
+        let mut conn_span = tracing::Span::none();
         loop {
             let now = clock::monotonic();
             let timeout = match self.wait {
@@ -99,6 +102,8 @@ impl Driver {
                 tracing::error!(error = %e, "poll failed; tv-io stops");
                 break;
             }
+            let turn_span = conn_span.clone();
+            let _in_conn = turn_span.enter();
             let now = clock::monotonic();
             let unix = unix_ms();
             let socket_ready = events.iter().any(|e| e.token() == SOCKET);
@@ -109,7 +114,10 @@ impl Driver {
                 if let Some(result) = done {
                     link = Link::Idle;
                     match result.and_then(|addr| self.connect(addr)) {
-                        Ok(sock) => link = Link::Socket(sock),
+                        Ok(sock) => {
+                            tracing::debug!("resolved; tcp connect started");
+                            link = Link::Socket(sock);
+                        }
                         Err(e) => self.connect_failed(now, e),
                     }
                 }
@@ -171,11 +179,20 @@ impl Driver {
             // The core's connection actions (each may lead to more).
             while let Some(action) = self.core.poll_action() {
                 match action {
-                    Action::Connect => match self.start_connect() {
-                        Ok(l) => link = l,
-                        Err(e) => self.connect_failed(now, e),
-                    },
+                    Action::Connect => {
+                        conn_span = tracing::info_span!(
+                            parent: None,
+                            "conn",
+                            generation = self.core.generation()
+                        );
+                        let _new = conn_span.enter();
+                        match self.start_connect() {
+                            Ok(l) => link = l,
+                            Err(e) => self.connect_failed(now, e),
+                        }
+                    }
                     Action::Disconnect { cause } => {
+                        tracing::debug!(cause = %cause, "closing the connection");
                         let open = matches!(&link, Link::Socket(s) if s.is_open());
                         if let Link::Socket(sock) = &mut link {
                             sock.close(self.poll.registry());
@@ -274,6 +291,8 @@ impl Driver {
         e.connected.store(self.core.is_up(), Relaxed);
         e.reconnects.store(self.core.reconnects, Relaxed);
         e.bad_messages.store(self.core.bad_messages, Relaxed);
+        e.fetches_in_flight
+            .store(self.core.fetches_in_flight() as u64, Relaxed);
         // tv-io is the only writer of `failed_attempts`: a Relaxed read of its own value.
         if e.failed_attempts.load(Relaxed) != self.core.failed_attempts {
             self.shared
@@ -315,9 +334,9 @@ impl Driver {
         let ep = &self.shared.transport.endpoint;
         let host = ep.host().trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return self
-                .connect(SocketAddr::new(ip, ep.port()))
-                .map(Link::Socket);
+            let sock = self.connect(SocketAddr::new(ip, ep.port()))?;
+            tracing::debug!("tcp connect started");
+            return Ok(Link::Socket(sock));
         }
         if let Some((slot, handle)) = &self.resolver
             && !handle.is_finished()

@@ -735,6 +735,8 @@ pub struct Stats {
     pub failed_attempts: u64,
     /// The last failed connection attempt.
     pub last_failure: Option<ConnectFailure>,
+    /// Close confirmations and gap fills in flight on the connection now.
+    pub fetches_in_flight: u64,
     /// Per seis.
     pub seises: Vec<SeisStats>,
     /// Per consumer.
@@ -785,6 +787,9 @@ pub struct SeisStats {
     pub closed: u64,
     /// Revisions delivered.
     pub revised: u64,
+    /// New values of its forming bar received from the stream (delivered to the consumers
+    /// that asked for updates).
+    pub updates: u64,
     /// Holds outstanding ([`Seis::holds`]): `new_seis` calls not yet matched by `del_seis`.
     pub holds: usize,
 }
@@ -1280,6 +1285,7 @@ impl LiveFeed {
             bad_messages: e.bad_messages.load(Ordering::Relaxed),
             failed_attempts: link.failed_attempts,
             last_failure: link.last_failure,
+            fetches_in_flight: e.fetches_in_flight.load(Ordering::Relaxed),
             ..Stats::default()
         };
         for (key, entry) in self.shared.registry.load().iter() {
@@ -1288,6 +1294,7 @@ impl LiveFeed {
                 interval: key.interval,
                 closed: entry.value().counters.closed(),
                 revised: entry.value().counters.revised(),
+                updates: entry.value().counters.updates(),
                 holds: entry.value().holds(),
             });
         }
@@ -1403,6 +1410,10 @@ impl LiveFeed {
             if wait_finished(&h, deadline) {
                 let _ = h.join();
             } else {
+                tracing::warn!(
+                    thread = "tv-io",
+                    "tv-io did not finish within the shutdown timeout"
+                );
                 unfinished.push("tv-io".to_owned());
             }
         }
@@ -1439,7 +1450,12 @@ impl LiveFeed {
             elapsed: start.elapsed(),
         };
         *self.report.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
-        tracing::info!(clean = report.is_clean(), "live feed shut down");
+        tracing::info!(
+            clean = report.is_clean(),
+            unfinished = ?report.unfinished,
+            elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+            "live feed shut down"
+        );
         report
     }
 }

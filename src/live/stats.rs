@@ -125,6 +125,7 @@ impl Latency {
 pub(crate) struct SeisCounters {
     closed: AtomicU64,
     revised: AtomicU64,
+    updates: AtomicU64,
 }
 
 // Relaxed everywhere below: counters publish no other memory; readers want a recent value.
@@ -135,6 +136,16 @@ impl SeisCounters {
 
     pub(crate) fn record_revised(&self) {
         self.revised.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// New values of the forming bar, from the stream (delivered to the consumers that want
+    /// them).
+    pub(crate) fn record_update(&self) {
+        self.updates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn updates(&self) -> u64 {
+        self.updates.load(Ordering::Relaxed)
     }
 
     pub(crate) fn closed(&self) -> u64 {
@@ -253,4 +264,5 @@ pub(crate) struct EngineCounters {
     pub(crate) bad_messages: AtomicU64,
     pub(crate) messages: AtomicU64,
     pub(crate) failed_attempts: AtomicU64,
+    pub(crate) fetches_in_flight: AtomicU64,
 }

@@ -182,6 +182,11 @@ impl NbSocket {
                         let err = connect_error(e, self.addr);
                         return Err(self.fail(err));
                     }
+                    tracing::debug!(
+                        addr = %self.addr,
+                        tls = self.cfg.endpoint.is_tls(),
+                        "tcp connected; tls handshake and websocket upgrade under way"
+                    );
                     let Some(stream) = stream.take() else {
                         continue;
                     };
@@ -215,7 +220,11 @@ impl NbSocket {
         >,
     ) -> Result<(), Error> {
         match attempt {
-            Ok((ws, _response)) => {
+            Ok((ws, response)) => {
+                tracing::debug!(
+                    status = response.status().as_u16(),
+                    "websocket upgrade accepted"
+                );
                 self.state = State::Open(Box::new(ws));
                 Ok(())
             }
@@ -235,6 +244,7 @@ impl NbSocket {
                     _ => Phase::Upgrade,
                 };
                 let err = handshake::ws_error(e, &self.cfg, phase, Duration::ZERO);
+                tracing::debug!(?phase, error = %err, "tls handshake or websocket upgrade failed");
                 Err(self.fail(err))
             }
         }
