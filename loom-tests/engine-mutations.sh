@@ -34,21 +34,22 @@ export CARGO_TERM_COLOR=never
 # `replace FILE OLD NEW` (fails unless OLD occurs exactly once).
 . "$repo/loom-tests/mutate-lib.sh"
 
-# NAME|FILE|TEST-FILTER|EXPECTED-OUTPUT-REGEX[|TEST-TARGET]; OLD and NEW in `mutation_text`.
-# TEST-TARGET is the cargo test target (default `--lib`; e.g. `--test live_faults`).
+# NAME|FILE|TEST-TARGET|TEST-FILTER|EXPECTED-OUTPUT-REGEX; OLD and NEW in `mutation_text`.
+# TEST-TARGET is the cargo test target (`--lib`, or e.g. `--test live_faults`); the regex comes
+# last, so it may hold `|`.
 mutations=(
-    "fanout-drops-closes|src/live/fanout.rs|live::dst::a_consumer_stalled_for_30_s|(closed bars after a 30 s stall|no closed bar was lost|a closed bar is missing|lost .* within the backlog)"
-    "fanout-loss-untold|src/live/fanout.rs|live::fanout::tests::past_the_limit|assertion .left == right. failed"
-    "fetch-forming-closed-only-for-gaps|src/live/core.rs|live::dst::a_thin_market_closes|(the last closed bar delivered is|traded bars closed in 120 s|thin closes late)"
-    "stream-close-authoritative|src/live/core.rs|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
-    "stream-update-revises|src/live/core.rs|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
-    "replay-rereads-nothing|src/live/core.rs|live::dst::regression_a_revision_after_skipped_bars|final value of bar"
-    "untrusted-certificate-retried|src/live/core.rs|a_reconnect_meeting_an_untrusted_certificate|Failed .waited|--test live_faults"
-    "gap-bars-off-by-one|src/live/core.rs|live::dst::a_replay_answered_late|Reconnected's gap_bars against the closed bars"
-    "gap-bars-off-by-one-live|src/live/core.rs|a_replay_answered_too_late|gap_bars is not the count of bars delivered|--test live_faults"
-    "gate-close-does-not-wait|src/live/gate.rs|del_consumer_of_a_callback_running_past|del_consumer while its callback runs past the timeout: Ok|--test live"
-    "recv-closed-before-drained|src/live/consumer.rs|a_removed_subscription_still_returns|events returned after the removal|--test live"
-    "attempt-limit-ignored|src/live/core.rs|a_server_gone_for_good|the failures watched for .waited|--test live_faults"
+    "fanout-drops-closes|src/live/fanout.rs|--lib|live::dst::a_consumer_stalled_for_30_s|(closed bars after a 30 s stall|no closed bar was lost|a closed bar is missing|lost .* within the backlog)"
+    "fanout-loss-untold|src/live/fanout.rs|--lib|live::fanout::tests::past_the_limit|assertion .left == right. failed"
+    "fetch-forming-closed-only-for-gaps|src/live/core.rs|--lib|live::dst::a_thin_market_closes|(the last closed bar delivered is|traded bars closed in 120 s|thin closes late)"
+    "stream-close-authoritative|src/live/core.rs|--lib|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
+    "stream-update-revises|src/live/core.rs|--lib|live::dst::a_stream_close_after_a_fetch_confirmed|assertion .left == right. failed: bar"
+    "replay-rereads-nothing|src/live/core.rs|--lib|live::dst::regression_a_revision_after_skipped_bars|final value of bar"
+    "untrusted-certificate-retried|src/live/core.rs|--test live_faults|a_reconnect_meeting_an_untrusted_certificate|Failed .waited"
+    "gap-bars-off-by-one|src/live/core.rs|--lib|live::dst::a_replay_answered_late|Reconnected's gap_bars against the closed bars"
+    "gap-bars-off-by-one-live|src/live/core.rs|--test live_faults|a_replay_answered_too_late|gap_bars is not the count of bars delivered"
+    "gate-close-does-not-wait|src/live/gate.rs|--test live|del_consumer_of_a_callback_running_past|del_consumer while its callback runs past the timeout: Ok"
+    "recv-closed-before-drained|src/live/consumer.rs|--test live|a_removed_subscription_still_returns|events returned after the removal"
+    "attempt-limit-ignored|src/live/core.rs|--test live_faults|a_server_gone_for_good|the failures watched for .waited"
 )
 
 mutation_text() {
@@ -67,9 +68,9 @@ mutation_text() {
         NEW='' ;;
     fetch-forming-closed-only-for-gaps)
         OLD='                        if closed {
-                            let new = offer_closed(st, out, id, fm, true);'
+                            if offer_closed(st, out, id, fm, true) {'
         NEW='                        if closed && f.gap {
-                            let new = offer_closed(st, out, id, fm, true);' ;;
+                            if offer_closed(st, out, id, fm, true) {' ;;
     stream-close-authoritative)
         OLD='                offer_closed(st, out, id, b, false);'
         NEW='                offer_closed(st, out, id, b, true);' ;;
@@ -78,14 +79,12 @@ mutation_text() {
         NEW='            SeriesEvent::Update(b) if false => {' ;;
     gap-bars-off-by-one | gap-bars-off-by-one-live)
         # On the anchored gap-fetch path only (the replay's own path is the other site).
-        OLD='                        st.reread = None;
-                        self.deliveries.push_back((
+        OLD='                        self.deliveries.push_back((
                             id,
                             LiveEvent::Reconnected {
                                 down: now.saturating_duration_since(g.down_since),
                                 gap_bars: std::mem::take(&mut st.gap_bars),'
-        NEW='                        st.reread = None;
-                        self.deliveries.push_back((
+        NEW='                        self.deliveries.push_back((
                             id,
                             LiveEvent::Reconnected {
                                 down: now.saturating_duration_since(g.down_since),
@@ -104,8 +103,8 @@ mutation_text() {
         OLD='Error::Transport(TransportError::CertificateNotTrusted { .. }) => !retry_certificates,'
         NEW='Error::Transport(TransportError::CertificateNotTrusted { .. }) => false,' ;;
     attempt-limit-ignored)
-        OLD='self.cfg.max_reconnect_attempts.is_some_and(|n| attempt >= n)'
-        NEW='self.cfg.max_reconnect_attempts.is_some_and(|n| attempt >= n + 1_000)' ;;
+        OLD='            .is_some_and(|n| attempt >= n)'
+        NEW='            .is_some_and(|n| attempt >= n + 1_000)' ;;
     replay-rereads-nothing)
         OLD='.is_none_or(|b| b.time > st.reread.unwrap_or(last.time).min(last.time))'
         NEW='.is_none_or(|b| b.time > last.time)' ;;
@@ -116,7 +115,7 @@ mutation_text() {
 want=("$@")
 survived=0
 for m in "${mutations[@]}"; do
-    IFS='|' read -r name file filter expect target <<<"$m"
+    IFS='|' read -r name file target filter expect <<<"$m"
     if [ "${#want[@]}" -gt 0 ] && [[ ! " ${want[*]} " == *" $name "* ]]; then
         continue
     fi
@@ -125,7 +124,7 @@ for m in "${mutations[@]}"; do
     replace "$scratch/$file" "$OLD" "$NEW"
     printf '== %s (%s): ' "$name" "$filter"
     log="$scratch/$name.log"
-    if (cd "$scratch" && cargo test --features sim ${target:---lib} "$filter" >"$log" 2>&1); then
+    if (cd "$scratch" && cargo test --features sim $target "$filter" >"$log" 2>&1); then
         echo "SURVIVED (the tests passed with the defect)"
         survived=1
     elif grep -Eq "$expect" "$log"; then
