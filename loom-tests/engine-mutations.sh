@@ -49,6 +49,7 @@ mutations=(
     "gap-bars-off-by-one-live|src/live/core.rs|--test live_faults|a_replay_answered_too_late|gap_bars is not the count of bars delivered"
     "gate-close-does-not-wait|src/live/gate.rs|--test live|del_consumer_of_a_callback_running_past|del_consumer while its callback runs past the timeout: Ok"
     "recv-closed-before-drained|src/live/consumer.rs|--test live|a_removed_subscription_still_returns|events returned after the removal"
+    "replay-reach-back-1|src/live/core.rs|--lib|live::dst::a_bar_revised_while_the_connection_was_down|final value of bar"
     "attempt-limit-ignored|src/live/core.rs|--test live_faults|a_server_gone_for_good|the failures watched for .waited"
 )
 
@@ -92,6 +93,9 @@ mutation_text() {
     gate-close-does-not-wait)
         OLD='        if before & RUNNING == 0 {'
         NEW='        if before & RUNNING == 0 || before != 0 || before == 0 {' ;;
+    replay-reach-back-1)
+        OLD='const REREAD: usize = 16;'
+        NEW='const REREAD: usize = 1;' ;;
     recv-closed-before-drained)
         OLD='        if self.ended {
             return Err(RecvError::Closed);

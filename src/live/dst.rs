@@ -91,6 +91,12 @@ enum Op {
     SlowRequests {
         ms: u64,
     },
+    /// While the connection is down, the server corrects the bar `back` closed bars ago of
+    /// every series (a bar the consumers already have): only the replay's reach-back can see
+    /// it, so the consumers must get a `Revised` after the reconnect.
+    ReviseBack {
+        back: usize,
+    },
 }
 
 #[allow(
@@ -116,6 +122,7 @@ fn op(faults: bool, symbols: usize) -> impl Strategy<Value = Op> {
             1 => Just(Op::Garbage),
             1 => Just(Op::SkipBars),
             1 => (100..6_000u64).prop_map(|ms| Op::SlowRequests { ms }),
+            1 => (1..16usize).prop_map(|back| Op::ReviseBack { back }),
         ]
         .boxed()
     } else {
@@ -262,6 +269,32 @@ impl World {
         UNIX0_MS + self.now_ms
     }
 
+    /// The server corrects, for every subscribed seis, the bar `back` traded bars before the
+    /// last one closed (its close one cent higher, as `revise_every` does).
+    fn revise_back(&mut self, back: usize) {
+        let now_s = (self.unix_ms() / 1000) as i64;
+        let keys: Vec<(Symbol, Interval)> = self
+            .seises
+            .iter()
+            .map(|s| (s.seis.symbol().clone(), s.seis.interval()))
+            .collect();
+        for (symbol, interval) in keys {
+            let mut t = Market::previous_open(interval, interval.bar_open(now_s));
+            let mut found = 0;
+            for _ in 0..10_000 {
+                if self.cfg.has_bar(&symbol, interval, t) {
+                    if found == back {
+                        let bar = crate::sim::Prices::revise(&self.truth(&symbol, interval, t));
+                        self.sim.revise(symbol.as_str(), interval, bar);
+                        break;
+                    }
+                    found += 1;
+                }
+                t = Market::previous_open(interval, t);
+            }
+        }
+    }
+
     /// The truth about a closed bar: revised if the simulator revised it.
     fn truth(&self, symbol: &Symbol, interval: Interval, t: i64) -> Bar {
         self.sim
@@ -374,6 +407,11 @@ impl World {
             Op::SkipBars => {
                 if let Some(s) = &mut self.server {
                     s.skip_bars = 2;
+                }
+            }
+            Op::ReviseBack { back } => {
+                if self.server.is_none() {
+                    self.revise_back(back);
                 }
             }
             Op::Garbage => {
@@ -1821,4 +1859,33 @@ fn a_quiet_seis_on_a_server_slower_than_its_bars_closes_within_two_service_times
         "quiet closes on a slow server up to {worst} ms late: {late:?}"
     );
     w.settle();
+}
+
+/// A bar the consumer already has is corrected while the connection is down, 1 to 15 traded
+/// bars back: no stream message says so, only the replay's reach-back (16 bars before the last
+/// one delivered) shows it, and the consumer must end with the corrected values (a `Revised`
+/// after the reconnect). With a reach-back of 1 (engine-mutations.sh) this fails.
+#[test]
+fn a_bar_revised_while_the_connection_was_down_arrives_as_revised_after_the_reconnect() {
+    for (symbol, back) in [(0, 1), (0, 2), (0, 8), (0, 15), (THIN, 3), (4, 6)] {
+        run_schedule(
+            64,
+            &[
+                Op::Subscribe {
+                    symbol,
+                    interval: 0,
+                },
+                Op::AddConsumer {
+                    seis: 0,
+                    capacity: 256,
+                    rate: 256,
+                    updates: false,
+                },
+                Op::Advance { ms: 40_000 },
+                Op::Drop,
+                Op::ReviseBack { back },
+                Op::Advance { ms: 3_000 },
+            ],
+        );
+    }
 }
