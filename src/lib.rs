@@ -55,6 +55,15 @@
 //! The live engine ([`LiveFeed`]: the `tv-io` loop, consumers, reconnect with gap fill) is built
 //! on these layers; the README states its contracts and the state of each part.
 //!
+//! # Configuration
+//!
+//! Two conventions, on purpose, as in the standard library: a configuration *value* that is
+//! passed to a constructor and may be kept or cloned ([`ClientConfig`], [`TransportConfig`],
+//! `sim::SimConfig`, [`HistOptions`]) has `with_*` setters; a *builder* whose last call starts
+//! something ([`LiveFeedBuilder`], like `std::thread::Builder`) has setters named after the
+//! setting. Both take and return `self` by value, and every default is documented on its
+//! setter.
+//!
 //! # Features
 //!
 //! No feature is on by default: a trading system that depends on `tvdatafeed` compiles the

@@ -34,6 +34,7 @@ mod common;
 mod cost;
 mod e2e;
 mod logging;
+mod memory;
 
 /// How the harness was asked to run.
 pub(crate) struct Mode {
@@ -59,10 +60,15 @@ const SECTIONS: &[&str] = &[
     "throughput",
     "hist",
     "logging",
+    "memory",
 ];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(memory::CHILD) {
+        memory::child(&args[1..]);
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not; `-- --test` asks for
     // test mode under `cargo bench` too.
     let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
@@ -101,6 +107,9 @@ fn main() {
     }
     if mode.wants("hist") {
         cost::hist_section(&mode);
+    }
+    if mode.wants("memory") {
+        memory::section(&mode);
     }
     // Last: it installs the process' tracing subscriber.
     if mode.wants("logging") {

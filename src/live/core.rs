@@ -604,12 +604,16 @@ impl Core {
 
     // ------------------------------------------------------------------ the link
 
-    /// The driver's connection attempt succeeded (upgraded) at `now`: replay every chart
-    /// session onto it, the seises with a gap window from the last bar they delivered.
-    pub(crate) fn handle_connected(&mut self, now: Instant) {
+    /// The driver's connection attempt succeeded (upgraded) at `now` (wall clock `unix_ms`):
+    /// replay every chart session onto it, the seises with a gap window from the last bar
+    /// they delivered. The wall clock is taken here, not the last one seen: a connect that
+    /// took seconds after the last timer would otherwise date the replay (and so decide which
+    /// bars closed before it) seconds too early.
+    pub(crate) fn handle_connected(&mut self, now: Instant, unix_ms: i64) {
         if !matches!(self.link, Link::Connecting) {
             return;
         }
+        self.unix_ms = unix_ms;
         self.link = Link::Up { since: now };
         self.was_up = true;
         self.outage_attempts = 0;

@@ -482,7 +482,7 @@ impl World {
                     self.conns += 1;
                     // A stall in progress goes on over the new connection (a slow network).
                     self.server = Some(ServerSession::new(&self.cfg, unix, self.conns));
-                    self.core.handle_connected(now);
+                    self.core.handle_connected(now, unix as i64);
                 }
                 Action::Disconnect { cause } => {
                     self.server = None;

@@ -243,7 +243,8 @@ impl Harness {
                     ),
                     None => {
                         self.connections += 1;
-                        self.core.handle_connected(now);
+                        let unix = self.unix_ms();
+                        self.core.handle_connected(now, unix);
                     }
                 },
                 Action::Disconnect { cause } => self.core.handle_closed(now, cause),

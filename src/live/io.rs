@@ -129,7 +129,7 @@ impl Driver {
             {
                 match sock.drive() {
                     Ok(Progress::Open) => {
-                        self.core.handle_connected(now);
+                        self.core.handle_connected(now, unix);
                         self.first_outcome(Ok(()));
                     }
                     Ok(Progress::Pending) => {}

@@ -316,7 +316,7 @@ impl Default for LiveFeedBuilder {
         Self {
             transport: TransportConfig::default(),
             token: AuthToken::anonymous(),
-            ring_capacity: 1024,
+            ring_capacity: Self::DEFAULT_RING_CAPACITY,
             consumer_backlog: fanout::DEFAULT_BACKLOG,
             wait_strategy: WaitStrategy::default(),
             io_core: None,
@@ -341,6 +341,12 @@ impl Default for LiveFeedBuilder {
 }
 
 impl LiveFeedBuilder {
+    /// [`ring_capacity`](Self::ring_capacity)'s default: 256 events, 28 KiB a consumer
+    /// (1,024 cost 112 KiB, resident from the ring's creation, for every consumer of every
+    /// seis; BENCHMARKS.md, "Memory"). A consumer that falls behind loses no closed bar for a
+    /// small ring: they wait in its backlog.
+    pub const DEFAULT_RING_CAPACITY: usize = 256;
+
     /// The endpoint: an [`Endpoint`] or a `ws://`/`wss://` URL. Default TradingView's data
     /// host.
     ///
@@ -374,8 +380,10 @@ impl LiveFeedBuilder {
         self
     }
 
-    /// Events each consumer's ring holds (rounded up to a power of two). Default 1,024. A
-    /// consumer that falls this far behind never stalls the engine: its updates are coalesced
+    /// Events each consumer's ring holds (rounded up to a power of two). Default
+    /// [`DEFAULT_RING_CAPACITY`](Self::DEFAULT_RING_CAPACITY), 256. Raise it for a consumer
+    /// that reads in long bursts and wants every update of a fast seis. A consumer that falls
+    /// this far behind never stalls the engine: its updates are coalesced
     /// and its closed bars wait in its backlog ([`LiveFeedBuilder::consumer_backlog`]).
     pub fn ring_capacity(mut self, n: usize) -> Self {
         self.ring_capacity = n.clamp(2, ring::MAX_CAPACITY);
@@ -544,13 +552,21 @@ impl LiveFeedBuilder {
         self
     }
 
-    /// Starts `tv-io` and connects.
+    /// Starts `tv-io` and connects: it returns once the first connection is up (or failed).
+    ///
+    /// The first connection is treated differently from every later one, on purpose: a
+    /// failure here (a wrong URL, port, certificate or token) is almost always configuration,
+    /// and is returned at once rather than retried for ever. Once a connection has been up,
+    /// every failure is retried with backoff (seen in [`LiveFeed::connection`], bounded with
+    /// [`max_reconnect_attempts`](Self::max_reconnect_attempts) and
+    /// [`max_outage`](Self::max_outage)). To start while the server may be down, retry
+    /// `build` (its errors say whether that can help: [`Error::is_retryable`]).
     ///
     /// # Errors
     ///
     /// The first connection attempt failed (refused, TLS, upgrade refused, timeout):
-    /// [`Error::Transport`], [`Error::Timeout`], [`Error::RateLimited`]; or the thread or the
-    /// poll could not be created.
+    /// [`Error::Transport`], [`Error::Timeout`], [`Error::RateLimited`]; or the poll could not
+    /// be created ([`Error::Transport`]) or `tv-io` not started ([`Error::Spawn`]).
     pub fn build(self) -> Result<LiveFeed, Error> {
         let io_error = |e: std::io::Error| {
             Error::Transport(crate::TransportError::Io {
@@ -623,7 +639,10 @@ impl LiveFeedBuilder {
                 }
                 driver.run();
             })
-            .map_err(io_error)?;
+            .map_err(|e| Error::Spawn {
+                thread: "tv-io".into(),
+                source: e.into(),
+            })?;
         let feed = LiveFeed {
             shared,
             io: Mutex::new(Some(io)),
@@ -1310,8 +1329,8 @@ impl LiveFeed {
                 lagged: s.lagged,
                 lost_closed: s.lost_closed,
                 panicked: s.panicked,
-                push_to_callback: Latency::of(&s.push),
-                close_to_callback: Latency::of(&s.close),
+                push_to_callback: s.push,
+                close_to_callback: s.close,
             });
         }
         stats
