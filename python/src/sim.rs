@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Mutex};
 use pyo3::{prelude::*, types::PyTuple};
 use tvdatafeed::{
     Interval, Symbol,
-    sim::{Fault, FaultKind, Sim, SimConfig},
+    sim::{Fault, FaultKind, Sim, SimConfig, Target},
 };
 
 use crate::hist::bar_tuple;
@@ -50,8 +50,9 @@ impl Simulator {
     /// Starts a simulator on `127.0.0.1` (a free port unless `port` is given).
     /// `update_interval`: seconds between live updates of each series. `require_origin`:
     /// refuse clients that do not send TradingView's `Origin`, as the real server does.
+    /// `entitled_seconds=False` refuses seconds intervals, as an account without them.
     #[new]
-    #[pyo3(signature = (seed=1, port=0, update_interval=0.25, require_origin=true, quiet_symbols=None))]
+    #[pyo3(signature = (seed=1, port=0, update_interval=0.25, require_origin=true, quiet_symbols=None, entitled_seconds=true))]
     fn new(
         py: Python<'_>,
         seed: u64,
@@ -59,13 +60,15 @@ impl Simulator {
         update_interval: f64,
         require_origin: bool,
         quiet_symbols: Option<Vec<String>>,
+        entitled_seconds: bool,
     ) -> PyResult<Self> {
         let cfg = SimConfig::default()
             .with_bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .with_seed(seed)
             .with_update_interval(crate::seconds(py, update_interval)?)
             .with_require_origin(require_origin)
-            .with_quiet_symbols(quiet_symbols.unwrap_or_default());
+            .with_quiet_symbols(quiet_symbols.unwrap_or_default())
+            .with_entitled_seconds(entitled_seconds);
         let sim = py.detach(move || Sim::start(cfg)).map_err(|e| {
             crate::errors::native_error(py, "TransportError", &format!("simulator: {e}"))
         })?;
@@ -106,6 +109,40 @@ impl Simulator {
     /// Drops every open connection without a close frame.
     fn disconnect(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |sim| sim.inject(Fault::now(FaultKind::CloseAbrupt)))
+    }
+
+    /// Injects a fault: `kind` is `"close_clean"`, `"close_abrupt"`, `"malformed_frame"`,
+    /// `"garbage_json"`, `"absurd_length"` or `"stall"`; `target` is `"all"` (every open
+    /// connection, now) or `"next"` (the next connection accepted).
+    #[pyo3(signature = (kind, target="all"))]
+    fn fault(&self, py: Python<'_>, kind: &str, target: &str) -> PyResult<()> {
+        let kind = match kind {
+            "close_clean" => FaultKind::CloseClean,
+            "close_abrupt" => FaultKind::CloseAbrupt,
+            "malformed_frame" => FaultKind::MalformedFrame,
+            "garbage_json" => FaultKind::GarbageJson,
+            "absurd_length" => FaultKind::AbsurdLength,
+            "stall" => FaultKind::Stall(None),
+            other => {
+                return Err(crate::errors::native_error(
+                    py,
+                    "InvalidRequest",
+                    &format!("unknown fault kind {other:?}"),
+                ));
+            }
+        };
+        let target = match target {
+            "all" => Target::All,
+            "next" => Target::Next,
+            other => {
+                return Err(crate::errors::native_error(
+                    py,
+                    "InvalidRequest",
+                    &format!("unknown fault target {other:?}"),
+                ));
+            }
+        };
+        self.with(py, |sim| sim.inject(Fault::now(kind).on(target)))
     }
 
     /// Connections accepted so far.
