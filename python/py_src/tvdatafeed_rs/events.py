@@ -11,8 +11,24 @@ from dataclasses import dataclass
 from typing import Optional
 
 
+class _Frozen:
+    """Immutable values: copies are the value itself; pickling rebuilds from the fields
+    (frozen dataclasses with ``__slots__`` need this before Python 3.11's ``slots=True``)."""
+
+    __slots__ = ()
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return (type(self), tuple(getattr(self, f) for f in self.__slots__))
+
+
 @dataclass(frozen=True)
-class Bar:
+class Bar(_Frozen):
     """One OHLCV bar. ``time`` is its open time in UTC seconds; ``volume`` is ``None`` for a
     symbol without volume (an index)."""
 
@@ -26,7 +42,7 @@ class Bar:
 
 
 @dataclass(frozen=True)
-class Closed:
+class Closed(_Frozen):
     """A bar closed, with its final values."""
 
     __slots__ = ("bar",)
@@ -34,7 +50,7 @@ class Closed:
 
 
 @dataclass(frozen=True)
-class Revised:
+class Revised(_Frozen):
     """The server changed a bar already delivered as :class:`Closed`."""
 
     __slots__ = ("bar",)
@@ -42,7 +58,7 @@ class Revised:
 
 
 @dataclass(frozen=True)
-class Update:
+class Update(_Frozen):
     """New values of the bar still forming (only when asked for)."""
 
     __slots__ = ("bar",)
@@ -50,7 +66,7 @@ class Update:
 
 
 @dataclass(frozen=True)
-class Lagged:
+class Lagged(_Frozen):
     """This consumer fell behind and ``missed`` events were dropped for it; ``lost_closed`` of
     them were closed bars (fetch them with ``get_hist`` from ``first_time``)."""
 
@@ -61,7 +77,7 @@ class Lagged:
 
 
 @dataclass(frozen=True)
-class Disconnected:
+class Disconnected(_Frozen):
     """The connection was lost; bars that close meanwhile come after :class:`Reconnected`."""
 
     __slots__ = ("cause",)
@@ -69,7 +85,7 @@ class Disconnected:
 
 
 @dataclass(frozen=True)
-class Reconnected:
+class Reconnected(_Frozen):
     """The connection is back and the gap was filled with ``gap_bars`` closed bars, delivered
     just before this event. ``down`` is in seconds."""
 
@@ -79,7 +95,7 @@ class Reconnected:
 
 
 @dataclass(frozen=True)
-class Failed:
+class Failed(_Frozen):
     """The seis ended for good; ``error`` is the typed exception. Nothing follows."""
 
     __slots__ = ("error",)
@@ -87,7 +103,7 @@ class Failed:
 
 
 @dataclass(frozen=True)
-class Other:
+class Other(_Frozen):
     """An event this version of the package does not know (described in ``text``)."""
 
     __slots__ = ("text",)
