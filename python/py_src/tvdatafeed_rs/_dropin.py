@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import _frames, _native
-from .errors import NotSubscribed, SeriesError, SymbolError, Timeout, TransportError, TvDatafeedError
+from .errors import NotSubscribed, SeriesError, ShutdownError, SymbolError, Timeout, TransportError, TvDatafeedError
 from .events import Closed, Disconnected, Failed, Lagged, Reconnected, Revised
 
 logger = logging.getLogger("tvdatafeed_rs")
@@ -333,7 +333,9 @@ class TvDatafeedLive(TvDatafeed):
             elif isinstance(event, Reconnected):
                 logger.info("reconnected after %.1f s, %d bars filled", event.down, event.gap_bars)
             elif isinstance(event, Failed):
-                logger.error("consumer %s ended: %s", consumer.name, event.error)
+                # The feed shutting down ends every consumer: not an error.
+                level = logging.DEBUG if isinstance(event.error, ShutdownError) else logging.ERROR
+                logger.log(level, "consumer %s ended: %s", consumer.name, event.error)
                 self._forget(consumer)
                 return False
             return True
