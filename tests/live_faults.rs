@@ -337,6 +337,29 @@ fn check_log(
     }
 }
 
+/// Once `log` has a closed bar, drops the connection (`CloseAbrupt`) and waits up to `limit`
+/// for a bar opening `after` seconds past the drop. Returns the range to check (from a second
+/// before the drop to that bar) and the log.
+fn drop_once(sim: &Sim, log: &Log, after: i64, limit: Duration) -> (i64, i64, Vec<LiveEvent>) {
+    wait_for(limit, "a bar", || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Closed(_)))
+    });
+    let from = unix_s() - 1;
+    sim.inject(Fault::now(FaultKind::CloseAbrupt));
+    let to = unix_s() + after;
+    wait_for(limit, "bars after the reconnection", || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Closed(b) if b.time >= to))
+    });
+    let log = log.lock().unwrap().clone();
+    (from, to, log)
+}
+
 /// The resident set of this process, in KiB (Linux).
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -709,26 +732,7 @@ fn a_callback_panicking_during_a_reconnect_ends_its_consumer_only() {
     let l = Arc::clone(&log);
     feed.new_consumer(&seis, move |e| l.lock().unwrap().push(e))
         .unwrap();
-    wait_for(Duration::from_secs(10), "a bar", || {
-        log.lock()
-            .unwrap()
-            .iter()
-            .any(|e| matches!(e, LiveEvent::Closed(_)))
-    });
-    let from = unix_s() - 1;
-    sim.inject(Fault::now(FaultKind::CloseAbrupt));
-    let to = unix_s() + 3;
-    wait_for(
-        Duration::from_secs(20),
-        "bars after the reconnection",
-        || {
-            log.lock()
-                .unwrap()
-                .iter()
-                .any(|e| matches!(e, LiveEvent::Closed(b) if b.time >= to))
-        },
-    );
-    let log = log.lock().unwrap().clone();
+    let (from, to, log) = drop_once(&sim, &log, 3, Duration::from_secs(20));
     check_log(
         &sim,
         &seis,
@@ -1011,26 +1015,7 @@ fn a_replay_answered_too_late_to_reach_back_is_completed_by_a_gap_fetch_and_coun
     let feed = feed_for(&sim, None);
     let seis = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
     let log = logged(&feed, &seis);
-    wait_for(Duration::from_secs(20), "a bar", || {
-        log.lock()
-            .unwrap()
-            .iter()
-            .any(|e| matches!(e, LiveEvent::Closed(_)))
-    });
-    let from = unix_s() - 1;
-    sim.inject(Fault::now(FaultKind::CloseAbrupt));
-    let to = unix_s() + 8;
-    wait_for(
-        Duration::from_secs(60),
-        "bars after the reconnection",
-        || {
-            log.lock()
-                .unwrap()
-                .iter()
-                .any(|e| matches!(e, LiveEvent::Closed(b) if b.time >= to))
-        },
-    );
-    let log = log.lock().unwrap().clone();
+    let (from, to, log) = drop_once(&sim, &log, 8, Duration::from_secs(60));
     let gap = log.iter().find_map(|e| match e {
         LiveEvent::Reconnected { gap_bars, .. } => Some(*gap_bars),
         _ => None,

@@ -1498,16 +1498,7 @@ fn live_says_one_line_per_outage_for_all_its_seises_and_fails_ending_during_one(
         .unwrap();
     let mut child = child;
     // Once a bar is out (every seis subscribed), the server goes (a restart fires at once).
-    let mut rows = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    for _ in 0..2 {
-        line.clear();
-        assert!(rows.read_line(&mut line).unwrap() > 0, "no row");
-    }
-    std::thread::Builder::new()
-        .name("test-drain-rows".into())
-        .spawn(move || std::io::copy(&mut rows, &mut std::io::sink()))
-        .unwrap();
+    first_rows_then_drain(&mut child, 2);
     sim.inject(Fault::now(FaultKind::Restart(Duration::from_secs(60))));
     let o = wait_bounded(child, Duration::from_secs(40));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -1548,6 +1539,21 @@ fn a_timeout_names_the_host_and_the_symbol_in_human_units() {
         stderr(&o),
         "tvdatafeed: BINANCE:BTCUSDT 1 from 127.0.0.1: timed out after 1 s (the websocket upgrade)\n"
     );
+}
+
+/// Waits for `n` lines on `child`'s stdout (the header and a row: everything subscribed), then
+/// drains the rest on a thread so that the child never blocks on a full pipe.
+fn first_rows_then_drain(child: &mut std::process::Child, n: usize) {
+    let mut rows = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..n {
+        line.clear();
+        assert!(rows.read_line(&mut line).unwrap() > 0, "no row");
+    }
+    std::thread::Builder::new()
+        .name("test-drain-rows".into())
+        .spawn(move || std::io::copy(&mut rows, &mut std::io::sink()))
+        .unwrap();
 }
 
 /// Sends SIGINT to `child` (with `kill`, as a terminal's Ctrl-C would signal it).
@@ -1638,16 +1644,7 @@ fn live_tells_each_failed_reconnect_attempt_and_gives_up_at_max_outage() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut rows = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    for _ in 0..2 {
-        line.clear();
-        assert!(rows.read_line(&mut line).unwrap() > 0, "no row");
-    }
-    std::thread::Builder::new()
-        .name("test-drain-rows".into())
-        .spawn(move || std::io::copy(&mut rows, &mut std::io::sink()))
-        .unwrap();
+    first_rows_then_drain(&mut child, 2);
     // The server refuses connections for a minute: the engine retries (from 250 ms, doubling),
     // and gives up at 4 s.
     sim.inject(Fault::now(FaultKind::Restart(Duration::from_secs(60))));

@@ -122,6 +122,27 @@ impl Default for CoreConfig {
     }
 }
 
+/// A command's answer: an output of the core, like its deliveries and actions. The driver
+/// hands it to the caller waiting for it ([`Answer::send`]) once the turn's writes went out;
+/// the core itself never wakes a thread.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// `new_seis` (validated or refused) and `del_seis` (the server was told).
+    Done(Reply<Result<(), Error>>, Result<(), Error>),
+    /// `get_hist` (boxed: a history is large, and rare here).
+    Hist(Reply<Result<History, Error>>, Box<Result<History, Error>>),
+}
+
+impl Answer {
+    /// Wakes the caller with its result (if it still waits).
+    pub(crate) fn send(self) {
+        match self {
+            Self::Done(r, v) => r.send(v),
+            Self::Hist(r, v) => r.send(*v),
+        }
+    }
+}
+
 /// What the driver must do with the socket.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Action {
@@ -268,6 +289,8 @@ pub(crate) struct Core {
     due: Vec<Timer>,
     /// Unsubscriptions to answer once this turn's writes went out.
     acks: Vec<Reply<Result<(), Error>>>,
+    /// Answers to commands, for the driver ([`Core::poll_answer`]).
+    answers: VecDeque<Answer>,
     /// The last wall-clock time seen, in milliseconds.
     unix_ms: i64,
     /// The wall-clock time the charts were last replayed onto a new connection (ms).
@@ -359,6 +382,7 @@ impl Core {
             hists: Vec::new(),
             due: Vec::new(),
             acks: Vec::new(),
+            answers: VecDeque::new(),
             unix_ms,
             replayed_at: 0,
             retry_after: None,
@@ -442,14 +466,16 @@ impl Core {
         reply: Reply<Result<(), Error>>,
     ) {
         if let Some(e) = self.closed_error() {
-            return reply.send(Err(e));
+            return self.answers.push_back(Answer::Done(reply, Err(e)));
         }
         let id = seis.id().get();
         if let Some(st) = self.seises.get_mut(&id) {
             match &mut st.phase {
                 SeisPhase::Validating(waiters) => waiters.push(reply),
-                SeisPhase::Live => reply.send(Ok(())),
-                SeisPhase::Failed(e) => reply.send(Err(e.clone())),
+                SeisPhase::Live => self.answers.push_back(Answer::Done(reply, Ok(()))),
+                SeisPhase::Failed(e) => {
+                    self.answers.push_back(Answer::Done(reply, Err(e.clone())));
+                }
             }
             return;
         }
@@ -461,7 +487,10 @@ impl Core {
             .map(|c| c.add_series(now, SeriesKey(id), req));
         if let Some(Err(e)) = added {
             tracing::warn!(parent: &seis_span(&seis), error = %e, "subscription refused locally");
-            return reply.send(Err(Error::InvalidRequest(e.to_string())));
+            return self.answers.push_back(Answer::Done(
+                reply,
+                Err(Error::InvalidRequest(e.to_string())),
+            ));
         }
         let span = seis_span(&seis_log);
         tracing::debug!(parent: &span, generation = self.attempts_total, "subscribing");
@@ -505,7 +534,7 @@ impl Core {
                     st.seis.interval()
                 ));
                 for w in waiters {
-                    w.send(Err(e.clone()));
+                    self.answers.push_back(Answer::Done(w, Err(e.clone())));
                 }
             }
             self.deliveries.retain(|(s, _)| *s != id);
@@ -516,11 +545,16 @@ impl Core {
     }
 
     /// Answers the unsubscriptions whose `remove_series` the driver has now written (or that
-    /// had nothing to write: no connection, the server forgot them).
+    /// had nothing to write: no connection, the server forgot them): they join the answers.
     pub(crate) fn complete_acks(&mut self) {
-        for a in self.acks.drain(..) {
-            a.send(Ok(()));
-        }
+        self.answers
+            .extend(self.acks.drain(..).map(|a| Answer::Done(a, Ok(()))));
+    }
+
+    /// The next answer to a command, for the driver to hand to its caller
+    /// ([`Answer::send`]). Drained after the turn's writes (and after `complete_acks`).
+    pub(crate) fn poll_answer(&mut self) -> Option<Answer> {
+        self.answers.pop_front()
     }
 
     /// Downloads history over the live connection, on a chart session of its own; `reply`
@@ -533,7 +567,9 @@ impl Core {
         reply: Reply<Result<History, Error>>,
     ) {
         if let Some(e) = self.closed_error() {
-            return reply.send(Err(e));
+            return self
+                .answers
+                .push_back(Answer::Hist(reply, Box::new(Err(e))));
         }
         let chart = self.conn.add_chart(now, hist_chart());
         let batch = HistBatch::new(
@@ -558,11 +594,11 @@ impl Core {
     /// Answers the `get_hist` calls whose batch has a result, and deletes their chart
     /// sessions.
     fn finish_hists(&mut self) {
-        let conn = &mut self.conn;
+        let (conn, answers) = (&mut self.conn, &mut self.answers);
         self.hists.retain_mut(|h| {
             while let Some((_, result)) = h.batch.poll_result() {
                 if let Some(r) = h.reply.take() {
-                    r.send(result);
+                    answers.push_back(Answer::Hist(r, Box::new(result)));
                 }
             }
             if h.batch.is_finished() {
@@ -580,7 +616,7 @@ impl Core {
             h.batch.handle_connection_lost(e);
             while let Some((_, result)) = h.batch.poll_result() {
                 if let Some(r) = h.reply.take() {
-                    r.send(result);
+                    self.answers.push_back(Answer::Hist(r, Box::new(result)));
                 }
             }
             self.conn.remove_chart(h.chart);
@@ -595,7 +631,8 @@ impl Core {
                 std::mem::replace(&mut st.phase, SeisPhase::Failed(Error::Shutdown))
             {
                 for w in waiters {
-                    w.send(Err(Error::Shutdown));
+                    self.answers
+                        .push_back(Answer::Done(w, Err(Error::Shutdown)));
                 }
             }
         }
@@ -1109,7 +1146,7 @@ impl Core {
             match std::mem::replace(&mut st.phase, SeisPhase::Failed(e.clone())) {
                 SeisPhase::Validating(waiters) => {
                     for w in waiters {
-                        w.send(Err(e.clone()));
+                        self.answers.push_back(Answer::Done(w, Err(e.clone())));
                     }
                 }
                 SeisPhase::Live => self
@@ -1168,7 +1205,7 @@ impl Core {
                 {
                     tracing::info!(parent: &st.span, baseline_bars = bars.len(), "subscribed: the server validated it");
                     for w in waiters {
-                        w.send(Ok(()));
+                        self.answers.push_back(Answer::Done(w, Ok(())));
                     }
                 }
                 if st.last_closed.is_none() {
@@ -1317,7 +1354,7 @@ impl Core {
                 match std::mem::replace(&mut st.phase, SeisPhase::Failed(e.clone())) {
                     SeisPhase::Validating(waiters) => {
                         for w in waiters {
-                            w.send(Err(e.clone()));
+                            self.answers.push_back(Answer::Done(w, Err(e.clone())));
                         }
                     }
                     SeisPhase::Live => out.push_back((id, LiveEvent::Failed(e))),

@@ -335,6 +335,9 @@ impl World {
                 let (reply, waiter) = command::reply();
                 self.core.unsubscribe(slot.seis.id().get(), reply);
                 self.core.complete_acks();
+                while let Some(a) = self.core.poll_answer() {
+                    a.send();
+                }
                 assert!(matches!(waiter.wait(Some(now)), Some(Ok(()))));
                 for c in &mut self.checks {
                     if c.seis == seis {
@@ -515,6 +518,9 @@ impl World {
             }
         }
         self.core.complete_acks();
+        while let Some(a) = self.core.poll_answer() {
+            a.send();
+        }
         assert!(
             self.core.fetches_in_flight() <= self.max_fetches,
             "{} fetches in flight, bound {}",

@@ -200,6 +200,9 @@ impl Harness {
                     let (reply, waiter) = command::reply();
                     self.core.unsubscribe(seis.id().get(), reply);
                     self.core.complete_acks();
+                    while let Some(a) = self.core.poll_answer() {
+                        a.send();
+                    }
                     // Answered at once: an unsubscription never waits for the server.
                     assert!(matches!(waiter.wait(Some(now)), Some(Ok(()))));
                     self.streams.remove(&seis.id().get());
@@ -261,6 +264,9 @@ impl Harness {
             }
         }
         self.core.complete_acks();
+        while let Some(a) = self.core.poll_answer() {
+            a.send();
+        }
         while let Some((id, event)) = self.core.poll_delivery() {
             self.delivered += 1;
             let s = self

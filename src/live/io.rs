@@ -234,8 +234,12 @@ impl Driver {
             if fanout.has_pending() {
                 fanout.flush_pending(clock::monotonic());
             }
-            // Unsubscriptions are answered once their `remove_series` went out.
+            // Answers go out after the writes: an unsubscription is answered once its
+            // `remove_series` went out, a subscription once the server validated it.
             self.core.complete_acks();
+            while let Some(a) = self.core.poll_answer() {
+                a.send();
+            }
             if self.shared.stopping() {
                 break;
             }
@@ -243,6 +247,10 @@ impl Driver {
         // Shutdown: waiters fail, every consumer learns it, then the producers go (their rings
         // read as abandoned once drained) and the socket closes.
         self.core.shutdown();
+        self.core.complete_acks();
+        while let Some(a) = self.core.poll_answer() {
+            a.send();
+        }
         deliver(&mut self.core, &self.shared, &mut fanout);
         let snapshot = self.shared.registry.load();
         for (_, entry) in snapshot.iter() {
