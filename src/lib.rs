@@ -93,6 +93,7 @@ pub mod sim;
 mod sync;
 mod timer;
 mod transport;
+mod vocab;
 
 #[doc(hidden)]
 pub mod internal;

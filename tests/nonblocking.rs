@@ -170,7 +170,7 @@ fn a_peer_that_stops_reading_is_typed_backpressure_with_bounded_memory() {
     assert!(
         matches!(
             err,
-            Error::Transport(TransportError::Backpressure { limit, .. }) if limit == 256 << 10
+            TransportError::Backpressure { limit, .. } if limit == 256 << 10
         ),
         "{err:?}"
     );
@@ -214,10 +214,7 @@ fn a_peer_that_closes_in_the_middle_of_a_message_is_a_typed_close() {
         poll.poll(&mut events, Some(left)).unwrap();
     };
     assert_eq!(messages, 0, "half a message is no message");
-    assert!(
-        matches!(err, Error::Transport(TransportError::Closed { .. })),
-        "{err:?}"
-    );
+    assert!(matches!(err, TransportError::Closed { .. }), "{err:?}");
     assert!(!sock.is_open());
     let _ = done.send(());
 }

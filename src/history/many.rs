@@ -18,7 +18,7 @@ use super::{
     batch::{BatchConfig, BatchRequest, HistBatch},
 };
 use crate::{
-    Error, Interval, Symbol, clock,
+    Error, Interval, Symbol, TransportError, clock,
     error::Phase,
     protocol::{ChartConfig, ChartEvent, Connection, ConnectionConfig, Event},
     transport,
@@ -220,16 +220,16 @@ impl Link {
             self.arm(send_deadline);
             if let Err(e) = self.ws.send(msg) {
                 return Err(match e {
-                    Error::Timeout { .. }
+                    TransportError::Timeout { .. }
                         if self.deadline.is_some_and(|d| clock::monotonic() >= d) =>
                     {
                         self.expired()
                     }
-                    Error::Timeout { .. } => Error::Timeout {
+                    TransportError::Timeout { .. } => Error::Timeout {
                         after: self.request_timeout,
                         during: Phase::Answer,
                     },
-                    e => e,
+                    e => e.into(),
                 });
             }
         }
@@ -254,12 +254,12 @@ impl Link {
                 }
             }
             // A wake-up for a deadline of ours, unless it is the batch's.
-            Err(Error::Timeout { .. }) => {
+            Err(TransportError::Timeout { .. }) => {
                 if self.deadline.is_some_and(|d| clock::monotonic() >= d) {
                     return Err(self.expired());
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         let now = clock::monotonic();
         if self.proto.poll_timeout().is_some_and(|t| t <= now) {

@@ -136,7 +136,7 @@ impl Driver {
                     Err(e) => {
                         sock.deregister(self.poll.registry());
                         link = Link::Idle;
-                        self.connect_failed(now, e);
+                        self.connect_failed(now, e.into());
                     }
                 }
             }
@@ -169,7 +169,7 @@ impl Driver {
                 if let Err(e) = read {
                     sock.deregister(self.poll.registry());
                     link = Link::Idle;
-                    self.core.handle_closed(now, e);
+                    self.core.handle_closed(now, e.into());
                 }
             }
             // Deadlines.
@@ -222,7 +222,7 @@ impl Driver {
                 if let Some(e) = failed {
                     sock.deregister(self.poll.registry());
                     link = Link::Idle;
-                    self.core.handle_closed(now, e);
+                    self.core.handle_closed(now, e.into());
                 }
             }
             // Published before the deliveries: a consumer that receives a connection event
@@ -334,6 +334,7 @@ impl Driver {
 
     fn connect(&self, addr: SocketAddr) -> Result<NbSocket, Error> {
         NbSocket::connect(addr, &self.shared.transport, self.poll.registry(), SOCKET)
+            .map_err(Error::from)
     }
 
     /// Starts a connection attempt: an address connects at once; a host name is resolved on a

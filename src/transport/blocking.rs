@@ -13,7 +13,7 @@ use std::{
 use tungstenite::{HandshakeError, Message, WebSocket};
 
 use super::{IoSource, MaybeTls, TlsStream, TransportConfig, TransportError, handshake};
-use crate::{Error, clock, error::Phase};
+use crate::{clock, vocab::Phase};
 
 type Stream = MaybeTls<rustls::ClientConnection, DeadlineTcp>;
 
@@ -40,13 +40,15 @@ fn remaining(
     deadline: Option<Instant>,
     budget: Duration,
     phase: Phase,
-) -> Result<Option<Duration>, Error> {
+    host: &str,
+) -> Result<Option<Duration>, TransportError> {
     let Some(deadline) = deadline else {
         return Ok(None);
     };
     let left = deadline.saturating_duration_since(clock::monotonic());
     if left.is_zero() {
-        Err(Error::Timeout {
+        Err(TransportError::Timeout {
+            host: host.to_owned(),
             after: budget,
             during: phase,
         })
@@ -64,24 +66,22 @@ impl Connection {
         cfg: &TransportConfig,
         deadline: Option<Instant>,
         budget: Duration,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, TransportError> {
         let ep = &cfg.endpoint;
         let host = ep.host();
         let addrs: Vec<_> = (host, ep.port())
             .to_socket_addrs()
-            .map_err(|e| {
-                Error::Transport(TransportError::Resolve {
-                    host: host.to_owned(),
-                    source: IoSource::from(e),
-                })
+            .map_err(|e| TransportError::Resolve {
+                host: host.to_owned(),
+                source: IoSource::from(e),
             })?
             .collect();
-        let mut last = Error::Transport(TransportError::NoAddress {
+        let mut last = TransportError::NoAddress {
             host: host.to_owned(),
-        });
+        };
         let mut tcp = None;
         for addr in addrs {
-            let left = remaining(deadline, budget, Phase::Connect)?;
+            let left = remaining(deadline, budget, Phase::Connect, host)?;
             let attempt = match left {
                 Some(left) => TcpStream::connect_timeout(&addr, left),
                 None => TcpStream::connect(addr),
@@ -91,7 +91,7 @@ impl Connection {
                     tcp = Some(s);
                     break;
                 }
-                Err(e) => last = connect_error(e, addr, budget),
+                Err(e) => last = connect_error(e, addr, budget, host),
             }
         }
         let tcp = tcp.ok_or(last)?;
@@ -101,13 +101,13 @@ impl Connection {
         let stream = if ep.is_tls() {
             let config = cfg.rustls()?;
             let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
-                Error::InvalidRequest(format!(
+                TransportError::InvalidConfig(format!(
                     "bad tls server name {}: {e}",
-                    crate::error::echo(host)
+                    crate::vocab::echo(host)
                 ))
             })?;
             let conn = rustls::ClientConnection::new(config, name)
-                .map_err(|e| Error::Transport(handshake::tls_failure(&e, host)))?;
+                .map_err(|e| handshake::tls_failure(&e, host))?;
             Stream::Tls(Box::new(TlsStream { conn, sock }))
         } else {
             Stream::plain_client(sock)
@@ -126,37 +126,40 @@ impl Connection {
                 let phase = phase_of(&e);
                 Err(handshake::ws_error(e, cfg, phase, budget))
             }
-            Err(HandshakeError::Interrupted(_)) => Err(Error::Timeout {
+            Err(HandshakeError::Interrupted(_)) => Err(TransportError::Timeout {
+                host: host.to_owned(),
                 after: budget,
                 during: Phase::Upgrade,
             }),
         }
     }
 
-    fn phase_error(&self, e: tungstenite::Error) -> Error {
+    fn phase_error(&self, e: tungstenite::Error) -> TransportError {
         handshake::ws_error(e, &self.cfg, Phase::Answer, self.budget)
     }
 
     /// Sends one text message (ASCII frames).
-    pub(crate) fn send(&mut self, text: Vec<u8>) -> Result<(), Error> {
-        let text = String::from_utf8(text)
-            .map_err(|_| Error::Protocol("a request is not utf-8".into()))?;
+    pub(crate) fn send(&mut self, text: Vec<u8>) -> Result<(), TransportError> {
+        let text = String::from_utf8(text).map_err(|_| TransportError::Internal {
+            host: self.cfg.endpoint.host().to_owned(),
+            what: "a request is not utf-8".into(),
+        })?;
         self.ws
             .send(Message::text(text))
             .map_err(|e| self.phase_error(e))
     }
 
     /// The next text message. Pings are answered by tungstenite.
-    pub(crate) fn recv(&mut self) -> Result<Vec<u8>, Error> {
+    pub(crate) fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
         loop {
             match self.ws.read() {
                 Ok(Message::Text(t)) => return Ok(t.as_bytes().to_vec()),
                 Ok(Message::Binary(b)) => return Ok(b.to_vec()),
                 Ok(Message::Close(frame)) => {
-                    return Err(Error::Transport(TransportError::Closed {
+                    return Err(TransportError::Closed {
                         host: self.cfg.endpoint.host().to_owned(),
                         how: super::Closed::CloseFrame(frame.map(|f| u16::from(f.code))),
-                    }));
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => return Err(self.phase_error(e)),
@@ -165,7 +168,7 @@ impl Connection {
     }
 
     /// Replaces the deadline of every later read and write (`None`: none). A read or write that
-    /// reaches it fails with [`Error::Timeout`] and can be retried with a later deadline:
+    /// reaches it fails with [`TransportError::Timeout`] and can be retried with a later deadline:
     /// tungstenite and rustls keep what they had buffered.
     pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.ws.get_mut().socket_mut().set_deadline(deadline);
@@ -197,18 +200,24 @@ fn phase_of(e: &tungstenite::Error) -> Phase {
     }
 }
 
-fn connect_error(e: std::io::Error, addr: std::net::SocketAddr, budget: Duration) -> Error {
+fn connect_error(
+    e: std::io::Error,
+    addr: std::net::SocketAddr,
+    budget: Duration,
+    host: &str,
+) -> TransportError {
     match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => Error::Transport(TransportError::Refused {
+        std::io::ErrorKind::ConnectionRefused => TransportError::Refused {
             addr: addr.to_string(),
-        }),
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Error::Timeout {
+        },
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => TransportError::Timeout {
+            host: host.to_owned(),
             after: budget,
             during: Phase::Connect,
         },
-        _ => Error::Transport(TransportError::Connect {
+        _ => TransportError::Connect {
             addr: addr.to_string(),
             source: IoSource::from(e),
-        }),
+        },
     }
 }

@@ -240,6 +240,31 @@ pub enum TransportError {
         #[source]
         source: Cause,
     },
+    /// The call's deadline passed while it was `during` a step (connect, TLS, upgrade, an
+    /// answer). Becomes [`Error::Timeout`](crate::Error::Timeout).
+    #[error("timed out after {} ({during}) with {host}", crate::vocab::HumanDuration(*after))]
+    Timeout {
+        /// The host.
+        host: String,
+        /// The deadline the call had.
+        after: std::time::Duration,
+        /// The step.
+        during: crate::vocab::Phase,
+    },
+    /// The configuration cannot be used (a root certificate, the server's name, the upgrade
+    /// request built from the endpoint). Becomes
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest).
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// The transport's own invariant failed (a request that is not text, a lost handshake
+    /// state): a bug here, not the server's. Becomes [`Error::Protocol`](crate::Error::Protocol).
+    #[error("transport error with {host}: {what}")]
+    Internal {
+        /// The host.
+        host: String,
+        /// What went wrong.
+        what: String,
+    },
     /// The server does not read what we send: the write buffer reached its bound. The
     /// connection should be dropped.
     #[error("{host} is not reading: the write buffer is full ({limit} bytes)")]
@@ -258,7 +283,8 @@ impl TransportError {
             Self::CertificateNotTrusted { .. }
             | Self::NotTls { .. }
             | Self::TlsOnPlainUrl { .. }
-            | Self::NotHttp { .. } => false,
+            | Self::NotHttp { .. }
+            | Self::InvalidConfig(_) => false,
             Self::UpgradeRefused { status, .. } => *status == 429 || *status >= 500,
             _ => true,
         }

@@ -12,9 +12,8 @@ use tungstenite::{
 
 use super::{Cause, Closed, IoSource, TransportConfig, TransportError};
 use crate::{
-    Error,
-    error::Phase,
     sync::plain::{Arc, Mutex},
+    vocab::Phase,
 };
 
 /// The browser User-Agent TradingView's WAF expects (protocol.md §1.2).
@@ -24,16 +23,16 @@ pub const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWeb
 pub const ORIGIN: &str = "https://www.tradingview.com";
 
 /// The upgrade request for `cfg`'s endpoint, with the headers real clients send.
-pub(crate) fn request(cfg: &TransportConfig) -> Result<Request, Error> {
+pub(crate) fn request(cfg: &TransportConfig) -> Result<Request, TransportError> {
     let mut req = cfg
         .endpoint
         .to_string()
         .into_client_request()
         .map_err(|e| {
-            Error::InvalidRequest(format!(
+            TransportError::InvalidConfig(format!(
                 "bad endpoint {}: {}",
-                crate::error::echo(&cfg.endpoint.to_string()),
-                crate::error::echo(&e.to_string())
+                crate::vocab::echo(&cfg.endpoint.to_string()),
+                crate::vocab::echo(&e.to_string())
             ))
         })?;
     let headers = req.headers_mut();
@@ -79,7 +78,10 @@ impl TlsCache {
     /// The configuration for `cfg`'s roots: the cached one if they did not change, else a new
     /// one (which replaces it). The lock is held only to compare and swap an `Arc`; building
     /// happens outside it.
-    pub(crate) fn get(&self, cfg: &TransportConfig) -> Result<Arc<rustls::ClientConfig>, Error> {
+    pub(crate) fn get(
+        &self,
+        cfg: &TransportConfig,
+    ) -> Result<Arc<rustls::ClientConfig>, TransportError> {
         {
             let cached = self
                 .cached
@@ -111,7 +113,7 @@ impl TlsCache {
     }
 }
 
-fn build(cfg: &TransportConfig) -> Result<Arc<rustls::ClientConfig>, Error> {
+fn build(cfg: &TransportConfig) -> Result<Arc<rustls::ClientConfig>, TransportError> {
     let mut roots = rustls::RootCertStore::empty();
     if cfg.webpki_roots {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -119,12 +121,12 @@ fn build(cfg: &TransportConfig) -> Result<Arc<rustls::ClientConfig>, Error> {
     for der in &cfg.extra_roots {
         roots
             .add(rustls::pki_types::CertificateDer::from(der.clone()))
-            .map_err(|e| Error::InvalidRequest(format!("bad root certificate: {e}")))?;
+            .map_err(|e| TransportError::InvalidConfig(format!("bad root certificate: {e}")))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::InvalidRequest(format!("tls setup: {e}")))?
+        .map_err(|e| TransportError::InvalidConfig(format!("tls setup: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -143,44 +145,45 @@ pub(crate) fn io_error(
     tls: bool,
     phase: Phase,
     budget: std::time::Duration,
-) -> Error {
+) -> TransportError {
     if let Some(t) = tls_error(&e) {
-        return Error::Transport(tls_failure(t, host));
+        return tls_failure(t, host);
     }
     if e.get_ref()
         .is_some_and(|i| i.downcast_ref::<super::stream::TlsReply>().is_some())
     {
-        return Error::Transport(TransportError::TlsOnPlainUrl {
+        return TransportError::TlsOnPlainUrl {
             host: host.to_owned(),
-        });
+        };
     }
     if tls
         && e.get_ref()
             .is_some_and(|i| i.downcast_ref::<super::stream::HandshakeEof>().is_some())
     {
-        return Error::Transport(TransportError::NotTls {
+        return TransportError::NotTls {
             host: host.to_owned(),
-        });
+        };
     }
     match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => TransportError::Timeout {
+            host: host.to_owned(),
             after: budget,
             during: phase,
         },
-        io::ErrorKind::UnexpectedEof => Error::Transport(TransportError::Closed {
+        io::ErrorKind::UnexpectedEof => TransportError::Closed {
             host: host.to_owned(),
             how: Closed::Eof,
-        }),
+        },
         io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
-            Error::Transport(TransportError::Closed {
+            TransportError::Closed {
                 host: host.to_owned(),
                 how: Closed::Reset,
-            })
+            }
         }
-        _ => Error::Transport(TransportError::Io {
+        _ => TransportError::Io {
             host: host.to_owned(),
             source: IoSource::from(e),
-        }),
+        },
     }
 }
 
@@ -207,7 +210,7 @@ pub(crate) fn ws_error(
     cfg: &TransportConfig,
     phase: Phase,
     budget: std::time::Duration,
-) -> Error {
+) -> TransportError {
     let host = cfg.endpoint.host();
     match e {
         tungstenite::Error::Io(io) => io_error(io, host, cfg.endpoint.is_tls(), phase, budget),
@@ -217,49 +220,49 @@ pub(crate) fn ws_error(
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok());
-            Error::from(TransportError::UpgradeRefused {
+            TransportError::UpgradeRefused {
                 host: host.to_owned(),
                 status: resp.status().as_u16(),
-                path: crate::error::echo(cfg.endpoint.path()),
+                path: crate::vocab::echo(cfg.endpoint.path()),
                 retry_after,
-            })
+            }
         }
         tungstenite::Error::Protocol(
             tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => Error::Transport(TransportError::Closed {
+        ) => TransportError::Closed {
             host: host.to_owned(),
             how: Closed::Eof,
-        }),
+        },
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            Error::Transport(TransportError::Closed {
+            TransportError::Closed {
                 host: host.to_owned(),
                 how: Closed::CloseFrame(None),
-            })
+            }
         }
-        tungstenite::Error::Tls(t) => Error::Transport(TransportError::Tls {
+        tungstenite::Error::Tls(t) => TransportError::Tls {
             host: host.to_owned(),
             source: Cause::new(t),
-        }),
-        tungstenite::Error::WriteBufferFull(_) => Error::Transport(TransportError::Backpressure {
+        },
+        tungstenite::Error::WriteBufferFull(_) => TransportError::Backpressure {
             host: host.to_owned(),
             limit: cfg.max_write_buffer,
-        }),
+        },
         // An answer to the upgrade that is not HTTP at all. (A plain URL's server answering
         // with TLS records never gets here: the stream reports it first, see `TlsReply`.)
         tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HttparseError(_))
             if phase == Phase::Upgrade =>
         {
-            Error::Transport(TransportError::NotHttp {
+            TransportError::NotHttp {
                 host: host.to_owned(),
-            })
+            }
         }
-        other if phase == Phase::Upgrade => Error::Transport(TransportError::Upgrade {
+        other if phase == Phase::Upgrade => TransportError::Upgrade {
             host: host.to_owned(),
             source: Cause::new(other),
-        }),
-        other => Error::Transport(TransportError::Protocol {
+        },
+        other => TransportError::Protocol {
             host: host.to_owned(),
             source: Cause::new(other),
-        }),
+        },
     }
 }

@@ -90,18 +90,19 @@ impl TransportConfig {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::InvalidRequest`] when the text holds no certificate or a malformed one.
-    pub fn with_root_certificates_pem(mut self, pem: &str) -> Result<Self, crate::Error> {
+    /// [`TransportError::InvalidConfig`] when the text holds no certificate or a malformed
+    /// one.
+    pub fn with_root_certificates_pem(mut self, pem: &str) -> Result<Self, TransportError> {
         use rustls::pki_types::{CertificateDer, pem::PemObject};
         let mut n = 0;
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
             let cert = cert
-                .map_err(|e| crate::Error::InvalidRequest(format!("bad PEM certificate: {e}")))?;
+                .map_err(|e| TransportError::InvalidConfig(format!("bad PEM certificate: {e}")))?;
             self.extra_roots.push(cert.to_vec());
             n += 1;
         }
         if n == 0 {
-            return Err(crate::Error::InvalidRequest(
+            return Err(TransportError::InvalidConfig(
                 "no certificate in the PEM text".into(),
             ));
         }
@@ -125,7 +126,7 @@ impl TransportConfig {
     /// The rustls client configuration for these roots (cached).
     pub(crate) fn rustls(
         &self,
-    ) -> Result<crate::sync::plain::Arc<rustls::ClientConfig>, crate::Error> {
+    ) -> Result<crate::sync::plain::Arc<rustls::ClientConfig>, TransportError> {
         self.tls.get(self)
     }
 }

@@ -21,7 +21,7 @@ use tungstenite::{
 };
 
 use super::{Closed, IoSource, MaybeTls, TlsStream, TransportConfig, TransportError, handshake};
-use crate::{Error, error::Phase};
+use crate::vocab::Phase;
 
 type Stream = MaybeTls<rustls::ClientConnection, TcpStream>;
 
@@ -84,7 +84,7 @@ impl NbSocket {
         cfg: &TransportConfig,
         registry: &Registry,
         token: Token,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, TransportError> {
         let host = cfg.endpoint.host();
         let mut tcp = TcpStream::connect(addr).map_err(|e| connect_error(e, addr))?;
         registry
@@ -93,13 +93,13 @@ impl NbSocket {
         let stream = if cfg.endpoint.is_tls() {
             let config = cfg.rustls()?;
             let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
-                Error::InvalidRequest(format!(
+                TransportError::InvalidConfig(format!(
                     "bad tls server name {}: {e}",
-                    crate::error::echo(host)
+                    crate::vocab::echo(host)
                 ))
             })?;
             let conn = rustls::ClientConnection::new(config, name)
-                .map_err(|e| Error::Transport(handshake::tls_failure(&e, host)))?;
+                .map_err(|e| handshake::tls_failure(&e, host))?;
             Stream::Tls(Box::new(TlsStream { conn, sock: tcp }))
         } else {
             Stream::plain_client(tcp)
@@ -130,7 +130,14 @@ impl NbSocket {
         self.cfg.endpoint.host()
     }
 
-    fn fail(&mut self, e: Error) -> Error {
+    fn internal(&self, what: &str) -> TransportError {
+        TransportError::Internal {
+            host: self.host().to_owned(),
+            what: what.to_owned(),
+        }
+    }
+
+    fn fail(&mut self, e: TransportError) -> TransportError {
         self.state = State::Done;
         e
     }
@@ -141,19 +148,19 @@ impl NbSocket {
     /// # Errors
     ///
     /// The connect was refused, TLS failed, the upgrade was refused: the socket is done.
-    pub fn drive(&mut self) -> Result<Progress, Error> {
+    pub fn drive(&mut self) -> Result<Progress, TransportError> {
         loop {
             match &mut self.state {
                 State::Done => {
-                    return Err(Error::Transport(TransportError::Closed {
+                    return Err(TransportError::Closed {
                         host: self.host().to_owned(),
                         how: Closed::Eof,
-                    }));
+                    });
                 }
                 State::Open(_) => return Ok(Progress::Open),
                 State::Connecting(stream) => {
                     let Some(s) = stream.as_ref() else {
-                        return Err(self.fail(Error::Protocol("connect state lost".into())));
+                        return Err(self.fail(self.internal("connect state lost")));
                     };
                     let sock = s.socket();
                     // mio: a connect is complete once the socket is writable and has a peer;
@@ -200,7 +207,7 @@ impl NbSocket {
                 }
                 State::Handshaking(mid) => {
                     let Some(m) = mid.take() else {
-                        return Err(self.fail(Error::Protocol("handshake state lost".into())));
+                        return Err(self.fail(self.internal("handshake state lost")));
                     };
                     let attempt = m.handshake();
                     self.after_handshake_step(attempt)?;
@@ -218,7 +225,7 @@ impl NbSocket {
             (WebSocket<Stream>, tungstenite::handshake::client::Response),
             HandshakeError<ClientHandshake<Stream>>,
         >,
-    ) -> Result<(), Error> {
+    ) -> Result<(), TransportError> {
         match attempt {
             Ok((ws, response)) => {
                 tracing::debug!(
@@ -261,7 +268,7 @@ impl NbSocket {
     ///
     /// The connection closed (close frame, EOF, reset) or broke the protocol; the socket is
     /// done. Messages read before the error were handed out.
-    pub fn read(&mut self, on_message: impl FnMut(&mut [u8])) -> Result<usize, Error> {
+    pub fn read(&mut self, on_message: impl FnMut(&mut [u8])) -> Result<usize, TransportError> {
         self.read_at_most(usize::MAX, on_message)
     }
 
@@ -276,7 +283,7 @@ impl NbSocket {
         &mut self,
         limit: usize,
         mut on_message: impl FnMut(&mut [u8]),
-    ) -> Result<usize, Error> {
+    ) -> Result<usize, TransportError> {
         let State::Open(ws) = &mut self.state else {
             return Ok(0);
         };
@@ -301,7 +308,7 @@ impl NbSocket {
                 Ok(Message::Close(frame)) => {
                     let how = Closed::CloseFrame(frame.map(|f| u16::from(f.code)));
                     let host = self.host().to_owned();
-                    return Err(self.fail(Error::Transport(TransportError::Closed { host, how })));
+                    return Err(self.fail(TransportError::Closed { host, how }));
                 }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -323,15 +330,14 @@ impl NbSocket {
     /// [`TransportError::Backpressure`] when the queue would pass its bound (the server does
     /// not read); the connection is then unusable and should be dropped. Other write errors
     /// end the socket.
-    pub fn send(&mut self, msg: Vec<u8>) -> Result<(), Error> {
+    pub fn send(&mut self, msg: Vec<u8>) -> Result<(), TransportError> {
+        let text = String::from_utf8(msg).map_err(|_| self.internal("a request is not utf-8"))?;
         let State::Open(ws) = &mut self.state else {
-            return Err(Error::Transport(TransportError::Closed {
+            return Err(TransportError::Closed {
                 host: self.host().to_owned(),
                 how: Closed::Eof,
-            }));
+            });
         };
-        let text =
-            String::from_utf8(msg).map_err(|_| Error::Protocol("a request is not utf-8".into()))?;
         match ws.write(Message::text(text)) {
             Ok(()) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -348,7 +354,7 @@ impl NbSocket {
     /// # Errors
     ///
     /// A write error: the socket is done.
-    pub fn flush(&mut self) -> Result<bool, Error> {
+    pub fn flush(&mut self) -> Result<bool, TransportError> {
         let State::Open(ws) = &mut self.state else {
             return Ok(true);
         };
@@ -389,13 +395,13 @@ impl NbSocket {
 }
 
 /// A connect failure at `addr`.
-fn connect_error(e: io::Error, addr: SocketAddr) -> Error {
+fn connect_error(e: io::Error, addr: SocketAddr) -> TransportError {
     let addr = addr.to_string();
     match e.kind() {
-        io::ErrorKind::ConnectionRefused => Error::Transport(TransportError::Refused { addr }),
-        _ => Error::Transport(TransportError::Connect {
+        io::ErrorKind::ConnectionRefused => TransportError::Refused { addr },
+        _ => TransportError::Connect {
             addr,
             source: IoSource::from(e),
-        }),
+        },
     }
 }

@@ -86,13 +86,13 @@ impl FromStr for Endpoint {
         } else if let Some(r) = s.strip_prefix("ws://") {
             (false, r)
         } else {
-            return Err(EndpointError::Scheme(crate::error::echo(s)));
+            return Err(EndpointError::Scheme(crate::vocab::echo(s)));
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let bad = || EndpointError::Authority(crate::error::echo(s));
+        let bad = || EndpointError::Authority(crate::vocab::echo(s));
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(bad)?;
             let port = match after.strip_prefix(':') {
