@@ -9,7 +9,7 @@ use std::{fmt, time::Duration};
 /// with an ellipsis, so that a 10 KB symbol does not become a 10 KB error line.
 pub(crate) const MAX_ECHO: usize = 80;
 
-/// `s`, cut to at most [`MAX_ECHO`] characters with `…` when longer (the command line cuts
+/// `s`, cut to at most `MAX_ECHO` (80) characters with `…` when longer (the command line cuts
 /// what it echoes with this too, through `internal::echo`).
 pub fn echo(s: &str) -> String {
     match s.char_indices().nth(MAX_ECHO) {
