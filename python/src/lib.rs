@@ -8,7 +8,7 @@
 //!   consumer thread that needs the interpreter for a callback is never stuck behind a
 //!   Python thread waiting on the engine.
 //! - Waits are cut into short slices with `Python::check_signals` between them, so Ctrl-C
-//!   interrupts them ([`wait`]).
+//!   interrupts them (`wait`).
 //! - Callbacks run through `Python::try_attach`: after the interpreter finalized they are
 //!   skipped, not a panic. A callback's exception goes to `sys.unraisablehook` and ends its
 //!   own consumer only.
