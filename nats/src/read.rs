@@ -26,6 +26,8 @@ pub enum StartAt {
     Since(i64),
     /// The last message of each seis, then every new one.
     Latest,
+    /// Only messages stored from now on (what `tvdatafeed live` prints from TradingView).
+    New,
 }
 
 /// A bar read from the stream.
@@ -171,6 +173,7 @@ impl BarStream {
         let deliver = match start {
             StartAt::All => DeliverPolicy::All,
             StartAt::Latest => DeliverPolicy::LastPerSubject,
+            StartAt::New => DeliverPolicy::New,
             // A bar is stored after it closes, so every bar open at or after `t` was stored
             // at or after `t`: start there and drop the earlier bars stored later (gap fills).
             StartAt::Since(t) => DeliverPolicy::ByStartTime {
