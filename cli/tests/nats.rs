@@ -290,3 +290,71 @@ fn bad_input_is_one_line_and_subscribes_nothing() {
         "nothing subscribed"
     );
 }
+
+#[test]
+fn publish_metrics_are_served() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let Some(server) = util::server_or_skip("publish_metrics") else {
+        return;
+    };
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let mut child = spawn(bin().args([
+        "publish",
+        SPECS[0],
+        SPECS[1],
+        "--nats",
+        &server.url(),
+        "--url",
+        &sim.url(),
+        "--duration",
+        "5",
+        "--metrics",
+        "127.0.0.1:0",
+    ]));
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no metrics line");
+        if let Some(rest) = line.trim().strip_prefix("tvdatafeed: metrics at http://") {
+            break rest.trim_end_matches("/metrics").to_owned();
+        }
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let (_, body) = all.split_once("\r\n\r\n").unwrap();
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => -1.0,
+            })
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    };
+    assert!(value("tvdatafeed_nats_published_total") >= 2.0, "{body}");
+    for name in [
+        "tvdatafeed_nats_duplicates_total",
+        "tvdatafeed_nats_buffer_depth",
+        "tvdatafeed_nats_buffer_full_total",
+        "tvdatafeed_nats_reconnects_total",
+        "tvdatafeed_reconnects_total",
+    ] {
+        assert!(value(name) >= 0.0, "{name}");
+    }
+    assert!(
+        body.contains("tvdatafeed_nats_close_to_ack_seconds{quantile=\"0.99\"}"),
+        "{body}"
+    );
+    let out = finish(child, Duration::from_secs(60));
+    assert!(out.status.success());
+}
