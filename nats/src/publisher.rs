@@ -264,8 +264,9 @@ impl Publisher {
         let counters = Arc::new(Counters::default());
         let (intake, rx) = mpsc::channel(cfg.buffer);
         let (stop, stop_rx) = oneshot::channel();
+        let ack_timeout = cfg.nats.ack_timeout;
         let task = runtime.spawn(run(
-            js,
+            move |item| publish(js.clone(), item, ack_timeout),
             rx,
             stop_rx,
             Arc::clone(&counters),
@@ -273,7 +274,6 @@ impl Publisher {
                 max_in_flight: cfg.max_in_flight,
                 buffer: cfg.buffer,
                 backoff: cfg.backoff,
-                ack_timeout: cfg.nats.ack_timeout,
             },
         ));
         Ok(Self {
@@ -488,7 +488,6 @@ struct Settings {
     max_in_flight: usize,
     buffer: usize,
     backoff: (Duration, Duration),
-    ack_timeout: Duration,
 }
 
 type Outcome = (Item, Result<PublishAck, String>);
@@ -517,13 +516,16 @@ async fn publish(js: jetstream::Context, item: Item, ack_timeout: Duration) -> O
 /// publish in flight, so a failed publish is retried before anything after it on its subject
 /// (order per subject holds across NATS outages). Invariant: a subject is in `ready` exactly
 /// when it has queued items and none in flight.
-async fn run(
-    js: jetstream::Context,
+async fn run<P, F>(
+    publish: P,
     mut rx: mpsc::Receiver<Item>,
     mut stop: oneshot::Receiver<Instant>,
     counters: Arc<Counters>,
     cfg: Settings,
-) {
+) where
+    P: Fn(Item) -> F,
+    F: std::future::Future<Output = Outcome>,
+{
     let mut queues: HashMap<Arc<str>, VecDeque<Item>> = HashMap::new();
     let mut ready: VecDeque<Arc<str>> = VecDeque::new();
     let mut busy: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
@@ -545,7 +547,7 @@ async fn run(
                     .expect("a ready subject has a queued item");
                 queued -= 1;
                 busy.insert(subject);
-                in_flight.push(publish(js.clone(), item, cfg.ack_timeout));
+                in_flight.push(publish(item));
             }
         }
         if intake_done && queued == 0 && in_flight.is_empty() {
@@ -621,5 +623,94 @@ async fn run(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// What the stand-in stored, in order, and the ids it holds.
+    type Store = (Vec<(Arc<str>, String)>, HashSet<String>);
+
+    /// A JetStream stand-in: stores by message id (a repeat is a duplicate), and makes some
+    /// publishes fail: lost before the server (nothing stored) or stored with the
+    /// acknowledgement lost. Returns each subject's stored ids in order.
+    #[test]
+    fn failed_publishes_are_retried_in_order_per_subject() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store: Arc<Mutex<Store>> = Arc::default();
+        let calls = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(1000);
+        let subjects: Vec<Arc<str>> = ["a", "b", "c"].iter().map(|s| Arc::from(*s)).collect();
+        for k in 0..50 {
+            for s in &subjects {
+                tx.try_send(Item {
+                    subject: Arc::clone(s),
+                    msg_id: Some(format!("{s}-{k:03}")),
+                    payload: bytes::Bytes::new(),
+                    close_us: None,
+                    status: false,
+                })
+                .unwrap();
+            }
+        }
+        drop(tx);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let counters = Arc::new(Counters::default());
+        let fake = {
+            let (store, calls) = (Arc::clone(&store), Arc::clone(&calls));
+            move |item: Item| {
+                let (store, calls) = (Arc::clone(&store), Arc::clone(&calls));
+                async move {
+                    let n = calls.fetch_add(1, Ordering::Relaxed);
+                    // Replies come back out of order.
+                    tokio::time::sleep(Duration::from_micros(n * 7919 % 500)).await;
+                    let id = item.msg_id.clone().unwrap();
+                    if n % 5 == 1 {
+                        return (item, Err("lost before the server".to_owned()));
+                    }
+                    let mut g = store.lock().unwrap();
+                    let duplicate = !g.1.insert(id.clone());
+                    if !duplicate {
+                        g.0.push((Arc::clone(&item.subject), id));
+                    }
+                    drop(g);
+                    if n % 7 == 3 {
+                        return (item, Err("acknowledgement lost".to_owned()));
+                    }
+                    let ack = PublishAck {
+                        duplicate,
+                        ..PublishAck::default()
+                    };
+                    (item, Ok(ack))
+                }
+            }
+        };
+        let cfg = Settings {
+            max_in_flight: 8,
+            buffer: 1000,
+            backoff: (Duration::from_millis(1), Duration::from_millis(4)),
+        };
+        let _ = stop_tx.send(Instant::now() + Duration::from_secs(30));
+        rt.block_on(run(fake, rx, stop_rx, Arc::clone(&counters), cfg));
+        let g = store.lock().unwrap();
+        for s in &subjects {
+            let ids: Vec<&String> =
+                g.0.iter()
+                    .filter(|(x, _)| x == s)
+                    .map(|(_, id)| id)
+                    .collect();
+            let want: Vec<String> = (0..50).map(|k| format!("{s}-{k:03}")).collect();
+            assert_eq!(ids, want.iter().collect::<Vec<_>>(), "subject {s}");
+        }
+        assert_eq!(counters.acked.load(Ordering::Relaxed), 150);
+        assert!(counters.publish_errors.load(Ordering::Relaxed) > 20);
+        assert!(counters.duplicates.load(Ordering::Relaxed) > 0);
     }
 }
