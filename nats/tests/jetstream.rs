@@ -222,7 +222,17 @@ fn a_nats_restart_loses_and_duplicates_nothing() {
     };
     let sim = Sim::start(SimConfig::default()).unwrap();
     let seises = specs(5);
-    let (feed, held, p) = publisher(&sim, &server.url(), &seises, "solo");
+    // A buffer of 8 fills within two seconds of the outage: the consumers then wait (the
+    // engine's ring holds their bars) and nothing is lost.
+    let feed = feed(&sim);
+    let held: Vec<_> = seises
+        .iter()
+        .map(|(s, i)| feed.new_seis(s, *i).unwrap())
+        .collect();
+    let p = Publisher::start(PublisherConfig::new(nats(&server.url())).buffer(8)).unwrap();
+    for s in &held {
+        p.add(&feed, s).unwrap();
+    }
     std::thread::sleep(Duration::from_secs(3));
     server.stop();
     let down: u64 = std::env::var("TVDATAFEED_NATS_DOWN_SECS")
@@ -244,6 +254,7 @@ fn a_nats_restart_loses_and_duplicates_nothing() {
     assert!(report.is_complete(), "{report:?}");
     assert!(report.stats.publish_errors > 0);
     assert!(report.stats.nats_reconnects >= 1);
+    assert!(report.stats.buffer_full > 0, "a full buffer is counted");
     let got = read_all(&server.url(), &seises);
     let stored = check_exactly_once(&sim, &got, &seises, usize::try_from(down).unwrap() + 5);
     // Stored once each: ours, or a retry of ours whose acknowledgement the stop lost
