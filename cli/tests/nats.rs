@@ -248,6 +248,24 @@ fn bad_input_is_one_line_and_subscribes_nothing() {
             !err.contains("hunter2"),
             "{argv:?}: a password printed: {err}"
         );
+        // With every log on, the password still stays out.
+        let out = finish(
+            spawn(bin().args(&argv).args([
+                "--url",
+                &sim.url(),
+                "--duration",
+                "2",
+                "--log",
+                "trace",
+            ])),
+            Duration::from_secs(30),
+        );
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{argv:?}");
+        assert!(
+            !err.contains("hunter2"),
+            "{argv:?}: a password logged: {err}"
+        );
     }
     // A stream whose subjects overlap ours under another name: refused before subscribing.
     let out = finish(
