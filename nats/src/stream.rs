@@ -115,8 +115,10 @@ impl StreamSettings {
     }
 }
 
-/// How to reach NATS. The URL may hold credentials (`nats://user:pass@host:4222`): they are
-/// never logged nor shown in an error.
+/// How to reach NATS. The URL may hold credentials (`nats://user:pass@host:4222`): this crate
+/// never logs them nor shows them in an error. async-nats itself logs each connection attempt
+/// at `debug` with the URL, password included: cap its target (`async_nats=info`) in any
+/// subscriber that shows debug events (the `tvdatafeed` CLI does).
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct NatsConfig {
