@@ -22,6 +22,12 @@
 //!   Every symbol is validated first: an unknown one is one line on stderr, a non-zero exit,
 //!   nothing on stdout.
 //!
+//! - `tvdatafeed publish EXCHANGE:TICKER@INTERVAL... --nats URL [--stream NAME] [--shard i/n]
+//!   [--duration SECS] [--metrics ADDR]` publishes closed bars to NATS JetStream (crate
+//!   `tvdatafeed-nats`); `live ... --nats URL [--since TIME]` reads them back with `live`'s
+//!   output. NATS, the stream and every spec are checked before anything is subscribed; the
+//!   exit is 0 only when every bar taken in was acknowledged.
+//!
 //! - `tvdatafeed demo [--seises N] [--duration SECS]` starts the embedded simulator, streams
 //!   N seises (default 8, at most 1,000) of 1-second bars on one connection, shows the closed
 //!   bars (a table redrawn in place on a terminal, plain lines otherwise), and ends with the
