@@ -204,6 +204,9 @@ struct Item {
 ///
 /// Two publishers with the same seises, each on its own `LiveFeed` (on two machines), make a
 /// redundant pair: each bar is stored once, the second copy acknowledged as a duplicate.
+///
+/// Its methods block (each bounded): call them from plain threads, not from inside an async
+/// runtime, where a nested `block_on` panics.
 pub struct Publisher {
     runtime: Option<tokio::runtime::Runtime>,
     task: Option<tokio::task::JoinHandle<()>>,

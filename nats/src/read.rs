@@ -44,7 +44,8 @@ pub struct StreamBar {
 ///
 /// Each seis' bars come in the order they were stored (ascending by time for closes); the
 /// seises are interleaved as they arrive. It runs its own small runtime (one worker thread)
-/// and reconnects by itself.
+/// and reconnects by itself. Its methods block (each bounded): call them from plain threads,
+/// not from inside an async runtime.
 pub struct BarStream {
     runtime: Option<tokio::runtime::Runtime>,
     rx: mpsc::Receiver<Result<StreamBar, Error>>,
