@@ -107,7 +107,7 @@ impl Attempts {
 }
 
 #[expect(clippy::disallowed_methods, reason = "the command's own deadline")]
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
@@ -135,7 +135,7 @@ fn parse_spec(spec: &str) -> Result<(Symbol, Interval), String> {
 
 /// Every spec parsed, each seis once: every malformed spec is refused (one stderr line each),
 /// and specs naming a seis already asked for are dropped with one note naming them.
-fn parse_specs(specs: &[String]) -> io::Result<Vec<(Symbol, Interval)>> {
+pub(crate) fn parse_specs(specs: &[String]) -> io::Result<Vec<(Symbol, Interval)>> {
     let mut seises: Vec<(Symbol, Interval)> = Vec::with_capacity(specs.len());
     let mut first: HashMap<(Symbol, Interval), &str> = HashMap::new();
     let (mut bad, mut repeats) = (Vec::new(), Vec::new());
@@ -189,7 +189,13 @@ enum Line {
     Fatal(String),
 }
 
-fn row(json: bool, symbol: &Symbol, interval: Interval, b: &Bar, forming: Option<bool>) -> String {
+pub(crate) fn row(
+    json: bool,
+    symbol: &Symbol,
+    interval: Interval,
+    b: &Bar,
+    forming: Option<bool>,
+) -> String {
     let num = |x: f64| format!("{x}");
     if json {
         let volume = b.volume.map_or_else(|| "null".to_owned(), num);

@@ -7,7 +7,8 @@
 //!
 //! Only `tracing` events are shown: the `log` records of the dependencies are not bridged,
 //! because tungstenite's at trace level print every frame sent (the auth token among them, in
-//! hex) and ureq's the sign-in form.
+//! hex) and ureq's the sign-in form. `async_nats` events stop at info: at debug they print the
+//! NATS URL with its password.
 
 use std::io;
 
@@ -37,12 +38,17 @@ pub(crate) fn install(level: Option<&str>, format: LogFormat) -> io::Result<()> 
             _ => return Ok(()),
         },
     };
-    let filter = EnvFilter::builder().parse(&directives).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{from} {directives:?}: {e}"),
-        )
-    })?;
+    let filter = EnvFilter::builder()
+        .parse(&directives)
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{from} {directives:?}: {e}"),
+            )
+        })?
+        // async-nats logs each connection attempt at debug with the server's URL in `Debug`,
+        // which shows its user and password: its events stop at info, whatever was asked.
+        .add_directive("async_nats=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

@@ -22,6 +22,12 @@
 //!   Every symbol is validated first: an unknown one is one line on stderr, a non-zero exit,
 //!   nothing on stdout.
 //!
+//! - `tvdatafeed publish EXCHANGE:TICKER@INTERVAL... --nats URL [--stream NAME] [--shard i/n]
+//!   [--duration SECS] [--metrics ADDR]` publishes closed bars to NATS JetStream (crate
+//!   `tvdatafeed-nats`); `live ... --nats URL [--since TIME]` reads them back with `live`'s
+//!   output. NATS, the stream and every spec are checked before anything is subscribed; the
+//!   exit is 0 only when every bar taken in was acknowledged.
+//!
 //! - `tvdatafeed demo [--seises N] [--duration SECS]` starts the embedded simulator, streams
 //!   N seises (default 8, at most 1,000) of 1-second bars on one connection, shows the closed
 //!   bars (a table redrawn in place on a terminal, plain lines otherwise), and ends with the
@@ -49,6 +55,7 @@ mod live;
 mod logs;
 mod metrics;
 mod out;
+mod publish;
 
 use clap::{Parser, Subcommand};
 use tvdatafeed::{
@@ -213,6 +220,61 @@ enum Command {
         /// other hosts.
         #[arg(long, requires = "metrics")]
         metrics_allow_remote: bool,
+        /// Read the bars from this NATS JetStream (what `publish` stored) instead of
+        /// TradingView, with the same output. Credentials in the URL are never printed.
+        #[arg(long, value_name = "URL", env = "TVDATAFEED_NATS_URL", hide_env_values = true,
+              conflicts_with_all = ["updates", "metrics", "max_outage_secs"])]
+        nats: Option<String>,
+        /// With --nats: the stream's name.
+        #[arg(long, default_value = "TVDATAFEED", requires = "nats")]
+        stream: String,
+        /// With --nats: start at bars opening at or after this time (UTC seconds, or
+        /// -N[s|m|h|d] before now) instead of the next bar to close.
+        #[arg(long, value_name = "TIME", requires = "nats", allow_hyphen_values = true,
+              value_parser = publish::parse_since)]
+        since: Option<i64>,
+    },
+    /// Publish closed bars of EXCHANGE:TICKER@INTERVAL specs to NATS JetStream until
+    /// --duration passes or Ctrl-C; exit 0 only when every bar taken in was acknowledged.
+    Publish {
+        /// What to publish: EXCHANGE:TICKER@INTERVAL, one or more.
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// The NATS server(s): nats://HOST:PORT, comma-separated for several; credentials in
+        /// the URL are never printed.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "TVDATAFEED_NATS_URL",
+            hide_env_values = true
+        )]
+        nats: String,
+        /// The JetStream stream, created (file storage, a 2-minute duplicate window, 7 days)
+        /// or checked.
+        #[arg(long, default_value = "TVDATAFEED")]
+        stream: String,
+        /// Publish only shard i of n (0 <= i < n) of the specs, split by a stable hash.
+        #[arg(long, value_name = "i/n", value_parser = publish::parse_shard)]
+        shard: Option<(u32, u32)>,
+        /// Websocket endpoint (default: TradingView's data host).
+        #[arg(long, env = "TVDATAFEED_URL")]
+        url: Option<String>,
+        /// Auth token (default: TV_AUTH_TOKEN, else anonymous).
+        #[arg(long, env = "TV_AUTH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Trust this PEM root certificate too.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// Stop after this many seconds, at least 1 (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (loopback unless
+        /// --metrics-allow-remote).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Allow a --metrics address other than loopback.
+        #[arg(long, requires = "metrics")]
+        metrics_allow_remote: bool,
     },
     /// Run the TradingView-protocol simulator on loopback until stopped (Ctrl-C).
     Sim {
@@ -336,6 +398,44 @@ fn main() -> ExitCode {
         } => decode(file, max_frame_len),
         Command::Live {
             specs,
+            duration,
+            format,
+            nats: Some(nats),
+            stream,
+            since,
+            ..
+        } => publish::live(
+            &specs,
+            nats,
+            &stream,
+            since,
+            duration,
+            format == Format::Json,
+        ),
+        Command::Publish {
+            specs,
+            nats,
+            stream,
+            shard,
+            url,
+            token,
+            ca_cert,
+            duration,
+            metrics,
+            metrics_allow_remote,
+        } => publish::run(publish::Args {
+            specs,
+            nats,
+            stream,
+            shard,
+            url,
+            token,
+            ca_cert,
+            duration,
+            metrics: metrics.map(|a| (a, metrics_allow_remote)),
+        }),
+        Command::Live {
+            specs,
             url,
             token,
             duration,
@@ -346,6 +446,8 @@ fn main() -> ExitCode {
             max_outage_secs,
             metrics,
             metrics_allow_remote,
+            nats: None,
+            ..
         } => live::run(live::Args {
             specs,
             url,
