@@ -724,16 +724,18 @@ impl Core {
     }
 
     /// The driver's connection attempt failed with `cause`.
-    pub(crate) fn handle_connect_failed(&mut self, now: Instant, cause: Error) {
+    pub(crate) fn handle_connect_failed(&mut self, now: Instant, unix_ms: i64, cause: Error) {
         if !matches!(self.link, Link::Connecting) {
             return;
         }
+        self.unix_ms = unix_ms;
         self.attempt_failed(now, cause);
     }
 
     /// The connection (or the attempt) ended with `cause`: tell the consumers, reconnect with
     /// backoff.
-    pub(crate) fn handle_closed(&mut self, now: Instant, cause: Error) {
+    pub(crate) fn handle_closed(&mut self, now: Instant, unix_ms: i64, cause: Error) {
+        self.unix_ms = unix_ms;
         match self.link {
             Link::Up { since } => {
                 let up = now.saturating_duration_since(since);

@@ -401,6 +401,7 @@ impl World {
                 if self.server.take().is_some() {
                     self.core.handle_closed(
                         now,
+                        self.unix_ms() as i64,
                         Error::Protocol("the simulated connection dropped".into()),
                     );
                 }
@@ -465,6 +466,7 @@ impl World {
                 self.server = None;
                 self.core.handle_closed(
                     now,
+                    self.unix_ms() as i64,
                     Error::Protocol("the simulated server closed the connection".into()),
                 );
             }
@@ -490,7 +492,7 @@ impl World {
                 Action::Disconnect { cause } => {
                     self.server = None;
                     self.to_server.clear();
-                    self.core.handle_closed(now, cause);
+                    self.core.handle_closed(now, unix as i64, cause);
                 }
             }
         }

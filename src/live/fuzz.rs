@@ -209,9 +209,14 @@ impl Harness {
                 }
             }
             _ => match byte(0) % 4 {
-                0 => self
-                    .core
-                    .handle_closed(now, Error::Protocol("the fuzzed connection dropped".into())),
+                0 => {
+                    let unix = self.unix_ms();
+                    self.core.handle_closed(
+                        now,
+                        unix,
+                        Error::Protocol("the fuzzed connection dropped".into()),
+                    );
+                }
                 1 => self.refuse_next = Some(Duration::from_secs(u64::from(byte(1)))),
                 2 => {
                     if let Ok(req) = BatchRequest::new(
@@ -233,12 +238,13 @@ impl Harness {
 
     /// Answers the core's actions, takes its output, and checks every delivery.
     fn drain(&mut self) {
-        let now = self.now();
+        let (now, unix) = (self.now(), self.unix_ms());
         while let Some(a) = self.core.poll_action() {
             match a {
                 Action::Connect => match self.refuse_next.take() {
                     Some(after) => self.core.handle_connect_failed(
                         now,
+                        unix,
                         Error::RateLimited {
                             host: "fuzz".into(),
                             retry_after: Some(after),
@@ -246,11 +252,10 @@ impl Harness {
                     ),
                     None => {
                         self.connections += 1;
-                        let unix = self.unix_ms();
                         self.core.handle_connected(now, unix);
                     }
                 },
-                Action::Disconnect { cause } => self.core.handle_closed(now, cause),
+                Action::Disconnect { cause } => self.core.handle_closed(now, unix, cause),
             }
         }
         while let Some(m) = self.core.poll_transmit() {

@@ -169,7 +169,7 @@ impl Driver {
                 if let Err(e) = read {
                     sock.deregister(self.poll.registry());
                     link = Link::Idle;
-                    self.core.handle_closed(now, e.into());
+                    self.core.handle_closed(now, unix, e.into());
                 }
             }
             // Deadlines.
@@ -201,7 +201,7 @@ impl Driver {
                         if !open {
                             self.first_outcome(Err(cause.clone()));
                         }
-                        self.core.handle_closed(now, cause);
+                        self.core.handle_closed(now, unix, cause);
                     }
                 }
             }
@@ -222,7 +222,7 @@ impl Driver {
                 if let Some(e) = failed {
                     sock.deregister(self.poll.registry());
                     link = Link::Idle;
-                    self.core.handle_closed(now, e.into());
+                    self.core.handle_closed(now, unix, e.into());
                 }
             }
             // Published before the deliveries: a consumer that receives a connection event
@@ -276,8 +276,9 @@ impl Driver {
 
     /// A connection attempt failed before the upgrade completed.
     fn connect_failed(&mut self, now: Instant, e: Error) {
+        let unix = unix_ms();
         self.first_outcome(Err(e.clone()));
-        self.core.handle_connect_failed(now, e);
+        self.core.handle_connect_failed(now, unix, e);
     }
 
     /// Answers `build()` with the first attempt's outcome (once).
