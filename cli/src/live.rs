@@ -26,7 +26,7 @@ use std::{
 
 use tvdatafeed::{
     AuthToken, Bar, ConsumerOptions, Endpoint, Error, HumanDuration, Interval, LiveEvent, LiveFeed,
-    Symbol, internal::echo,
+    LiveFeedBuilder, Symbol, internal::echo,
 };
 
 /// The shortest `--stall-secs` that a quiet connection to TradingView survives: two of its
@@ -337,6 +337,37 @@ impl Link {
     }
 }
 
+/// `builder` with the flags `live` and `publish` share: `--url` (an empty value means the
+/// default), `--token` (blank means anonymous) and `--ca-cert`. Returns it with the host it
+/// connects to, for messages.
+pub(crate) fn connection_settings(
+    mut builder: LiveFeedBuilder,
+    url: Option<&str>,
+    token: Option<&str>,
+    ca_cert: Option<&std::path::Path>,
+) -> io::Result<(LiveFeedBuilder, String)> {
+    let mut host = Endpoint::data().host().to_owned();
+    if let Some(token) = token.filter(|t| !t.trim().is_empty()) {
+        builder = builder.token(AuthToken::new(token.trim()));
+    }
+    if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
+        let endpoint: Endpoint = url.parse().map_err(|e| invalid(format!("{e}")))?;
+        endpoint.host().clone_into(&mut host);
+        builder = builder.endpoint(endpoint).map_err(to_io)?;
+    }
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let transport = tvdatafeed::TransportConfig::default()
+            .with_root_certificates_pem(&pem)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        for der in transport.extra_roots {
+            builder = builder.root_certificate(der);
+        }
+    }
+    Ok((builder, host))
+}
+
 /// Subscribes everything, then prints until `--duration` passes or Ctrl-C.
 pub(crate) fn run(args: Args) -> io::Result<()> {
     if args.specs.is_empty() {
@@ -367,28 +398,14 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             HumanDuration(args.stall)
         );
     }
-    let mut host = Endpoint::data().host().to_owned();
-    let mut builder = LiveFeed::builder().stall_timeout(args.stall);
+    let (mut builder, host) = connection_settings(
+        LiveFeed::builder().stall_timeout(args.stall),
+        args.url.as_deref(),
+        args.token.as_deref(),
+        args.ca_cert.as_deref(),
+    )?;
     if let Some(d) = args.max_outage {
         builder = builder.max_outage(d);
-    }
-    if let Some(token) = args.token.filter(|t| !t.trim().is_empty()) {
-        builder = builder.token(AuthToken::new(token.trim()));
-    }
-    if let Some(url) = args.url.as_deref().filter(|u| !u.trim().is_empty()) {
-        let endpoint: Endpoint = url.parse().map_err(|e| invalid(format!("{e}")))?;
-        endpoint.host().clone_into(&mut host);
-        builder = builder.endpoint(endpoint).map_err(to_io)?;
-    }
-    if let Some(path) = &args.ca_cert {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let transport = tvdatafeed::TransportConfig::default()
-            .with_root_certificates_pem(&pem)
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        for der in transport.extra_roots {
-            builder = builder.root_certificate(der);
-        }
     }
     // Bound before any network work: a taken port is one error line, nothing on stdout.
     let metrics = args
@@ -415,20 +432,11 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             .build()
             .map_err(|e| io::Error::other(crate::hist::describe(&e, None, &host)))?,
     );
-    let _exporter = match metrics {
-        Some(listener) => {
-            let feed = Arc::clone(&feed);
-            let e = crate::metrics::Exporter::start(listener, move || {
-                crate::metrics::live_text(&feed.stats())
-            })?;
-            let _ = writeln!(
-                io::stderr(),
-                "tvdatafeed: metrics at http://{}/metrics",
-                e.addr()
-            );
-            Some(e)
-        }
-        None => None,
+    let _exporter = {
+        let feed = Arc::clone(&feed);
+        crate::metrics::Exporter::announced(metrics, move || {
+            crate::metrics::live_text(&feed.stats())
+        })?
     };
     let (tx, rx) = mpsc::sync_channel::<Line>(4096);
     let options = ConsumerOptions::default().with_updates(args.updates);

@@ -57,6 +57,24 @@ pub(crate) struct Exporter {
 }
 
 impl Exporter {
+    /// [`Exporter::start`] on `listener` when `--metrics` gave one, saying where on stderr
+    /// (the port may have been 0).
+    pub(crate) fn announced(
+        listener: Option<TcpListener>,
+        render: impl Fn() -> String + Send + 'static,
+    ) -> io::Result<Option<Self>> {
+        let Some(listener) = listener else {
+            return Ok(None);
+        };
+        let e = Self::start(listener, render)?;
+        let _ = writeln!(
+            io::stderr(),
+            "tvdatafeed: metrics at http://{}/metrics",
+            e.addr()
+        );
+        Ok(Some(e))
+    }
+
     /// Serves `GET /metrics` on `listener` with the text `render` returns.
     pub(crate) fn start(
         listener: TcpListener,

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tvdatafeed::{AuthToken, Endpoint, Error, LiveFeed};
+use tvdatafeed::{Error, LiveFeed};
 use tvdatafeed_nats::{
     BarKind, BarStream, NatsConfig, Publisher, PublisherConfig, PublisherStats, StartAt,
     StreamSettings, subject::shard_of,
@@ -128,28 +128,12 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             .stream(StreamSettings::default().name(args.stream.clone())),
     )
     .map_err(|e| io::Error::other(e.to_string()))?;
-    let mut host = Endpoint::data().host().to_owned();
-    let mut builder = LiveFeed::builder();
-    if let Some(token) = args.token.filter(|t| !t.trim().is_empty()) {
-        builder = builder.token(AuthToken::new(token.trim()));
-    }
-    if let Some(url) = args.url.as_deref().filter(|u| !u.trim().is_empty()) {
-        let endpoint: Endpoint = url.parse().map_err(|e| invalid(format!("{e}")))?;
-        endpoint.host().clone_into(&mut host);
-        builder = builder
-            .endpoint(endpoint)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-    }
-    if let Some(path) = &args.ca_cert {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let transport = tvdatafeed::TransportConfig::default()
-            .with_root_certificates_pem(&pem)
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        for der in transport.extra_roots {
-            builder = builder.root_certificate(der);
-        }
-    }
+    let (builder, host) = crate::live::connection_settings(
+        LiveFeed::builder(),
+        args.url.as_deref(),
+        args.token.as_deref(),
+        args.ca_cert.as_deref(),
+    )?;
     let feed = Arc::new(
         builder
             .build()
@@ -181,20 +165,11 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             .map_err(|e| io::Error::other(e.to_string()))?;
     }
     let publisher = Arc::new(publisher);
-    let _exporter = match metrics {
-        Some(listener) => {
-            let (feed, publisher) = (Arc::clone(&feed), Arc::clone(&publisher));
-            let e = crate::metrics::Exporter::start(listener, move || {
-                publish_text(&publisher.stats(), feed.connection().reconnects)
-            })?;
-            let _ = writeln!(
-                io::stderr(),
-                "tvdatafeed: metrics at http://{}/metrics",
-                e.addr()
-            );
-            Some(e)
-        }
-        None => None,
+    let _exporter = {
+        let (feed, publisher) = (Arc::clone(&feed), Arc::clone(&publisher));
+        crate::metrics::Exporter::announced(metrics, move || {
+            publish_text(&publisher.stats(), feed.connection().reconnects)
+        })?
     };
     let _ = writeln!(
         io::stderr(),
