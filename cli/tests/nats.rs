@@ -48,7 +48,7 @@ fn finish(mut child: Child, limit: Duration) -> Output {
             let _ = child.kill();
             panic!("tvdatafeed did not end within {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        util::pause(Duration::from_millis(50));
     }
     child.wait_with_output().expect("output")
 }
@@ -179,7 +179,21 @@ fn kill_9_of_one_publisher_of_a_pair_loses_nothing() {
     };
     let mut victim = spawn(&mut args("60"));
     let survivor = spawn(&mut args("9"));
-    std::thread::sleep(Duration::from_secs(3));
+    // Killed once the pair is publishing: every seis has bars on the stream.
+    util::wait_for(Duration::from_secs(30), "bars on the stream", || {
+        seises().iter().all(|s| {
+            // The stream exists once a publisher created it.
+            BarStream::open(
+                &NatsConfig::new(server.url()),
+                "TVDATAFEED",
+                "tvdatafeed",
+                std::slice::from_ref(s),
+                StartAt::All,
+            )
+            .map(|st| st.idle(Duration::from_millis(500)).take(2).count() >= 2)
+            .unwrap_or(false)
+        })
+    });
     victim.kill().unwrap(); // SIGKILL
     let _ = victim.wait();
     let killed_at = std::time::SystemTime::now()
@@ -338,13 +352,24 @@ fn publish_metrics_are_served() {
             break rest.trim_end_matches("/metrics").to_owned();
         }
     };
-    std::thread::sleep(Duration::from_secs(3));
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let (_, body) = all.split_once("\r\n\r\n").unwrap();
+    // Scraped until bars have been published (the counters move as bars close).
+    let scrape_text = || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        all.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    let mut body = String::new();
+    util::wait_for(Duration::from_secs(30), "bars published", || {
+        body = scrape_text();
+        body.lines()
+            .find_map(|l| l.strip_prefix("tvdatafeed_nats_published_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|v| v >= 2.0)
+    });
+    let body = body.as_str();
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let value = |name: &str| {
         scrape

