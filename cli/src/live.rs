@@ -368,6 +368,34 @@ pub(crate) fn connection_settings(
     Ok((builder, host))
 }
 
+/// Subscribes every spec (each validated by the server). Every refusal of a seis is named,
+/// one stderr line each; any other failure (the connection, a timeout) ends the checks at
+/// once. On an error the feed is shut down and nothing was printed.
+pub(crate) fn subscribe_all(
+    feed: &LiveFeed,
+    specs: &[(Symbol, Interval)],
+    host: &str,
+) -> io::Result<Vec<std::sync::Arc<tvdatafeed::Seis>>> {
+    let mut seises = Vec::with_capacity(specs.len());
+    let mut refused = Vec::new();
+    for (symbol, interval) in specs {
+        match feed.new_seis(symbol, *interval) {
+            Ok(s) => seises.push(s),
+            Err(e @ Error::Series { .. }) => refused.push(e.to_string()),
+            Err(e) => {
+                feed.shutdown(Duration::from_secs(5));
+                let line = crate::hist::describe(&e, Some((symbol, *interval)), host);
+                return Err(io::Error::other(line));
+            }
+        }
+    }
+    if !refused.is_empty() {
+        feed.shutdown(Duration::from_secs(5));
+        crate::hist::each_refused(refused)?;
+    }
+    Ok(seises)
+}
+
 /// Subscribes everything, then prints until `--duration` passes or Ctrl-C.
 pub(crate) fn run(args: Args) -> io::Result<()> {
     if args.specs.is_empty() {
@@ -440,25 +468,8 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     };
     let (tx, rx) = mpsc::sync_channel::<Line>(4096);
     let options = ConsumerOptions::default().with_updates(args.updates);
-    // Subscribe every seis first: a refusal prints nothing on stdout. Every refusal of a
-    // seis is named; any other failure (the connection, a timeout) ends the checks at once.
-    let mut seises = Vec::with_capacity(specs.len());
-    let mut refused = Vec::new();
-    for (symbol, interval) in &specs {
-        match feed.new_seis(symbol, *interval) {
-            Ok(s) => seises.push(s),
-            Err(e @ Error::Series { .. }) => refused.push(e.to_string()),
-            Err(e) => {
-                feed.shutdown(Duration::from_secs(5));
-                let line = crate::hist::describe(&e, Some((symbol, *interval)), &host);
-                return Err(io::Error::other(line));
-            }
-        }
-    }
-    if !refused.is_empty() {
-        feed.shutdown(Duration::from_secs(5));
-        return crate::hist::each_refused(refused);
-    }
+    // Subscribe every seis first: a refusal prints nothing on stdout.
+    let seises = subscribe_all(&feed, &specs, &host)?;
     let mut out = crate::stdout();
     if !args.json {
         let header = if args.updates {

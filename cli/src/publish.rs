@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tvdatafeed::{Error, LiveFeed};
+use tvdatafeed::LiveFeed;
 use tvdatafeed_nats::{
     BarKind, BarStream, NatsConfig, Publisher, PublisherConfig, PublisherStats, StartAt,
     StreamSettings, subject::shard_of,
@@ -139,26 +139,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             .build()
             .map_err(|e| io::Error::other(crate::hist::describe(&e, None, &host)))?,
     );
-    let mut seises = Vec::with_capacity(specs.len());
-    let mut refused = Vec::new();
-    for (symbol, interval) in &specs {
-        match feed.new_seis(symbol, *interval) {
-            Ok(s) => seises.push(s),
-            Err(e @ Error::Series { .. }) => refused.push(e.to_string()),
-            Err(e) => {
-                feed.shutdown(Duration::from_secs(5));
-                return Err(io::Error::other(crate::hist::describe(
-                    &e,
-                    Some((symbol, *interval)),
-                    &host,
-                )));
-            }
-        }
-    }
-    if !refused.is_empty() {
-        feed.shutdown(Duration::from_secs(5));
-        return crate::hist::each_refused(refused);
-    }
+    let seises = crate::live::subscribe_all(&feed, &specs, &host)?;
     for seis in &seises {
         publisher
             .add(&feed, seis)
