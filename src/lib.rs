@@ -78,6 +78,7 @@
 
 mod auth;
 mod clock;
+mod det;
 mod error;
 mod history;
 pub mod http;

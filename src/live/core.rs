@@ -25,7 +25,7 @@
 //! fetch, never newer values.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     time::{Duration, Instant},
 };
 
@@ -36,6 +36,7 @@ use super::{
 };
 use crate::{
     AuthToken, Bar, Error, History, TransportError,
+    det::DetHashMap,
     error::Phase,
     history::batch::{BatchConfig, BatchRequest, HistBatch},
     protocol::{
@@ -278,7 +279,7 @@ pub(crate) struct Core {
     pub(crate) last_failure: Option<ConnectFailure>,
     /// The connection has been up at least once (so a drop is a `Disconnected`).
     was_up: bool,
-    seises: HashMap<u64, SeisState>,
+    seises: DetHashMap<u64, SeisState>,
     timers: TimerWheel<Timer>,
     deliveries: VecDeque<(u64, LiveEvent)>,
     actions: VecDeque<Action>,
@@ -375,7 +376,7 @@ impl Core {
             failed_attempts: 0,
             last_failure: None,
             was_up: false,
-            seises: HashMap::new(),
+            seises: DetHashMap::default(),
             timers,
             deliveries: VecDeque::new(),
             actions: VecDeque::new(),
@@ -670,7 +671,7 @@ impl Core {
         let unix_s = self.unix_ms.div_euclid(1000);
         // The replay reaches back `REREAD` bars before the last one delivered: the server may
         // have revised one of them while we were away (or while its messages were lost).
-        let seen: HashMap<u64, i64> = self
+        let seen: DetHashMap<u64, i64> = self
             .seises
             .iter()
             .filter_map(|(id, st)| {

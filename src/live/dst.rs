@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
     time::{Duration, Instant},
 };
 
@@ -191,6 +192,9 @@ struct World {
     /// Each consumer's backlog limit: with the default, no schedule here outruns it, so no
     /// closed bar may be lost at all.
     backlog: usize,
+    /// A fingerprint of everything the engine did (its actions, the bytes it sent, what it
+    /// delivered, in order): one schedule must give one fingerprint, run after run.
+    digest: DefaultHasher,
 }
 
 impl World {
@@ -258,6 +262,7 @@ impl World {
             checks: Vec::new(),
             next_id: 1,
             last_drain: 0,
+            digest: DefaultHasher::default(),
         }
     }
 
@@ -475,6 +480,7 @@ impl World {
             self.core.handle_timeout(now, unix as i64);
         }
         while let Some(a) = self.core.poll_action() {
+            format!("{a:?}").hash(&mut self.digest);
             if std::env::var_os("DST_TRACE").is_some() {
                 #[expect(clippy::print_stderr, reason = "a debugging trace, off by default")]
                 {
@@ -497,6 +503,8 @@ impl World {
             }
         }
         while let Some(m) = self.core.poll_transmit() {
+            self.now_ms.hash(&mut self.digest);
+            m.hash(&mut self.digest);
             if std::env::var_os("DST_TRACE").is_some() {
                 #[expect(clippy::print_stderr, reason = "a debugging trace, off by default")]
                 {
@@ -532,6 +540,7 @@ impl World {
         // What waited for room in a ring, as tv-io does every turn.
         self.fanout.flush_pending(now);
         while let Some((id, event)) = self.core.poll_delivery() {
+            (self.now_ms, id, format!("{event:?}")).hash(&mut self.digest);
             if std::env::var_os("DST_TRACE").is_some() {
                 #[expect(clippy::print_stderr, reason = "a debugging trace, off by default")]
                 {
@@ -700,9 +709,14 @@ impl World {
         // and no engine could close every bar in time there; what is checked is that the
         // engine converges once it can. (Bounded lateness on a slow server that can keep up
         // is a named test of its own.)
+        // A stream that lost bars (`SkipBars`) recovers too. Left on, a skip armed just before
+        // the end silences a thin seis past it: the engine then learns of the lost bar only
+        // from its backed-off quiet checks (20 s apart for a 5S seis after two empty ones),
+        // and no fixed settling time covers every such cadence.
         self.cfg.request_service_time = Duration::ZERO;
         if let Some(s) = &mut self.server {
             s.set_service_time(Duration::ZERO);
+            s.end_skipped_bars();
         }
         self.run(12_000);
         self.drain(true);
@@ -778,14 +792,15 @@ fn run_schedule(max_fetches: usize, ops: &[Op]) {
 }
 
 /// A schedule on a server with conditions `c`, the default backlog.
-fn run_on(max_fetches: usize, c: Conditions, ops: &[Op]) {
+fn run_on(max_fetches: usize, c: Conditions, ops: &[Op]) -> u64 {
     run_schedule_with(
         World::with_conditions(max_fetches, super::fanout::DEFAULT_BACKLOG, c),
         ops,
-    );
+    )
 }
 
-fn run_schedule_with(mut w: World, ops: &[Op]) {
+/// Runs `ops` and checks the end; returns the run's fingerprint.
+fn run_schedule_with(mut w: World, ops: &[Op]) -> u64 {
     // Everything starts with a connection and one seis that streams.
     w.run(10);
     w.apply(&Op::Subscribe {
@@ -796,6 +811,7 @@ fn run_schedule_with(mut w: World, ops: &[Op]) {
         w.apply(op);
     }
     w.settle();
+    w.digest.finish()
 }
 
 proptest! {
@@ -1894,6 +1910,124 @@ fn a_bar_revised_while_the_connection_was_down_arrives_as_revised_after_the_reco
                 Op::ReviseBack { back },
                 Op::Advance { ms: 3_000 },
             ],
+        );
+    }
+}
+
+/// A thin seis whose stream lost bars (`SkipBars`) just before the end, among drops, a
+/// stall, slow requests and unsubscribes, on one fetch at a time. Found by a 100,000-case hunt
+/// (after 80,008 passing); it failed only when the skip landed on the thin series, which
+/// depended on the maps' random iteration order (see `crate::det`).
+const THIN_SKIPPED_AT_THE_END: &[Op] = &[
+    Op::Garbage,
+    Op::Drop,
+    Op::Garbage,
+    Op::Advance { ms: 1024 },
+    Op::Advance { ms: 3427 },
+    Op::Drop,
+    Op::Advance { ms: 854 },
+    Op::Stall { ms: 5011 },
+    Op::AddConsumer {
+        seis: 6,
+        capacity: 13,
+        rate: 10,
+        updates: true,
+    },
+    Op::Subscribe {
+        symbol: 1,
+        interval: 1,
+    },
+    Op::Advance { ms: 3413 },
+    Op::AddConsumer {
+        seis: 0,
+        capacity: 21,
+        rate: 17,
+        updates: true,
+    },
+    Op::ReviseBack { back: 13 },
+    Op::Advance { ms: 2780 },
+    Op::AddConsumer {
+        seis: 5,
+        capacity: 7,
+        rate: 24,
+        updates: true,
+    },
+    Op::Drop,
+    Op::AddConsumer {
+        seis: 2,
+        capacity: 16,
+        rate: 3,
+        updates: true,
+    },
+    Op::Advance { ms: 700 },
+    Op::AddConsumer {
+        seis: 6,
+        capacity: 6,
+        rate: 7,
+        updates: false,
+    },
+    Op::Subscribe {
+        symbol: 6,
+        interval: 1,
+    },
+    Op::Advance { ms: 3694 },
+    Op::Advance { ms: 2778 },
+    Op::SlowRequests { ms: 4911 },
+    Op::SkipBars,
+    Op::AddConsumer {
+        seis: 2,
+        capacity: 5,
+        rate: 16,
+        updates: false,
+    },
+    Op::Subscribe {
+        symbol: 0,
+        interval: 0,
+    },
+    Op::Advance { ms: 2687 },
+    Op::Advance { ms: 3702 },
+    Op::AddConsumer {
+        seis: 6,
+        capacity: 14,
+        rate: 3,
+        updates: false,
+    },
+    Op::ReviseBack { back: 14 },
+    Op::Advance { ms: 2389 },
+    Op::Advance { ms: 2196 },
+    Op::Unsubscribe { seis: 1 },
+    Op::AddConsumer {
+        seis: 3,
+        capacity: 21,
+        rate: 10,
+        updates: true,
+    },
+    Op::SkipBars,
+    Op::Unsubscribe { seis: 6 },
+];
+
+/// Loopback's best case: no service time, no phase, no jitter.
+const NO_CONDITIONS: Conditions = Conditions {
+    service_ms: 0,
+    phase_ms: 0,
+    jitter_ms: 0,
+};
+
+#[test]
+fn regression_a_thin_seis_whose_stream_skipped_bars_after_unsubscribes() {
+    run_on(1, NO_CONDITIONS, THIN_SKIPPED_AT_THE_END);
+}
+
+/// One schedule, one run: the engine and the simulator decide nothing by a map's random
+/// order, so a seed that fails fails every time it is replayed.
+#[test]
+fn a_schedule_replays_identically() {
+    let first = run_on(1, NO_CONDITIONS, THIN_SKIPPED_AT_THE_END);
+    for _ in 0..3 {
+        assert_eq!(
+            run_on(1, NO_CONDITIONS, THIN_SKIPPED_AT_THE_END),
+            first,
+            "the same schedule did something else"
         );
     }
 }

@@ -33,11 +33,14 @@
 //! See [`Grace`].
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     time::{Duration, Instant},
 };
 
-use crate::protocol::{ChartConfig, ChartId, Connection, SeriesKey, SeriesRequest};
+use crate::{
+    det::DetHashMap,
+    protocol::{ChartConfig, ChartId, Connection, SeriesKey, SeriesRequest},
+};
 
 /// Bars a confirmation asks beyond those from its anchor to now, for an answer served late.
 pub(crate) const SLACK_BARS: u64 = 2;
@@ -128,10 +131,10 @@ struct SeisFetch {
 pub(crate) struct Fetcher {
     cfg: FetchConfig,
     chart: ChartId,
-    inflight: HashMap<u64, Fetch>,
+    inflight: DetHashMap<u64, Fetch>,
     /// Seises whose state is `Queued`, oldest first (each once).
     queue: VecDeque<u64>,
-    seises: HashMap<u64, SeisFetch>,
+    seises: DetHashMap<u64, SeisFetch>,
     next_key: u64,
     /// Fetches ever asked, and confirmations cancelled because the stream closed first.
     pub(crate) asked: u64,
@@ -153,9 +156,9 @@ impl Fetcher {
         Self {
             cfg,
             chart,
-            inflight: HashMap::new(),
+            inflight: DetHashMap::default(),
             queue: VecDeque::new(),
-            seises: HashMap::new(),
+            seises: DetHashMap::default(),
             // Fetch keys live in the fetch chart's key space only; they start high so that a
             // mixed-up key never names a main-series seis.
             next_key: 1 << 62,

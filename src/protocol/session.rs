@@ -19,7 +19,7 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     time::{Duration, Instant},
 };
 
@@ -27,7 +27,7 @@ use super::{
     message::{IndexedBar, SeriesData, ServerMessage, SymbolInfo},
     request::{Request, SeriesRange, SymbolSpec},
 };
-use crate::{Bar, Interval, Symbol, timer::TimerWheel};
+use crate::{Bar, Interval, Symbol, det::DetHashMap, timer::TimerWheel};
 
 /// The turnaround id of every series: wire ids are never reused, so one turnaround suffices.
 const TURNAROUND: &str = "s1";
@@ -424,8 +424,8 @@ pub struct ChartSession {
     slots: Vec<Option<SeriesState>>,
     /// Free slot indices (LIFO).
     free: Vec<u32>,
-    by_key: HashMap<SeriesKey, u32>,
-    by_wire: HashMap<u64, u32>,
+    by_key: DetHashMap<SeriesKey, u32>,
+    by_wire: DetHashMap<u64, u32>,
     next_wire: u64,
     /// Load deadlines, in milliseconds since `epoch`.
     timers: TimerWheel<LoadTimer>,
@@ -437,7 +437,7 @@ pub struct ChartSession {
     /// Symbols this session asked the server to resolve: spec → the wire number `n` of its
     /// `sds_sym_<n>`. Only reused with [`ChartConfig::reuse_symbols`]; counted either way
     /// ([`ChartSession::resolved_symbols`]). A symbol that failed to resolve is forgotten.
-    resolved: HashMap<SymbolSpec, u64>,
+    resolved: DetHashMap<SymbolSpec, u64>,
     /// `resolve_symbol` requests sent by this session (what the server keeps for it).
     resolves: usize,
 }
@@ -453,14 +453,14 @@ impl ChartSession {
             epoch: now,
             slots: Vec::new(),
             free: Vec::new(),
-            by_key: HashMap::new(),
-            by_wire: HashMap::new(),
+            by_key: DetHashMap::default(),
+            by_wire: DetHashMap::default(),
             next_wire: 1,
             timers: TimerWheel::new(0),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             removed: Vec::new(),
-            resolved: HashMap::new(),
+            resolved: DetHashMap::default(),
             resolves: 0,
         };
         s.queue_create();

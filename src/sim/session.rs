@@ -1,7 +1,9 @@
 //! The simulator's per-connection protocol logic, without sockets: client messages and time
 //! in, websocket messages out. The connection thread (`conn.rs`) drives it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::det::DetHashMap;
 
 use super::{Market, Prices, Shared, SimConfig};
 use crate::{
@@ -55,8 +57,8 @@ struct Series {
 
 #[derive(Debug, Default)]
 struct Chart {
-    symbols: HashMap<String, SymbolState>,
-    series: HashMap<String, Series>,
+    symbols: DetHashMap<String, SymbolState>,
+    series: DetHashMap<String, Series>,
 }
 
 #[derive(Debug, Default)]
@@ -70,8 +72,8 @@ struct Quotes {
 pub(crate) struct ServerSession {
     market: Market,
     depth: usize,
-    charts: HashMap<String, Chart>,
-    quotes: HashMap<String, Quotes>,
+    charts: DetHashMap<String, Chart>,
+    quotes: DetHashMap<String, Quotes>,
     /// Websocket messages to send, in order.
     pub(crate) out: Vec<Vec<u8>>,
     /// Set when the connection must close after `out` is sent.
@@ -231,8 +233,8 @@ impl ServerSession {
         let mut s = Self {
             market: Market::new(cfg.seed),
             depth: cfg.history_depth_anonymous,
-            charts: HashMap::new(),
-            quotes: HashMap::new(),
+            charts: DetHashMap::default(),
+            quotes: DetHashMap::default(),
             out: Vec::new(),
             close: None,
             skip_bars: 0,
@@ -268,6 +270,19 @@ impl ServerSession {
     #[cfg(test)]
     pub(crate) fn set_service_time(&mut self, t: std::time::Duration) {
         self.service_time = t;
+    }
+
+    /// Ends the `skip_bars` fault: one still pending never starts, and a series silent
+    /// because of it jumps to its current bar on the next tick (as it would when the pause
+    /// ran out), so that the client sees the skip and can fetch what it lost.
+    #[cfg(test)]
+    pub(crate) fn end_skipped_bars(&mut self) {
+        self.skip_bars = 0;
+        for s in self.charts.values_mut().flat_map(|c| c.series.values_mut()) {
+            if s.paused_until.is_some() {
+                s.paused_until = Some(i64::MIN);
+            }
+        }
     }
 
     /// Symbols resolved and still kept, over every chart session of this connection.
