@@ -51,6 +51,8 @@ mutations=(
     "recv-closed-before-drained|src/live/consumer.rs|--test live|a_removed_subscription_still_returns|events returned after the removal"
     "replay-reach-back-1|src/live/core.rs|--lib|live::dst::a_bar_revised_while_the_connection_was_down|final value of bar"
     "attempt-limit-ignored|src/live/core.rs|--test live_faults|a_server_gone_for_good|the failures watched for .waited"
+    "fetch-gauge-not-published|src/live/fetch.rs|--lib|live::dst::regression_a_quiet_5s_seis_with_a_late_tick|published fetches in flight"
+    "link-down-not-published|src/live/core.rs|--lib|live::dst::regression_a_consumer_joining_during_an_outage|published link state"
 )
 
 mutation_text() {
@@ -112,6 +114,13 @@ mutation_text() {
     replay-rereads-nothing)
         OLD='.is_none_or(|b| b.time > st.reread.unwrap_or(last.time).min(last.time))'
         NEW='.is_none_or(|b| b.time > last.time)' ;;
+    fetch-gauge-not-published)
+        OLD='        let f = self.inflight.remove(&key);
+        self.stats.set_fetches_in_flight(self.inflight.len());'
+        NEW='        let f = self.inflight.remove(&key);' ;;
+    link-down-not-published)
+        OLD='        self.stats.set_connected(matches!(link, Link::Up { .. }));'
+        NEW='        if matches!(link, Link::Up { .. }) { self.stats.set_connected(true); }' ;;
     *) echo "unknown mutation $1" >&2; exit 2 ;;
     esac
 }

@@ -33,6 +33,7 @@ use super::{
     ConnectFailure, LiveEvent, Seis,
     command::Reply,
     fetch::{FetchConfig, Fetcher, GraceConfig, Need, Plan, SLACK_BARS, fetch_chart},
+    stats::EngineCounters,
 };
 use crate::{
     AuthToken, Bar, Error, History, TransportError,
@@ -43,7 +44,7 @@ use crate::{
         ChartConfig, ChartEvent, ChartId, Connection, ConnectionConfig, Event, SeriesEvent,
         SeriesKey, SeriesRequest,
     },
-    sync::Arc,
+    sync::{Arc, plain},
     timer::TimerWheel,
 };
 
@@ -273,10 +274,10 @@ pub(crate) struct Core {
     outage_attempts: u64,
     /// When the connection went down (`None` while up, and before the first connection).
     down_since: Option<Instant>,
-    /// Failed connection attempts ever, and the last one: published as
-    /// [`ConnectionStatus`](super::ConnectionStatus).
-    pub(crate) failed_attempts: u64,
-    pub(crate) last_failure: Option<ConnectFailure>,
+    /// The engine's statistics, published here where each event happens (the link up or
+    /// down, a failed attempt, a bad message, a fetch started or ended; see
+    /// [`EngineCounters`]).
+    stats: plain::Arc<EngineCounters>,
     /// The connection has been up at least once (so a drop is a `Disconnected`).
     was_up: bool,
     seises: DetHashMap<u64, SeisState>,
@@ -298,9 +299,6 @@ pub(crate) struct Core {
     replayed_at: i64,
     /// A 429's `Retry-After`, applied to the next backoff.
     retry_after: Option<Duration>,
-    /// Counters for stats.
-    pub(crate) reconnects: u64,
-    pub(crate) bad_messages: u64,
 }
 
 fn new_connection(now: Instant, cfg: &CoreConfig, seed: u64) -> (Connection, ChartId, ChartId) {
@@ -349,6 +347,7 @@ impl Core {
         let (conn, main, fetch) = new_connection(now, &cfg, cfg.seed);
         let mut timers = TimerWheel::new(0);
         timers.insert(0, Timer::Reconnect);
+        let stats = plain::Arc::new(EngineCounters::default());
         let fetcher = Fetcher::new(
             FetchConfig {
                 max_fetches: cfg.max_fetches.max(1),
@@ -360,6 +359,7 @@ impl Core {
                 },
             },
             fetch,
+            plain::Arc::clone(&stats),
         );
         Self {
             rng: cfg.seed | 1,
@@ -373,8 +373,7 @@ impl Core {
             attempts_total: 0,
             outage_attempts: 0,
             down_since: None,
-            failed_attempts: 0,
-            last_failure: None,
+            stats,
             was_up: false,
             seises: DetHashMap::default(),
             timers,
@@ -387,9 +386,18 @@ impl Core {
             unix_ms,
             replayed_at: 0,
             retry_after: None,
-            reconnects: 0,
-            bad_messages: 0,
         }
+    }
+
+    /// The statistics this core publishes, to share with the feed's handles.
+    pub(crate) fn stats(&self) -> plain::Arc<EngineCounters> {
+        plain::Arc::clone(&self.stats)
+    }
+
+    /// Moves the link to `link`, and publishes whether it is up.
+    fn set_link(&mut self, link: Link) {
+        self.stats.set_connected(matches!(link, Link::Up { .. }));
+        self.link = link;
     }
 
     fn ms(&self, t: Instant) -> u64 {
@@ -422,6 +430,7 @@ impl Core {
     }
 
     /// Fetches in flight (for stats and the simulation's bound check).
+    #[cfg(test)]
     pub(crate) fn fetches_in_flight(&self) -> usize {
         self.fetcher.in_flight()
     }
@@ -626,7 +635,7 @@ impl Core {
 
     /// Ends everything: waiters get [`Error::Shutdown`], no more connections are made.
     pub(crate) fn shutdown(&mut self) {
-        self.link = Link::Closed;
+        self.set_link(Link::Closed);
         for st in self.seises.values_mut() {
             if let SeisPhase::Validating(waiters) =
                 std::mem::replace(&mut st.phase, SeisPhase::Failed(Error::Shutdown))
@@ -652,7 +661,7 @@ impl Core {
             return;
         }
         self.unix_ms = unix_ms;
-        self.link = Link::Up { since: now };
+        self.set_link(Link::Up { since: now });
         self.was_up = true;
         self.outage_attempts = 0;
         self.down_since = None;
@@ -744,9 +753,9 @@ impl Core {
                 if up >= STABLE_AFTER {
                     self.attempt = 0;
                 }
-                self.reconnects += 1;
+                self.stats.record_reconnect();
                 self.down_since = Some(now);
-                self.link = Link::Down;
+                self.set_link(Link::Down);
                 self.notify_down(now, &cause);
                 self.schedule_reconnect(now, self.cfg.max_outage);
             }
@@ -766,9 +775,8 @@ impl Core {
         {
             self.retry_after = Some(d);
         }
-        self.link = Link::Down;
+        self.set_link(Link::Down);
         self.notify_down(now, &cause);
-        self.failed_attempts += 1;
         let attempt = self.outage_attempts;
         let down = self
             .down_since
@@ -807,7 +815,7 @@ impl Core {
                 Some(delay)
             }
         };
-        self.last_failure = Some(ConnectFailure {
+        self.stats.record_failure(ConnectFailure {
             attempt,
             error: cause,
             retry_in,
@@ -868,7 +876,7 @@ impl Core {
             return;
         }
         if let Err(e) = self.conn.handle_message(now, msg) {
-            self.bad_messages += 1;
+            self.stats.record_bad_message();
             if e.is_fatal() {
                 // The byte stream cannot be trusted (an absurd length, a broken frame): drop
                 // the connection and start over, never allocate what it claims.
@@ -900,7 +908,7 @@ impl Core {
             match t {
                 Timer::Reconnect => {
                     if matches!(self.link, Link::Down) {
-                        self.link = Link::Connecting;
+                        self.set_link(Link::Connecting);
                         self.attempts_total += 1;
                         self.outage_attempts += 1;
                         tracing::info!(
@@ -1142,7 +1150,7 @@ impl Core {
     /// No more connections (the token was rejected, or see [`Link::Terminal`]): every seis
     /// fails.
     fn terminal(&mut self, e: Error) {
-        self.link = Link::Terminal(e.clone());
+        self.set_link(Link::Terminal(e.clone()));
         self.actions
             .push_back(Action::Disconnect { cause: e.clone() });
         for (id, st) in &mut self.seises {

@@ -531,6 +531,19 @@ impl World {
         while let Some(a) = self.core.poll_answer() {
             a.send();
         }
+        // The statistics the core publishes where each event happens agree with its state
+        // after every turn (nothing is copied into them later).
+        let stats = self.core.stats();
+        assert_eq!(
+            stats.fetches_in_flight(),
+            self.core.fetches_in_flight() as u64,
+            "published fetches in flight"
+        );
+        assert_eq!(
+            stats.connection().connected,
+            self.core.is_up(),
+            "published link state"
+        );
         assert!(
             self.core.fetches_in_flight() <= self.max_fetches,
             "{} fetches in flight, bound {}",

@@ -37,9 +37,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::stats::EngineCounters;
 use crate::{
     det::DetHashMap,
     protocol::{ChartConfig, ChartId, Connection, SeriesKey, SeriesRequest},
+    sync::plain::Arc,
 };
 
 /// Bars a confirmation asks beyond those from its anchor to now, for an answer served late.
@@ -142,6 +144,8 @@ pub(crate) struct Fetcher {
     /// How long fetches take to be answered (ms, a moving average, ask to answer): a fetch
     /// that cannot beat the stream is not worth its request.
     answer_ms: u32,
+    /// Where the number in flight is published, each time it changes.
+    stats: Arc<EngineCounters>,
 }
 
 /// The fetch chart session's configuration.
@@ -152,7 +156,7 @@ pub(crate) fn fetch_chart() -> ChartConfig {
 }
 
 impl Fetcher {
-    pub(crate) fn new(cfg: FetchConfig, chart: ChartId) -> Self {
+    pub(crate) fn new(cfg: FetchConfig, chart: ChartId, stats: Arc<EngineCounters>) -> Self {
         Self {
             cfg,
             chart,
@@ -165,6 +169,7 @@ impl Fetcher {
             asked: 0,
             cancelled: 0,
             answer_ms: 0,
+            stats,
         }
     }
 
@@ -176,6 +181,7 @@ impl Fetcher {
     /// Takes fetch `key` out of flight and tells the server to drop its series.
     fn drop_series(&mut self, conn: &mut Connection, key: u64) -> Option<Fetch> {
         let f = self.inflight.remove(&key);
+        self.stats.set_fetches_in_flight(self.inflight.len());
         if let Some(c) = conn.chart_mut(self.chart) {
             let _ = c.remove_series(SeriesKey(key));
         }
@@ -320,6 +326,7 @@ impl Fetcher {
                         wide: need.wide,
                     },
                 );
+                self.stats.set_fetches_in_flight(self.inflight.len());
                 self.set(id, State::InFlight { key, next: None });
             }
         }
@@ -377,6 +384,7 @@ impl Fetcher {
     /// their bars); the chart session itself is cleared and replayed by the core.
     pub(crate) fn clear(&mut self) {
         self.inflight.clear();
+        self.stats.set_fetches_in_flight(0);
         self.queue.clear();
         for s in self.seises.values_mut() {
             s.state = None;
@@ -390,6 +398,7 @@ impl Fetcher {
     }
 
     /// Fetches in flight.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.inflight.len()
     }

@@ -161,10 +161,7 @@ impl Driver {
                     // first update of a burst does not wait for the last one's decoding.
                     deliver(core, shared, fanout);
                 });
-                self.shared
-                    .engine
-                    .messages
-                    .fetch_add(n, crate::sync::plain::atomic::Ordering::Relaxed);
+                self.shared.engine.record_messages(n);
                 backlog = matches!(read, Ok(READ_BUDGET));
                 if let Err(e) = read {
                     sock.deregister(self.poll.registry());
@@ -225,9 +222,6 @@ impl Driver {
                     self.core.handle_closed(now, unix, e.into());
                 }
             }
-            // Published before the deliveries: a consumer that receives a connection event
-            // (`Disconnected`, `Failed(GaveUp)`) finds it in `LiveFeed::connection` already.
-            self.publish();
             // Deliveries (of timers, commands and connection events; messages' went out as
             // they were read).
             deliver(&mut self.core, &self.shared, &mut fanout);
@@ -267,10 +261,6 @@ impl Driver {
         if let Link::Socket(mut sock) = link {
             sock.close(self.poll.registry());
         }
-        self.shared
-            .engine
-            .connected
-            .store(false, crate::sync::plain::atomic::Ordering::Relaxed);
         tracing::info!("tv-io ended");
     }
 
@@ -291,26 +281,6 @@ impl Driver {
             .take();
         if let Some(f) = first {
             f.send(r);
-        }
-    }
-
-    fn publish(&self) {
-        use crate::sync::plain::atomic::Ordering::{Relaxed, Release};
-        let e = &self.shared.engine;
-        e.connected.store(self.core.is_up(), Relaxed);
-        e.reconnects.store(self.core.reconnects, Relaxed);
-        e.bad_messages.store(self.core.bad_messages, Relaxed);
-        e.fetches_in_flight
-            .store(self.core.fetches_in_flight() as u64, Relaxed);
-        // tv-io is the only writer of `failed_attempts`: a Relaxed read of its own value.
-        if e.failed_attempts.load(Relaxed) != self.core.failed_attempts {
-            self.shared
-                .last_failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone_from(&self.core.last_failure);
-            // Release: a reader that sees this count (Acquire) finds the failure above.
-            e.failed_attempts.store(self.core.failed_attempts, Release);
         }
     }
 

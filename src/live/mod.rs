@@ -27,6 +27,33 @@
 //! rings. The registry's writer mutex serializes subscribe/unsubscribe/consumer changes (user
 //! threads only). The consumer table (`Shared::consumers`) is a mutex taken by user calls only,
 //! never while the registry's writer lock is held and never across a wait.
+//!
+//! # Who owns what
+//!
+//! A consumer has three records, each with one owner and one job; none is a copy of another:
+//!
+//! - **Routing** (the registry's [`ConsumerSlot`]: seis → the consumers' fanout indices). Written
+//!   by user threads under the registry's writer lock, read by `tv-io` with one lock-free load
+//!   per turn: the design card's copy-on-write map.
+//! - **Delivery** (`fanout::Fanout`: each consumer's ring producer, backlog and lag report).
+//!   Owned by `tv-io` alone and changed only through commands (`AddConsumer`,
+//!   `RemoveConsumer`), as a mio program owns its connections' state.
+//! - **The handle's side** (`Shared::consumers`: its gate, its thread, its counters). Used by
+//!   user calls only (`del_consumer`, `shutdown`, `stats`), never by `tv-io`, so removal and
+//!   shutdown never wait for the event loop's turn.
+//!
+//! A consumer's delivery record is made before its routing and dropped after it (the
+//! `RemoveConsumer` command follows the registry removal), so `tv-io` never routes to a slot
+//! it does not have.
+//!
+//! The link has two state machines, split as quinn splits `quinn-proto` from `quinn`: the core
+//! decides (up, down, when to retry, when to give up, what a reconnect replays), and the driver
+//! (`io.rs`'s `Link`) only holds the resource it is told to open (nothing, a name being
+//! resolved, a socket) and reports what happened to it. Neither reads the other's state.
+//!
+//! Statistics are published one way: each counter is an atomic written by its one writer where
+//! the event happens (the core for the link and fetches, the core for a seis' closes, `tv-io`'s
+//! fanout and each consumer thread for a consumer), and [`LiveFeed::stats`] only reads them.
 
 mod command;
 mod consumer;
@@ -606,7 +633,7 @@ impl LiveFeedBuilder {
             commands: Commands::new(self.command_queue, plain::Arc::clone(&waker)),
             registry: Registry::new(),
             transport: self.transport.clone(),
-            engine: EngineCounters::default(),
+            engine: core.stats(),
             // Relaxed: only uniqueness matters.
             feed_id: NEXT_FEED.fetch_add(1, Ordering::Relaxed),
             stop: AtomicBool::new(false),
@@ -614,7 +641,6 @@ impl LiveFeedBuilder {
             consumers: Mutex::new(HashMap::new()),
             stragglers: Mutex::new(Vec::new()),
             first: Mutex::new(None),
-            last_failure: Mutex::new(None),
             builder: self.clone(),
         });
         let (first, first_wait) = command::reply();
@@ -689,7 +715,8 @@ pub(crate) struct Shared {
     pub(crate) commands: Commands,
     pub(crate) registry: Registry<SeisKey, Seis, ConsumerSlot>,
     pub(crate) transport: TransportConfig,
-    pub(crate) engine: EngineCounters,
+    /// The engine's statistics, written by the core where each event happens.
+    pub(crate) engine: plain::Arc<EngineCounters>,
     /// This feed's number in the process (never 0, never reused): which feed a [`Seis`]
     /// belongs to, and whether a call comes from one of this feed's consumer threads.
     pub(crate) feed_id: u64,
@@ -699,9 +726,6 @@ pub(crate) struct Shared {
     stragglers: Mutex<Vec<Straggler>>,
     /// Answered by `tv-io` with the first connection attempt's outcome.
     pub(crate) first: Mutex<Option<command::Reply<Result<(), Error>>>>,
-    /// The last failed connection attempt: written by `tv-io` when one fails (rarely, never
-    /// on the hot path), before it bumps `engine.failed_attempts`.
-    pub(crate) last_failure: Mutex<Option<ConnectFailure>>,
     builder: LiveFeedBuilder,
 }
 
@@ -1300,11 +1324,11 @@ impl LiveFeed {
         let mut stats = Stats {
             connected: link.connected,
             reconnects: link.reconnects,
-            messages: e.messages.load(Ordering::Relaxed),
-            bad_messages: e.bad_messages.load(Ordering::Relaxed),
+            messages: e.messages(),
+            bad_messages: e.bad_messages(),
             failed_attempts: link.failed_attempts,
             last_failure: link.last_failure,
-            fetches_in_flight: e.fetches_in_flight.load(Ordering::Relaxed),
+            fetches_in_flight: e.fetches_in_flight(),
             ..Stats::default()
         };
         for (key, entry) in self.shared.registry.load().iter() {
@@ -1357,25 +1381,7 @@ impl LiveFeed {
     /// # }
     /// ```
     pub fn connection(&self) -> ConnectionStatus {
-        let e = &self.shared.engine;
-        // Acquire: pairs with tv-io's Release after it wrote `last_failure`, so the failure
-        // read below is at least as new as the count.
-        let failed_attempts = e.failed_attempts.load(Ordering::Acquire);
-        let last_failure = if failed_attempts == 0 {
-            None
-        } else {
-            self.shared
-                .last_failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        };
-        ConnectionStatus {
-            connected: e.connected.load(Ordering::Relaxed),
-            reconnects: e.reconnects.load(Ordering::Relaxed),
-            failed_attempts,
-            last_failure,
-        }
+        self.shared.engine.connection()
     }
 
     /// Stops the feed: `tv-io` ends (the socket closes, waiters get [`Error::Shutdown`],

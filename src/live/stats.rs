@@ -12,6 +12,8 @@ use std::{sync::PoisonError, time::Duration};
 
 use hdrhistogram::Histogram;
 
+use super::{ConnectFailure, ConnectionStatus};
+
 use crate::sync::plain::{
     Mutex,
     atomic::{AtomicBool, AtomicU64, Ordering},
@@ -265,13 +267,92 @@ pub(crate) struct CounterSnapshot {
     pub(crate) close: Latency,
 }
 
-/// The engine's counters (written by `tv-io`).
+/// The engine's counters and gauges: written on `tv-io` where each event happens (the core
+/// when the link goes up or down, an attempt fails, a message is bad or a fetch starts or
+/// ends; the driver when it reads messages), read by any thread through
+/// [`LiveFeed::stats`](super::LiveFeed::stats) and
+/// [`LiveFeed::connection`](super::LiveFeed::connection). This is the one way the engine's
+/// statistics are published, as a seis' counters ([`SeisCounters`]) and a consumer's
+/// ([`ConsumerCounters`]) are: nothing is copied from one place to another afterwards.
+///
+/// Orderings: each field is an independent counter or gauge, so `Relaxed` (a reader sees each
+/// one's latest value soon, never a torn one), except the failure pair: `last_failure` is
+/// written under its lock before `failed_attempts` is bumped with `Release`, so a reader that
+/// loads the count with `Acquire` finds a failure at least that new.
 #[derive(Debug, Default)]
 pub(crate) struct EngineCounters {
-    pub(crate) connected: AtomicBool,
-    pub(crate) reconnects: AtomicU64,
-    pub(crate) bad_messages: AtomicU64,
-    pub(crate) messages: AtomicU64,
-    pub(crate) failed_attempts: AtomicU64,
-    pub(crate) fetches_in_flight: AtomicU64,
+    connected: AtomicBool,
+    reconnects: AtomicU64,
+    bad_messages: AtomicU64,
+    messages: AtomicU64,
+    failed_attempts: AtomicU64,
+    fetches_in_flight: AtomicU64,
+    /// The last failed connection attempt (rare, never on the hot path; the lock is held for a
+    /// clone only, never across I/O or a callback).
+    last_failure: Mutex<Option<ConnectFailure>>,
+}
+
+impl EngineCounters {
+    pub(crate) fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_bad_message(&self) {
+        self.bad_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_messages(&self, n: u64) {
+        self.messages.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_fetches_in_flight(&self, n: usize) {
+        self.fetches_in_flight.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// A connection attempt failed: kept, then counted (see the type's orderings).
+    pub(crate) fn record_failure(&self, failure: ConnectFailure) {
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(failure);
+        // Release: a reader that sees this count (Acquire) finds the failure stored above.
+        self.failed_attempts.fetch_add(1, Ordering::Release);
+    }
+
+    pub(crate) fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bad_messages(&self) -> u64 {
+        self.bad_messages.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn fetches_in_flight(&self) -> u64 {
+        self.fetches_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The link's state as [`LiveFeed::connection`](super::LiveFeed::connection) reports it.
+    pub(crate) fn connection(&self) -> ConnectionStatus {
+        // Acquire: pairs with `record_failure`'s Release, so the failure read below is at
+        // least as new as the count.
+        let failed_attempts = self.failed_attempts.load(Ordering::Acquire);
+        let last_failure = if failed_attempts == 0 {
+            None
+        } else {
+            self.last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        };
+        ConnectionStatus {
+            connected: self.connected.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            failed_attempts,
+            last_failure,
+        }
+    }
 }
