@@ -1095,6 +1095,111 @@ fn live_survives_a_server_close_and_a_stall_with_its_output_exactly_once_and_con
     }
 }
 
+/// Issue 18, item 1, as it was reported (`live ... --updates | (sleep 25; cat)`): a reader
+/// that stops reading for a while behind updates every 2 ms. The pipe fills at once and the
+/// consumers block on it; updates may then be dropped (and it says so on stderr), closed bars
+/// never: each one comes out once, in order, with the market's values, and the run succeeds.
+#[test]
+fn live_behind_a_reader_that_stops_reading_keeps_every_closed_bar() {
+    let sim =
+        Sim::start(SimConfig::default().with_update_interval(Duration::from_millis(2))).unwrap();
+    let names = ["BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "SP:SPX"];
+    let mut child = bin()
+        .arg("live")
+        .args(names.map(|n| format!("{n}@1S")))
+        .args(["--updates", "--format", "json", "--duration", "16"])
+        .args(["--url", &sim.url()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let err_reader = std::thread::Builder::new()
+        .name("stderr-reader".into())
+        .spawn(move || {
+            let mut s = String::new();
+            let _ = err_pipe.read_to_string(&mut s);
+            s
+        })
+        .unwrap();
+    // The reader's stall is the fault under test, so it is a fixed time: nobody reads stdout
+    // for 8 s (the pipe is full within half a second of it).
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test's own clock for the reader's stall and its deadline"
+    )]
+    let start = std::time::Instant::now();
+    let stall = Duration::from_secs(8);
+    while start.elapsed() < stall {
+        std::thread::park_timeout(stall.saturating_sub(start.elapsed()));
+    }
+    let mut out_pipe = child.stdout.take().unwrap();
+    let out_reader = std::thread::Builder::new()
+        .name("stdout-reader".into())
+        .spawn(move || {
+            let mut s = String::new();
+            let _ = out_pipe.read_to_string(&mut s);
+            s
+        })
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("live did not end within 60 s");
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    };
+    let out = out_reader.join().unwrap();
+    let err = err_reader.join().unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(
+        err.contains("updates dropped (closed bars are kept)"),
+        "the stalled reader made the engine drop updates: {err}"
+    );
+    assert!(!err.contains("closed bars lost"), "{err}");
+    let second: Interval = "1S".parse().unwrap();
+    for name in names {
+        let symbol: Symbol = name.parse().unwrap();
+        let mut last_closed: Option<i64> = None;
+        let mut closed = 0;
+        for line in out.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if v["symbol"] != name {
+                continue;
+            }
+            let time = v["time"].as_i64().unwrap();
+            if v["forming"] == true {
+                assert!(
+                    last_closed.is_none_or(|l| time > l),
+                    "{name}: an update of bar {time} after its close"
+                );
+                continue;
+            }
+            if let Some(l) = last_closed {
+                assert_eq!(
+                    second.next_bar_open(l),
+                    time,
+                    "{name}: exactly once, in order"
+                );
+            }
+            let bar = live_rows(line).remove(0).1;
+            assert_eq!(
+                bar,
+                sim.expected_bar(&symbol, second, time),
+                "{name} bar {time}"
+            );
+            last_closed = Some(time);
+            closed += 1;
+        }
+        assert!(closed >= 12, "{name}: {closed} closed bars in 16 s");
+    }
+}
+
 #[test]
 fn hist_of_several_symbols_shares_one_connection_with_a_symbol_column_in_the_order_given() {
     let sim = Sim::start(SimConfig::default().with_seed(9)).unwrap();
