@@ -175,7 +175,8 @@ pub(crate) fn closes_on(
     let slack = 1_500_000_000
         + i128::from(grace.as_nanos() as u64)
         + 4 * i128::from(server.one_way.as_nanos() as u64)
-        + (n as i128 + 2) * i128::from(server.service.as_nanos() as u64);
+        // Each confirmation costs two requests (`create_series`, `remove_series`).
+        + 2 * (n as i128 + 2) * i128::from(server.service.as_nanos() as u64);
     let wait = to_wall + slack - unix_ns();
     pause(Duration::from_nanos(
         u64::try_from(wait.max(0)).unwrap_or(0),
@@ -420,8 +421,27 @@ pub(crate) fn python_section(mode: &Mode) {
 /// 30 seises of 1-second bars, default settings (the learned grace).
 pub(crate) fn realistic_section(mode: &Mode) {
     let second: Interval = "1S".parse().expect("interval");
+    let conditions = realistic_conditions();
+    let (sizes, boundaries, conditions): (&[usize], i64, &[Server]) = if mode.full {
+        (&[1, 30], 8, &conditions)
+    } else {
+        (&[1], 1, &conditions[4..])
+    };
+    println!("\n## Bar close under realistic server conditions\n");
+    println!(
+        "1-second bars, {boundaries} boundaries per run after a warm-up, a callback consumer per \
+         seis, default settings (the grace learned per seis between 5 ms and 250 ms). \
+         \"server\" = boundary → the simulator's write of the message that closes the bar. \
+         \"requests/close\" = messages the simulator received per close.\n"
+    );
+    realistic_table(second, sizes, boundaries, conditions);
+}
+
+/// The five realistic conditions: loopback, a 50 ms round trip, a 1 ms serial service, a
+/// 50 ms tick phase, and the last two together.
+fn realistic_conditions() -> [Server; 5] {
     let ms = Duration::from_millis;
-    let conditions = [
+    [
         Server::default(),
         Server {
             one_way: ms(25),
@@ -440,19 +460,29 @@ pub(crate) fn realistic_section(mode: &Mode) {
             phase: ms(50),
             ..Server::default()
         },
-    ];
-    let (sizes, boundaries, conditions): (&[usize], i64, &[Server]) = if mode.full {
-        (&[1, 30], 8, &conditions)
-    } else {
-        (&[1], 1, &conditions[4..])
-    };
-    println!("\n## Bar close under realistic server conditions\n");
+    ]
+}
+
+/// The same conditions at 1,000 seises. 5-second bars: a quiet market needs one confirmation
+/// per seis per bar, and 1,000 of them on a server serving one request at a time in 1 ms take
+/// 2 s (each costs a `create_series` and a `remove_series`), more than a 1-second bar lasts.
+pub(crate) fn realistic_many_section(mode: &Mode) {
+    println!("\n## Bar close under realistic server conditions, 1,000 seises\n");
+    if !mode.full {
+        println!("(test mode: skipped, 1,000 callback threads for minutes)");
+        return;
+    }
+    let interval: Interval = "5S".parse().expect("interval");
+    let boundaries = 4;
     println!(
-        "1-second bars, {boundaries} boundaries per run after a warm-up, a callback consumer per \
-         seis, default settings (the grace learned per seis between 5 ms and 250 ms). \
-         \"server\" = boundary → the simulator's write of the message that closes the bar. \
-         \"requests/close\" = messages the simulator received per close.\n"
+        "5-second bars, {boundaries} boundaries per run after a warm-up, 1,000 seises, a \
+         callback consumer per seis, default settings. Columns as in the section above.\n"
     );
+    realistic_table(interval, &[1_000], boundaries, &realistic_conditions());
+}
+
+fn realistic_table(interval: Interval, sizes: &[usize], boundaries: i64, conditions: &[Server]) {
+    let ms = Duration::from_millis;
     println!(
         "| conditions | path | seises | p50 | p99 | p99.9 | max | samples | server p50 / max | \
          closes | mismatches | requests/close |"
@@ -461,7 +491,7 @@ pub(crate) fn realistic_section(mode: &Mode) {
     for &server in conditions {
         for &n in sizes {
             for quiet in [false, true] {
-                let o = closes_on(n, second, quiet, ms(5), boundaries, server);
+                let o = closes_on(n, interval, quiet, ms(5), boundaries, server);
                 let what = if quiet { "quiet (fetch)" } else { "stream" };
                 let r = row(what, n, ms(5), &o);
                 // The grace column is the floor here; the conditions take its place.

@@ -54,6 +54,7 @@ const SECTIONS: &[&str] = &[
     "e2e",
     "close",
     "realistic",
+    "realistic-1000",
     "python",
     "python-realistic",
     "cost",
@@ -92,6 +93,9 @@ fn main() {
     }
     if mode.wants("realistic") {
         close::realistic_section(&mode);
+    }
+    if mode.wants("realistic-1000") {
+        close::realistic_many_section(&mode);
     }
     if mode.wants("python") {
         close::python_section(&mode);

@@ -228,8 +228,9 @@ enum Command {
         /// With --nats: the stream's name.
         #[arg(long, default_value = "TVDATAFEED", requires = "nats")]
         stream: String,
-        /// With --nats: start at bars opening at or after this time (UTC seconds, or
-        /// -N[s|m|h|d] before now) instead of the next bar to close.
+        /// With --nats: start at bars opening at or after this time (UTC seconds,
+        /// -N[s|m|h|d] before now, or RFC 3339 such as 2026-12-06T14:30:00Z) instead of the
+        /// next bar to close.
         #[arg(long, value_name = "TIME", requires = "nats", allow_hyphen_values = true,
               value_parser = publish::parse_since)]
         since: Option<i64>,

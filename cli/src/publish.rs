@@ -271,9 +271,19 @@ pub(crate) fn publish_text(s: &PublisherStats, tv_reconnects: u64) -> String {
     out
 }
 
-/// `--since`: UTC seconds, or `-N[smhd]` before now.
+/// `--since`: UTC seconds, `-N[smhd]` before now, or an RFC 3339 time
+/// (`2026-12-06T14:30:00Z`, `2026-12-06T15:30:00+01:00`; a fraction of a second is cut).
 pub(crate) fn parse_since(s: &str) -> Result<i64, String> {
-    let bad = || format!("--since {s:?} is not UTC seconds (1700000000) nor -N[s|m|h|d] (-15m)");
+    let bad = || {
+        format!(
+            "--since {:?} is not UTC seconds (1700000000), -N[s|m|h|d] (-15m) nor an RFC 3339 \
+             time (2026-12-06T14:30:00Z)",
+            tvdatafeed::internal::echo(s)
+        )
+    };
+    if s.len() >= 20 && s.as_bytes().get(4) == Some(&b'-') {
+        return rfc3339(s).ok_or_else(bad);
+    }
     if let Some(rel) = s.strip_prefix('-') {
         let (num, unit) = rel.split_at(rel.len().saturating_sub(1));
         let n: i64 = num.parse().map_err(|_| bad())?;
@@ -293,6 +303,69 @@ pub(crate) fn parse_since(s: &str) -> Result<i64, String> {
             .ok_or_else(bad);
     }
     s.parse().map_err(|_| bad())
+}
+
+/// An RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, `T` or a space, `z`
+/// accepted) as UTC seconds; `None` for anything else, a field out of range included (a
+/// leap second's `:60` is taken as the next second's `:00`).
+fn rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let digits = b.get(from..from + len)?;
+        digits.iter().try_fold(0i64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let sep = |at: usize, c: &[u8]| b.get(at).is_some_and(|x| c.contains(x));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap(year) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > days_in || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // A fraction of a second: digits after a dot, cut.
+    let mut at = 19;
+    if sep(at, b".") {
+        at += 1;
+        let start = at;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        if at == start {
+            return None;
+        }
+    }
+    let offset = match b.get(at..)? {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), ..] if b.len() == at + 6 && sep(at + 3, b":") => {
+            let (h, m) = (num(at + 1, 2)?, num(at + 4, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let o = h * 3600 + m * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    // Days from 1970-01-01 to the date (Howard Hinnant's `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
 }
 
 /// `live --nats`: the same stdout as `live`, read from JetStream.
@@ -367,5 +440,35 @@ mod tests {
         assert!(parse_since("-15m").unwrap() > 1_700_000_000);
         assert!(parse_since("-15x").is_err());
         assert!(parse_since("yesterday").is_err());
+    }
+
+    #[test]
+    fn since_takes_rfc_3339_times() {
+        // `date -u -d 2026-12-06T14:30:00Z +%s`
+        assert_eq!(parse_since("2026-12-06T14:30:00Z"), Ok(1_796_567_400));
+        assert_eq!(parse_since("2026-12-06T15:30:00+01:00"), Ok(1_796_567_400));
+        assert_eq!(
+            parse_since("2026-12-06t09:00:00.123456-05:30"),
+            Ok(1_796_567_400)
+        );
+        assert_eq!(parse_since("2026-12-06 14:30:00z"), Ok(1_796_567_400));
+        assert_eq!(parse_since("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_since("2024-02-29T00:00:00Z"), Ok(1_709_164_800));
+        assert_eq!(parse_since("2000-03-01T00:00:00Z"), Ok(951_868_800));
+        for bad in [
+            "2026-12-06T14:30:00",
+            "2026-12-06",
+            "2026-13-06T14:30:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-12-06T24:00:00Z",
+            "2026-12-06T14:30:00.Z",
+            "2026-12-06T14:30:00+0100",
+            "2026-12-06T14:30:00+24:00",
+            "2026-12-06T14:3a:00Z",
+            "2026-12-06T14:30:00Zjunk",
+        ] {
+            let e = parse_since(bad).unwrap_err();
+            assert!(e.contains("RFC 3339"), "{bad}: {e}");
+        }
     }
 }
