@@ -394,7 +394,30 @@ pub(crate) fn live(
         out.flush()?;
     }
     streaming.store(true, Ordering::SeqCst);
+    // A NATS outage is one stderr line when it starts and one when it ends (stdout goes on
+    // with the bars stored meanwhile, in order, once the connection is back).
+    let mut down_since: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) && end.is_none_or(|e| crate::live::now() < e) {
+        let link = bars.link();
+        match (link.connected, down_since) {
+            (false, None) => {
+                down_since = Some(crate::live::now());
+                let _ = writeln!(
+                    io::stderr(),
+                    "tvdatafeed: NATS connection lost; reconnecting (the bars stored meanwhile \
+                     follow once it is back)"
+                );
+            }
+            (true, Some(t)) => {
+                down_since = None;
+                let _ = writeln!(
+                    io::stderr(),
+                    "tvdatafeed: NATS connection back after {}",
+                    tvdatafeed::HumanDuration(crate::live::now().saturating_duration_since(t))
+                );
+            }
+            _ => {}
+        }
         let Some(b) = bars
             .recv_timeout(Duration::from_millis(100))
             .map_err(|e| io::Error::other(e.to_string()))?
@@ -422,6 +445,14 @@ pub(crate) fn live(
                 );
             }
         }
+    }
+    // As `live` from TradingView: ending during an outage is an error, since what was stored
+    // meanwhile was not printed.
+    if let Some(t) = down_since {
+        return Err(io::Error::other(format!(
+            "ended during a NATS outage ({} long): the bars stored since were not printed",
+            tvdatafeed::HumanDuration(crate::live::now().saturating_duration_since(t))
+        )));
     }
     Ok(())
 }

@@ -159,6 +159,111 @@ fn publish_then_live_nats_prints_what_was_published() {
     assert_exactly_once(&sim, &seises()[1], &want);
 }
 
+/// Reads a child's pipe into a shared string, for a test to watch while the child runs.
+fn collect(
+    pipe: impl std::io::Read + Send + 'static,
+) -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead as _;
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let into = std::sync::Arc::clone(&text);
+    let reader = std::thread::Builder::new()
+        .name("pipe-reader".into())
+        .spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut t = into.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        })
+        .unwrap();
+    (text, reader)
+}
+
+/// `live --nats` says on stderr when NATS goes away and when it is back (one line each), and
+/// exits non-zero, saying why, when it ends during an outage.
+#[test]
+fn live_nats_reports_a_nats_outage_on_stderr() {
+    let Some(mut server) = util::server_or_skip("live_nats_reports_a_nats_outage") else {
+        return;
+    };
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    // A stream with bars in it.
+    let out = finish(
+        spawn(bin().args([
+            "publish",
+            SPECS[0],
+            "--nats",
+            &server.url(),
+            "--url",
+            &sim.url(),
+            "--duration",
+            "2",
+        ])),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut child = spawn(bin().args([
+        "live",
+        SPECS[0],
+        "--nats",
+        &server.url(),
+        "--since",
+        "0",
+        "--duration",
+        "14",
+        "--format",
+        "json",
+    ]));
+    let (stdout, out_reader) = collect(child.stdout.take().unwrap());
+    let (stderr, err_reader) = collect(child.stderr.take().unwrap());
+    let has =
+        |pipe: &std::sync::Arc<std::sync::Mutex<String>>, s: &str| pipe.lock().unwrap().contains(s);
+    // It reads the stream (the stored bars are printed), then NATS goes away...
+    util::wait_for(Duration::from_secs(10), "the stored bars printed", || {
+        has(&stdout, "\"time\"")
+    });
+    server.stop();
+    util::wait_for(Duration::from_secs(10), "the outage said", || {
+        has(&stderr, "NATS connection lost")
+    });
+    // ...and comes back.
+    server.restart();
+    util::wait_for(Duration::from_secs(10), "the return said", || {
+        has(&stderr, "NATS connection back after")
+    });
+    // Gone again until the end.
+    server.stop();
+    let status = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "live --nats did not end");
+            util::pause(Duration::from_millis(50));
+        }
+    };
+    // The pipes close with the child: the readers end with its last lines.
+    out_reader.join().unwrap();
+    err_reader.join().unwrap();
+    let err = stderr.lock().unwrap().clone();
+    assert!(!status.success(), "ended during an outage: {err}");
+    assert_eq!(err.matches("NATS connection lost").count(), 2, "{err}");
+    assert_eq!(
+        err.matches("NATS connection back after").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("ended during a NATS outage"),
+        "the last line says why: {err}"
+    );
+}
+
 #[test]
 fn kill_9_of_one_publisher_of_a_pair_loses_nothing() {
     let Some(server) = util::server_or_skip("kill_9_of_one_publisher") else {

@@ -43,5 +43,5 @@ pub mod subject;
 pub use error::Error;
 pub use payload::{BarKind, BarMessage};
 pub use publisher::{PublishReport, Publisher, PublisherConfig, PublisherStats};
-pub use read::{BarStream, StartAt, StatusMessage, StreamBar, read_status};
+pub use read::{BarStream, LinkStatus, StartAt, StatusMessage, StreamBar, read_status};
 pub use stream::{NatsConfig, StreamSettings};

@@ -51,6 +51,19 @@ pub struct BarStream {
     rx: mpsc::Receiver<Result<StreamBar, Error>>,
     idle: Duration,
     _client: async_nats::Client,
+    /// The connection's state, kept by its event callback.
+    link: Arc<LinkCounters>,
+}
+
+/// The NATS connection as a [`BarStream`] sees it ([`BarStream::link`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStatus {
+    /// Whether the connection is up (bars stored meanwhile come once it is back: the
+    /// stream's consumers resume where they were).
+    pub connected: bool,
+    /// Connections lost and made again since the stream opened.
+    pub reconnects: u64,
 }
 
 impl std::fmt::Debug for BarStream {
@@ -80,6 +93,7 @@ async fn open_raw(
     filters: Vec<String>,
     deliver: DeliverPolicy,
     capacity: usize,
+    link: Arc<LinkCounters>,
 ) -> Result<
     (
         async_nats::Client,
@@ -87,7 +101,7 @@ async fn open_raw(
     ),
     Error,
 > {
-    let client = connect(cfg, Arc::new(LinkCounters::default())).await?;
+    let client = connect(cfg, link).await?;
     let js = jetstream::new(client.clone());
     let t = cfg.connect_timeout;
     let timed_out = || Error::Timeout {
@@ -189,7 +203,16 @@ impl BarStream {
             .iter()
             .map(|(s, i)| bar_subject(prefix, s, *i))
             .collect();
-        let (client, mut raw) = match rt.block_on(open_raw(cfg, stream, filters, deliver, 4096)) {
+        let link = Arc::new(LinkCounters::default());
+        let opened = rt.block_on(open_raw(
+            cfg,
+            stream,
+            filters,
+            deliver,
+            4096,
+            Arc::clone(&link),
+        ));
+        let (client, mut raw) = match opened {
             Ok(x) => x,
             Err(e) => {
                 rt.shutdown_timeout(Duration::from_secs(1));
@@ -222,7 +245,21 @@ impl BarStream {
             rx,
             idle: Duration::from_secs(60),
             _client: client,
+            link,
         })
+    }
+
+    /// The NATS connection: up or not, and how often it came back. Cheap (two atomic loads):
+    /// poll it to report an outage, as `tvdatafeed live --nats` does on stderr.
+    pub fn link(&self) -> LinkStatus {
+        // Relaxed: two independent readings for a report, ordering nothing else.
+        LinkStatus {
+            connected: !self.link.down.load(std::sync::atomic::Ordering::Relaxed),
+            reconnects: self
+                .link
+                .reconnects
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// How long the iterator waits for a message before it ends. Default 60 s.
@@ -292,7 +329,15 @@ pub fn read_status(
     let rt = runtime()?;
     let filters = vec![format!("{prefix}.status.>")];
     let result = rt.block_on(async {
-        let (_client, mut raw) = open_raw(cfg, stream, filters, DeliverPolicy::All, 4096).await?;
+        let (_client, mut raw) = open_raw(
+            cfg,
+            stream,
+            filters,
+            DeliverPolicy::All,
+            4096,
+            Arc::new(LinkCounters::default()),
+        )
+        .await?;
         let mut out = Vec::new();
         while let Ok(Some(item)) = tokio::time::timeout(idle, raw.recv()).await {
             let (subject, payload, _) = item?;
