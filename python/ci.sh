@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The Python package's CI step, run by .ci/run (or alone: `bash python/ci.sh` from anywhere).
 # 1. A fresh venv with maturin, pytest, pandas and the original tradingview-datafeed 2.1.1 (the
-#    conformance tests compare against it); `maturin develop --release` into it; pytest.
-# 2. `maturin build --release`, the wheel installed into a second fresh venv, imported and used
-#    against the simulator there, as a new user would.
-# Release build: the tests stream bars and time shutdowns; a debug cdylib is slow at both.
+#    conformance tests compare against it); `maturin develop --profile wheel` into it; pytest.
+# 2. `maturin build --profile wheel`, the wheel installed into a second fresh venv, imported and
+#    used against the simulator there, as a new user would.
+# The `wheel` profile (release, LTO) is what users get, so it is what the tests run: the tests
+# stream bars and time shutdowns, and a debug cdylib is slow at both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,9 +15,9 @@ rm -rf "$root/target/py-ci"
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check maturin pytest pandas \
     tradingview-datafeed==2.1.1 websocket-client
-(cd python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --release --quiet)
+(cd python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --profile wheel --quiet)
 TVDATAFEED_RS_REQUIRE_ORIGINAL=1 "$venv/bin/python" -m pytest -q python/tests
-"$venv/bin/maturin" build --release --quiet -m python/Cargo.toml -o "$root/target/py-ci/wheels"
+"$venv/bin/maturin" build --profile wheel --quiet -m python/Cargo.toml -o "$root/target/py-ci/wheels"
 python3 -m venv "$wheel_venv"
 "$wheel_venv/bin/pip" install --quiet --disable-pip-version-check "$root"/target/py-ci/wheels/tvdatafeed_rs-*.whl
 (cd /tmp && "$wheel_venv/bin/python" - <<'PY'
