@@ -667,4 +667,102 @@ mod tests {
         );
         assert!(!f.has_pending());
     }
+
+    #[test]
+    fn many_seises_keep_the_arrival_order_and_their_own_policy_state() {
+        let (p, mut c) = ring::with_strategy::<Tagged>(2, ring::WaitStrategy::Spin).unwrap();
+        let mut f = Fanout::new(64);
+        let s = f.add_many(p, true, Arc::new(ConsumerCounters::default()));
+        f.add_seis(s, 1);
+        f.add_seis(s, 2);
+        let now = crate::clock::monotonic();
+        // Not this consumer's: tag 0 (a single-seis route) and an unknown tag.
+        assert!(!f.push(s, 0, &LiveEvent::Closed(bar(1, 0.0)), now));
+        assert!(!f.push(s, 3, &LiveEvent::Closed(bar(1, 0.0)), now));
+        f.push(s, 1, &LiveEvent::Closed(bar(1, 1.0)), now);
+        f.push(s, 2, &LiveEvent::Closed(bar(1, 2.0)), now);
+        // Full from here: everything waits in one backlog, in arrival order.
+        f.push(s, 2, &LiveEvent::Closed(bar(2, 2.1)), now);
+        f.push(s, 1, &LiveEvent::Update(bar(2, 1.1)), now);
+        f.push(s, 1, &LiveEvent::Update(bar(2, 1.2)), now); // replaces 1.1: seis 1 lagged
+        f.push(s, 1, &LiveEvent::Closed(bar(2, 1.3)), now);
+        f.push(s, 2, &LiveEvent::Revised(bar(2, 2.2)), now); // folded into seis 2's close
+        f.push(s, 1, &LiveEvent::Revised(bar(1, 1.5)), now); // seis 1's bar 1 was given
+        f.push(s, 2, &LiveEvent::Update(bar(3, 2.5)), now);
+        f.push(s, 2, &LiveEvent::Closed(bar(3, 2.6)), now); // makes 2.5 stale: seis 2 lagged
+        let mut got = Vec::new();
+        let mut take = |c: &mut ring::Consumer<Tagged>| {
+            c.pop_batch(usize::MAX, |t| got.push((t.tag, t.delivery.event)));
+        };
+        take(&mut c);
+        while f.has_pending() {
+            f.flush_pending(now);
+            take(&mut c);
+        }
+        assert_eq!(
+            got,
+            vec![
+                (1, LiveEvent::Closed(bar(1, 1.0))),
+                (2, LiveEvent::Closed(bar(1, 2.0))),
+                (
+                    1,
+                    LiveEvent::Lagged {
+                        missed: 2,
+                        first_time: Some(2),
+                        lost_closed: 0
+                    }
+                ),
+                (
+                    2,
+                    LiveEvent::Lagged {
+                        missed: 1,
+                        first_time: Some(3),
+                        lost_closed: 0
+                    }
+                ),
+                (2, LiveEvent::Closed(bar(2, 2.2))),
+                (1, LiveEvent::Closed(bar(2, 1.3))),
+                (1, LiveEvent::Revised(bar(1, 1.5))),
+                (2, LiveEvent::Closed(bar(3, 2.6))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_removed_seis_leaves_nothing_waiting() {
+        let (p, mut c) = ring::with_strategy::<Tagged>(2, ring::WaitStrategy::Spin).unwrap();
+        let mut f = Fanout::new(64);
+        let s = f.add_many(p, false, Arc::new(ConsumerCounters::default()));
+        f.add_seis(s, 1);
+        f.add_seis(s, 2);
+        let now = crate::clock::monotonic();
+        for t in 1..=4 {
+            f.push(s, 1, &LiveEvent::Closed(bar(t, 1.0)), now);
+            f.push(s, 2, &LiveEvent::Closed(bar(t, 2.0)), now);
+        }
+        f.remove_seis(s, 1);
+        assert!(!f.push(s, 1, &LiveEvent::Closed(bar(5, 1.0)), now));
+        let mut got = Vec::new();
+        let mut take = |c: &mut ring::Consumer<Tagged>| {
+            c.pop_batch(usize::MAX, |t| {
+                got.push((t.tag, t.delivery.event.bar().map(|b| b.time)))
+            });
+        };
+        take(&mut c);
+        while f.has_pending() {
+            f.flush_pending(now);
+            take(&mut c);
+        }
+        // The two that were in the ring before the removal, then seis 2 only.
+        assert_eq!(
+            got,
+            vec![
+                (1, Some(1)),
+                (2, Some(1)),
+                (2, Some(2)),
+                (2, Some(3)),
+                (2, Some(4))
+            ]
+        );
+    }
 }
