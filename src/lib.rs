@@ -113,8 +113,8 @@ pub use history::{
 };
 pub use live::{
     ConnectFailure, ConnectionStatus, ConsumerOptions, ConsumerStats, IoWait, Latency, LiveEvent,
-    LiveFeed, LiveFeedBuilder, RecvError, Seis, SeisId, SeisStats, ShutdownReport, Stats,
-    Subscription,
+    LiveFeed, LiveFeedBuilder, ManySubscription, RecvError, Seis, SeisEvent, SeisId, SeisStats,
+    ShutdownReport, Stats, Subscription,
 };
 pub use market::{Bar, Interval, IntervalError, IntervalUnit, Symbol, SymbolError};
 pub use protocol::{Adjustment, SeriesFailure, SymbolInfo, TradingSession};

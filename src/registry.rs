@@ -298,6 +298,15 @@ impl<K: Hash + Eq + Clone, V, C> Registry<K, V, C> {
         Some(id)
     }
 
+    /// A fresh consumer id that names no registered consumer (and never will: ids are never
+    /// reused), for an owner of several consumers to be known by (a many-seis consumer).
+    pub fn reserve_id(&self) -> ConsumerId {
+        let mut writer = self.lock_writer();
+        let id = ConsumerId(writer.next_id);
+        writer.next_id += 1;
+        id
+    }
+
     /// Removes consumer `id`; `None` if it is not (or no longer) registered.
     ///
     /// Linearizable: once this returns, no [`load`](Self::load) that starts afterwards sees the

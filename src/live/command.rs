@@ -12,7 +12,7 @@ use std::{
 
 use crossbeam_queue::ArrayQueue;
 
-use super::{Delivery, Seis};
+use super::{Delivery, Seis, Tagged};
 use crate::{
     Error,
     ring::Producer,
@@ -134,6 +134,24 @@ pub(crate) enum Command {
     },
     /// Drop the producer of consumer slot `slot` (after the consumer left the registry).
     RemoveConsumer { slot: u32 },
+    /// Give `tv-io` the producer half of a new many-seis consumer's ring (no seis yet); the
+    /// reply is its slot.
+    AddManyConsumer {
+        producer: Producer<Tagged>,
+        updates: bool,
+        counters: Arc<super::ConsumerCounters>,
+        reply: Reply<u32>,
+    },
+    /// Give the many-seis consumer in `slot` the seises routed under `tags` (before the
+    /// registry routes them); the reply says it is done.
+    AddSeises {
+        slot: u32,
+        tags: Vec<u64>,
+        reply: Reply<()>,
+    },
+    /// Take seis `tag` from the many-seis consumer in `slot` (after the registry stopped
+    /// routing it there): its waiting events are dropped and none is pushed again.
+    RemoveSeis { slot: u32, tag: u64 },
     /// A history download over the live connection.
     GetHist {
         request: Box<crate::history::batch::BatchRequest>,
@@ -149,6 +167,11 @@ impl std::fmt::Debug for Command {
             Self::Unsubscribe { seis, .. } => write!(f, "Unsubscribe({seis:?})"),
             Self::AddConsumer { updates, .. } => write!(f, "AddConsumer(updates: {updates})"),
             Self::RemoveConsumer { slot } => write!(f, "RemoveConsumer({slot})"),
+            Self::AddManyConsumer { updates, .. } => {
+                write!(f, "AddManyConsumer(updates: {updates})")
+            }
+            Self::AddSeises { slot, tags, .. } => write!(f, "AddSeises({slot}, {tags:?})"),
+            Self::RemoveSeis { slot, tag } => write!(f, "RemoveSeis({slot}, {tag})"),
             Self::GetHist { request, .. } => write!(f, "GetHist({request:?})"),
         }
     }

@@ -562,7 +562,7 @@ impl World {
             }
             if let Some(slot) = self.seises.iter().find(|s| s.seis.id().get() == id) {
                 for &c in &slot.consumers {
-                    self.fanout.push(self.checks[c].slot, &event, now);
+                    self.fanout.push(self.checks[c].slot, 0, &event, now);
                 }
             }
         }

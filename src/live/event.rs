@@ -94,3 +94,11 @@ pub(crate) struct Delivery {
     pub(crate) event: LiveEvent,
     pub(crate) pushed_at: Instant,
 }
+
+/// An event in a many-seis consumer's ring: a [`Delivery`] and the tag its seis is routed to
+/// this consumer under (see `fanout`'s "Many-seis consumers").
+#[derive(Debug)]
+pub(crate) struct Tagged {
+    pub(crate) tag: u64,
+    pub(crate) delivery: Delivery,
+}

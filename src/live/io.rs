@@ -251,6 +251,7 @@ impl Driver {
             for (_, c) in entry.consumers() {
                 fanout.push(
                     c.fanout,
+                    c.tag,
                     &LiveEvent::Failed(Error::Shutdown),
                     clock::monotonic(),
                 );
@@ -295,6 +296,19 @@ impl Driver {
                 reply,
             } => reply.send(fanout.add(producer, updates, counters)),
             Command::RemoveConsumer { slot } => fanout.remove(slot),
+            Command::AddManyConsumer {
+                producer,
+                updates,
+                counters,
+                reply,
+            } => reply.send(fanout.add_many(producer, updates, counters)),
+            Command::AddSeises { slot, tags, reply } => {
+                for tag in tags {
+                    fanout.add_seis(slot, tag);
+                }
+                reply.send(());
+            }
+            Command::RemoveSeis { slot, tag } => fanout.remove_seis(slot, tag),
             Command::GetHist {
                 request,
                 timeout,
@@ -370,7 +384,7 @@ fn deliver(core: &mut Core, shared: &Shared, fanout: &mut Fanout) {
             && let Some(entry) = snapshot.get(seis.key())
         {
             for (_, c) in entry.consumers() {
-                fanout.push(c.fanout, &event, now);
+                fanout.push(c.fanout, c.tag, &event, now);
             }
         }
         next = core.poll_delivery();

@@ -69,6 +69,7 @@ mod fetch;
 pub(crate) mod fuzz;
 pub(crate) mod gate;
 mod io;
+mod many;
 mod stats;
 
 use std::{
@@ -88,6 +89,7 @@ use self::{
 pub use self::{
     consumer::{RecvError, StatsProbe, Subscription},
     event::{ConsumerOptions, LiveEvent},
+    many::{ManySubscription, SeisEvent},
     stats::Latency,
 };
 use crate::{
@@ -104,7 +106,7 @@ use crate::{
     },
     transport::TransportConfig,
 };
-pub(crate) use event::Delivery;
+pub(crate) use event::{Delivery, Tagged};
 
 /// A seis' identity: one per (symbol, interval) in a feed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -270,9 +272,14 @@ impl fmt::Display for Seis {
 }
 
 /// A consumer as the registry holds it: where `tv-io` pushes its events.
+///
+/// A many-seis consumer has one `ConsumerSlot` (one registry consumer id, a *route*) per seis,
+/// all with its `fanout` index and each with the `tag` its ring items carry for that seis.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConsumerSlot {
     pub(crate) fanout: u32,
+    /// The seis' tag in a many-seis consumer (never reused by it); 0 for a single-seis one.
+    pub(crate) tag: u64,
 }
 
 /// How `tv-io` waits for the socket.
@@ -638,6 +645,7 @@ impl LiveFeedBuilder {
             feed_id: NEXT_FEED.fetch_add(1, Ordering::Relaxed),
             stop: AtomicBool::new(false),
             next_seis: AtomicU64::new(1),
+            next_tag: AtomicU64::new(1),
             consumers: Mutex::new(HashMap::new()),
             stragglers: Mutex::new(Vec::new()),
             first: Mutex::new(None),
@@ -699,6 +707,8 @@ struct ConsumerEntry {
     counters: plain::Arc<ConsumerCounters>,
     fanout: u32,
     thread: Option<(String, plain::thread::JoinHandle<()>)>,
+    /// A many-seis consumer's routes (`None` for a single-seis consumer).
+    many: Option<plain::Arc<many::ManyShared>>,
 }
 
 /// A callback thread that did not finish when its consumer was removed.
@@ -722,6 +732,8 @@ pub(crate) struct Shared {
     pub(crate) feed_id: u64,
     stop: AtomicBool,
     next_seis: AtomicU64,
+    /// The next many-seis route tag (from 1: tag 0 is every single-seis consumer's).
+    next_tag: AtomicU64,
     consumers: Mutex<HashMap<ConsumerId, ConsumerEntry>>,
     stragglers: Mutex<Vec<Straggler>>,
     /// Answered by `tv-io` with the first connection attempt's outcome.
@@ -1138,6 +1150,7 @@ impl LiveFeed {
                 counters,
                 fanout: slot,
                 thread,
+                many: None,
             },
         );
         if let Some((name_of_failed, e)) = spawn_error {
@@ -1187,6 +1200,7 @@ impl LiveFeed {
                 counters: plain::Arc::clone(&counters),
                 fanout: slot,
                 thread: None,
+                many: None,
             },
         );
         Ok(Subscription::new(
@@ -1243,10 +1257,13 @@ impl LiveFeed {
             deadline,
         )?;
         let slot = waiter.wait(deadline).ok_or_else(|| self.timeout_error())?;
-        match shared
-            .registry
-            .insert_consumer(seis.key(), ConsumerSlot { fanout: slot })
-        {
+        match shared.registry.insert_consumer(
+            seis.key(),
+            ConsumerSlot {
+                fanout: slot,
+                tag: 0,
+            },
+        ) {
             Some(id) => Ok((id, slot)),
             None => {
                 let _ = shared
@@ -1533,6 +1550,12 @@ pub(crate) fn drop_consumer(shared: &Shared, id: ConsumerId) {
     if let Some(entry) = entry {
         // No callback runs behind a pull handle: the gate closes at once.
         entry.gate.close_from_inside();
+        // A many-seis consumer's routes leave the registry before its slot is freed.
+        if let Some(many) = &entry.many {
+            for route in many.take_all() {
+                let _ = shared.registry.remove_consumer(route);
+            }
+        }
         let deadline = shared.deadline(Duration::from_secs(1));
         let _ = shared
             .commands
@@ -1555,11 +1578,23 @@ fn finish_removal(
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&id);
     let Some(entry) = entry else {
+        // Not a consumer but a many-seis consumer's route (its seis was removed): only that
+        // seis leaves the consumer.
+        if removed.is_some() {
+            remove_many_route(shared, id, deadline);
+            return Ok(());
+        }
         return Err(Error::InvalidRequest(format!(
             "no consumer {} in this feed",
             id.get()
         )));
     };
+    // A many-seis consumer's routes leave the registry before its slot is freed.
+    if let Some(many) = &entry.many {
+        for route in many.take_all() {
+            let _ = shared.registry.remove_consumer(route);
+        }
+    }
     let left = |d: Option<Instant>| {
         d.map_or(Duration::from_secs(3600), |d| {
             d.saturating_duration_since(clock::monotonic())
@@ -1607,4 +1642,23 @@ fn finish_removal(
         });
     }
     Ok(())
+}
+
+/// A many-seis consumer's route left the registry (its seis was removed): takes it out of its
+/// consumer's routes (whose handle then skips the seis' events) and tells `tv-io` to drop the
+/// seis from the consumer's slot.
+fn remove_many_route(shared: &Shared, route: ConsumerId, deadline: Option<Instant>) {
+    // Table, then routes (the lock order of `many`'s `# Locks`).
+    let found = shared
+        .consumers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .filter_map(|e| e.many.as_ref())
+        .find_map(|m| m.take_route(route).map(|tag| (m.slot, tag)));
+    if let Some((slot, tag)) = found {
+        let _ = shared
+            .commands
+            .send(Command::RemoveSeis { slot, tag }, deadline);
+    }
 }
