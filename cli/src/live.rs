@@ -19,14 +19,13 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc,
     },
     time::{Duration, Instant},
 };
 
 use tvdatafeed::{
     AuthToken, Bar, ConsumerOptions, Endpoint, Error, HumanDuration, Interval, LiveEvent, LiveFeed,
-    LiveFeedBuilder, Symbol, internal::echo,
+    LiveFeedBuilder, RecvError, Seis, SeisEvent, SeisId, Symbol, internal::echo,
 };
 
 /// The shortest `--stall-secs` that a quiet connection to TradingView survives: two of its
@@ -466,7 +465,6 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
             crate::metrics::live_text(&feed.stats())
         })?
     };
-    let (tx, rx) = mpsc::sync_channel::<Line>(4096);
     let options = ConsumerOptions::default().with_updates(args.updates);
     // Subscribe every seis first: a refusal prints nothing on stdout.
     let seises = subscribe_all(&feed, &specs, &host)?;
@@ -480,50 +478,50 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
         writeln!(out, "{header}")?;
         out.flush()?;
     }
-    for (index, seis) in seises.iter().enumerate() {
-        let tx = tx.clone();
-        let (symbol, interval, json, updates) = (
-            seis.symbol().clone(),
-            seis.interval(),
-            args.json,
-            args.updates,
-        );
-        let forming = move |f: bool| updates.then_some(f);
-        feed.new_consumer_with(seis, options, move |event| {
-            let line = match event {
-                LiveEvent::Closed(b) => Line::Out(row(json, &symbol, interval, &b, forming(false))),
-                LiveEvent::Update(b) => Line::Out(row(json, &symbol, interval, &b, forming(true))),
-                LiveEvent::Revised(b) => Line::Note(format!(
-                    "{symbol} {interval}: bar {} revised: close {}",
-                    b.time, b.close
-                )),
-                LiveEvent::Lagged {
-                    lost_closed: 0,
-                    missed,
-                    ..
-                } => Line::Note(format!(
-                    "{symbol} {interval}: output too slow: {missed} updates dropped (closed bars are kept)"
-                )),
-                LiveEvent::Lagged {
-                    lost_closed,
-                    first_time,
-                    ..
-                } => Line::Lost(format!(
-                    "{symbol} {interval}: output too slow: {lost_closed} closed bars lost, from bar {}",
-                    first_time.map_or_else(|| "-".to_owned(), |t| t.to_string())
-                )),
-                LiveEvent::Disconnected { cause } => Line::Down(index, cause),
-                LiveEvent::Reconnected { down, gap_bars } => Line::Up(index, down, gap_bars),
-                LiveEvent::Failed(Error::Shutdown) => return,
-                LiveEvent::Failed(e) => Line::Fatal(format!("{symbol} {interval}: {e}")),
-                other => Line::Note(format!("{symbol} {interval}: {other:?}")),
-            };
-            // Blocks this consumer only (its ring absorbs the engine's side).
-            let _ = tx.send(line);
+    // One consumer for every seis, read on this thread: the lines come out in the order the
+    // engine produced the bars across seises, and a slow stdout fills that one ring (updates
+    // coalesced, closed bars kept: the engine's slow-consumer policy), never the engine.
+    let index: HashMap<SeisId, usize> = seises
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id(), i))
+        .collect();
+    let refs: Vec<&Seis> = seises.iter().map(|s| &**s).collect();
+    let mut sub = feed.subscribe_many_with(&refs, options).map_err(to_io)?;
+    let (json, updates) = (args.json, args.updates);
+    let line_of = |e: SeisEvent| -> Option<Line> {
+        let (symbol, interval) = (e.symbol(), e.interval());
+        let forming = |f: bool| updates.then_some(f);
+        let i = index.get(&e.id()).copied().unwrap_or(0);
+        Some(match e.event() {
+            LiveEvent::Closed(b) => Line::Out(row(json, symbol, interval, b, forming(false))),
+            LiveEvent::Update(b) => Line::Out(row(json, symbol, interval, b, forming(true))),
+            LiveEvent::Revised(b) => Line::Note(format!(
+                "{symbol} {interval}: bar {} revised: close {}",
+                b.time, b.close
+            )),
+            LiveEvent::Lagged {
+                lost_closed: 0,
+                missed,
+                ..
+            } => Line::Note(format!(
+                "{symbol} {interval}: output too slow: {missed} updates dropped (closed bars are kept)"
+            )),
+            LiveEvent::Lagged {
+                lost_closed,
+                first_time,
+                ..
+            } => Line::Lost(format!(
+                "{symbol} {interval}: output too slow: {lost_closed} closed bars lost, from bar {}",
+                first_time.map_or_else(|| "-".to_owned(), |t| t.to_string())
+            )),
+            LiveEvent::Disconnected { cause } => Line::Down(i, cause.clone()),
+            LiveEvent::Reconnected { down, gap_bars } => Line::Up(i, *down, *gap_bars),
+            LiveEvent::Failed(Error::Shutdown) => return None,
+            LiveEvent::Failed(e) => Line::Fatal(format!("{symbol} {interval}: {e}")),
+            other => Line::Note(format!("{symbol} {interval}: {other:?}")),
         })
-        .map_err(to_io)?;
-    }
-    drop(tx);
+    };
     let end = duration.and_then(|d| now().checked_add(d));
     let names: Vec<String> = seises
         .iter()
@@ -564,31 +562,35 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     };
     loop {
         if stop.load(Ordering::SeqCst) || end.is_some_and(|e| now() >= e) {
-            // What already arrived is still handled (a disconnect in the queue counts), for
-            // at most a moment: the consumers keep sending.
+            // What already arrived is still handled (a disconnect in the ring counts), for
+            // at most a moment: the engine keeps delivering.
             let until = now() + Duration::from_millis(200);
             while now() < until
-                && let Ok(line) = rx.try_recv()
+                && let Ok(e) = sub.try_recv()
             {
-                if !handle(line, &mut result) {
+                if let Some(line) = line_of(e)
+                    && !handle(line, &mut result)
+                {
                     break;
                 }
             }
             break;
         }
         attempts.poll(&feed);
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
-                if !handle(line, &mut result) {
+        match sub.recv_timeout(Duration::from_millis(100)) {
+            Ok(e) => {
+                if let Some(line) = line_of(e)
+                    && !handle(line, &mut result)
+                {
                     break;
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(RecvError::Timeout) => {}
+            // The consumer ended (the feed shut down): nothing more comes.
+            Err(_) => break,
         }
     }
-    // Consumers blocked on a full channel return once it is gone.
-    drop(rx);
+    drop(sub);
     // The last failed attempt (the one that gave up, or one inside the rate limit) is told.
     attempts.last_line = None;
     attempts.poll(&feed);

@@ -44,14 +44,11 @@
 //!
 //! [`ConsumerSlot::tag`]: super::ConsumerSlot::tag
 
-use std::{
-    collections::{HashMap, VecDeque},
-    time::Duration,
-    time::Instant,
-};
+use std::{collections::VecDeque, time::Duration, time::Instant};
 
 use super::{ConsumerCounters, Delivery, LiveEvent, Tagged};
 use crate::{
+    det::DetHashMap,
     ring::{Producer, PushError},
     sync::plain::Arc,
 };
@@ -92,7 +89,7 @@ enum Ring {
 #[derive(Debug)]
 enum Seises {
     One(SeisState),
-    Many(HashMap<u64, SeisState>),
+    Many(DetHashMap<u64, SeisState>),
 }
 
 impl Seises {
@@ -415,7 +412,7 @@ impl Fanout {
     ) -> u32 {
         self.insert(Slot::new(
             Ring::Many(producer),
-            Seises::Many(HashMap::new()),
+            Seises::Many(DetHashMap::default()),
             updates,
             counters,
         ))
