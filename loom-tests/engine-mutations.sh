@@ -53,6 +53,7 @@ mutations=(
     "attempt-limit-ignored|src/live/core.rs|--test live_faults|a_server_gone_for_good|the failures watched for .waited"
     "fetch-gauge-not-published|src/live/fetch.rs|--lib|live::dst::regression_a_quiet_5s_seis_with_a_late_tick|published fetches in flight"
     "link-down-not-published|src/live/core.rs|--lib|live::dst::regression_a_consumer_joining_during_an_outage|published link state"
+    "many-backlog-by-seis|src/live/fanout.rs|--lib|live::dst::many_seis_consumers_keep|out of order across seises"
 )
 
 mutation_text() {
@@ -121,6 +122,10 @@ mutation_text() {
     link-down-not-published)
         OLD='        self.stats.set_connected(matches!(link, Link::Up { .. }));'
         NEW='        if matches!(link, Link::Up { .. }) { self.stats.set_connected(true); }' ;;
+    many-backlog-by-seis)
+        OLD='        while let Some((tag, d)) = self.backlog.pop_front() {'
+        NEW='        self.backlog.make_contiguous().sort_by_key(|(t, _)| *t);
+        while let Some((tag, d)) = self.backlog.pop_front() {' ;;
     *) echo "unknown mutation $1" >&2; exit 2 ;;
     esac
 }

@@ -6,7 +6,7 @@
 //! milliseconds.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     hash::{DefaultHasher, Hash, Hasher},
     time::{Duration, Instant},
 };
@@ -14,7 +14,7 @@ use std::{
 use proptest::prelude::*;
 
 use super::{
-    Delivery, LiveEvent, Seis, SeisKey,
+    Delivery, LiveEvent, Seis, SeisKey, Tagged,
     command::{self, Waiter},
     core::{Action, Core, CoreConfig},
     fanout::Fanout,
@@ -98,6 +98,16 @@ enum Op {
     ReviseBack {
         back: usize,
     },
+    /// Many-seis consumer `many` (0 or 1; made at its first use) takes seis `seis` too.
+    AddToMany {
+        seis: usize,
+        many: usize,
+    },
+    /// Many-seis consumer `many` lets go of seis `seis`: nothing of it afterwards.
+    RemoveFromMany {
+        seis: usize,
+        many: usize,
+    },
 }
 
 #[allow(
@@ -114,6 +124,8 @@ fn op(faults: bool, symbols: usize) -> impl Strategy<Value = Op> {
         ),
         1 => (0..16usize).prop_map(|consumer| Op::RemoveConsumer { consumer }),
         8 => (1..4_000u64).prop_map(|ms| Op::Advance { ms }),
+        2 => (0..8usize, 0..2usize).prop_map(|(seis, many)| Op::AddToMany { seis, many }),
+        1 => (0..8usize, 0..2usize).prop_map(|(seis, many)| Op::RemoveFromMany { seis, many }),
     ];
     if faults {
         prop_oneof![
@@ -135,7 +147,9 @@ fn op(faults: bool, symbols: usize) -> impl Strategy<Value = Op> {
 struct Check {
     seis: usize,
     slot: u32,
-    rx: Consumer<Delivery>,
+    /// Its own ring; `None` for a seis of a many-seis consumer (its events come through the
+    /// [`ManyCheck`]'s ring, by tag).
+    rx: Option<Consumer<Delivery>>,
     rate: usize,
     updates: bool,
     alive: bool,
@@ -165,6 +179,35 @@ struct SeisSlot {
     waiter: Option<Waiter<Result<(), Error>>>,
     validated: Option<Result<(), Error>>,
     consumers: Vec<usize>,
+    /// The many-seis consumers that take it: (index in `World::many`, its tag there).
+    many: Vec<(usize, u64)>,
+}
+
+/// What an event offered to a many-seis consumer is, for the order check: its kind and bar.
+fn offered_key(event: &LiveEvent) -> Option<(u8, Option<i64>)> {
+    let kind = match event {
+        LiveEvent::Closed(_) => 1,
+        LiveEvent::Revised(_) => 2,
+        LiveEvent::Disconnected { .. } => 3,
+        LiveEvent::Reconnected { .. } => 4,
+        LiveEvent::Failed(_) => 5,
+        // Updates are coalesced and lag reports made by the fanout: not in the order check.
+        _ => return None,
+    };
+    Some((kind, event.bar().map(|b| b.time)))
+}
+
+/// A many-seis consumer: one ring for several seises, each with a [`Check`] of its own.
+struct ManyCheck {
+    slot: u32,
+    rx: Consumer<Tagged>,
+    rate: usize,
+    /// (tag, index in `World::checks`) of each seis it takes now.
+    members: Vec<(u64, usize)>,
+    /// Closed bars, revisions and connection events offered to it, in the order the engine
+    /// produced them across its seises: what comes out of the ring must be a subsequence of
+    /// this (some may be dropped past the backlog, or folded into a waiting bar).
+    offered: VecDeque<(u64, (u8, Option<i64>))>,
 }
 
 struct World {
@@ -195,6 +238,12 @@ struct World {
     /// A fingerprint of everything the engine did (its actions, the bytes it sent, what it
     /// delivered, in order): one schedule must give one fingerprint, run after run.
     digest: DefaultHasher,
+    /// Many-seis consumers (at most two).
+    many: Vec<ManyCheck>,
+    /// The next many-seis tag (never 0, never reused, as the feed's).
+    next_tag: u64,
+    /// Deliveries so far (the many-seis consumers read one event every third).
+    delivered: u64,
 }
 
 impl World {
@@ -263,6 +312,9 @@ impl World {
             next_id: 1,
             last_drain: 0,
             digest: DefaultHasher::default(),
+            many: Vec::new(),
+            next_tag: 1,
+            delivered: 0,
         }
     }
 
@@ -326,6 +378,7 @@ impl World {
                     waiter: Some(waiter),
                     validated: None,
                     consumers: Vec::new(),
+                    many: Vec::new(),
                 });
             }
             Op::Unsubscribe { seis } => {
@@ -336,6 +389,9 @@ impl World {
                 for c in slot.consumers {
                     self.fanout.remove(self.checks[c].slot);
                     self.checks[c].alive = false;
+                }
+                for &(m, tag) in &slot.many {
+                    self.let_go(m, tag);
                 }
                 let (reply, waiter) = command::reply();
                 self.core.unsubscribe(slot.seis.id().get(), reply);
@@ -371,7 +427,7 @@ impl World {
                 self.checks.push(Check {
                     seis,
                     slot: fanout_slot,
-                    rx,
+                    rx: Some(rx),
                     rate,
                     updates,
                     alive: true,
@@ -390,6 +446,19 @@ impl World {
                 });
             }
             Op::RemoveConsumer { consumer } => {
+                // A seis of a many-seis consumer: that seis only.
+                if let Some((m, tag)) = self.many.iter().enumerate().find_map(|(m, mc)| {
+                    mc.members
+                        .iter()
+                        .find(|(_, c)| *c == consumer)
+                        .map(|(t, _)| (m, *t))
+                }) {
+                    for s in &mut self.seises {
+                        s.many.retain(|&(mm, t)| (mm, t) != (m, tag));
+                    }
+                    self.let_go(m, tag);
+                    return;
+                }
                 if let Some(c) = self.checks.get_mut(consumer)
                     && c.alive
                 {
@@ -399,6 +468,17 @@ impl World {
                         s.consumers.retain(|i| *i != consumer);
                     }
                 }
+            }
+            Op::AddToMany { seis, many } => self.add_to_many(seis, many),
+            Op::RemoveFromMany { seis, many } => {
+                let Some(slot) = self.seises.get_mut(seis) else {
+                    return;
+                };
+                let Some(at) = slot.many.iter().position(|&(m, _)| m == many) else {
+                    return;
+                };
+                let (m, tag) = slot.many.remove(at);
+                self.let_go(m, tag);
             }
             Op::Advance { ms } => self.run(ms),
             Op::Drop => {
@@ -552,6 +632,7 @@ impl World {
         );
         // What waited for room in a ring, as tv-io does every turn.
         self.fanout.flush_pending(now);
+        let drain_now = self.now_ms >= self.last_drain + 100;
         while let Some((id, event)) = self.core.poll_delivery() {
             (self.now_ms, id, format!("{event:?}")).hash(&mut self.digest);
             if std::env::var_os("DST_TRACE").is_some() {
@@ -564,6 +645,22 @@ impl World {
                 for &c in &slot.consumers {
                     self.fanout.push(self.checks[c].slot, 0, &event, now);
                 }
+                for &(m, tag) in &slot.many {
+                    let mc = &mut self.many[m];
+                    if self.fanout.push(mc.slot, tag, &event, now)
+                        && let Some(key) = offered_key(&event)
+                    {
+                        mc.offered.push_back((tag, key));
+                    }
+                }
+            }
+            // The many-seis consumers also read while tv-io delivers (a consumer thread runs
+            // whenever it likes): one event after every third delivery, so that a ring has
+            // room while its backlog still waits, where a new event of another seis must not
+            // overtake what waits.
+            self.delivered += 1;
+            if self.delivered.is_multiple_of(3) {
+                self.drain_many_up_to(1);
             }
         }
         for slot in &mut self.seises {
@@ -572,24 +669,147 @@ impl World {
                 slot.waiter = None;
             }
         }
-        if self.now_ms >= self.last_drain + 100 {
+        if drain_now {
             self.last_drain = self.now_ms;
-            self.drain(false);
+            self.drain_single(false);
+            self.drain_many(false);
         }
+    }
+
+    /// Many-seis consumer `many` (made at its first use, as the feed's `subscribe_many`)
+    /// takes seis `seis` under a new tag: the fanout first, then the routing (`add_seises`'
+    /// order).
+    fn add_to_many(&mut self, seis: usize, many: usize) {
+        if seis >= self.seises.len() || self.seises[seis].many.iter().any(|&(m, _)| m == many) {
+            return;
+        }
+        let m = many.min(self.many.len());
+        if m == self.many.len() {
+            // A tiny ring read slowly: its backlog is used all the time.
+            let (producer, rx) = ring::with_strategy(2, WaitStrategy::Spin).unwrap();
+            let slot = self.fanout.add_many(
+                producer,
+                false,
+                plain::Arc::new(ConsumerCounters::default()),
+            );
+            self.many.push(ManyCheck {
+                slot,
+                rx,
+                rate: 2,
+                members: Vec::new(),
+                offered: VecDeque::new(),
+            });
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.fanout.add_seis(self.many[m].slot, tag);
+        self.many[m].members.push((tag, self.checks.len()));
+        self.seises[seis].many.push((m, tag));
+        self.checks.push(Check {
+            seis,
+            slot: self.many[m].slot,
+            rx: None,
+            rate: 0,
+            updates: false,
+            alive: true,
+            last_closed: None,
+            lag_pending: false,
+            lagged: false,
+            conn_unknown: true,
+            closed: HashMap::new(),
+            closed_at: HashMap::new(),
+            failed: false,
+            disconnected: false,
+            gap_closed: 0,
+            added: self.now_ms,
+        });
+    }
+
+    /// Many-seis consumer `m` lets go of `tag` (the routing is already gone): nothing of it
+    /// is delivered afterwards, and what of it is still in the ring is skipped.
+    fn let_go(&mut self, m: usize, tag: u64) {
+        let mc = &mut self.many[m];
+        self.fanout.remove_seis(mc.slot, tag);
+        if let Some(at) = mc.members.iter().position(|&(t, _)| t == tag) {
+            let (_, c) = mc.members.remove(at);
+            self.checks[c].alive = false;
+        }
+        mc.offered.retain(|&(t, _)| t != tag);
     }
 
     /// Each consumer takes up to its rate (or everything when `all`), checking each event.
     fn drain(&mut self, all: bool) {
+        self.drain_single(all);
+        self.drain_many(all);
+    }
+
+    /// The single-seis consumers' part of [`World::drain`].
+    fn drain_single(&mut self, all: bool) {
         for i in 0..self.checks.len() {
             let n = if all { usize::MAX } else { self.checks[i].rate };
             let mut events = Vec::new();
             let c = &mut self.checks[i];
             let t0 = self.t0;
-            c.rx.pop_batch(n, |d| {
+            let Some(rx) = c.rx.as_mut() else {
+                continue;
+            };
+            rx.pop_batch(n, |d| {
                 let at = d.pushed_at.saturating_duration_since(t0).as_millis() as u64;
                 events.push((d.event, at));
             });
             for (e, at) in events {
+                if let LiveEvent::Closed(b) = &e {
+                    self.checks[i].closed_at.insert(b.time, at);
+                }
+                self.check(i, e);
+            }
+        }
+    }
+
+    /// The many-seis consumers' part of [`World::drain`].
+    fn drain_many(&mut self, all: bool) {
+        let n = if all { usize::MAX } else { 0 };
+        self.drain_many_up_to(n);
+    }
+
+    /// Each many-seis consumer takes up to `n` events (its rate when `n` is 0).
+    fn drain_many_up_to(&mut self, n: usize) {
+        for m in 0..self.many.len() {
+            let n = if n == 0 { self.many[m].rate } else { n };
+            let mut events = Vec::new();
+            let t0 = self.t0;
+            self.many[m].rx.pop_batch(n, |t| {
+                let at = t
+                    .delivery
+                    .pushed_at
+                    .saturating_duration_since(t0)
+                    .as_millis() as u64;
+                events.push((t.tag, t.delivery.event, at));
+            });
+            for (tag, e, at) in events {
+                // A seis let go of: what of it was already in the ring is skipped, as
+                // `ManySubscription` does.
+                let Some(&(_, i)) = self.many[m].members.iter().find(|(t, _)| *t == tag) else {
+                    continue;
+                };
+                if let Some(key) = offered_key(&e) {
+                    // Across seises, the ring gives what was offered in the engine's order
+                    // (one backlog per consumer): each event is the next offered one with its
+                    // key, after those dropped or folded.
+                    let offered = &mut self.many[m].offered;
+                    let pos = offered.iter().position(|&(t, k)| t == tag && k == key);
+                    let Some(pos) = pos else {
+                        panic!(
+                            "many-seis consumer {m}: {e:?} of tag {tag} out of order across seises \
+                             (or never offered); next offered: {:?}",
+                            offered.iter().take(4).collect::<Vec<_>>()
+                        );
+                    };
+                    // Whatever was offered before it and skipped must be of another kind that
+                    // may vanish (a revision folded into its waiting bar), or lost behind a
+                    // `Lagged` (checked per seis).
+                    offered.drain(..=pos);
+                }
                 if let LiveEvent::Closed(b) = &e {
                     self.checks[i].closed_at.insert(b.time, at);
                 }
@@ -2043,4 +2263,33 @@ fn a_schedule_replays_identically() {
             "the same schedule did something else"
         );
     }
+}
+
+/// Two many-seis consumers of six seises (1S and 5S, one quiet) on tiny rings read slowly,
+/// through drops, a stall and a seis let go of: per seis every closed bar once, in order, with
+/// its final values; across seises the ring's order is the engine's.
+#[test]
+fn many_seis_consumers_keep_the_engines_order_across_seises() {
+    let mut ops = Vec::new();
+    for (symbol, interval) in [(1, 0), (2, 0), (3, 0), (4, 0), (0, 1), (1, 1)] {
+        ops.push(Op::Subscribe { symbol, interval });
+    }
+    for seis in 0..7 {
+        ops.push(Op::AddToMany { seis, many: 0 });
+    }
+    for seis in [0, 2, 5] {
+        ops.push(Op::AddToMany { seis, many: 1 });
+    }
+    ops.extend([
+        Op::Advance { ms: 6_000 },
+        Op::Drop,
+        Op::Advance { ms: 3_500 },
+        Op::Stall { ms: 4_000 },
+        Op::Advance { ms: 6_000 },
+        Op::RemoveFromMany { seis: 2, many: 0 },
+        Op::Advance { ms: 2_500 },
+        Op::Drop,
+        Op::Advance { ms: 5_000 },
+    ]);
+    run_on(2, NO_CONDITIONS, &ops);
 }
