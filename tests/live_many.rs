@@ -383,3 +383,121 @@ fn a_seis_of_another_feed_or_unsubscribed_is_a_typed_error() {
     drop(m);
     assert!(a.stats().consumers.is_empty());
 }
+
+/// The callback form: one `tv-consumer-N` thread for many seises, every closed bar of each
+/// once, in order, with the simulator's values; after `del_consumer` returns it never runs
+/// again; `shutdown` is clean.
+#[test]
+fn a_callback_many_seis_consumer_gets_every_close_and_stops_at_del_consumer() {
+    let sim = sim();
+    let feed = feed(&sim, 256);
+    let all = seises(&feed, 5);
+    let refs: Vec<&Seis> = all.iter().map(|s| &**s).collect();
+    let log: Log = Arc::default();
+    let removed = Arc::new(AtomicBool::new(false));
+    let after = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (l, r, a) = (Arc::clone(&log), Arc::clone(&removed), Arc::clone(&after));
+    let id = feed
+        .new_consumer_many(&refs, tvdatafeed::ConsumerOptions::default(), move |e| {
+            if r.load(Ordering::SeqCst) {
+                a.fetch_add(1, Ordering::SeqCst);
+            }
+            let thread = std::thread::current();
+            assert!(thread.name().is_some_and(|n| n.starts_with("tv-consumer-")));
+            l.lock().unwrap().push((e.id(), e.into_event()));
+        })
+        .unwrap();
+    let to = unix_s() + 3;
+    wait_for(
+        Duration::from_secs(20),
+        "three closes of every seis",
+        || {
+            let log = log.lock().unwrap();
+            all.iter()
+                .all(|s| closed_of(&log, s.id()).last().is_some_and(|b| b.time >= to))
+        },
+    );
+    feed.del_consumer(id).unwrap();
+    removed.store(true, Ordering::SeqCst);
+    pause(Duration::from_millis(1_500));
+    assert_eq!(
+        after.load(Ordering::SeqCst),
+        0,
+        "it ran after del_consumer returned"
+    );
+    let log = log.lock().unwrap().clone();
+    for s in &all {
+        let closed = closed_of(&log, s.id());
+        for w in closed.windows(2) {
+            assert_eq!(
+                s.interval().next_bar_open(w[0].time),
+                w[1].time,
+                "{s}: gap or repeat"
+            );
+        }
+        for b in &closed {
+            assert_eq!(
+                *b,
+                sim.expected_bar(s.symbol(), s.interval(), b.time),
+                "{s}"
+            );
+        }
+    }
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}
+
+/// A panicking callback ends its own many-seis consumer only (counted in its stats); a
+/// second consumer of the same seises goes on; `del_consumer` of itself from its callback
+/// returns at once.
+#[test]
+fn a_callback_many_seis_consumer_that_panics_ends_alone_and_one_that_removes_itself_returns_at_once()
+ {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim, 256));
+    let all = seises(&feed, 3);
+    let refs: Vec<&Seis> = all.iter().map(|s| &**s).collect();
+    let panicker = feed
+        .new_consumer_many(&refs, tvdatafeed::ConsumerOptions::default(), |e| {
+            if matches!(e.event(), LiveEvent::Closed(_)) {
+                panic!("a callback that panics (on purpose)");
+            }
+        })
+        .unwrap();
+    let own = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel::<(Result<(), Error>, Duration)>();
+    let (weak, o) = (Arc::downgrade(&feed), Arc::clone(&own));
+    let closes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = Arc::clone(&closes);
+    let remover = feed
+        .new_consumer_many(&refs, tvdatafeed::ConsumerOptions::default(), move |e| {
+            if !matches!(e.event(), LiveEvent::Closed(_)) {
+                return;
+            }
+            // Three closes after the other consumer panicked, then it removes itself.
+            if c.fetch_add(1, Ordering::SeqCst) + 1 < 9 {
+                return;
+            }
+            let Some(id) = *o.lock().unwrap() else { return };
+            let Some(feed) = weak.upgrade() else { return };
+            let start = now();
+            let r = feed.del_consumer(id);
+            let _ = tx.send((r, now().duration_since(start)));
+        })
+        .unwrap();
+    *own.lock().unwrap() = Some(remover);
+    let (r, took) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("del_consumer from its own callback did not return");
+    assert!(r.is_ok(), "{r:?}");
+    assert!(took < Duration::from_secs(2), "del_consumer took {took:?}");
+    let stats = feed.stats();
+    let p = stats
+        .consumers
+        .iter()
+        .find(|c| c.id == panicker)
+        .expect("the panicked consumer is still listed until removed");
+    assert!(p.panicked);
+    assert!(!stats.consumers.iter().any(|c| c.id == remover));
+    feed.del_consumer(panicker).unwrap();
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}

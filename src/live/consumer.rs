@@ -18,7 +18,7 @@ use crate::{
 /// a shutdown drops the ring's producer, which wakes it. It only bounds the wait if that wake
 /// never came. (It was 100 ms: 1,000 idle consumers then woke 10,000 times a second, more than
 /// half a core on a VM, for nothing.)
-const IDLE_WAKE: Duration = Duration::from_secs(5);
+pub(crate) const IDLE_WAKE: Duration = Duration::from_secs(5);
 
 /// The per-event work of the built-in statistics, exactly as a consumer does it (keep both
 /// latencies, count, record them into the shared histograms every 64 events), on events made up
@@ -65,6 +65,12 @@ pub(crate) fn running(feed: u64) -> Option<super::ConsumerId> {
         Some((f, id)) if f == feed => Some(id),
         _ => None,
     }
+}
+
+/// Marks this thread as consumer `me`'s for the rest of its life (see [`running`]): for a
+/// callback thread that does not go through [`run_callback`] (a many-seis one).
+pub(crate) fn mark_running(me: (u64, super::ConsumerId)) {
+    RUNNING.set(Some(me));
 }
 
 /// What a callback consumer thread shares with the feed.

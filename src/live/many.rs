@@ -214,6 +214,10 @@ pub struct ManySubscription {
     local: HashMap<u64, sync::Arc<Seis>>,
     version: u64,
     stats: LocalStats,
+    /// Owned by a callback consumer's thread ([`LiveFeed::new_consumer_many`]): the feed
+    /// removes the consumer (`del_consumer`, `shutdown`), never this handle's drop, so that a
+    /// consumer ended by a panic stays in `stats()` (`panicked`) until then.
+    callback: bool,
 }
 
 impl fmt::Debug for ManySubscription {
@@ -396,6 +400,9 @@ impl ManySubscription {
 impl Drop for ManySubscription {
     fn drop(&mut self) {
         self.stats.flush(&self.counters);
+        if self.callback {
+            return;
+        }
         if let Some(feed) = self.feed.upgrade() {
             super::drop_consumer(&feed, self.id);
         }
@@ -564,10 +571,99 @@ impl LiveFeed {
             local: HashMap::new(),
             version: u64::MAX,
             stats: LocalStats::default(),
+            callback: false,
         };
         // On an error, dropping `sub` removes the consumer and whatever routes it got.
         add_seises(shared, &sub.many, seises)?;
         sub.refresh();
         Ok(sub)
+    }
+}
+
+impl LiveFeed {
+    /// Runs `callback` for every event of `seises` (one consumer, one ring, the engine's order
+    /// across seises, each [`SeisEvent`] naming its seis) on a thread of its own,
+    /// `tv-consumer-N`. Returns its id for [`LiveFeed::del_consumer`].
+    ///
+    /// The contracts of [`LiveFeed::new_consumer`] hold: after `del_consumer` returns the
+    /// callback never runs again; a panicking callback ends this consumer only (logged,
+    /// counted in [`ConsumerStats::panicked`](super::ConsumerStats::panicked)); `shutdown`
+    /// names its thread if the callback does not return in time; the callback may call this
+    /// feed's methods, its own consumer's and seises' included, without waiting for itself.
+    /// Per seis, the [`LiveEvent`] contract is unchanged; a `Failed` ends that seis, not the
+    /// consumer. Seises cannot be added or removed on a callback consumer yet: use
+    /// [`LiveFeed::subscribe_many`] for that, or a new consumer.
+    ///
+    /// # Errors
+    ///
+    /// As [`LiveFeed::subscribe_many`]; [`Error::Spawn`] when the thread could not be started
+    /// (nothing is left behind).
+    pub fn new_consumer_many(
+        &self,
+        seises: &[&Seis],
+        options: ConsumerOptions,
+        mut callback: impl FnMut(SeisEvent) + Send + 'static,
+    ) -> Result<ConsumerId, Error> {
+        let mut sub = self.subscribe_many_with(seises, options)?;
+        sub.callback = true;
+        let shared = &self.shared;
+        let id = sub.id;
+        let gate = plain::Arc::clone(&sub.gate);
+        let counters = plain::Arc::clone(&sub.counters);
+        let name = format!("tv-consumer-{}", id.get());
+        let thread_name = name.clone();
+        let me = (shared.feed_id, id);
+        let spawned = plain::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                super::consumer::mark_running(me);
+                tracing::debug!(thread = thread_name, "consumer started");
+                // Invariant: the callback runs only between `gate.enter()` and `gate.exit()`, so
+                // `del_consumer`'s `gate.close` waits for a running one and none runs after it.
+                while gate.is_open() {
+                    match sub.recv_timeout(super::consumer::IDLE_WAKE) {
+                        Ok(event) => {
+                            if !gate.enter() {
+                                break;
+                            }
+                            let result =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    callback(event);
+                                }));
+                            gate.exit();
+                            if result.is_err() {
+                                counters.record_panic();
+                                tracing::error!(
+                                    thread = thread_name,
+                                    "consumer callback panicked: consumer ended"
+                                );
+                                break;
+                            }
+                        }
+                        Err(RecvError::Timeout) => {}
+                        // Removed or shut down: its ring is abandoned and drained.
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+                drop(sub);
+                tracing::debug!(thread = thread_name, "consumer ended");
+            });
+        match spawned {
+            Ok(handle) => {
+                if let Some(entry) = self.table().get_mut(&id) {
+                    entry.thread = Some((name, handle));
+                }
+                Ok(id)
+            }
+            Err(e) => {
+                // The handle was moved into the closure that never ran, and dropped with it
+                // (as a callback one: nothing removed); remove the consumer here.
+                let _ = super::remove_consumer(shared, id, Duration::from_secs(1));
+                Err(Error::Spawn {
+                    thread: name,
+                    source: e.into(),
+                })
+            }
+        }
     }
 }
