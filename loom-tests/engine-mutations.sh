@@ -3,7 +3,7 @@
 # fetcher's unit tests): each mutation below puts back one defect those tests claim to catch
 # (a closed bar dropped for a slow consumer, a loss not reported, a quiet bar never closed by
 # its fetch, a stale stream close or update taken as a revision, a late replay that skips the
-# bars it must read again).
+# bars it must read again, an async stream ended before it was drained or never woken).
 #
 # Not here: dropping the need that arrives while a fetch of the same seis is in flight
 # (`Fetcher::want`'s follow-up). Every confirmation asks from the last bar delivered to now,
@@ -49,6 +49,8 @@ mutations=(
     "gap-bars-off-by-one-live|src/live/core.rs|--test live_faults|a_replay_answered_too_late|gap_bars is not the count of bars delivered"
     "gate-close-does-not-wait|src/live/gate.rs|--test live|del_consumer_of_a_callback_running_past|del_consumer while its callback runs past the timeout: Ok"
     "recv-closed-before-drained|src/live/consumer.rs|--test live|a_removed_subscription_still_returns|events returned after the removal"
+    "stream-ends-before-drained|src/live/consumer.rs|--test live_async|a_removed_stream_returns|events returned after the removal"
+    "task-wake-skipped-live|src/ring.rs|--test live_async|a_stream_sleeps_while_idle|a lost wake-up"
     "replay-reach-back-1|src/live/core.rs|--lib|live::dst::a_bar_revised_while_the_connection_was_down|final value of bar"
     "attempt-limit-ignored|src/live/core.rs|--test live_faults|a_server_gone_for_good|the failures watched for .waited"
     "fetch-gauge-not-published|src/live/fetch.rs|--lib|live::dst::regression_a_quiet_5s_seis_with_a_late_tick|published fetches in flight"
@@ -106,6 +108,12 @@ mutation_text() {
         NEW='        if self.ended || !self.gate.is_open() {
             return Err(RecvError::Closed);
         }' ;;
+    stream-ends-before-drained)
+        OLD='            Poll::Ready(rx.pop().ok())'
+        NEW='            Poll::Ready(None)' ;;
+    task-wake-skipped-live)
+        OLD='                    waker.wake();'
+        NEW='                    drop(waker);' ;;
     untrusted-certificate-retried)
         OLD='Error::Transport(TransportError::CertificateNotTrusted { .. }) => !retry_certificates,'
         NEW='Error::Transport(TransportError::CertificateNotTrusted { .. }) => false,' ;;

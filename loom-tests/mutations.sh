@@ -2,8 +2,9 @@
 # Mutation check of the loom models: each mutation below breaks the ring, the registry or the
 # consumer gate in
 # one way the models claim to catch (a weakened ordering, a dropped wake-up, a stale thread
-# registration, a snapshot loaded outside the writer lock...). For each one, the script applies
-# it to a scratch copy of the repository (never to the working tree), runs the model(s) meant
+# registration, a snapshot loaded outside the writer lock, a task's skipped re-check...). For
+# each one, the script applies it to a scratch copy of the repository (never to the working
+# tree), runs the model(s) meant
 # to catch it, and checks that they FAIL, with the expected message in their output (so that
 # an unrelated failure, such as a build error, does not count as a catch).
 #
@@ -47,6 +48,10 @@ mutations=(
     "remove-consumer-skips-publish|src/registry.rs|registry|registry_reader_never_delivers|(saw the consumer|still holds a removed consumer|still published)"
     # With the gate broken, loom may first trip over the late unpark the callback's `exit`
     # sends a closer that already returned (its own `state.notified` assertion): also a catch.
+    # The async hand-off (`Consumer::poll_pop`): the task's re-check, fence and wake-up.
+    "poll-pop-no-recheck|src/ring.rs|ring_async|ring_async_push_after_pending_always_wakes_the_task|the task was never woken"
+    "poll-pop-fence-acqrel|src/ring.rs|ring_async|ring_async_push_after_pending_always_wakes_the_task|the task was never woken"
+    "task-wake-skipped|src/ring.rs|ring_async|ring_async_producer_drop_after_pending_always_wakes_the_task|the task was never woken"
     "gate-enter-ignores-close|src/live/gate.rs|consumer|consumer_removal_then_quiescence|(ran after del_consumer returned|entered after close|assertion failed: state.notified)"
     "gate-close-does-not-wait|src/live/gate.rs|consumer|gate_close_waits_for_a_running_callback|(close returned while the callback was still inside|assertion failed: state.notified)"
 )
@@ -88,6 +93,21 @@ mutation_text() {
         OLD='                // lets it overwrite the handle.
                 self.access.store(IDLE, Ordering::Release);'
         NEW='                self.access.store(IDLE, Ordering::Relaxed);' ;;
+    poll-pop-no-recheck)
+        OLD='        fence(Ordering::SeqCst);
+        match self.poll_once() {
+            Some(result) => self.ready(result),
+            None => Poll::Pending,
+        }'
+        NEW='        fence(Ordering::SeqCst);
+        Poll::Pending' ;;
+    poll-pop-fence-acqrel)
+        OLD='        // `sleeping = true` and wakes the waker registered above.
+        fence(Ordering::SeqCst);'
+        NEW='        fence(Ordering::AcqRel);' ;;
+    task-wake-skipped)
+        OLD='                    waker.wake();'
+        NEW='                    drop(waker);' ;;
     remove-consumer-loads-before-lock)
         OLD='        let mut writer = self.lock_writer();
         let key = writer.owners.get(&id)?;'

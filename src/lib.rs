@@ -70,6 +70,8 @@
 //! library only (no command line, no simulator, no certificate generator).
 //!
 //! - `sim`: the protocol simulator, [`sim`], for tests, benches and demos.
+//! - `async`: [`Subscription`] implements `futures_core::Stream` (items [`LiveEvent`]), for
+//!   any executor: the library depends on `futures-core` only, never on a runtime.
 //!
 //! The `tvdatafeed` command line (`hist`, `search`, `sim`, `decode`) is the workspace's
 //! `tvdatafeed-cli` package: `cargo run -- --help` in the repository.

@@ -10,14 +10,21 @@
 //! system call while the consumer is awake, and a parked consumer is never left asleep next to
 //! an item. The handshake and the index protocol are model-checked with loom (`loom-tests/`).
 //!
-//! The wake path takes no lock, so a push never waits on the consumer's thread. The consumer's
-//! `Thread` handle sits in a slot guarded by a three-state word (idle, borrowed by the producer,
-//! being written by the consumer) instead of a mutex. The consumer writes the slot only when it
-//! parks on a thread other than the one it registered last (once per thread change, not once
-//! per park), after taking the word from idle to writing; if the producer is just then
-//! unparking through the old handle, the consumer waits out that one `unpark`. The producer
+//! The consumer may also wait as an async task: [`Consumer::poll_pop`] registers the task's
+//! [`Waker`] where a parking thread registers its `Thread`, announces the sleep with the same
+//! fence, re-checks, and returns `Pending` only if the ring is still empty; the push (or the
+//! producer's drop) that finds the announcement wakes the task. Nothing here depends on an
+//! executor: a `Waker` is `core`'s.
+//!
+//! The wake path takes no lock, so a push never waits on the consumer. The consumer's
+//! `Thread` handle or `Waker` sits in a slot guarded by a three-state word (idle, borrowed by
+//! the producer, being written by the consumer) instead of a mutex. The consumer writes the
+//! slot only when it parks on a thread other than the one it registered last, or polls with a
+//! waker that would not wake the task registered last (once per change, not once per wait),
+//! after taking the word from idle to writing; if the producer is just then waking through the
+//! old handle, the consumer waits out that one `unpark` (or waker clone). The producer
 //! borrows the slot with one compare-and-swap from idle; if it finds the consumer writing, it
-//! skips the unpark: a consumer still registering has not announced the sleep yet, so its
+//! skips the wake-up: a consumer still registering has not announced the sleep yet, so its
 //! re-check after the fence sees the push (see `Shared`'s `# Synchronization`).
 //!
 //! The layout follows `rtrb`: one constructor returns the two halves, so exactly one producer
@@ -59,7 +66,13 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use std::{cell::Cell, fmt, mem::MaybeUninit, time::Duration};
+use std::{
+    cell::Cell,
+    fmt,
+    mem::MaybeUninit,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
 use crossbeam_utils::CachePadded;
 
@@ -182,7 +195,7 @@ pub fn with_strategy<T>(
         sleeper: CachePadded::new(Sleeper {
             sleeping: AtomicBool::new(false),
             access: AtomicUsize::new(IDLE),
-            thread: UnsafeCell::new(None),
+            waiter: UnsafeCell::new(None),
         }),
         disconnected: AtomicBool::new(false),
         slots,
@@ -200,6 +213,7 @@ pub fn with_strategy<T>(
         head: Cell::new(0),
         cached_tail: Cell::new(0),
         registered: None,
+        announced: false,
     };
     Ok((producer, consumer))
 }
@@ -258,15 +272,19 @@ impl WaitStrategy {
 /// - Slots `head..tail` (wrapping) hold initialized values owned by the ring; all other slots are
 ///   uninitialized. Only the consumer reads slots `head..tail`; only the producer writes slots
 ///   `tail..head + capacity`. So no slot is ever accessed by both halves at once.
-/// - `head` is written only by the consumer, `tail` only by the producer; `sleeping` is set only
-///   by the consumer; `disconnected` goes from `false` to `true` once, when the first half drops.
+/// - `head` is written only by the consumer, `tail` only by the producer; `sleeping` is written
+///   only by the consumer; `disconnected` goes from `false` to `true` once, when the first half
+///   drops.
 /// - `sleeper.access` is `IDLE`, `BORROWED` or `WRITING`. Only the producer moves it
 ///   `IDLE -> BORROWED -> IDLE`, only the consumer `IDLE -> WRITING -> IDLE`, each with a
 ///   compare-and-swap from `IDLE`, so at most one of them is past it at a time:
-///   `sleeper.thread` is read only by the producer while it holds `BORROWED`, and written
-///   only by the consumer while it holds `WRITING`.
-/// - `sleeper.thread`, once the consumer has parked, names the thread of its last
-///   registration: the consumer re-registers before it parks on any other thread.
+///   `sleeper.waiter` is read by the producer only while it holds `BORROWED`, and written
+///   only by the consumer while it holds `WRITING` (the consumer, its only writer, may read it
+///   at any time: reads do not race reads).
+/// - `sleeper.waiter`, while `sleeping` is `true`, is what the consumer registered before that
+///   announcement: its current thread (it re-registers before it parks on any other thread)
+///   or a waker of the task that returned `Pending` (it re-registers unless the registered
+///   waker `will_wake` the polling task).
 ///
 /// # Synchronization
 ///
@@ -279,9 +297,11 @@ impl WaitStrategy {
 /// - Wake-up (Dekker): the consumer stores `sleeping = true`, `fence(SeqCst)`, then loads `tail`
 ///   and `disconnected`; the producer stores `tail` (or `disconnected`), `fence(SeqCst)`, then
 ///   loads `sleeping`. The two fences are totally ordered, so at least one side sees the other's
-///   store: either the consumer sees the item and does not park, or the producer sees `sleeping`
-///   and unparks it (an unpark before the park makes the park return at once).
-/// - Thread handle (no lock): the consumer writes `thread` between its `Acquire` CAS
+///   store: either the consumer sees the item and does not park (or returns it instead of
+///   `Pending`), or the producer sees `sleeping` and wakes it (an unpark before the park makes
+///   the park return at once; a wake before `Pending` is returned makes the executor poll the
+///   task again).
+/// - Waiter handle (no lock): the consumer writes `waiter` between its `Acquire` CAS
 ///   `IDLE -> WRITING` and its `Release` store of `IDLE`; the producer reads it between its
 ///   `Acquire` CAS `IDLE -> BORROWED` and its `Release` store of `IDLE`. Each Acquire CAS reads
 ///   the other side's Release store (or an older `IDLE`), so the producer sees the handle the
@@ -291,7 +311,10 @@ impl WaitStrategy {
 ///   and fences, so if its fence came first in the total order the producer's CAS (after the
 ///   producer's fence) would read that registration's `IDLE` or later, not `WRITING`. Reading
 ///   `WRITING` means the consumer's fence comes after the producer's, and its re-check sees the
-///   push. The consumer may wait for the producer (one `unpark` long), never the reverse.
+///   push. The consumer may wait for the producer (one `unpark` or waker clone long), never the
+///   reverse. A task's waker is cloned under `BORROWED` and woken after the producer released
+///   the slot, so a waker that polls the task at once on the producer's thread cannot find the
+///   slot borrowed by its own caller.
 /// - Disconnect: a half's `Release` store of `disconnected` pairs with the other's `Acquire`
 ///   load, so a consumer that sees the producer gone also sees all its pushes.
 /// - Drop: the last `Arc` owner drops the items left in `head..tail`; the `Arc`'s own counter
@@ -318,13 +341,23 @@ struct Shared<T> {
 
 /// See [`Shared`]'s `# Invariants` and `# Synchronization`.
 struct Sleeper {
-    /// `true` from the consumer's announcement until it wakes up.
+    /// `true` from the consumer's announcement until it wakes up (a parked thread) or is
+    /// polled again and finds an item or the end (a task).
     sleeping: AtomicBool,
-    /// Who may touch `thread`: [`IDLE`], [`BORROWED`] or [`WRITING`].
+    /// Who may touch `waiter`: [`IDLE`], [`BORROWED`] or [`WRITING`].
     access: AtomicUsize,
-    /// The consumer's thread, registered before it first parks on that thread (a consumer that
-    /// moved to another thread registers again). `None` until the first park.
-    thread: UnsafeCell<Option<Thread>>,
+    /// What to wake, registered before the consumer first waits that way (a consumer that
+    /// moved to another thread, or is polled by another task, registers again). `None` until
+    /// the first wait.
+    waiter: UnsafeCell<Option<Waiter>>,
+}
+
+/// A consumer waiting for the ring: a parked thread or an async task.
+enum Waiter {
+    /// A thread in [`Consumer::pop_timeout`]'s park phase.
+    Thread(Thread),
+    /// A task that got `Pending` from [`Consumer::poll_pop`].
+    Task(Waker),
 }
 
 /// [`Sleeper::access`]: nobody touches the thread handle.
@@ -335,10 +368,10 @@ const BORROWED: usize = 1;
 const WRITING: usize = 2;
 
 impl Sleeper {
-    /// The consumer's side: makes `thread` the one the producer unparks. Waits only while the
-    /// producer is inside one `unpark` through the old handle.
+    /// The consumer's side: makes `waiter` the one the producer wakes. Waits only while the
+    /// producer is inside one `unpark` (or waker clone) through the old handle.
     #[cold]
-    fn register(&self, thread: Thread) {
+    fn register(&self, waiter: Waiter) {
         // Acquire: pairs with the producer's Release store of `IDLE` after its borrow, so its
         // read of the old handle is done before we overwrite it.
         while self
@@ -348,14 +381,26 @@ impl Sleeper {
         {
             hint::spin_loop();
         }
-        self.thread.with_mut(|p| {
+        let old = self.waiter.with_mut(|p| {
             // SAFETY: we hold `WRITING`, so the producer does not read the handle (it reads
             // only while holding `BORROWED`, which it cannot take from `WRITING`); we are the
             // only consumer, so nobody else writes it.
-            unsafe { *p = Some(thread) }
+            unsafe { p.replace(Some(waiter)) }
         });
         // Release: a producer whose Acquire CAS reads this `IDLE` sees the handle just written.
         self.access.store(IDLE, Ordering::Release);
+        // Dropped outside the slot: a waker's drop runs the executor's code.
+        drop(old);
+    }
+
+    /// The consumer's side: whether the registered waiter is a waker that wakes the same task
+    /// as `waker`, so that registering again can be skipped.
+    fn holds_waker_for(&self, waker: &Waker) -> bool {
+        self.waiter.with(|p| {
+            // SAFETY: only the consumer (our caller) writes the handle, so no write races this
+            // read; the producer's concurrent reads are reads.
+            matches!(unsafe { &*p }, Some(Waiter::Task(w)) if w.will_wake(waker))
+        })
     }
 
     /// The producer's side: unparks the registered consumer thread. Never waits.
@@ -367,16 +412,26 @@ impl Sleeper {
             .compare_exchange(IDLE, BORROWED, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => {
-                self.thread.with(|p| {
+                let task = self.waiter.with(|p| {
                     // SAFETY: we hold `BORROWED`, so the consumer does not write the handle
                     // until we store `IDLE` below.
-                    if let Some(thread) = unsafe { &*p } {
-                        thread.unpark();
+                    match unsafe { &*p } {
+                        Some(Waiter::Thread(thread)) => {
+                            thread.unpark();
+                            None
+                        }
+                        Some(Waiter::Task(waker)) => Some(waker.clone()),
+                        None => None,
                     }
                 });
                 // Release: our read of the handle happens before the consumer's Acquire CAS
                 // lets it overwrite the handle.
                 self.access.store(IDLE, Ordering::Release);
+                // Woken after the slot is released: an executor may poll the task right here,
+                // on this thread, and that poll may register a new waker.
+                if let Some(waker) = task {
+                    waker.wake();
+                }
             }
             // The consumer is registering: it has not announced the park that this wake-up is
             // for, and its re-check after the fence will see what we published (see
@@ -389,9 +444,9 @@ impl Sleeper {
 // SAFETY: `Shared` is shared between exactly one producer and one consumer. Values of `T` are
 // moved from the producer's thread to the consumer's (hence `T: Send`), never shared: the
 // invariants give each slot to one half at a time, with the Release/Acquire pairs on `head` and
-// `tail` ordering the hand-over. The thread handle (`Thread` is `Send + Sync`) is read and
-// written only under the `access` protocol, which gives it to one half at a time. Every other
-// field is an atomic.
+// `tail` ordering the hand-over. The waiter handle (`Thread` and `Waker` are `Send + Sync`) is
+// written only by the consumer under the `access` protocol, which keeps the producer's reads
+// out while it writes. Every other field is an atomic.
 unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
@@ -706,9 +761,12 @@ pub struct Consumer<T> {
     head: Cell<usize>,
     /// The last `shared.tail` we loaded: a lower bound on the real tail.
     cached_tail: Cell<usize>,
-    /// The thread registered in `shared.sleeper.thread`, if any: we register again when we
-    /// park on another one.
+    /// The thread registered in `shared.sleeper.waiter`, if it is a thread: we register again
+    /// when we park on another one (or after a task registered its waker).
     registered: Option<ThreadId>,
+    /// We left `shared.sleeper.sleeping` set when [`Consumer::poll_pop`] returned `Pending`:
+    /// the next poll that returns an item or the end clears it.
+    announced: bool,
 }
 
 impl<T> Consumer<T> {
@@ -898,6 +956,82 @@ impl<T> Consumer<T> {
         None
     }
 
+    /// Pops the oldest item, or registers the polling task to be woken when one is pushed or
+    /// the producer is dropped: the async counterpart of [`pop_timeout`](Self::pop_timeout),
+    /// for any executor.
+    ///
+    /// Returns `Ready(Some(item))`, `Ready(None)` once the producer is gone and every item it
+    /// pushed was returned (final: later polls return `Ready(None)` too), or `Pending`. Before
+    /// it returns `Pending` it has registered `cx`'s waker, announced the wait and re-checked
+    /// the ring after a `fence(SeqCst)` (the handshake of a parking thread), so a push or drop
+    /// that this poll did not see wakes the task: no wake-up is lost. The producer wakes only
+    /// a task that announced a wait, never on a push while the task is awake; between that
+    /// wake and the next poll, each push wakes it again (for tokio, one atomic operation on an
+    /// already-notified task). The waker is cloned only when it changes ([`Waker::will_wake`]).
+    ///
+    /// With a strategy that never parks ([`WaitStrategy::Spin`], [`WaitStrategy::SpinYield`])
+    /// pushes skip the wake-up check, so `Pending` comes with the task woken at once: the
+    /// executor polls it again, busy-polling as the strategy asks. The producer's drop wakes
+    /// the task whatever the strategy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::task::{Context, Poll, Waker};
+    ///
+    /// let (mut producer, mut consumer) = tvdatafeed::ring::channel(2);
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// assert_eq!(consumer.poll_pop(&mut cx), Poll::Pending);
+    /// producer.push(1).expect("room");
+    /// assert_eq!(consumer.poll_pop(&mut cx), Poll::Ready(Some(1)));
+    /// drop(producer);
+    /// assert_eq!(consumer.poll_pop(&mut cx), Poll::Ready(None));
+    /// ```
+    #[must_use = "a `Pending` registered the task; an item returned here is lost if unused"]
+    pub fn poll_pop(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        if let Some(result) = self.poll_once() {
+            return self.ready(result);
+        }
+        if !self.shared.strategy.parks() {
+            // The producer never looks for a sleeper on a push: ask to be polled again.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let sleeper = &self.shared.sleeper;
+        if !sleeper.holds_waker_for(cx.waker()) {
+            // A new task (or the first wait, or a thread parked last): the producer must wake
+            // this one. Done before the announcement below, which the handshake relies on.
+            self.registered = None;
+            sleeper.register(Waiter::Task(cx.waker().clone()));
+        }
+        if !self.announced {
+            // Relaxed: the fence below orders this store for the handshake.
+            sleeper.sleeping.store(true, Ordering::Relaxed);
+            self.announced = true;
+        }
+        // SeqCst: the Dekker fence, paired with the producer's in `wake_if_sleeping`: either
+        // the re-check below sees its `tail`/`disconnected` store, or it sees our
+        // `sleeping = true` and wakes the waker registered above.
+        fence(Ordering::SeqCst);
+        match self.poll_once() {
+            Some(result) => self.ready(result),
+            None => Poll::Pending,
+        }
+    }
+
+    /// `poll_pop`'s answer for a non-blocking attempt that found something; clears a wait
+    /// announced by an earlier `Pending`, so pushes stop waking the task.
+    #[inline]
+    fn ready(&mut self, result: Result<T, PopTimeoutError>) -> Poll<Option<T>> {
+        if self.announced {
+            // Relaxed: clearing the flag only spares the producer needless wake-ups; a stale
+            // `true` costs one spurious wake, which a poll absorbs.
+            self.shared.sleeper.sleeping.store(false, Ordering::Relaxed);
+            self.announced = false;
+        }
+        Poll::Ready(result.ok())
+    }
+
     /// The park phase: announce, re-check, park; until an item, abandonment or the deadline.
     #[cold]
     fn park_until(&mut self, deadline: Deadline) -> Result<T, PopTimeoutError> {
@@ -908,8 +1042,10 @@ impl<T> Consumer<T> {
             // First park, or the consumer moved: the producer must unpark this thread now.
             // Done before the announcement below, which the handshake argument relies on.
             self.registered = Some(me.id());
-            sleeper.register(me);
+            sleeper.register(Waiter::Thread(me));
         }
+        // This loop leaves `sleeping` cleared, whatever a task's last `Pending` left.
+        self.announced = false;
         loop {
             // Relaxed: the fence below orders this store for the handshake.
             sleeper.sleeping.store(true, Ordering::Relaxed);
@@ -1104,4 +1240,152 @@ pub enum CapacityError {
         /// The size of one slot, in bytes.
         item_bytes: usize,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    //! `poll_pop`'s wake-up contract, with a waker that counts its wakes: the exhaustive proof
+    //! is loom's (`loom-tests/tests/ring_async.rs`); these pin the counts on real atomics.
+
+    use std::{
+        task::{Context, Poll, Wake, Waker},
+        time::Duration,
+    };
+
+    use super::{WaitStrategy, channel, with_strategy};
+    use crate::sync::plain::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    };
+
+    /// A waker that counts how often it was woken.
+    #[derive(Debug, Default)]
+    struct Counter {
+        wakes: AtomicUsize,
+    }
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.wakes.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn counter() -> (Arc<Counter>, Waker) {
+        let c = Arc::new(Counter::default());
+        (Arc::clone(&c), Waker::from(c))
+    }
+
+    fn wakes(c: &Counter) -> usize {
+        c.wakes.load(Relaxed)
+    }
+
+    #[test]
+    fn ring_poll_pop_woken_by_the_push_after_pending_and_not_while_awake() {
+        let (mut producer, mut consumer) = channel::<u32>(4);
+        let (count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Pending);
+        assert_eq!(wakes(&count), 0, "no wake before a push");
+        producer.push(0).expect("room");
+        assert_eq!(wakes(&count), 1, "the push after Pending wakes the task");
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Ready(Some(0)));
+        // Awake (the last poll returned an item): pushes do not wake.
+        producer.push(1).expect("room");
+        producer.push(2).expect("room");
+        assert_eq!(wakes(&count), 1, "a push woke a task that was awake");
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Pending);
+        drop(producer);
+        assert_eq!(wakes(&count), 2, "the producer's drop wakes a pending task");
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Ready(None));
+        assert_eq!(
+            consumer.poll_pop(&mut cx),
+            Poll::Ready(None),
+            "the end is final"
+        );
+    }
+
+    #[test]
+    fn ring_poll_pop_returns_items_pushed_before_the_drop_then_the_end() {
+        let (mut producer, mut consumer) = channel::<u32>(4);
+        producer.push(7).expect("room");
+        drop(producer);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Ready(Some(7)));
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn ring_poll_pop_keeps_one_waker_per_task_and_none_after_the_ring() {
+        let (mut producer, mut consumer) = channel::<u32>(4);
+        let (first, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Pending);
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Pending);
+        // Ours, the waker's, and the ring's one clone: polling again did not clone again.
+        assert_eq!(Arc::strong_count(&first), 3);
+        let (second, other) = counter();
+        let mut cx = Context::from_waker(&other);
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Pending);
+        assert_eq!(
+            Arc::strong_count(&first),
+            2,
+            "the replaced waker was not dropped"
+        );
+        producer.push(1).expect("room");
+        assert_eq!(
+            (wakes(&first), wakes(&second)),
+            (0, 1),
+            "the new task is woken"
+        );
+        drop(producer);
+        drop(consumer);
+        assert_eq!(Arc::strong_count(&second), 2, "the ring leaked its waker");
+    }
+
+    #[test]
+    fn ring_poll_pop_with_a_strategy_that_never_parks_wakes_itself() {
+        let (mut producer, mut consumer) =
+            with_strategy::<u32>(4, WaitStrategy::Spin).expect("valid capacity");
+        let (count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Pending);
+        assert_eq!(
+            wakes(&count),
+            1,
+            "Pending without a wake-up to come must wake at once"
+        );
+        producer.push(3).expect("room");
+        assert_eq!(consumer.poll_pop(&mut cx), Poll::Ready(Some(3)));
+    }
+
+    #[test]
+    fn ring_a_thread_parks_after_a_task_waited_and_is_still_woken() {
+        let (mut producer, mut consumer) = channel::<u32>(4);
+        let (_count, waker) = counter();
+        assert_eq!(
+            consumer.poll_pop(&mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
+        let pusher = crate::sync::plain::thread::Builder::new()
+            .name("tv-test-pusher".into())
+            .spawn(move || {
+                // Lets the consumer reach its park first, most of the time.
+                crate::sync::plain::thread::park_timeout(Duration::from_millis(50));
+                producer.push(9).expect("room");
+                producer
+            })
+            .expect("spawn");
+        let deadline = crate::sync::Deadline::after(Duration::from_secs(4));
+        assert_eq!(consumer.pop_timeout(Duration::from_secs(5)), Ok(9));
+        assert!(
+            deadline.remaining().is_some(),
+            "the park after a task's wait was not woken by the push"
+        );
+        drop(pusher.join().expect("pusher panicked"));
+    }
 }

@@ -22,6 +22,9 @@ pub(crate) enum Take {
     Callback,
     /// `subscribe`: pull handles, all polled by one thread of the caller's.
     Pull,
+    /// `subscribe` as async `Stream`s: one task per subscription on a current-thread tokio
+    /// runtime (the `async` feature).
+    Async,
 }
 
 /// One engine configuration.
@@ -49,6 +52,7 @@ impl Setup {
         let take = match self.take {
             Take::Callback => "callback",
             Take::Pull => "pull",
+            Take::Async => "async Stream (tokio current-thread)",
         };
         format!("engine, {io}, {take}, {wait}")
     }
@@ -59,7 +63,8 @@ pub(crate) struct Outcome {
     pub(crate) name: String,
     pub(crate) hist: Histogram<u64>,
     pub(crate) unmatched: u64,
-    /// CPU time of the engine's threads (tv-io, consumers, the pull thread) in the window.
+    /// CPU time of the engine's threads (tv-io, consumers, the pull or async thread) in the
+    /// window.
     pub(crate) cpu_ns: u64,
     /// Live messages the simulator wrote in the window.
     pub(crate) sent: u64,
@@ -138,6 +143,18 @@ pub(crate) fn engine(n: usize, setup: Setup, warm: Duration, run: Duration) -> O
                     .expect("spawn"),
             );
         }
+        Take::Async => {
+            let subs: Vec<_> = seises
+                .iter()
+                .map(|s| feed.subscribe_with(s, options).expect("subscribe"))
+                .collect();
+            pull = Some(
+                std::thread::Builder::new()
+                    .name("latency-async".into())
+                    .spawn(move || async_loop(subs, per_seis))
+                    .expect("spawn"),
+            );
+        }
     }
     drop(tx);
     pause(warm);
@@ -168,7 +185,11 @@ pub(crate) fn engine(n: usize, setup: Setup, warm: Duration, run: Duration) -> O
         name: setup.name(),
         hist,
         unmatched,
-        cpu_ns: cpu_between(&cpu0, &cpu1, &["tv-io", "tv-consumer", "latency-pull"]),
+        cpu_ns: cpu_between(
+            &cpu0,
+            &cpu1,
+            &["tv-io", "tv-consumer", "latency-pull", "latency-async"],
+        ),
         sent,
         lagged,
     }
@@ -226,6 +247,51 @@ fn pull_loop(mut subs: Vec<tvdatafeed::Subscription>, spin: bool, cap: usize) ->
         }
     }
     (seen, lagged)
+}
+
+/// The async thread: a current-thread tokio runtime, one task per subscription awaiting
+/// `StreamExt::next`; the task sleeps while its ring is empty and the push wakes it.
+fn async_loop(subs: Vec<tvdatafeed::Subscription>, per_seis: usize) -> (Vec<Seen>, u64) {
+    use futures_util::StreamExt;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let tasks: Vec<_> = subs
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut sub)| {
+                tokio::spawn(async move {
+                    let mut seen = Vec::with_capacity(per_seis);
+                    let mut lagged = 0;
+                    while let Some(e) = sub.next().await {
+                        match e {
+                            LiveEvent::Update(bar) => {
+                                let at = now();
+                                seen.push(Seen {
+                                    seis: i as u32,
+                                    bar,
+                                    at,
+                                });
+                            }
+                            LiveEvent::Lagged { missed, .. } => lagged += missed,
+                            _ => {}
+                        }
+                    }
+                    (seen, lagged)
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        let mut lagged = 0;
+        for t in tasks {
+            let (s, l) = t.await.expect("stream task");
+            seen.extend(s);
+            lagged += l;
+        }
+        (seen, lagged)
+    })
 }
 
 /// One bare-reader run with the same simulator settings.
@@ -368,8 +434,19 @@ pub(crate) fn section(mode: &Mode) {
                     take: Take::Pull,
                 });
             }
+            // Beside the pull row: the same handles as async streams, parking strategy (the
+            // task sleeps; the push wakes it).
+            let async_row = Setup {
+                io,
+                wait: WaitStrategy::default(),
+                take: Take::Async,
+            };
             if !mode.full {
+                // Test mode: the first row, and the async path end to end.
                 setups.truncate(1);
+                setups.push(async_row);
+            } else if n == 1 || !busy {
+                setups.push(async_row);
             }
             for s in setups {
                 let o = engine(n, s, warm, run);

@@ -7,7 +7,8 @@
 //! cargo bench --bench latency -- --test       # test mode: each section once, in seconds
 //! ```
 //!
-//! Sections: `e2e` (simulator write → consumer, with bare tungstenite and bare TCP readers),
+//! Sections: `e2e` (simulator write → consumer, with bare tungstenite and bare TCP readers;
+//! callback, pull and async `Stream` consumers),
 //! `close` (interval boundary → callback on both close paths, and the close grace), `python`
 //! (the same against Python `TvDatafeedLive` 2.1.1 at 3 and 30 seises; skipped with a message
 //! when Python or the package is missing), `cost` (CPU per message, idle CPU, the cost of the

@@ -4,6 +4,7 @@
 use std::{
     cell::Cell,
     panic::{AssertUnwindSafe, catch_unwind},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -160,6 +161,23 @@ pub enum RecvError {
 /// It is `Send` (move it to the thread that polls) but not `Sync`. Dropping it removes this
 /// consumer (its seis stays subscribed).
 ///
+/// # Async
+///
+/// With the `async` feature it is a `futures_core::Stream` of [`LiveEvent`]s, for any
+/// executor (the crate depends on no runtime). The stream yields exactly the events
+/// [`Subscription::recv`] would return, in the same order, and ends (`None`) exactly where
+/// `recv` would return [`RecvError::Closed`]: after everything delivered before the end (a
+/// removal, its seis' removal, the feed's shutdown, or a [`LiveEvent::Failed`]) was returned.
+///
+/// A poll never blocks. When the ring is empty it registers the task's waker, announces the
+/// wait, and re-checks the ring before it returns `Pending` (the handshake of a parked
+/// consumer thread, model-checked with loom), so the push of the next event wakes the task and
+/// no wake-up is lost; a task that is awake costs the engine no wake-up per push. The end
+/// wakes the task too, so a pending stream returns `None` when the feed shuts down. With a
+/// [`WaitStrategy`](crate::ring::WaitStrategy) that never parks, a `Pending` poll wakes its
+/// own task at once (the executor busy-polls, as the strategy asks). Dropping the stream
+/// mid-way removes the consumer as any drop does; the feed and its other consumers go on.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -300,6 +318,60 @@ impl Subscription {
     /// subscription ends.
     pub fn iter(&mut self) -> impl Iterator<Item = LiveEvent> + '_ {
         std::iter::from_fn(move || self.recv().ok())
+    }
+
+    /// The next event, `None` at the end (where `recv` returns `Closed`), or `Pending` with the
+    /// task registered to be woken by the next event or the end (see `# Async`).
+    #[cfg_attr(
+        not(feature = "async"),
+        allow(dead_code, reason = "the Stream impl's body")
+    )]
+    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<LiveEvent>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = if self.gate.is_open() {
+            rx.poll_pop(cx)
+        } else {
+            // Removed (or its seis, or the feed): what was delivered before still comes out,
+            // in order, without waiting; then the end (as in `recv_timeout`).
+            Poll::Ready(rx.pop().ok())
+        };
+        match polled {
+            Poll::Ready(Some(d)) => {
+                let event = self.take(d);
+                if matches!(event, LiveEvent::Failed(_)) {
+                    self.ended = true;
+                    self.flush_stats();
+                }
+                Poll::Ready(Some(event))
+            }
+            Poll::Ready(None) => {
+                self.flush_stats();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                // Caught up: publish what was measured, so that `stats()` is current while
+                // the task waits (as a blocking consumer does before it waits).
+                self.flush_stats();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// `Subscription` is `Unpin` (it holds no self-reference), so the stream is polled through
+/// `Pin::get_mut`.
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+impl futures_core::Stream for Subscription {
+    type Item = LiveEvent;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LiveEvent>> {
+        self.get_mut().poll_event(cx)
     }
 }
 
