@@ -25,6 +25,11 @@ pub(crate) enum Take {
     /// `subscribe` as async `Stream`s: one task per subscription on a current-thread tokio
     /// runtime (the `async` feature).
     Async,
+    /// `subscribe_many`: one consumer, one ring, for every seis, read by one thread of the
+    /// caller's with `recv_timeout` (it parks when the ring is empty).
+    Many,
+    /// `new_consumer_many`: one consumer, one ring, one `tv-consumer-N` thread for every seis.
+    ManyCallback,
 }
 
 /// One engine configuration.
@@ -53,6 +58,8 @@ impl Setup {
             Take::Callback => "callback",
             Take::Pull => "pull",
             Take::Async => "async Stream (tokio current-thread)",
+            Take::Many => "one many-seis pull consumer",
+            Take::ManyCallback => "one many-seis callback consumer",
         };
         format!("engine, {io}, {take}, {wait}")
     }
@@ -154,6 +161,72 @@ pub(crate) fn engine(n: usize, setup: Setup, warm: Duration, run: Duration) -> O
                     .spawn(move || async_loop(subs, per_seis))
                     .expect("spawn"),
             );
+        }
+        Take::Many => {
+            let refs: Vec<&tvdatafeed::Seis> = seises.iter().map(|s| &**s).collect();
+            let mut sub = feed
+                .subscribe_many_with(&refs, options)
+                .expect("subscribe_many");
+            let number: std::collections::HashMap<tvdatafeed::SeisId, u32> = seises
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id(), i as u32))
+                .collect();
+            let cap = per_seis * seises.len();
+            pull = Some(
+                std::thread::Builder::new()
+                    .name("latency-pull".into())
+                    .spawn(move || {
+                        let mut seen = Vec::with_capacity(cap);
+                        let mut lagged = 0;
+                        loop {
+                            match sub.recv_timeout(Duration::from_millis(100)) {
+                                Ok(e) => match e.event() {
+                                    LiveEvent::Update(bar) => {
+                                        let at = now();
+                                        seen.push(Seen {
+                                            seis: number[&e.id()],
+                                            bar: *bar,
+                                            at,
+                                        });
+                                    }
+                                    LiveEvent::Lagged { missed, .. } => lagged += missed,
+                                    _ => {}
+                                },
+                                Err(RecvError::Timeout) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        (seen, lagged)
+                    })
+                    .expect("spawn"),
+            );
+        }
+        Take::ManyCallback => {
+            let refs: Vec<&tvdatafeed::Seis> = seises.iter().map(|s| &**s).collect();
+            let number: std::collections::HashMap<tvdatafeed::SeisId, u32> = seises
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id(), i as u32))
+                .collect();
+            let mut rec = Recorder {
+                seen: Vec::with_capacity(per_seis * seises.len()),
+                lagged: 0,
+                tx: tx.clone(),
+            };
+            feed.new_consumer_many(&refs, options, move |e| match e.event() {
+                LiveEvent::Update(bar) => {
+                    let at = now();
+                    rec.seen.push(Seen {
+                        seis: number[&e.id()],
+                        bar: *bar,
+                        at,
+                    });
+                }
+                LiveEvent::Lagged { missed, .. } => rec.lagged += missed,
+                _ => {}
+            })
+            .expect("consumer");
         }
     }
     drop(tx);
@@ -457,6 +530,58 @@ pub(crate) fn section(mode: &Mode) {
                 );
                 println!("{}", row(n, &o, Some(&ws.hist)));
             }
+        }
+    }
+}
+
+/// Issue 19's rows: at 1, 100 and 1,000 seises, the thread-per-seis callbacks of today beside
+/// one many-seis consumer (pull, then callback), all parking, blocking I/O, against the bare
+/// tungstenite reader of the same run.
+pub(crate) fn many_section(mode: &Mode) {
+    let (warm, run) = if mode.full {
+        (Duration::from_secs(2), Duration::from_secs(10))
+    } else {
+        (Duration::from_millis(300), Duration::from_millis(500))
+    };
+    let sizes: &[usize] = if mode.full { &[1, 100, 1000] } else { &[1] };
+    println!("\n## End to end: one consumer for many seises\n");
+    println!(
+        "As the section above (same update periods, every update delivered), blocking I/O, the \
+         default parking strategy: a callback thread per seis (today's), one many-seis pull \
+         consumer read by one thread, one many-seis callback consumer (one thread).\n"
+    );
+    println!(
+        "| seises | reader | p50 | p99 | p99.9 | max | samples | added p50 / p99 | CPU/1k | \
+         written | unmatched | lagged |"
+    );
+    println!(
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for &n in sizes {
+        let ws = baseline(n, Reader::Tungstenite, false, warm, run);
+        println!("{}", row(n, &ws, None));
+        let takes: &[Take] = if mode.full {
+            &[Take::Callback, Take::Many, Take::ManyCallback]
+        } else {
+            &[Take::Many, Take::ManyCallback]
+        };
+        for &take in takes {
+            let o = engine(
+                n,
+                Setup {
+                    io: IoWait::Block,
+                    wait: WaitStrategy::default(),
+                    take,
+                },
+                warm,
+                run,
+            );
+            assert!(
+                !o.hist.is_empty(),
+                "{}: no update matched the simulator's writes",
+                o.name
+            );
+            println!("{}", row(n, &o, Some(&ws.hist)));
         }
     }
 }

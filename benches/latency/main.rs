@@ -53,6 +53,7 @@ impl Mode {
 
 const SECTIONS: &[&str] = &[
     "e2e",
+    "many",
     "close",
     "realistic",
     "realistic-1000",
@@ -88,6 +89,9 @@ fn main() {
     println!("- load average at start: {}", common::load());
     if mode.wants("e2e") {
         e2e::section(&mode);
+    }
+    if mode.wants("many") {
+        e2e::many_section(&mode);
     }
     if mode.wants("close") {
         close::section(&mode);

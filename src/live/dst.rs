@@ -174,6 +174,33 @@ struct Check {
     added: u64,
 }
 
+impl Check {
+    /// A consumer of seis `seis` in fanout slot `slot`, added at `now_ms`, with no ring of its
+    /// own yet, no updates, and nothing seen.
+    fn new(seis: usize, slot: u32, now_ms: u64) -> Self {
+        Self {
+            seis,
+            slot,
+            rx: None,
+            rate: 0,
+            updates: false,
+            alive: true,
+            last_closed: None,
+            lag_pending: false,
+            lagged: false,
+            // It may join during an outage: its first connection event may be a
+            // `Reconnected`.
+            conn_unknown: true,
+            closed: HashMap::new(),
+            closed_at: HashMap::new(),
+            failed: false,
+            disconnected: false,
+            gap_closed: 0,
+            added: now_ms,
+        }
+    }
+}
+
 struct SeisSlot {
     seis: Arc<Seis>,
     waiter: Option<Waiter<Result<(), Error>>>,
@@ -424,26 +451,9 @@ impl World {
                     plain::Arc::new(ConsumerCounters::default()),
                 );
                 slot.consumers.push(self.checks.len());
-                self.checks.push(Check {
-                    seis,
-                    slot: fanout_slot,
-                    rx: Some(rx),
-                    rate,
-                    updates,
-                    alive: true,
-                    last_closed: None,
-                    lag_pending: false,
-                    lagged: false,
-                    // It may join during an outage: its first connection event may be a
-                    // `Reconnected`.
-                    conn_unknown: true,
-                    closed: HashMap::new(),
-                    closed_at: HashMap::new(),
-                    failed: false,
-                    disconnected: false,
-                    gap_closed: 0,
-                    added: self.now_ms,
-                });
+                let mut check = Check::new(seis, fanout_slot, self.now_ms);
+                (check.rx, check.rate, check.updates) = (Some(rx), rate, updates);
+                self.checks.push(check);
             }
             Op::RemoveConsumer { consumer } => {
                 // A seis of a many-seis consumer: that seis only.
@@ -705,24 +715,8 @@ impl World {
         self.fanout.add_seis(self.many[m].slot, tag);
         self.many[m].members.push((tag, self.checks.len()));
         self.seises[seis].many.push((m, tag));
-        self.checks.push(Check {
-            seis,
-            slot: self.many[m].slot,
-            rx: None,
-            rate: 0,
-            updates: false,
-            alive: true,
-            last_closed: None,
-            lag_pending: false,
-            lagged: false,
-            conn_unknown: true,
-            closed: HashMap::new(),
-            closed_at: HashMap::new(),
-            failed: false,
-            disconnected: false,
-            gap_closed: 0,
-            added: self.now_ms,
-        });
+        let check = Check::new(seis, self.many[m].slot, self.now_ms);
+        self.checks.push(check);
     }
 
     /// Many-seis consumer `m` lets go of `tag` (the routing is already gone): nothing of it
