@@ -61,16 +61,16 @@ mutations=(
 mutation_text() {
     case "$1" in
     fanout-drops-closes)
-        OLD='                self.backlog.push_back(d);
+        OLD='                self.backlog.push_back((tag, d));
                 while self.backlog.len() > limit.max(1) {'
         NEW='                if matches!(d.event, LiveEvent::Closed(_)) {
-                    self.drop_event(&d.event);
+                    self.drop_event(tag, &d.event);
                     return;
                 }
-                self.backlog.push_back(d);
+                self.backlog.push_back((tag, d));
                 while self.backlog.len() > limit.max(1) {' ;;
     fanout-loss-untold)
-        OLD='            self.dropped_closed += 1;'
+        OLD='            st.dropped_closed += 1;'
         NEW='' ;;
     fetch-forming-closed-only-for-gaps)
         OLD='                        if closed {
