@@ -23,23 +23,7 @@ use tvdatafeed::{
     Bar, Error, LiveEvent, LiveFeed, ManySubscription, RecvError, Seis, SeisId,
     sim::{Fault, FaultKind, Sim, SimConfig},
 };
-use util::{now, unix_s};
-
-/// Sleeps without `std::thread::sleep` (forbidden in this crate): a timed wait on a channel
-/// nobody sends on. Used only between polls of a condition.
-fn pause(d: Duration) {
-    let (_tx, rx) = mpsc::channel::<()>();
-    let _ = rx.recv_timeout(d);
-}
-
-/// Waits for `cond` up to `limit`, panicking with `what` at the limit.
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = now() + limit;
-    while !cond() {
-        assert!(now() < deadline, "{what} (waited {limit:?})");
-        pause(Duration::from_millis(20));
-    }
-}
+use util::{now, pause, unix_s, wait_for};
 
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()

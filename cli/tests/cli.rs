@@ -1123,18 +1123,24 @@ fn live_behind_a_reader_that_stops_reading_keeps_every_closed_bar() {
             s
         })
         .unwrap();
+    // The process's end, as an event (a thread blocked in `wait`).
+    let (ended_tx, ended) = std::sync::mpsc::channel();
     // The reader's stall is the fault under test, so it is a fixed time: nobody reads stdout
-    // for 8 s (the pipe is full within half a second of it).
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "a test's own clock for the reader's stall and its deadline"
-    )]
-    let start = std::time::Instant::now();
-    let stall = Duration::from_secs(8);
-    while start.elapsed() < stall {
-        std::thread::park_timeout(stall.saturating_sub(start.elapsed()));
-    }
+    // for 8 s (the pipe is full within half a second of it). A timed wait on the end of the
+    // process: the run lasts 16 s, so it cannot end during the stall.
     let mut out_pipe = child.stdout.take().unwrap();
+    let waiter = std::thread::Builder::new()
+        .name("child-waiter".into())
+        .spawn(move || {
+            let status = child.wait();
+            let _ = ended_tx.send(());
+            status
+        })
+        .unwrap();
+    assert!(
+        ended.recv_timeout(Duration::from_secs(8)).is_err(),
+        "live ended during the reader's stall"
+    );
     let out_reader = std::thread::Builder::new()
         .name("stdout-reader".into())
         .spawn(move || {
@@ -1143,16 +1149,10 @@ fn live_behind_a_reader_that_stops_reading_keeps_every_closed_bar() {
             s
         })
         .unwrap();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("live did not end within 60 s");
-        }
-        std::thread::park_timeout(Duration::from_millis(50));
-    };
+    ended
+        .recv_timeout(Duration::from_secs(60))
+        .expect("live did not end within 60 s of the stall");
+    let status = waiter.join().unwrap().unwrap();
     let out = out_reader.join().unwrap();
     let err = err_reader.join().unwrap();
     assert!(status.success(), "{status}: {err}");

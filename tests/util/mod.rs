@@ -39,6 +39,22 @@ pub fn now() -> Instant {
 }
 
 /// Wall-clock seconds since the Unix epoch.
+/// Sleeps without `std::thread::sleep` (forbidden in this crate): a timed wait on a channel
+/// nobody sends on. For waits between polls of a condition, or a fault's own duration.
+pub fn pause(d: Duration) {
+    let (_tx, rx) = std::sync::mpsc::channel::<()>();
+    let _ = rx.recv_timeout(d);
+}
+
+/// Waits for `cond` up to `limit`, polling every 20 ms, panicking with `what` at the limit.
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = now() + limit;
+    while !cond() {
+        assert!(now() < deadline, "{what} (waited {limit:?})");
+        pause(Duration::from_millis(20));
+    }
+}
+
 pub fn unix_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
