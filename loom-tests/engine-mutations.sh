@@ -3,7 +3,8 @@
 # fetcher's unit tests): each mutation below puts back one defect those tests claim to catch
 # (a closed bar dropped for a slow consumer, a loss not reported, a quiet bar never closed by
 # its fetch, a stale stream close or update taken as a revision, a late replay that skips the
-# bars it must read again, an async stream ended before it was drained or never woken).
+# bars it must read again, an async stream ended before it was drained or never woken, a
+# dispatcher thread that runs a callback past its gate).
 #
 # Not here: dropping the need that arrives while a fetch of the same seis is in flight
 # (`Fetcher::want`'s follow-up). Every confirmation asks from the last bar delivered to now,
@@ -56,6 +57,7 @@ mutations=(
     "fetch-gauge-not-published|src/live/fetch.rs|--lib|live::dst::regression_a_quiet_5s_seis_with_a_late_tick|published fetches in flight"
     "link-down-not-published|src/live/core.rs|--lib|live::dst::regression_a_consumer_joining_during_an_outage|published link state"
     "many-backlog-by-seis|src/live/fanout.rs|--lib|live::dst::many_seis_consumers_keep|out of order across seises"
+    "dispatch-ignores-gate|src/live/consumer.rs|--test live_dispatch|churn_from_eight_threads|a callback ran after its del_consumer returned"
 )
 
 mutation_text() {
@@ -134,6 +136,36 @@ mutation_text() {
         OLD='        while let Some((tag, d)) = self.backlog.pop_front() {'
         NEW='        self.backlog.make_contiguous().sort_by_key(|(t, _)| *t);
         while let Some((tag, d)) = self.backlog.pop_front() {' ;;
+    dispatch-ignores-gate)
+        OLD='            if !self.shared.gate.is_open() {
+                return Step::Ended;
+            }
+            let item = match self.source.poll_event(cx) {
+                Poll::Pending => return Step::Idle,
+                Poll::Ready(None) => return Step::Ended,
+                Poll::Ready(Some(item)) => item,
+            };
+            let last = S::is_last(&item);
+            if !self.shared.gate.enter() {
+                return Step::Ended;
+            }
+            let result = with_running(self.me, || {
+                catch_unwind(AssertUnwindSafe(|| callback(item)))
+            });
+            self.shared.gate.exit();'
+        NEW='            let item = match self.source.poll_event(cx) {
+                Poll::Pending => return Step::Idle,
+                Poll::Ready(None) => return Step::Ended,
+                Poll::Ready(Some(item)) => item,
+            };
+            let last = S::is_last(&item);
+            let entered = self.shared.gate.enter();
+            let result = with_running(self.me, || {
+                catch_unwind(AssertUnwindSafe(|| callback(item)))
+            });
+            if entered {
+                self.shared.gate.exit();
+            }' ;;
     *) echo "unknown mutation $1" >&2; exit 2 ;;
     esac
 }

@@ -53,6 +53,10 @@ mutations=(
     "poll-pop-fence-acqrel|src/ring.rs|ring_async|ring_async_push_after_pending_always_wakes_the_task|the task was never woken"
     "task-wake-skipped|src/ring.rs|ring_async|ring_async_producer_drop_after_pending_always_wakes_the_task|the task was never woken"
     "gate-enter-ignores-close|src/live/gate.rs|consumer|consumer_removal_then_quiescence|(ran after del_consumer returned|entered after close|assertion failed: state.notified)"
+    # The dispatcher threads' hand-off (several rings, one sleeper).
+    "bell-no-unpark|src/live/dispatch.rs|dispatch|dispatch_a_push_racing_a_turn_is_run|deadlock"
+    "queued-cleared-after-poll|src/live/dispatch.rs|dispatch|dispatch_a_push_racing_a_turn_is_run|deadlock"
+    "stop-ignores-inbox|src/live/dispatch.rs|dispatch|dispatch_a_push_racing_a_turn_is_run|left == right"
     "gate-close-does-not-wait|src/live/gate.rs|consumer|gate_close_waits_for_a_running_callback|(close returned while the callback was still inside|assertion failed: state.notified)"
 )
 
@@ -152,6 +156,27 @@ mutation_text() {
             return true;
         }
         let deadline' ;;
+    bell-no-unpark)
+        OLD='            self.home.ready.push(self.key);
+            self.home.unpark();'
+        NEW='            self.home.ready.push(self.key);' ;;
+    stop-ignores-inbox)
+        OLD='        if self.home.stop.load(Ordering::Acquire) {
+            if self.admit() {
+                return true;
+            }
+            if self.live() == 0 {'
+        NEW='        if self.home.stop.load(Ordering::Acquire) {
+            if self.live() == 0 {' ;;
+    queued-cleared-after-poll)
+        OLD='        slot.bell.queued.swap(false, Ordering::AcqRel);
+        let id'
+        NEW='        let id'
+        OLD2='            .run(&mut Context::from_waker(&slot.waker), BUDGET);
+        match step {'
+        NEW2='            .run(&mut Context::from_waker(&slot.waker), BUDGET);
+        slot.bell.queued.swap(false, Ordering::AcqRel);
+        match step {' ;;
     *)
         echo "unknown mutation $1" >&2
         return 1 ;;

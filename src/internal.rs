@@ -19,6 +19,11 @@ pub use crate::timer::{TimerKey, TimerWheel};
 /// for the loom model.
 pub use crate::live::gate::Gate;
 
+/// The dispatcher threads' hand-off (several rings, one sleeper) and loop, for the loom model.
+pub mod dispatch {
+    pub use crate::live::dispatch::{BUDGET, Dispatchable, Dispatcher, Home, Step};
+}
+
 /// The built-in statistics' per-event work, for the latency harness to time.
 pub use crate::live::StatsProbe;
 

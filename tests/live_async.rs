@@ -383,3 +383,52 @@ async fn a_removed_stream_returns_what_was_delivered_before_its_end() {
         "{got} events returned after the removal, of {pushed} pushed before it"
     );
 }
+
+/// A many-seis consumer as a `Stream`: every seis' closes, in order, each naming its seis;
+/// woken after idle; ended by a shutdown while pending.
+#[tokio::test]
+async fn a_many_seis_stream_yields_every_seis_in_order_and_ends_at_shutdown() {
+    let sim = sim();
+    let feed = feed(&sim);
+    let a = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let b = feed.new_seis("BINANCE:ETHUSDT", "1S").unwrap();
+    let mut stream = feed.subscribe_many(&[&a, &b]).unwrap();
+    let mut closes: Vec<(tvdatafeed::SeisId, i64)> = Vec::new();
+    while [&a, &b]
+        .iter()
+        .any(|s| closes.iter().filter(|(id, _)| *id == s.id()).count() < 3)
+    {
+        let e = timeout(PATIENCE, stream.next())
+            .await
+            .expect("no event within the patience")
+            .expect("the stream ended early");
+        if let LiveEvent::Closed(bar) = e.event() {
+            assert_eq!(*bar, sim.expected_bar(e.symbol(), e.interval(), bar.time));
+            closes.push((e.id(), bar.time));
+        }
+    }
+    for s in [&a, &b] {
+        let times: Vec<i64> = closes
+            .iter()
+            .filter(|(id, _)| *id == s.id())
+            .map(|(_, t)| *t)
+            .collect();
+        for w in times.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "{s}: gap or repeat");
+        }
+    }
+    // Pending on an empty ring, then the shutdown ends it (after what was queued).
+    while stream.next().now_or_never().flatten().is_some() {}
+    let ended = tokio::spawn(async move {
+        while timeout(PATIENCE, stream.next())
+            .await
+            .expect("never ended")
+            .is_some()
+        {}
+    });
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+    timeout(PATIENCE, ended)
+        .await
+        .expect("the stream did not end")
+        .unwrap();
+}

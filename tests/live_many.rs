@@ -485,3 +485,106 @@ fn a_callback_many_seis_consumer_that_panics_ends_alone_and_one_that_removes_its
     feed.del_consumer(panicker).unwrap();
     assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
 }
+
+/// A callback many-seis consumer changed while it runs: a seis added through the feed is
+/// delivered from then on, one removed from another thread never starts the callback again,
+/// and one removed from the callback itself never reaches it again.
+#[test]
+fn seises_added_to_and_removed_from_a_live_callback_consumer() {
+    let sim = sim();
+    let feed = Arc::new(feed(&sim, 256));
+    let all = seises(&feed, 3);
+    let log: Log = Arc::default();
+    let gone: Arc<Mutex<HashSet<SeisId>>> = Arc::default();
+    let late = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let me = Arc::new(Mutex::new(None));
+    let (l, g, lt, m, weak) = (
+        Arc::clone(&log),
+        Arc::clone(&gone),
+        Arc::clone(&late),
+        Arc::clone(&me),
+        Arc::downgrade(&feed),
+    );
+    let third = Arc::clone(&all[2]);
+    let id = feed
+        .new_consumer_many(
+            &[&all[0]],
+            tvdatafeed::ConsumerOptions::default(),
+            move |e| {
+                if g.lock().unwrap().contains(&e.id()) {
+                    lt.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                let closed_third =
+                    e.id() == third.id() && matches!(e.event(), LiveEvent::Closed(_));
+                l.lock().unwrap().push((e.id(), e.into_event()));
+                // The third seis removes itself from the callback after its second close.
+                let thirds = closed_of(&l.lock().unwrap(), third.id()).len();
+                if closed_third
+                    && thirds == 2
+                    && let (Some(id), Some(feed)) = (*m.lock().unwrap(), weak.upgrade())
+                {
+                    feed.remove_from_consumer(id, &third).unwrap();
+                    g.lock().unwrap().insert(third.id());
+                }
+            },
+        )
+        .unwrap();
+    *me.lock().unwrap() = Some(id);
+    wait_for(
+        Duration::from_secs(20),
+        "two closes of the first seis",
+        || closed_of(&log.lock().unwrap(), all[0].id()).len() >= 2,
+    );
+    let refs: Vec<&Seis> = all[1..].iter().map(|s| &**s).collect();
+    feed.add_to_consumer(id, &refs).unwrap();
+    // Adding what it takes already changes nothing.
+    feed.add_to_consumer(id, &[&all[0]]).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "three closes of the second seis",
+        || closed_of(&log.lock().unwrap(), all[1].id()).len() >= 3,
+    );
+    feed.remove_from_consumer(id, &all[1]).unwrap();
+    gone.lock().unwrap().insert(all[1].id());
+    let before = closed_of(&log.lock().unwrap(), all[0].id()).len();
+    wait_for(
+        Duration::from_secs(20),
+        "three more closes of the first seis",
+        || closed_of(&log.lock().unwrap(), all[0].id()).len() >= before + 3,
+    );
+    assert_eq!(
+        late.load(Ordering::SeqCst),
+        0,
+        "a removed seis reached the callback"
+    );
+    let log = log.lock().unwrap().clone();
+    assert_eq!(closed_of(&log, all[2].id()).len(), 2);
+    for s in &all {
+        let closed = closed_of(&log, s.id());
+        assert!(!closed.is_empty(), "{s}: nothing");
+        for w in closed.windows(2) {
+            assert_eq!(
+                s.interval().next_bar_open(w[0].time),
+                w[1].time,
+                "{s}: gap or repeat"
+            );
+        }
+    }
+    // Typed errors: a seis it does not take, a single-seis consumer, an unknown id.
+    assert!(matches!(
+        feed.remove_from_consumer(id, &all[1]),
+        Err(Error::NotSubscribed { .. })
+    ));
+    let single = feed.new_consumer(&all[0], |_| {}).unwrap();
+    assert!(matches!(
+        feed.add_to_consumer(single, &[&all[1]]),
+        Err(Error::InvalidRequest(_))
+    ));
+    feed.del_consumer(single).unwrap();
+    assert!(matches!(
+        feed.remove_from_consumer(single, &all[0]),
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(feed.shutdown(Duration::from_secs(5)).is_clean());
+}

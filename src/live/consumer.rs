@@ -74,6 +74,122 @@ pub(crate) fn mark_running(me: (u64, super::ConsumerId)) {
     RUNNING.set(Some(me));
 }
 
+/// Runs `f` marked as consumer `me`'s callback (see [`running`]), then restores the mark: for
+/// a dispatcher thread, which runs many consumers' callbacks in turn.
+pub(crate) fn with_running<R>(me: (u64, super::ConsumerId), f: impl FnOnce() -> R) -> R {
+    let before = RUNNING.replace(Some(me));
+    let out = f();
+    RUNNING.set(before);
+    out
+}
+
+/// A source of events a callback consumer takes: a [`Subscription`] or a
+/// [`ManySubscription`](super::ManySubscription).
+pub(crate) trait Source: Send + 'static {
+    type Item: Send;
+    /// As [`Subscription::poll_event`].
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Self::Item>>;
+    /// Whether `item` is the consumer's last (a single seis' `Failed`).
+    fn is_last(item: &Self::Item) -> bool;
+}
+
+impl Source for Subscription {
+    type Item = LiveEvent;
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<LiveEvent>> {
+        Subscription::poll_event(self, cx)
+    }
+
+    fn is_last(item: &LiveEvent) -> bool {
+        matches!(item, LiveEvent::Failed(_))
+    }
+}
+
+/// A callback consumer run by a dispatcher thread (`LiveFeedBuilder::callback_threads`): the
+/// same contract as [`run_callback`]'s thread of its own (the gate around every call, a panic
+/// ends this consumer only, the thread marked as this consumer's while its callback runs or
+/// is dropped).
+pub(crate) struct Dispatched<S: Source, F: FnMut(S::Item) + Send + 'static> {
+    pub(crate) source: S,
+    /// `None` once dropped (in `Drop`, marked as running).
+    pub(crate) callback: Option<F>,
+    pub(crate) shared: CallbackShared,
+    pub(crate) me: (u64, super::ConsumerId),
+}
+
+impl<S: Source, F: FnMut(S::Item) + Send + 'static> super::dispatch::Dispatchable
+    for Dispatched<S, F>
+{
+    fn id(&self) -> u64 {
+        self.me.1.get()
+    }
+
+    fn run(&mut self, cx: &mut Context<'_>, budget: usize) -> super::dispatch::Step {
+        use super::dispatch::Step;
+        let Some(callback) = self.callback.as_mut() else {
+            return Step::Ended;
+        };
+        for _ in 0..budget {
+            if !self.shared.gate.is_open() {
+                return Step::Ended;
+            }
+            let item = match self.source.poll_event(cx) {
+                Poll::Pending => return Step::Idle,
+                Poll::Ready(None) => return Step::Ended,
+                Poll::Ready(Some(item)) => item,
+            };
+            let last = S::is_last(&item);
+            if !self.shared.gate.enter() {
+                return Step::Ended;
+            }
+            let result = with_running(self.me, || {
+                catch_unwind(AssertUnwindSafe(|| callback(item)))
+            });
+            self.shared.gate.exit();
+            if let Err(payload) = result {
+                drop_payload(payload);
+                self.shared.counters.record_panic();
+                tracing::error!(
+                    consumer = self.me.1.get(),
+                    "consumer callback panicked: consumer ended"
+                );
+                return Step::Ended;
+            }
+            if last {
+                return Step::Ended;
+            }
+        }
+        Step::More
+    }
+}
+
+impl<S: Source, F: FnMut(S::Item) + Send + 'static> Drop for Dispatched<S, F> {
+    fn drop(&mut self) {
+        let callback = self.callback.take();
+        // The callback's drop runs user code: marked as this consumer's, and a panic in it
+        // must not end the dispatcher thread (and the other consumers on it).
+        let dropped = with_running(self.me, || {
+            catch_unwind(AssertUnwindSafe(|| drop(callback)))
+        });
+        if let Err(payload) = dropped {
+            drop_payload(payload);
+            tracing::error!(
+                consumer = self.me.1.get(),
+                "consumer callback's drop panicked"
+            );
+        }
+    }
+}
+
+/// Drops a caught panic's payload on a shared thread: a payload whose own drop panics
+/// (`panic_any` of such a value) must not unwind through the dispatcher and end the other
+/// consumers on its thread; that second payload is leaked instead.
+fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
+
 /// What a callback consumer thread shares with the feed.
 #[derive(Debug)]
 pub(crate) struct CallbackShared {
@@ -206,6 +322,10 @@ pub struct Subscription {
     stats: LocalStats,
     /// A [`LiveEvent::Failed`] was returned: the seis ended, nothing follows.
     ended: bool,
+    /// Owned by a dispatched callback consumer: the feed removes the consumer (`del_consumer`,
+    /// `shutdown`), never this handle's drop, so that a consumer ended by a panic stays in
+    /// `stats()` (`panicked`) until then.
+    pub(crate) callback: bool,
 }
 
 impl Subscription {
@@ -226,6 +346,7 @@ impl Subscription {
             interval,
             stats: LocalStats::default(),
             ended: false,
+            callback: false,
         }
     }
 
@@ -277,7 +398,15 @@ impl Subscription {
                 Err(_) => Err(PopTimeoutError::Timeout),
             }
         } else {
-            rx.pop_timeout(timeout)
+            match rx.pop() {
+                Ok(d) => Ok(d),
+                Err(_) => {
+                    // Caught up: publish what was measured before waiting, so that `stats()`
+                    // is current while the consumer waits.
+                    self.stats.flush(&self.counters);
+                    rx.pop_timeout(timeout)
+                }
+            }
         };
         match result {
             Ok(d) => {
@@ -322,10 +451,6 @@ impl Subscription {
 
     /// The next event, `None` at the end (where `recv` returns `Closed`), or `Pending` with the
     /// task registered to be woken by the next event or the end (see `# Async`).
-    #[cfg_attr(
-        not(feature = "async"),
-        allow(dead_code, reason = "the Stream impl's body")
-    )]
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<LiveEvent>> {
         if self.ended {
             return Poll::Ready(None);
@@ -378,6 +503,9 @@ impl futures_core::Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.flush_stats();
+        if self.callback {
+            return;
+        }
         if let Some(feed) = self.feed.upgrade() {
             super::drop_consumer(&feed, self.id);
         }

@@ -76,9 +76,24 @@ pub struct ConsumerOptions {
     /// Also receive [`LiveEvent::Update`]s of the forming bar. Default `false`: closed bars
     /// (and revisions, lags and connection events) only.
     pub updates: bool,
+    /// Run this callback consumer on a thread of its own (`tv-consumer-N`) even when the feed
+    /// has dispatcher threads ([`LiveFeedBuilder::callback_threads`]): for a callback that
+    /// blocks (on I/O, a lock, a sleep), which on a dispatcher thread would hold up the other
+    /// consumers there. Default `false`. Without dispatcher threads every callback consumer
+    /// has its own thread, and this changes nothing; a pull consumer has no thread.
+    ///
+    /// [`LiveFeedBuilder::callback_threads`]: super::LiveFeedBuilder::callback_threads
+    pub own_thread: bool,
 }
 
 impl ConsumerOptions {
+    /// Sets [`ConsumerOptions::own_thread`].
+    #[must_use]
+    pub fn with_own_thread(mut self, on: bool) -> Self {
+        self.own_thread = on;
+        self
+    }
+
     /// Sets [`ConsumerOptions::updates`].
     #[must_use]
     pub fn with_updates(mut self, on: bool) -> Self {

@@ -34,7 +34,13 @@
 //!
 //! [`ConsumerSlot`]: super::ConsumerSlot
 
-use std::{collections::HashMap, fmt, sync::PoisonError, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::PoisonError,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use super::{
     Command, ConsumerCounters, ConsumerEntry, ConsumerOptions, ConsumerSlot, LiveEvent, LiveFeed,
@@ -337,31 +343,22 @@ impl ManySubscription {
                     Err(_) => Err(PopTimeoutError::Timeout),
                 }
             } else {
-                rx.pop_timeout(left)
+                match rx.pop() {
+                    Ok(d) => Ok(d),
+                    Err(_) => {
+                        // Caught up: publish what was measured before waiting, so that
+                        // `stats()` is current while the consumer waits.
+                        self.stats.flush(&self.counters);
+                        rx.pop_timeout(left)
+                    }
+                }
             };
             match result {
-                Ok(Tagged { tag, delivery }) => {
-                    self.refresh();
+                Ok(tagged) => {
                     // A seis removed since it was pushed: skipped.
-                    let Some(seis) = self.local.get(&tag).cloned() else {
-                        continue;
-                    };
-                    self.stats
-                        .record(&delivery, seis.interval(), &self.counters);
-                    if matches!(delivery.event, LiveEvent::Failed(_)) {
-                        // The seis ended: nothing of it follows; let go of its route.
-                        self.stats.flush(&self.counters);
-                        if let Some(feed) = self.feed.upgrade()
-                            && let Some(route) = self.many.change(|routes| routes.remove(&tag))
-                        {
-                            self.local.remove(&tag);
-                            drop_route(&feed, &self.many, tag, route.id);
-                        }
+                    if let Some(event) = self.take(tagged) {
+                        return Ok(event);
                     }
-                    return Ok(SeisEvent {
-                        seis,
-                        event: delivery.event,
-                    });
                 }
                 Err(PopTimeoutError::Timeout) => {
                     self.stats.flush(&self.counters);
@@ -370,6 +367,62 @@ impl ManySubscription {
                 Err(PopTimeoutError::Abandoned) => {
                     self.stats.flush(&self.counters);
                     return Err(RecvError::Closed);
+                }
+            }
+        }
+    }
+
+    /// Turns a ring item into its event: `None` for a seis removed since it was pushed.
+    fn take(&mut self, Tagged { tag, delivery }: Tagged) -> Option<SeisEvent> {
+        self.refresh();
+        let seis = self.local.get(&tag).cloned()?;
+        self.stats
+            .record(&delivery, seis.interval(), &self.counters);
+        if matches!(delivery.event, LiveEvent::Failed(_)) {
+            // The seis ended: nothing of it follows; let go of its route.
+            self.stats.flush(&self.counters);
+            if let Some(feed) = self.feed.upgrade()
+                && let Some(route) = self.many.change(|routes| routes.remove(&tag))
+            {
+                self.local.remove(&tag);
+                drop_route(&feed, &self.many, tag, route.id);
+            }
+        }
+        Some(SeisEvent {
+            seis,
+            event: delivery.event,
+        })
+    }
+
+    /// The next event, `None` at the end (where `recv` returns `Closed`), or `Pending` with
+    /// the task registered to be woken by the next event or the end: the handshake of
+    /// [`Subscription`](super::Subscription)'s `# Async`.
+    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<SeisEvent>> {
+        loop {
+            let Some(rx) = self.rx.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let polled = if self.gate.is_open() {
+                rx.poll_pop(cx)
+            } else {
+                // Removed (or the feed shut down): what was delivered before still comes out,
+                // in order, without waiting; then the end.
+                Poll::Ready(rx.pop().ok())
+            };
+            match polled {
+                Poll::Ready(Some(tagged)) => {
+                    if let Some(event) = self.take(tagged) {
+                        return Poll::Ready(Some(event));
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.stats.flush(&self.counters);
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    // Caught up: publish what was measured while the task waits.
+                    self.stats.flush(&self.counters);
+                    return Poll::Pending;
                 }
             }
         }
@@ -394,6 +447,33 @@ impl ManySubscription {
     /// consumer ends.
     pub fn iter(&mut self) -> impl Iterator<Item = SeisEvent> + '_ {
         std::iter::from_fn(move || self.recv().ok())
+    }
+}
+
+impl super::consumer::Source for ManySubscription {
+    type Item = SeisEvent;
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<SeisEvent>> {
+        ManySubscription::poll_event(self, cx)
+    }
+
+    /// A seis' `Failed` ends that seis, not the consumer.
+    fn is_last(_: &SeisEvent) -> bool {
+        false
+    }
+}
+
+/// A [`ManySubscription`] is a `futures_core::Stream` of [`SeisEvent`]s with the `async`
+/// feature, on the terms of [`Subscription`](super::Subscription)'s `# Async`: the events
+/// `recv` would return, in the same order, ending (`None`) where `recv` returns
+/// [`RecvError::Closed`]; a poll never blocks and no wake-up is lost.
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+impl futures_core::Stream for ManySubscription {
+    type Item = SeisEvent;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SeisEvent>> {
+        self.get_mut().poll_event(cx)
     }
 }
 
@@ -591,8 +671,11 @@ impl LiveFeed {
     /// names its thread if the callback does not return in time; the callback may call this
     /// feed's methods, its own consumer's and seises' included, without waiting for itself.
     /// Per seis, the [`LiveEvent`] contract is unchanged; a `Failed` ends that seis, not the
-    /// consumer. Seises cannot be added or removed on a callback consumer yet: use
-    /// [`LiveFeed::subscribe_many`] for that, or a new consumer.
+    /// consumer. Add and remove seises later with [`LiveFeed::add_to_consumer`] and
+    /// [`LiveFeed::remove_from_consumer`] (from any thread, the callback included). With
+    /// [`LiveFeedBuilder::callback_threads`](super::LiveFeedBuilder::callback_threads) it runs
+    /// on a dispatcher thread instead of its own (unless
+    /// [`ConsumerOptions::own_thread`](super::ConsumerOptions::own_thread)).
     ///
     /// # Errors
     ///
@@ -610,9 +693,18 @@ impl LiveFeed {
         let id = sub.id;
         let gate = plain::Arc::clone(&sub.gate);
         let counters = plain::Arc::clone(&sub.counters);
+        let me = (shared.feed_id, id);
+        if let Some(pool) = shared.dispatch.as_ref().filter(|_| !options.own_thread) {
+            pool.place(Box::new(super::consumer::Dispatched {
+                source: sub,
+                callback: Some(callback),
+                shared: super::consumer::CallbackShared { gate, counters },
+                me,
+            }));
+            return Ok(id);
+        }
         let name = format!("tv-consumer-{}", id.get());
         let thread_name = name.clone();
-        let me = (shared.feed_id, id);
         let spawned = plain::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
@@ -665,5 +757,81 @@ impl LiveFeed {
                 })
             }
         }
+    }
+}
+
+impl LiveFeed {
+    /// The routes of many-seis consumer `id` (from [`LiveFeed::new_consumer_many`] or
+    /// [`LiveFeed::subscribe_many`]).
+    fn many_of(&self, id: ConsumerId) -> Result<plain::Arc<ManyShared>, Error> {
+        let table = self.table();
+        let entry = table.get(&id).ok_or_else(|| {
+            Error::InvalidRequest(format!("no consumer {} in this feed", id.get()))
+        })?;
+        entry.many.as_ref().map(plain::Arc::clone).ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "consumer {} takes one seis: only a many-seis consumer takes seises added",
+                id.get()
+            ))
+        })
+    }
+
+    /// Adds `seises` to the many-seis consumer `id`, a callback one included: their events
+    /// reach it from when this returns (a closed bar delivered before is not replayed). A
+    /// seis it takes already is left as it is. Callable from any thread, its own callback
+    /// included.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when `id` is not a many-seis consumer of this feed;
+    /// [`Error::NotSubscribed`] when a seis is not subscribed here; [`Error::Timeout`];
+    /// [`Error::Overloaded`]; [`Error::Shutdown`].
+    pub fn add_to_consumer(&self, id: ConsumerId, seises: &[&Seis]) -> Result<(), Error> {
+        self.check_open()?;
+        let many = self.many_of(id)?;
+        let taken: Vec<sync::Arc<Seis>> = many
+            .lock()
+            .values()
+            .map(|r| sync::Arc::clone(&r.seis))
+            .collect();
+        let new: Vec<&Seis> = seises
+            .iter()
+            .copied()
+            .filter(|s| !taken.iter().any(|t| std::ptr::eq(&**t, *s)))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        add_seises(&self.shared, &many, &new)
+    }
+
+    /// Removes `seis` from the many-seis consumer `id`, a callback one included; the seis
+    /// stays subscribed and the consumer's other seises go on.
+    ///
+    /// From the consumer's own callback, no event of `seis` reaches the callback after this
+    /// returns (those already in its ring are skipped). From another thread, the consumer may
+    /// already have taken one event of `seis` out of its ring when the call came: that one
+    /// event may still reach the callback (or be running in it) after this returns; none
+    /// after it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when `id` is not a many-seis consumer of this feed;
+    /// [`Error::NotSubscribed`] when the consumer does not take `seis`; [`Error::Shutdown`].
+    pub fn remove_from_consumer(&self, id: ConsumerId, seis: &Seis) -> Result<(), Error> {
+        self.check_open()?;
+        let many = self.many_of(id)?;
+        let removed = many.change(|routes| {
+            let tag = routes
+                .iter()
+                .find(|(_, r)| std::ptr::eq(&*r.seis, seis))
+                .map(|(t, _)| *t)?;
+            routes.remove(&tag).map(|r| (tag, r))
+        });
+        let Some((tag, route)) = removed else {
+            return Err(seis.not_subscribed(seis.feed != self.shared.feed_id));
+        };
+        drop_route(&self.shared, &many, tag, route.id);
+        Ok(())
     }
 }

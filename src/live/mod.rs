@@ -10,13 +10,15 @@
 //!                                                            ▼
 //!                                   one SPSC ring per consumer (push never blocks)
 //!                                                            ▼
-//!                     tv-consumer-N: pop, callback      or    Subscription (user's thread)
+//!    tv-consumer-N: pop, callback  or  tv-dispatch-K: many consumers' callbacks  or
+//!    Subscription / ManySubscription (a user's thread, or a task as a `Stream`)
 //! ```
 //!
 //! - [`LiveFeed::new_seis`] subscribes a (symbol, interval) once, however many callers race on
 //!   it, and returns when the server accepted or refused it.
-//! - [`LiveFeed::new_consumer`] runs a callback on its own thread; [`LiveFeed::subscribe`]
-//!   returns a pull handle instead.
+//! - [`LiveFeed::new_consumer`] runs a callback on its own thread, or on one of a few shared
+//!   dispatcher threads ([`LiveFeedBuilder::callback_threads`], module `dispatch`);
+//!   [`LiveFeed::subscribe`] returns a pull handle instead.
 //! - Every closed bar reaches every consumer once, in order, with the server's final values,
 //!   across reconnects ([`LiveEvent`]).
 //! - [`LiveFeed::shutdown`] returns within its timeout whatever the callbacks do.
@@ -58,6 +60,7 @@
 mod command;
 mod consumer;
 mod core;
+pub(crate) mod dispatch;
 #[cfg(all(test, feature = "sim"))]
 mod dst;
 mod event;
@@ -321,6 +324,7 @@ pub struct LiveFeedBuilder {
     max_gap_bars: u32,
     max_fetches: usize,
     command_queue: usize,
+    callback_threads: Option<usize>,
 }
 
 impl fmt::Debug for LiveFeedBuilder {
@@ -339,6 +343,7 @@ impl fmt::Debug for LiveFeedBuilder {
             .field("max_reconnect_attempts", &self.max_reconnect_attempts)
             .field("max_outage", &self.max_outage)
             .field("retry_certificate_errors", &self.retry_certificate_errors)
+            .field("callback_threads", &self.callback_threads)
             .finish_non_exhaustive()
     }
 }
@@ -370,6 +375,7 @@ impl Default for LiveFeedBuilder {
             max_gap_bars: c.max_gap_bars,
             max_fetches: c.max_fetches,
             command_queue: 1024,
+            callback_threads: None,
         }
     }
 }
@@ -432,6 +438,28 @@ impl LiveFeedBuilder {
     /// Memory is spent only while a consumer is behind (about 80 bytes an event). At least 1.
     pub fn consumer_backlog(mut self, n: usize) -> Self {
         self.consumer_backlog = n.max(1);
+        self
+    }
+
+    /// Runs callback consumers ([`LiveFeed::new_consumer`], [`LiveFeed::new_consumer_many`])
+    /// on `n` shared dispatcher threads, `tv-dispatch-0` to `tv-dispatch-{n-1}`, instead of a
+    /// thread each; `0` sizes the pool to the machine (one per core the process may use).
+    /// Default: no pool, a thread per callback consumer.
+    ///
+    /// A thousand consumers then cost `n` threads, not a thousand, and one parked thread
+    /// wakes for whichever of its consumers has an event (BENCHMARKS.md, "Callbacks on a few
+    /// threads"). Each consumer stays on one thread for its whole life, so its events keep
+    /// their order; a thread runs one consumer for at most 64 events before the next ready one.
+    ///
+    /// The contracts of a callback consumer are unchanged: after
+    /// [`LiveFeed::del_consumer`] returns its callback never runs again; a panicking callback
+    /// ends its own consumer only; [`LiveFeed::shutdown`] names a consumer whose callback did
+    /// not return in time (`tv-consumer-N (on tv-dispatch-K)`); a callback may call the feed,
+    /// its own consumer included. One difference: a callback that blocks holds up the other
+    /// consumers on its thread. Give such a consumer its own thread with
+    /// [`ConsumerOptions::own_thread`].
+    pub fn callback_threads(mut self, n: usize) -> Self {
+        self.callback_threads = Some(n);
         self
     }
 
@@ -636,6 +664,17 @@ impl LiveFeedBuilder {
                     .min(self.transport.max_message_size),
             },
         );
+        let dispatch = match self.callback_threads {
+            None => None,
+            Some(n) => {
+                let n = if n == 0 {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+                } else {
+                    n
+                };
+                Some(dispatch::Pool::start(n, self.command_timeout)?)
+            }
+        };
         let shared = plain::Arc::new(Shared {
             commands: Commands::new(self.command_queue, plain::Arc::clone(&waker)),
             registry: Registry::new(),
@@ -648,6 +687,7 @@ impl LiveFeedBuilder {
             next_tag: AtomicU64::new(1),
             consumers: Mutex::new(HashMap::new()),
             stragglers: Mutex::new(Vec::new()),
+            dispatch,
             first: Mutex::new(None),
             builder: self.clone(),
         });
@@ -736,6 +776,8 @@ pub(crate) struct Shared {
     next_tag: AtomicU64,
     consumers: Mutex<HashMap<ConsumerId, ConsumerEntry>>,
     stragglers: Mutex<Vec<Straggler>>,
+    /// The dispatcher threads ([`LiveFeedBuilder::callback_threads`]), if asked for.
+    dispatch: Option<dispatch::Pool>,
     /// Answered by `tv-io` with the first connection attempt's outcome.
     pub(crate) first: Mutex<Option<command::Reply<Result<(), Error>>>>,
     builder: LiveFeedBuilder,
@@ -1121,6 +1163,24 @@ impl LiveFeed {
     ) -> Result<ConsumerId, Error> {
         self.check_open()?;
         let shared = &self.shared;
+        if let Some(pool) = shared.dispatch.as_ref().filter(|_| !options.own_thread) {
+            // A pull handle (in the table before it is placed, so a callback that removes its
+            // own consumer at once finds it) run by a dispatcher thread.
+            let mut source = self.subscribe_with(seis, options)?;
+            source.callback = true;
+            let id = source.id;
+            let cb = CallbackShared {
+                gate: plain::Arc::clone(&source.gate),
+                counters: plain::Arc::clone(&source.counters),
+            };
+            pool.place(Box::new(consumer::Dispatched {
+                source,
+                callback: Some(callback),
+                shared: cb,
+                me: (shared.feed_id, id),
+            }));
+            return Ok(id);
+        }
         let (producer, rx) = self.ring()?;
         let counters = plain::Arc::new(ConsumerCounters::default());
         let gate = plain::Arc::new(Gate::new());
@@ -1130,9 +1190,9 @@ impl LiveFeed {
         };
         let interval = seis.interval();
         let (id, slot) = self.attach(seis, producer, options, &counters)?;
+        let me = (shared.feed_id, id);
         let name = format!("tv-consumer-{}", id.get());
         let thread_name = name.clone();
-        let me = (shared.feed_id, id);
         let spawned = plain::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
@@ -1459,6 +1519,32 @@ impl LiveFeed {
                 unfinished.push("tv-io".to_owned());
             }
         }
+        // The dispatcher threads end once their consumers end (`tv-io`, gone, dropped their
+        // rings' producers); each is named with the consumer it is stuck in, if any.
+        let dispatchers = self
+            .shared
+            .dispatch
+            .as_ref()
+            .map(|pool| {
+                pool.stop();
+                pool.take_threads()
+            })
+            .unwrap_or_default();
+        let me = plain::thread::current().id();
+        for (_, h, report) in dispatchers {
+            if h.thread().id() == me {
+                // Called from a callback on this dispatcher thread: it cannot join itself.
+                caller_thread = Some(report());
+                continue;
+            }
+            if wait_finished(&h, deadline) {
+                let _ = h.join();
+            } else {
+                let name = report();
+                tracing::warn!(thread = %name, "dispatcher did not finish within the shutdown timeout");
+                unfinished.push(name);
+            }
+        }
         let entries: Vec<ConsumerEntry> = self.table().drain().map(|(_, e)| e).collect();
         let stragglers: Vec<Straggler> = self
             .shared
@@ -1471,7 +1557,6 @@ impl LiveFeed {
             .into_iter()
             .filter_map(|e| e.thread)
             .chain(stragglers.into_iter().map(|s| (s.name, s.handle)));
-        let me = plain::thread::current().id();
         for (name, h) in threads {
             if h.thread().id() == me {
                 // Called from this consumer's callback: it cannot be joined from itself. Its
