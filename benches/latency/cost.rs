@@ -185,73 +185,154 @@ fn decode_only(sim: &Sim, n: usize, warm: Duration, run: Duration) -> f64 {
 
 /// Updates per second through the whole engine to consumers, `n` seises, the simulator as
 /// fast as it goes; consumers take every update.
+/// How the throughput run's consumers take their events (one consumer per seis unless
+/// "many").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Consumers {
+    /// One thread pulling every subscription with `try_recv` (spinning ring strategy).
+    PullSpin,
+    /// A parking callback per seis, each on its own `tv-consumer-N` thread.
+    CallbackThreads,
+    /// A callback per seis on `n` dispatcher threads (`callback_threads(n)`).
+    Dispatch(usize),
+    /// One many-seis pull consumer, read by one thread with `recv_timeout` (parks).
+    ManyPull,
+    /// One many-seis callback consumer on its own thread.
+    ManyCallback,
+}
+
+impl Consumers {
+    pub(crate) fn label(self) -> String {
+        match self {
+            Self::PullSpin => {
+                "LiveFeed, one thread pulling every subscription (`try_recv`, spin)".into()
+            }
+            Self::CallbackThreads => "LiveFeed, a parking callback per seis, a thread each".into(),
+            Self::Dispatch(n) => {
+                format!("LiveFeed, a callback per seis on {n} dispatcher threads")
+            }
+            Self::ManyPull => "LiveFeed, one many-seis pull consumer (parks)".into(),
+            Self::ManyCallback => "LiveFeed, one many-seis callback consumer".into(),
+        }
+    }
+}
+
+/// What a throughput run measured.
+pub(crate) struct Throughput {
+    pub(crate) rate: f64,
+    pub(crate) lagged: u64,
+    /// tv-io's CPU per message.
+    pub(crate) io_per_msg: f64,
+    /// Every engine and reader thread's CPU per delivered update.
+    pub(crate) all_per_update: f64,
+    /// The process' threads during the run.
+    pub(crate) threads: usize,
+}
+
 fn engine_throughput(
     sim: &Sim,
     n: usize,
-    pull: bool,
+    how: Consumers,
     warm: Duration,
     run: Duration,
-) -> (f64, u64, f64) {
+) -> Throughput {
     let symbols = common::symbols(n);
     let minute: Interval = "1".parse().expect("interval");
-    let feed = LiveFeed::builder()
+    let mut builder = LiveFeed::builder()
         .endpoint(sim.url())
         .expect("url")
         .ring_capacity(4096)
-        .wait_strategy(if pull {
+        .wait_strategy(if how == Consumers::PullSpin {
             WaitStrategy::Spin
         } else {
             WaitStrategy::default()
         })
-        .command_timeout(Duration::from_secs(60))
-        .build()
-        .expect("feed");
+        .command_timeout(Duration::from_secs(60));
+    if let Consumers::Dispatch(k) = how {
+        builder = builder.callback_threads(k);
+    }
+    let feed = builder.build().expect("feed");
     let seises = common::subscribe_all(&feed, &symbols, minute);
     let options = ConsumerOptions::default().with_updates(true);
     let updates = Arc::new(AtomicU64::new(0));
     let lagged = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut puller = None;
-    if pull {
-        let mut subs: Vec<_> = seises
-            .iter()
-            .map(|s| feed.subscribe_with(s, options).expect("subscribe"))
-            .collect();
-        let (updates, lagged, stop) =
-            (Arc::clone(&updates), Arc::clone(&lagged), Arc::clone(&stop));
-        puller = Some(
-            std::thread::Builder::new()
-                .name("latency-pull".into())
-                .spawn(move || {
-                    let (mut u, mut l) = (0u64, 0u64);
-                    while !stop.load(Ordering::Relaxed) {
-                        for s in &mut subs {
-                            match s.try_recv() {
-                                Ok(LiveEvent::Update(_)) => u += 1,
-                                Ok(LiveEvent::Lagged { missed, .. }) => l += missed,
-                                Ok(_) | Err(RecvError::Timeout) => {}
+    let count = {
+        let (updates, lagged) = (Arc::clone(&updates), Arc::clone(&lagged));
+        move |e: &LiveEvent| match e {
+            LiveEvent::Update(_) => {
+                updates.fetch_add(1, Ordering::Relaxed);
+            }
+            LiveEvent::Lagged { missed, .. } => {
+                lagged.fetch_add(*missed, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    };
+    match how {
+        Consumers::PullSpin => {
+            let mut subs: Vec<_> = seises
+                .iter()
+                .map(|s| feed.subscribe_with(s, options).expect("subscribe"))
+                .collect();
+            let (updates, lagged, stop) =
+                (Arc::clone(&updates), Arc::clone(&lagged), Arc::clone(&stop));
+            puller = Some(
+                std::thread::Builder::new()
+                    .name("latency-pull".into())
+                    .spawn(move || {
+                        let (mut u, mut l) = (0u64, 0u64);
+                        while !stop.load(Ordering::Relaxed) {
+                            for s in &mut subs {
+                                match s.try_recv() {
+                                    Ok(LiveEvent::Update(_)) => u += 1,
+                                    Ok(LiveEvent::Lagged { missed, .. }) => l += missed,
+                                    Ok(_) | Err(RecvError::Timeout) => {}
+                                    Err(_) => return,
+                                }
+                            }
+                            updates.store(u, Ordering::Relaxed);
+                            lagged.store(l, Ordering::Relaxed);
+                        }
+                    })
+                    .expect("spawn"),
+            );
+        }
+        Consumers::CallbackThreads | Consumers::Dispatch(_) => {
+            for s in &seises {
+                let count = count.clone();
+                feed.new_consumer_with(s, options, move |e| count(&e))
+                    .expect("consumer");
+            }
+        }
+        Consumers::ManyPull => {
+            let refs: Vec<&tvdatafeed::Seis> = seises.iter().map(|s| &**s).collect();
+            let mut sub = feed
+                .subscribe_many_with(&refs, options)
+                .expect("subscribe_many");
+            let stop = Arc::clone(&stop);
+            let count = count.clone();
+            puller = Some(
+                std::thread::Builder::new()
+                    .name("latency-pull".into())
+                    .spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            match sub.recv_timeout(Duration::from_millis(100)) {
+                                Ok(e) => count(e.event()),
+                                Err(RecvError::Timeout) => {}
                                 Err(_) => return,
                             }
                         }
-                        updates.store(u, Ordering::Relaxed);
-                        lagged.store(l, Ordering::Relaxed);
-                    }
-                })
-                .expect("spawn"),
-        );
-    } else {
-        for s in &seises {
-            let (updates, lagged) = (Arc::clone(&updates), Arc::clone(&lagged));
-            feed.new_consumer_with(s, options, move |e| match e {
-                LiveEvent::Update(_) => {
-                    updates.fetch_add(1, Ordering::Relaxed);
-                }
-                LiveEvent::Lagged { missed, .. } => {
-                    lagged.fetch_add(missed, Ordering::Relaxed);
-                }
-                _ => {}
-            })
-            .expect("consumer");
+                    })
+                    .expect("spawn"),
+            );
+        }
+        Consumers::ManyCallback => {
+            let refs: Vec<&tvdatafeed::Seis> = seises.iter().map(|s| &**s).collect();
+            let count = count.clone();
+            feed.new_consumer_many(&refs, options, move |e| count(e.event()))
+                .expect("consumer");
         }
     }
     pause(warm);
@@ -270,14 +351,26 @@ fn engine_throughput(
         feed.stats().messages,
         thread_cpu(),
     );
+    let threads = c1.len();
     stop.store(true, Ordering::Relaxed);
     feed.shutdown(Duration::from_secs(10));
     if let Some(p) = puller {
         let _ = p.join();
     }
-    let cpu = cpu_between(&c0, &c1, &["tv-io"]);
+    let io = cpu_between(&c0, &c1, &["tv-io"]);
+    let all = cpu_between(
+        &c0,
+        &c1,
+        &["tv-io", "tv-consumer", "tv-dispatch", "latency-pull"],
+    );
     let msgs = (m1 - m0).max(1);
-    ((u1 - u0) as f64 / secs, l1 - l0, cpu as f64 / msgs as f64)
+    Throughput {
+        rate: (u1 - u0) as f64 / secs,
+        lagged: l1 - l0,
+        io_per_msg: io as f64 / msgs as f64,
+        all_per_update: all as f64 / (u1 - u0).max(1) as f64,
+        threads,
+    }
 }
 
 pub(crate) fn section(mode: &Mode) {
@@ -316,29 +409,39 @@ pub(crate) fn throughput_section(mode: &Mode) {
         warm.as_secs_f64()
     );
     println!(
-        "| reader | updates/s | vs decode-only | lagged (dropped for a slow consumer) | tv-io CPU per message |"
+        "| reader | updates/s | vs decode-only | vs the pull row | lagged (dropped for a slow consumer) | tv-io CPU per message | engine + reader CPU per update | threads in the process |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let sim = Sim::start(cfg()).expect("sim");
     let base = decode_only(&sim, n, warm, run);
     drop(sim);
     println!(
-        "| decode only (protocol `Connection` on a tungstenite socket, no engine) | {base:.0} | 1.00 | - | - |"
+        "| decode only (protocol `Connection` on a tungstenite socket, no engine) | {base:.0} | 1.00 | - | - | - | - | - |"
     );
-    for pull in [true, false] {
+    let modes = [
+        Consumers::PullSpin,
+        Consumers::CallbackThreads,
+        Consumers::Dispatch(2),
+        Consumers::ManyPull,
+        Consumers::ManyCallback,
+    ];
+    let mut pull_rate = None;
+    for how in modes {
         let sim = Sim::start(cfg()).expect("sim");
-        let (rate, lagged, cpu) = engine_throughput(&sim, n, pull, warm, run);
-        let what = if pull {
-            "LiveFeed, one thread pulling every subscription (`try_recv`, spin)"
-        } else {
-            "LiveFeed, a parking callback per seis"
-        };
+        let t = engine_throughput(&sim, n, how, warm, run);
+        let what = how.label();
+        let pull = *pull_rate.get_or_insert(t.rate);
         println!(
-            "| {what} | {rate:.0} | {:.2} | {lagged} | {} |",
-            rate / base,
-            dur(cpu as u64)
+            "| {what} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            t.rate,
+            t.rate / base,
+            t.rate / pull,
+            t.lagged,
+            dur(t.io_per_msg as u64),
+            dur(t.all_per_update as u64),
+            t.threads
         );
-        assert!(rate > 0.0, "{what}: nothing delivered");
+        assert!(t.rate > 0.0, "{what}: nothing delivered");
     }
 }
 

@@ -30,6 +30,8 @@ pub(crate) enum Take {
     Many,
     /// `new_consumer_many`: one consumer, one ring, one `tv-consumer-N` thread for every seis.
     ManyCallback,
+    /// `new_consumer` per seis on 2 dispatcher threads (`callback_threads(2)`).
+    Dispatch,
 }
 
 /// One engine configuration.
@@ -60,6 +62,7 @@ impl Setup {
             Take::Async => "async Stream (tokio current-thread)",
             Take::Many => "one many-seis pull consumer",
             Take::ManyCallback => "one many-seis callback consumer",
+            Take::Dispatch => "a callback per seis on 2 dispatcher threads",
         };
         format!("engine, {io}, {take}, {wait}")
     }
@@ -104,6 +107,9 @@ pub(crate) fn engine(n: usize, setup: Setup, warm: Duration, run: Duration) -> O
     if setup.io == IoWait::BusyPoll {
         builder = builder.io_core(Some(0));
     }
+    if setup.take == Take::Dispatch {
+        builder = builder.callback_threads(2);
+    }
     let feed = builder.build().expect("feed");
     let seises = common::subscribe_all(&feed, &symbols, interval);
     let options = ConsumerOptions::default().with_updates(true);
@@ -113,7 +119,7 @@ pub(crate) fn engine(n: usize, setup: Setup, warm: Duration, run: Duration) -> O
     let (tx, rx) = mpsc::channel::<(Vec<Seen>, u64)>();
     let mut pull = None;
     match setup.take {
-        Take::Callback => {
+        Take::Callback | Take::Dispatch => {
             for (i, seis) in seises.iter().enumerate() {
                 let mut rec = Recorder {
                     seen: Vec::with_capacity(per_seis),
@@ -261,7 +267,13 @@ pub(crate) fn engine(n: usize, setup: Setup, warm: Duration, run: Duration) -> O
         cpu_ns: cpu_between(
             &cpu0,
             &cpu1,
-            &["tv-io", "tv-consumer", "latency-pull", "latency-async"],
+            &[
+                "tv-io",
+                "tv-consumer",
+                "tv-dispatch",
+                "latency-pull",
+                "latency-async",
+            ],
         ),
         sent,
         lagged,
@@ -547,8 +559,9 @@ pub(crate) fn many_section(mode: &Mode) {
     println!("\n## End to end: one consumer for many seises\n");
     println!(
         "As the section above (same update periods, every update delivered), blocking I/O, the \
-         default parking strategy: a callback thread per seis (today's), one many-seis pull \
-         consumer read by one thread, one many-seis callback consumer (one thread).\n"
+         default parking strategy: a callback thread per seis (today's), a callback per seis on \
+         2 dispatcher threads, one many-seis pull consumer read by one thread, one many-seis \
+         callback consumer (one thread).\n"
     );
     println!(
         "| seises | reader | p50 | p99 | p99.9 | max | samples | added p50 / p99 | CPU/1k | \
@@ -561,9 +574,14 @@ pub(crate) fn many_section(mode: &Mode) {
         let ws = baseline(n, Reader::Tungstenite, false, warm, run);
         println!("{}", row(n, &ws, None));
         let takes: &[Take] = if mode.full {
-            &[Take::Callback, Take::Many, Take::ManyCallback]
+            &[
+                Take::Callback,
+                Take::Dispatch,
+                Take::Many,
+                Take::ManyCallback,
+            ]
         } else {
-            &[Take::Many, Take::ManyCallback]
+            &[Take::Many, Take::ManyCallback, Take::Dispatch]
         };
         for &take in takes {
             let o = engine(
