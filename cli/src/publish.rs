@@ -129,7 +129,10 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     )
     .map_err(|e| io::Error::other(e.to_string()))?;
     let (builder, host) = crate::live::connection_settings(
-        LiveFeed::builder(),
+        // The publisher's callbacks only hand a bar to the NATS task: on a dispatcher thread
+        // per core, not a thread per seis (1,000 threads waking at every boundary took the
+        // cores the NATS task needed; BENCHMARKS.md, issue 21).
+        LiveFeed::builder().callback_threads(0),
         args.url.as_deref(),
         args.token.as_deref(),
         args.ca_cert.as_deref(),

@@ -2,7 +2,10 @@
 //! close → `LiveFeed` callback, in one run against the simulator and a `nats-server` started
 //! here (loopback, file storage in a temp dir). Prints p50/p99, the publish rate and CPU.
 //!
-//! `cargo run --release -p tvdatafeed-nats --example bus_latency -- SEISES SECS`
+//! `cargo run --release -p tvdatafeed-nats --example bus_latency -- SEISES SECS [dispatch]`
+//!
+//! With `dispatch`, the feed runs the publisher's callbacks on 2 dispatcher threads
+//! (`callback_threads(2)`, as `tvdatafeed publish` does) instead of a thread per seis.
 #![allow(
     clippy::disallowed_methods,
     clippy::disallowed_types,
@@ -59,17 +62,19 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let dispatch = args.next().is_some_and(|a| a == "dispatch");
     let Some(server) = util::server_or_skip("bus_latency") else {
         return;
     };
     let sim = Sim::start(SimConfig::default()).unwrap();
     let one_s: Interval = "1S".parse().unwrap();
     let feed = Arc::new(
-        LiveFeed::builder()
-            .endpoint(sim.url())
-            .unwrap()
-            .build()
-            .unwrap(),
+        {
+            let b = LiveFeed::builder().endpoint(sim.url()).unwrap();
+            if dispatch { b.callback_threads(2) } else { b }
+        }
+        .build()
+        .unwrap(),
     );
     let publisher =
         Publisher::start(PublisherConfig::new(NatsConfig::new(server.url())).max_in_flight(1024))
@@ -119,18 +124,28 @@ fn main() {
     sub_hist.lock().unwrap().reset();
     let before = publisher.stats();
     let (cpu_nats0, cpu_all0) = (cpu("tv-nats"), cpu(""));
-    let (cpu_cons0, cpu_io0) = (cpu("tv-consumer"), cpu("tv-io"));
+    let (cpu_cons0, cpu_io0) = (cpu("tv-consumer") + cpu("tv-dispatch"), cpu("tv-io"));
     std::thread::sleep(Duration::from_secs(secs));
     let after = publisher.stats();
     let (cpu_nats, cpu_all) = (cpu("tv-nats") - cpu_nats0, cpu("") - cpu_all0);
-    let (cpu_cons, cpu_io) = (cpu("tv-consumer") - cpu_cons0, cpu("tv-io") - cpu_io0);
+    let (cpu_cons, cpu_io) = (
+        cpu("tv-consumer") + cpu("tv-dispatch") - cpu_cons0,
+        cpu("tv-io") - cpu_io0,
+    );
     let report = publisher.stop(Duration::from_secs(30));
     drop(held);
     feed.shutdown(Duration::from_secs(5));
     let ms = |us: u64| us as f64 / 1000.0;
     let s = &report.stats;
     let sub = sub_hist.lock().unwrap();
-    println!("{n} seises of 1S bars, {secs} s measured (after 3 s warm-up), release build");
+    println!(
+        "{n} seises of 1S bars, {secs} s measured (after 3 s warm-up), release build, {}",
+        if dispatch {
+            "callbacks on 2 dispatcher threads"
+        } else {
+            "a callback thread per seis"
+        }
+    );
     println!("                                   p50        p99       bars (whole run)");
     let (a50, a99, _, ac) = s.close_to_callback_us;
     println!(
@@ -157,7 +172,7 @@ fn main() {
         s.buffer_full, s.buffered
     );
     println!(
-        "CPU over the window (share of one core): tv-nats runtime {:.1}%, publisher callbacks (tv-consumer-*) {:.1}%, engine tv-io {:.1}%, whole process (sim and subscriber included) {:.1}%",
+        "CPU over the window (share of one core): tv-nats runtime {:.1}%, publisher callbacks (tv-consumer-*, tv-dispatch-*) {:.1}%, engine tv-io {:.1}%, whole process (sim and subscriber included) {:.1}%",
         100.0 * cpu_nats / secs as f64,
         100.0 * cpu_cons / secs as f64,
         100.0 * cpu_io / secs as f64,

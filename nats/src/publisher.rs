@@ -297,6 +297,12 @@ impl Publisher {
     /// Publishes `seis`' closed and revised bars, and its connection events on its status
     /// subject, from now on (a consumer on `feed`).
     ///
+    /// Build `feed` with
+    /// [`callback_threads`](tvdatafeed::LiveFeedBuilder::callback_threads) when it carries
+    /// many seises: the consumer's callback only hands a bar to the publishing task, and a
+    /// thread per seis waking at every bar boundary takes the cores that task needs (as
+    /// `tvdatafeed publish` does; BENCHMARKS.md, issue 21).
+    ///
     /// # Errors
     ///
     /// [`Error::Feed`] when the engine refuses the consumer; [`Error::Stopped`].
