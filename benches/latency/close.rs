@@ -119,6 +119,9 @@ pub(crate) fn closes(
 }
 
 /// [`closes`] against a server with `server`'s conditions.
+/// Dispatcher threads for the feeds `closes_on` builds (0: a thread per callback consumer).
+static CALLBACK_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub(crate) fn closes_on(
     n: usize,
     interval: Interval,
@@ -145,13 +148,17 @@ pub(crate) fn closes_on(
     let url = relay
         .as_ref()
         .map_or_else(|| sim.url(), |r| r.url_for(&sim));
-    let feed = LiveFeed::builder()
+    let mut builder = LiveFeed::builder()
         .endpoint(url)
         .expect("url")
         .close_grace(grace)
-        .command_timeout(Duration::from_secs(60))
-        .build()
-        .expect("feed");
+        .command_timeout(Duration::from_secs(60));
+    // Relaxed: set by the section before any run, read here on the same thread.
+    let threads = CALLBACK_THREADS.load(std::sync::atomic::Ordering::Relaxed);
+    if threads > 0 {
+        builder = builder.callback_threads(threads);
+    }
+    let feed = builder.build().expect("feed");
     let seises = common::subscribe_all(&feed, &symbols, interval);
     let rx = consume_closes(&feed, &seises);
     // The first boundary measured is at least a second away, so that every seis is live.
@@ -619,6 +626,69 @@ pub(crate) fn python_realistic_section(mode: &Mode) {
                 println!("Python skipped: {e}");
                 println!("| {which} | tvdatafeed LiveFeed {} - |", cells(&ours));
             }
+        }
+    }
+}
+
+/// The callback modes side by side at 1,000 seises under realistic conditions, in one run: a
+/// thread per seis against 2 dispatcher threads, on the stream path (the path where the
+/// consumers, not the fetches, are what differs).
+pub(crate) fn realistic_modes_section(mode: &Mode) {
+    println!("\n## Bar close at 1,000 seises under realistic conditions, by callback mode\n");
+    if !mode.full {
+        println!("(test mode: skipped, 1,000 callback threads for minutes)");
+        return;
+    }
+    let interval: Interval = "5S".parse().expect("interval");
+    let ms = Duration::from_millis;
+    let conditions = [
+        Server {
+            one_way: ms(25),
+            ..Server::default()
+        },
+        Server {
+            service: ms(1),
+            phase: ms(50),
+            ..Server::default()
+        },
+    ];
+    println!(
+        "5-second bars, 4 boundaries per run after 3 bars of warm-up, 1,000 seises, the stream \
+         path, default settings; each condition with a callback thread per seis, then callbacks \
+         on 2 dispatcher threads.\n"
+    );
+    println!(
+        "| conditions | callbacks | p50 | p99 | max | closes | mismatches | p50 vs a thread each |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for server in conditions {
+        let mut base = None;
+        for threads in [0usize, 2] {
+            CALLBACK_THREADS.store(threads, std::sync::atomic::Ordering::Relaxed);
+            let o = closes_on(1_000, interval, false, ms(5), 4, server, 3);
+            CALLBACK_THREADS.store(0, std::sync::atomic::Ordering::Relaxed);
+            let p50 = o.total.value_at_quantile(0.5);
+            let b = *base.get_or_insert(p50);
+            println!(
+                "| {} | {} | {} | {} | {} | {}/{} | {} | {:.2} |",
+                server.name(),
+                if threads == 0 {
+                    "a thread per seis"
+                } else {
+                    "2 dispatcher threads"
+                },
+                dur(p50),
+                dur(o.total.value_at_quantile(0.99)),
+                dur(o.total.max()),
+                o.closes,
+                o.expected,
+                o.mismatches,
+                p50 as f64 / b.max(1) as f64
+            );
+            assert_eq!(
+                o.mismatches, 0,
+                "a closed bar differs from the ground truth"
+            );
         }
     }
 }

@@ -57,6 +57,7 @@ const SECTIONS: &[&str] = &[
     "close",
     "realistic",
     "realistic-1000",
+    "realistic-modes",
     "python",
     "python-realistic",
     "cost",
@@ -101,6 +102,9 @@ fn main() {
     }
     if mode.wants("realistic-1000") {
         close::realistic_many_section(&mode);
+    }
+    if mode.wants("realistic-modes") {
+        close::realistic_modes_section(&mode);
     }
     if mode.wants("python") {
         close::python_section(&mode);

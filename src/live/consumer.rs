@@ -254,6 +254,50 @@ pub(crate) fn run_callback(
     tracing::debug!(thread = name, "consumer ended");
 }
 
+/// The next item of a pull handle's ring (a [`Subscription`]'s or a many-seis one's), waiting
+/// at most `wait`. Once the consumer's gate closed (`open` false: removed, its seis removed,
+/// or the feed shut down) what was delivered before still comes out, in order, without
+/// waiting; then `Abandoned`. `before_wait` runs when the ring is empty and the call is about
+/// to wait (to publish statistics while idle).
+pub(crate) fn next_from<T>(
+    rx: &mut Consumer<T>,
+    open: bool,
+    wait: Duration,
+    before_wait: impl FnOnce(),
+) -> Result<T, PopTimeoutError> {
+    if !open {
+        return rx.pop().map_err(|_| PopTimeoutError::Abandoned);
+    }
+    match rx.pop() {
+        Ok(item) => Ok(item),
+        Err(_) if wait.is_zero() => {
+            if rx.is_abandoned() {
+                rx.pop().map_err(|_| PopTimeoutError::Abandoned)
+            } else {
+                Err(PopTimeoutError::Timeout)
+            }
+        }
+        Err(_) => {
+            before_wait();
+            rx.pop_timeout(wait)
+        }
+    }
+}
+
+/// [`next_from`] for a task: the next item, the end, or `Pending` with the task registered
+/// (never waits).
+pub(crate) fn poll_from<T>(
+    rx: &mut Consumer<T>,
+    open: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<T>> {
+    if open {
+        rx.poll_pop(cx)
+    } else {
+        Poll::Ready(rx.pop().ok())
+    }
+}
+
 /// Why [`Subscription::recv`] returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -387,27 +431,8 @@ impl Subscription {
         let Some(rx) = self.rx.as_mut() else {
             return Err(RecvError::Closed);
         };
-        let result = if !self.gate.is_open() {
-            // Removed (or its seis, or the feed): what was delivered before still comes out,
-            // in order, without waiting; then `Closed`.
-            rx.pop().map_err(|_| PopTimeoutError::Abandoned)
-        } else if timeout.is_zero() {
-            match rx.pop() {
-                Ok(d) => Ok(d),
-                Err(_) if rx.is_abandoned() => rx.pop().map_err(|_| PopTimeoutError::Abandoned),
-                Err(_) => Err(PopTimeoutError::Timeout),
-            }
-        } else {
-            match rx.pop() {
-                Ok(d) => Ok(d),
-                Err(_) => {
-                    // Caught up: publish what was measured before waiting, so that `stats()`
-                    // is current while the consumer waits.
-                    self.stats.flush(&self.counters);
-                    rx.pop_timeout(timeout)
-                }
-            }
-        };
+        let open = self.gate.is_open();
+        let result = next_from(rx, open, timeout, || self.stats.flush(&self.counters));
         match result {
             Ok(d) => {
                 let event = self.take(d);
@@ -458,13 +483,7 @@ impl Subscription {
         let Some(rx) = self.rx.as_mut() else {
             return Poll::Ready(None);
         };
-        let polled = if self.gate.is_open() {
-            rx.poll_pop(cx)
-        } else {
-            // Removed (or its seis, or the feed): what was delivered before still comes out,
-            // in order, without waiting; then the end (as in `recv_timeout`).
-            Poll::Ready(rx.pop().ok())
-        };
+        let polled = poll_from(rx, self.gate.is_open(), cx);
         match polled {
             Poll::Ready(Some(d)) => {
                 let event = self.take(d);

@@ -334,25 +334,10 @@ impl ManySubscription {
             let Some(rx) = self.rx.as_mut() else {
                 return Err(RecvError::Closed);
             };
-            let result = if !self.gate.is_open() {
-                rx.pop().map_err(|_| PopTimeoutError::Abandoned)
-            } else if left.is_zero() {
-                match rx.pop() {
-                    Ok(d) => Ok(d),
-                    Err(_) if rx.is_abandoned() => rx.pop().map_err(|_| PopTimeoutError::Abandoned),
-                    Err(_) => Err(PopTimeoutError::Timeout),
-                }
-            } else {
-                match rx.pop() {
-                    Ok(d) => Ok(d),
-                    Err(_) => {
-                        // Caught up: publish what was measured before waiting, so that
-                        // `stats()` is current while the consumer waits.
-                        self.stats.flush(&self.counters);
-                        rx.pop_timeout(left)
-                    }
-                }
-            };
+            let open = self.gate.is_open();
+            let result = super::consumer::next_from(rx, open, left, || {
+                self.stats.flush(&self.counters);
+            });
             match result {
                 Ok(tagged) => {
                     // A seis removed since it was pushed: skipped.
@@ -402,13 +387,7 @@ impl ManySubscription {
             let Some(rx) = self.rx.as_mut() else {
                 return Poll::Ready(None);
             };
-            let polled = if self.gate.is_open() {
-                rx.poll_pop(cx)
-            } else {
-                // Removed (or the feed shut down): what was delivered before still comes out,
-                // in order, without waiting; then the end.
-                Poll::Ready(rx.pop().ok())
-            };
+            let polled = super::consumer::poll_from(rx, self.gate.is_open(), cx);
             match polled {
                 Poll::Ready(Some(tagged)) => {
                     if let Some(event) = self.take(tagged) {
