@@ -19,6 +19,7 @@
 # update the mutation), or if a test fails for another reason.
 #
 # Usage: loom-tests/engine-mutations.sh [NAME...]   (default: every mutation)
+#        loom-tests/engine-mutations.sh --check      (only check that every mutation applies)
 # Needs python3. Builds into target/engine-mutants.
 set -euo pipefail
 
@@ -57,7 +58,7 @@ mutations=(
     "fetch-gauge-not-published|src/live/fetch.rs|--lib|live::dst::regression_a_quiet_5s_seis_with_a_late_tick|published fetches in flight"
     "link-down-not-published|src/live/core.rs|--lib|live::dst::regression_a_consumer_joining_during_an_outage|published link state"
     "many-backlog-by-seis|src/live/fanout.rs|--lib|live::dst::many_seis_consumers_keep|out of order across seises"
-    "dispatch-ignores-gate|src/live/consumer.rs|--test live_dispatch|churn_from_eight_threads|a callback ran after its del_consumer returned"
+    "dispatch-ignores-gate|src/live/consumer.rs|--test live_dispatch|a_consumer_removed_with_events_waiting|a callback ran after its del_consumer returned"
 )
 
 mutation_text() {
@@ -111,8 +112,8 @@ mutation_text() {
             return Err(RecvError::Closed);
         }' ;;
     stream-ends-before-drained)
-        OLD='            Poll::Ready(rx.pop().ok())'
-        NEW='            Poll::Ready(None)' ;;
+        OLD='        Poll::Ready(rx.pop().ok())'
+        NEW='        Poll::Ready(None)' ;;
     task-wake-skipped-live)
         OLD='                    waker.wake();'
         NEW='                    drop(waker);' ;;
@@ -171,6 +172,25 @@ mutation_text() {
 }
 
 want=("$@")
+if [[ "${1:-}" == --check ]]; then
+    want=()
+fi
+
+# Every mutation must apply before anything is built: a source that moved fails in seconds,
+# not half an hour into CI.
+for m in "${mutations[@]}"; do
+    IFS='|' read -r name file _ <<<"$m"
+    if [ "${#want[@]}" -gt 0 ] && [[ ! " ${want[*]} " == *" $name "* ]]; then
+        continue
+    fi
+    mutation_text "$name"
+    applies "$scratch/$file" "$OLD" || { echo "mutation $name no longer applies: update it" >&2; exit 1; }
+done
+if [[ "${1:-}" == --check ]]; then
+    echo "every engine mutation applies"
+    exit 0
+fi
+
 survived=0
 for m in "${mutations[@]}"; do
     IFS='|' read -r name file target filter expect <<<"$m"

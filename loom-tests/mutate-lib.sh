@@ -13,3 +13,14 @@ if n != 1:
 open(path, "w").write(text.replace(old, new))
 EOF
 }
+
+# applies FILE OLD: succeeds if OLD occurs exactly once in FILE (changes nothing).
+applies() {
+    python3 - "$1" "$2" <<'EOF'
+import sys
+path, old = sys.argv[1], sys.argv[2]
+n = open(path).read().count(old)
+if n != 1:
+    sys.exit(f"{path}: the text to mutate occurs {n} times, not once:\n{old}")
+EOF
+}

@@ -12,6 +12,7 @@
 # update the mutation), or if a model fails for another reason.
 #
 # Usage: loom-tests/mutations.sh [NAME...]   (default: every mutation; NAME as listed below)
+#        loom-tests/mutations.sh --check      (only check that every mutation still applies)
 # Needs python3 (to apply the edits exactly). Builds into target/loom-mutants: not target/loom,
 # whose artifacts cargo would mix up with the mutants (same package ids and hashes).
 set -euo pipefail
@@ -184,6 +185,28 @@ mutation_text() {
 }
 
 wanted=("$@")
+if [[ "${1:-}" == --check ]]; then
+    wanted=()
+fi
+
+# Every mutation must apply before anything is built: a source that moved fails in seconds.
+for m in "${mutations[@]}"; do
+    IFS='|' read -r name file _ <<<"$m"
+    if ((${#wanted[@]})) && [[ ! " ${wanted[*]} " == *" $name "* ]]; then
+        continue
+    fi
+    OLD2='' NEW2=''
+    mutation_text "$name"
+    if ! applies "$repo/$file" "$OLD" || { [[ -n "$OLD2" ]] && ! applies "$repo/$file" "$OLD2"; }; then
+        echo "mutation $name no longer applies: update it" >&2
+        exit 1
+    fi
+done
+if [[ "${1:-}" == --check ]]; then
+    echo "every loom mutation applies"
+    exit 0
+fi
+
 survived=()
 broken=()
 start=$SECONDS

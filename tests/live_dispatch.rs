@@ -1,6 +1,7 @@
 //! Callbacks on a few threads (`LiveFeedBuilder::callback_threads`, issue 19), against the
 //! simulator: 1,000 consumers on 2 threads get every close once, in order, each on one thread;
-//! del/add churn from 8 threads never runs a removed callback; a panicking callback ends only
+//! del/add churn from 8 threads never runs a removed callback, and neither does a consumer removed
+//! with events waiting while its thread is held; a panicking callback ends only
 //! itself; a callback blocked past `shutdown`'s timeout is named in the report.
 #![allow(
     clippy::disallowed_types,
@@ -198,6 +199,87 @@ fn churn_from_eight_threads_never_runs_a_removed_callback_and_a_steady_consumer_
         feed.stats().consumers.len(),
         1,
         "a churned consumer was left behind"
+    );
+    let report = feed.shutdown(Duration::from_secs(10));
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// The removal contract made deterministic (the churn above finds a broken gate only when a
+/// removal happens to race a turn): a consumer removed while events wait in its ring, with its
+/// thread held up by another consumer's callback, never has its callback run once the holder
+/// lets go.
+#[test]
+fn a_consumer_removed_with_events_waiting_on_a_busy_thread_never_runs_again() {
+    let sim = sim();
+    // One thread: the holder and the removed consumer share it.
+    let feed = feed(&sim, 1);
+    let seis = feed.new_seis("BINANCE:BTCUSDT", "1S").unwrap();
+    let updates = || ConsumerOptions::default().with_updates(true);
+    let (held_tx, held) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let holder_calls = Arc::new(AtomicU64::new(0));
+    let hc = Arc::clone(&holder_calls);
+    feed.new_consumer_with(&seis, updates(), move |_| {
+        if hc.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = held_tx.send(());
+            // Holds the thread until the test lets go (bounded, so a failed test ends).
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+        }
+    })
+    .unwrap();
+    let removed = Arc::new(AtomicBool::new(false));
+    let after_removal = Arc::new(AtomicU64::new(0));
+    let (r, a) = (Arc::clone(&removed), Arc::clone(&after_removal));
+    let victim = feed
+        .new_consumer_with(&seis, updates(), move |_| {
+            if r.load(Ordering::SeqCst) {
+                a.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    held.recv_timeout(Duration::from_secs(10))
+        .expect("the holder's callback never ran");
+    // Events pushed to the victim from now on wait in its ring: its only thread is held.
+    let pushed = |feed: &LiveFeed| {
+        feed.stats()
+            .consumers
+            .iter()
+            .find(|c| c.id == victim)
+            .map_or(0, |c| c.pushed)
+    };
+    let before = pushed(&feed);
+    wait_for(
+        Duration::from_secs(10),
+        "two events pushed to the victim while its thread is held",
+        || pushed(&feed) >= before + 2,
+    );
+    feed.del_consumer(victim).unwrap();
+    removed.store(true, Ordering::SeqCst);
+    release.send(()).unwrap();
+    // A consumer placed now is polled after the victim's turn (the ready queue is FIFO and the
+    // victim's key went on it while the thread was held): once its callback runs, the victim's
+    // turn is over.
+    let (later_tx, later) = mpsc::channel::<()>();
+    let later_tx = Mutex::new(later_tx);
+    feed.new_consumer_with(&seis, updates(), move |_| {
+        let _ = later_tx.lock().unwrap().send(());
+    })
+    .unwrap();
+    later
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a consumer placed after the release never ran");
+    assert_eq!(
+        after_removal.load(Ordering::SeqCst),
+        0,
+        "a callback ran after its del_consumer returned"
+    );
+    assert!(
+        holder_calls.load(Ordering::SeqCst) >= 2,
+        "the holder never went on"
     );
     let report = feed.shutdown(Duration::from_secs(10));
     assert!(report.is_clean(), "{report:?}");
