@@ -33,6 +33,9 @@ use tvdatafeed::{
 /// faster, such as `sim --heartbeat-secs 1`, may want less).
 pub(crate) const MIN_QUIET_STALL: Duration = Duration::from_secs(20);
 
+/// The first reconnect backoff's scale (the engine's default).
+const RECONNECT_BASE: Duration = Duration::from_millis(250);
+
 /// How many seises a connection line names before "and N more".
 const NAMED: usize = 8;
 
@@ -49,6 +52,8 @@ pub(crate) struct Args {
     pub(crate) stall: Duration,
     /// Give up after an outage this long (`None`: reconnect for ever).
     pub(crate) max_outage: Option<Duration>,
+    /// The longest wait between two reconnect attempts (`--reconnect-max-ms`).
+    pub(crate) reconnect_cap: Duration,
     /// `--metrics ADDR` and whether a non-loopback address is allowed.
     pub(crate) metrics: Option<(std::net::SocketAddr, bool)>,
 }
@@ -434,6 +439,7 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     if let Some(d) = args.max_outage {
         builder = builder.max_outage(d);
     }
+    builder = builder.reconnect_backoff(RECONNECT_BASE.min(args.reconnect_cap), args.reconnect_cap);
     // Bound before any network work: a taken port is one error line, nothing on stdout.
     let metrics = args
         .metrics

@@ -212,6 +212,12 @@ enum Command {
         /// the last error (default: reconnect for ever, one stderr line per failed attempt).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
         max_outage_secs: Option<u64>,
+        /// The longest wait between two reconnect attempts, in milliseconds: attempt n waits a
+        /// random time up to min(this, 250 ms x 2^n). Lower it to come back sooner after an
+        /// outage, at the cost of more attempts against a server that is down.
+        #[arg(long, value_name = "MS", default_value_t = 30_000,
+              value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+        reconnect_max_ms: u64,
         /// Serve Prometheus metrics at http://ADDR/metrics (loopback unless
         /// --metrics-allow-remote; port 0 picks one, said on stderr).
         #[arg(long, value_name = "ADDR")]
@@ -445,6 +451,7 @@ fn main() -> ExitCode {
             ca_cert,
             stall_secs,
             max_outage_secs,
+            reconnect_max_ms,
             metrics,
             metrics_allow_remote,
             nats: None,
@@ -459,6 +466,7 @@ fn main() -> ExitCode {
             ca_cert,
             stall: Duration::from_secs(stall_secs),
             max_outage: max_outage_secs.map(Duration::from_secs),
+            reconnect_cap: Duration::from_millis(reconnect_max_ms),
             metrics: metrics.map(|a| (a, metrics_allow_remote)),
         }),
         Command::Sim {

@@ -107,6 +107,11 @@ fn a_forced_disconnect_is_logged_with_its_cause_each_attempt_and_the_gap_fill_an
             "12",
             "--url",
             &sim.url(),
+            // Attempts at most 600 ms apart: back within 600 ms of the 2.5 s outage's end,
+            // however the jitter falls (at the default 30 s cap, five quick failures could
+            // draw a wait past the run's end).
+            "--reconnect-max-ms",
+            "600",
         ]);
         if logs {
             c.env("RUST_LOG", "tvdatafeed=debug");
