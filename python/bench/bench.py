@@ -3,9 +3,10 @@ same run, same simulator (loopback). Usage, from the repository root, in a venv 
 packages (python/ci.sh builds one: target/py-ci/dev):
 
     TZ=UTC python python/bench/bench.py hist        # get_hist of 5,000 bars, in-process
-    TZ=UTC python python/bench/bench.py latency     # bar close -> Python callback, 30 seises
+    TZ=UTC python python/bench/bench.py latency [ROUNDS]  # bar close -> Python callback, 30 seises
     TZ=UTC python python/bench/bench.py cost ours   # threads and RSS at 1,000 seises
     TZ=UTC python python/bench/bench.py cost original
+    TZ=UTC python python/bench/bench.py cost ours-dispatch   # callback_threads=1
 """
 
 from __future__ import annotations
@@ -57,55 +58,110 @@ def hist(runs: int = 30) -> None:
         print(f"speed-up drop-in {med['original'] / med['drop-in']:.1f}x, Client {med['original'] / med['Client']:.1f}x")
 
 
-def latency(n: int = 30) -> None:
-    """Both libraries consume the same 30 symbols at 1 minute; a sample is the wall time from
-    the bar's close (its open + 60 s) to the callback receiving it."""
-    with tv.Simulator() as sim:
-        orig = original_pointed_at(sim.url)
-        # The original validates symbols through TradingView's (gone) search endpoint.
-        orig.TvDatafeedLive._args_invalid = lambda *a, **k: False
-        syms = [f"SYM{i:02d}" for i in range(n)]
-        lat = {"original": [], "ours": []}
-        lock = threading.Lock()
+def _wait_early_in_a_minute() -> int:
+    """The next minute boundary, at least 40 s away (time for both libraries to subscribe)."""
+    while time.time() % 60 > 20:
+        time.sleep(0.5)
+    return (int(time.time()) // 60 + 1) * 60
 
-        def make(name, boundary):
-            def cb(seis, data):
-                now = time.time()
-                opened = data.index[0].timestamp()
-                if opened + 60 == boundary:  # the bar that closed at the measured boundary
-                    with lock:
-                        lat[name].append(now - boundary)
-            return cb
 
-        # Start early in a minute so that both are set up before the next boundary.
-        while time.time() % 60 > 20:
-            time.sleep(0.5)
-        boundary = (int(time.time()) // 60 + 1) * 60
-        ours = tv.TvDatafeedLive(url=sim.url)
-        o = orig.TvDatafeedLive()
+def _latency_consumers(which: str, url: str, boundary: int, n: int, lat: list, lock, callback_threads=None):
+    """Subscribes ``n`` symbols at 1 minute in library ``which``, each with a consumer that
+    records the wall time from ``boundary`` to its callback for the bar closing there.
+    Returns a function that stops it."""
+    syms = [f"SYM{i:02d}" for i in range(n)]
+
+    def cb(seis, data):
+        now = time.time()
+        if data.index[0].timestamp() + 60 == boundary:  # the bar that closed at the boundary
+            with lock:
+                lat.append(now - boundary)
+
+    if which == "ours":
+        live = tv.TvDatafeedLive(url=url, callback_threads=callback_threads)
         for s in syms:
-            ours.new_seis(s, "BINANCE", tv.Interval.in_1_minute).new_consumer(make("ours", boundary))
-            seis = o.new_seis(s, "BINANCE", orig.Interval.in_1_minute)
-            o.new_consumer(seis, make("original", boundary))
-        while time.time() < boundary + 20 and (len(lat["ours"]) < n or len(lat["original"]) < n):
+            live.new_seis(s, "BINANCE", tv.Interval.in_1_minute).new_consumer(cb)
+        return lambda: live.shutdown(5)
+    orig = original_pointed_at(url)
+    # The original validates symbols through TradingView's (gone) search endpoint.
+    orig.TvDatafeedLive._args_invalid = lambda *a, **k: False
+    o = orig.TvDatafeedLive()
+    for s in syms:
+        o.new_consumer(o.new_seis(s, "BINANCE", orig.Interval.in_1_minute), cb)
+    return lambda: threading.Thread(target=o.del_tvdatafeed, daemon=True).start()
+
+
+def _report(lat: dict, n: int) -> None:
+    for k, v in lat.items():
+        if v:
+            print(f"  {k:34}: median {statistics.median(v) * 1000:8.2f} ms  (min {min(v) * 1000:.2f}, max {max(v) * 1000:.2f}, samples {len(v)})")
+        else:
+            print(f"  {k}: no samples")
+    keys = list(lat)
+    if all(lat[k] for k in keys):
+        base = statistics.median(lat[keys[0]])
+        for k in keys[1:]:
+            print(f"  {k} sooner than {keys[0]} by {base / statistics.median(lat[k]):.1f}x at the median")
+
+
+def latency_child(which: str, url: str, boundary: int, n: int, callback_threads) -> None:
+    """One library in this interpreter alone: prints its samples as JSON on the last line."""
+    import json
+
+    lat, lock = [], threading.Lock()
+    stop = _latency_consumers(which, url, boundary, n, lat, lock, callback_threads)
+    while time.time() < boundary + 20 and len(lat) < n:
+        time.sleep(0.2)
+    stop()
+    print(json.dumps(lat), flush=True)
+    os._exit(0)  # the original's non-daemon threads may not stop (its shutdown bugs)
+
+
+def latency(n: int = 30, rounds: int = 2) -> None:
+    """Bar close (the bar's open + 60 s, wall clock) to the callback, 30 symbols at 1 minute.
+
+    Each library runs in an interpreter of its own, both at the same boundary against the same
+    simulator, as two users' programs would: they share the machine's cores, not a GIL. Round
+    ``k`` pairs the original with ours at the default (a thread per consumer) for even ``k``,
+    with ``callback_threads=1`` for odd ``k``. Then one round with both in this interpreter
+    (``together``): each one's callbacks then also wait for the other's Python code."""
+    import json
+    import subprocess
+
+    with tv.Simulator() as sim:
+        lat = {"original": [], "ours (a thread per consumer)": [], "ours (callback_threads=1)": []}
+        for k in range(rounds):
+            boundary = _wait_early_in_a_minute()
+            threads_arg = "none" if k % 2 == 0 else "1"
+            procs = {
+                "original": subprocess.Popen([sys.executable, __file__, "latency-child", "original", sim.url, str(boundary), str(n), "none"], stdout=subprocess.PIPE, text=True),
+                ("ours (a thread per consumer)" if k % 2 == 0 else "ours (callback_threads=1)"): subprocess.Popen([sys.executable, __file__, "latency-child", "ours", sim.url, str(boundary), str(n), threads_arg], stdout=subprocess.PIPE, text=True),
+            }
+            for name, p in procs.items():
+                out, _ = p.communicate(timeout=120)
+                lat[name].extend(json.loads(out.strip().splitlines()[-1]))
+            print(f"round {k + 1} of {rounds} (boundary {boundary}) done", flush=True)
+        print(f"bar close -> callback, {n} seises, each library in its own interpreter, {rounds} rounds:")
+        _report(lat, n)
+        together = {"original": [], "ours (a thread per consumer)": []}
+        lock = threading.Lock()
+        boundary = _wait_early_in_a_minute()
+        stops = [_latency_consumers("ours", sim.url, boundary, n, together["ours (a thread per consumer)"], lock),
+                 _latency_consumers("original", sim.url, boundary, n, together["original"], lock)]
+        while time.time() < boundary + 20 and any(len(v) < n for v in together.values()):
             time.sleep(0.2)
-        ours.shutdown(5)
-        threading.Thread(target=o.del_tvdatafeed, daemon=True).start()
-        for k, v in lat.items():
-            if v:
-                print(f"bar close -> callback, {n} seises, {k:8}: median {statistics.median(v) * 1000:8.2f} ms  (min {min(v) * 1000:.2f}, max {max(v) * 1000:.2f}, samples {len(v)})")
-            else:
-                print(f"{k}: no samples")
-        if lat["ours"] and lat["original"]:
-            print(f"ours sooner by {statistics.median(lat['original']) / statistics.median(lat['ours']):.0f}x at the median")
+        for stop in stops:
+            stop()
+        print(f"bar close -> callback, {n} seises, both libraries in one interpreter (together):")
+        _report(together, n)
         os._exit(0)  # the original's non-daemon threads may not stop (its shutdown bugs)
 
 
 def cost(which: str, n: int = 1000) -> None:
     with tv.Simulator() as sim:
         base_t, base_rss = threads(), rss_mib()
-        if which == "ours":
-            live = tv.TvDatafeedLive(url=sim.url)
+        if which in ("ours", "ours-dispatch"):
+            live = tv.TvDatafeedLive(url=sim.url, callback_threads=1 if which == "ours-dispatch" else None)
             new_seis = lambda s: live.new_seis(s, "BINANCE", tv.Interval.in_1_minute)  # noqa: E731
         else:
             orig = original_pointed_at(sim.url)
@@ -124,4 +180,6 @@ def cost(which: str, n: int = 1000) -> None:
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "hist"
-    {"hist": hist, "latency": latency, "cost": lambda: cost(sys.argv[2] if len(sys.argv) > 2 else "ours")}[what]()
+    if what == "latency-child":
+        latency_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), None if sys.argv[6] == "none" else int(sys.argv[6]))
+    {"hist": hist, "latency": lambda: latency(rounds=int(sys.argv[2]) if len(sys.argv) > 2 else 2), "cost": lambda: cost(sys.argv[2] if len(sys.argv) > 2 else "ours")}[what]()

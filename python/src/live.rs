@@ -118,7 +118,11 @@ pub(crate) struct NativeFeed {
 #[pymethods]
 impl NativeFeed {
     #[new]
-    #[pyo3(signature = (url=None, token=None, command_timeout=10.0, hist_timeout=60.0, reconnect_backoff=None, consumer_backlog=None))]
+    #[pyo3(signature = (url=None, token=None, command_timeout=10.0, hist_timeout=60.0, reconnect_backoff=None, consumer_backlog=None, callback_threads=None))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python's keyword arguments, one per builder option"
+    )]
     fn new(
         py: Python<'_>,
         url: Option<&str>,
@@ -127,6 +131,7 @@ impl NativeFeed {
         hist_timeout: f64,
         reconnect_backoff: Option<(f64, f64)>,
         consumer_backlog: Option<usize>,
+        callback_threads: Option<usize>,
     ) -> PyResult<Self> {
         let config = client_config(url, token.as_deref(), None).py_err(py)?;
         let mut b = LiveFeed::builder()
@@ -139,6 +144,10 @@ impl NativeFeed {
         }
         if let Some(n) = consumer_backlog {
             b = b.consumer_backlog(n);
+        }
+        // `None`: a thread per callback consumer, as the original has.
+        if let Some(n) = callback_threads {
+            b = b.callback_threads(n);
         }
         let feed = crate::wait(py, None, move || b.build(), drop)?.py_err(py)?;
         Ok(Self {
@@ -191,7 +200,8 @@ impl NativeFeed {
         .py_err(py)
     }
 
-    /// Runs `callback(event)` on a thread of its own for every event of `seis`. The callback
+    /// Runs `callback(event)` for every event of `seis`: on a thread of its own, or with
+    /// `callback_threads`, on a dispatcher thread it shares with other consumers. The callback
     /// returning `False` ends this consumer; raising ends it too, after the exception went to
     /// `sys.unraisablehook`.
     #[pyo3(signature = (seis, callback, timeout=None))]

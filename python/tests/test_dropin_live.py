@@ -158,3 +158,91 @@ def test_ten_threads_of_mixed_calls_finish_without_deadlock_or_leaked_threads(si
     assert not errors, errors
     assert live.shutdown(5)
     assert wait_until(lambda: os_threads() <= baseline, 5), (os_threads(), baseline)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+@pytest.mark.parametrize("utc", [False, True])
+def test_a_callbacks_one_bar_frame_equals_the_general_frame(zone, utc, monkeypatch):
+    """The live callback's short-way frame (`_bar_frame`) is the history's `_frame` of one row:
+    same index (naive local or UTC, its unit and name), columns, dtypes and values, with the
+    volume 0.0 where the symbol has none; across a DST change in a zone that has one."""
+    import numpy as np
+    import pandas as pd
+    from tvdatafeed_rs import _dropin
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        # 2026-03-08 06:59:59 and 07:00:00 UTC straddle New York's spring-forward.
+        for t in (1_772_953_199, 1_772_953_200, 1_765_000_000, 0):
+            for v in (None, float("nan"), 12.5):
+                general = _dropin._frame(
+                    "BINANCE:BTCUSDT",
+                    np.array([t], dtype=np.int64),
+                    {"open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5], "volume": [np.nan if v is None else v]},
+                    utc,
+                )
+                for short_way in (_dropin._bar_frame_fast, _dropin._bar_frame_public):
+                    short = short_way("BINANCE:BTCUSDT", t, 1.0, 2.0, 0.5, 1.5, v, utc)
+                    pd.testing.assert_frame_equal(short, general, check_exact=True)
+                    assert short.index.name == "datetime"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    # The fast way is the one used where pandas has it (every version CI installs).
+    assert _dropin._bar_frame is _dropin._bar_frame_fast
+
+
+def _os_thread_name() -> str:
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+        return f.read().strip()
+
+
+def test_callback_threads_runs_every_consumer_on_one_shared_thread_each_bar_once_in_order(sim):
+    """``callback_threads=1``: five consumers' callbacks all run on ``tv-dispatch-0`` (no
+    thread per consumer), each gets every closed bar once and in order."""
+    baseline = os_threads()
+    live = tv.TvDatafeedLive(url=sim.url, utc=True, callback_threads=1)
+    seen, lock = {}, threading.Lock()
+
+    def collector(k):
+        def cb(seis, data):
+            with lock:
+                seen.setdefault(k, []).append((int(data.index[0].timestamp()), _os_thread_name()))
+        return cb
+
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    for k in range(5):
+        seis = live.new_seis(symbols[k % 3], "BINANCE", "1S")
+        live.new_consumer(seis, collector(k))
+    assert wait_until(lambda: len(seen) == 5 and all(len(v) >= 3 for v in seen.values()), 15), seen
+    # tv-io and the one dispatcher thread: not one per consumer.
+    assert os_threads() - baseline <= 3, (os_threads(), baseline)
+    assert live.shutdown(5)
+    for k, got in seen.items():
+        assert {name for _, name in got} == {"tv-dispatch-0"}, (k, got)
+        times = [t for t, _ in got]
+        assert times == list(range(times[0], times[0] + len(times))), (k, times)
+
+
+@pytest.mark.parametrize("utc", [False, True])
+def test_history_frames_are_the_public_paths_and_writable(sim, utc):
+    """`get_hist`'s frame (the fast way, `_frame_fast`) equals the public constructors' one
+    (`_frame_public`) on a real history, and the caller can write to it as to the original's."""
+    import numpy as np
+    import pandas as pd
+    from tvdatafeed_rs import _dropin, _frames
+
+    h = tv.TvDatafeed(url=sim.url)._client.get_hist("BINANCE:BTCUSDT", "1", 300, False, None)
+    t, cols = _frames.columns(h)
+    fast = _dropin._frame_fast("BINANCE:BTCUSDT", t, cols, utc)
+    pd.testing.assert_frame_equal(fast, _dropin._frame_public("BINANCE:BTCUSDT", t, cols, utc), check_exact=True)
+    assert _dropin._frame is _dropin._frame_fast
+    # Straight from the engine's read-only buffers (no forming bar appended): still writable.
+    fast.iloc[0, 1] = -1.0
+    assert fast.iloc[0, 1] == -1.0
+    df = tv.TvDatafeed(url=sim.url, utc=utc).get_hist("BTCUSDT", "BINANCE", tv.Interval.in_1_minute, n_bars=50)
+    df.iloc[0, 1] = -1.0
+    df.loc[df.index[1], "symbol"] = "X:Y"
+    assert df.iloc[0, 1] == -1.0 and df.iloc[1, 0] == "X:Y"
+    assert np.isfinite(df["volume"]).all()

@@ -131,10 +131,16 @@ class LiveFeed:
 
     Every blocking call releases the GIL and honours ``timeout`` (seconds; ``None``: the
     feed's ``command_timeout``).
+
+    ``callback_threads``: ``None`` (the default) runs each callback consumer on a thread of its
+    own; ``n`` runs them all on ``n`` shared dispatcher threads (``0``: one per core). Under the
+    GIL only one callback runs at a time anyway, so ``1`` costs no parallelism, saves a thread
+    per consumer and a GIL hand-off between callbacks; but a callback that blocks (sleeps, waits
+    on I/O) delays the others on its thread.
     """
 
-    def __init__(self, url: Optional[str] = None, token: Optional[str] = None, *, command_timeout: float = 10.0, hist_timeout: float = 60.0, reconnect_backoff: Optional[Tuple[float, float]] = None, consumer_backlog: Optional[int] = None) -> None:
-        self._native = _native.NativeFeed(url=url, token=_token(token), command_timeout=command_timeout, hist_timeout=hist_timeout, reconnect_backoff=reconnect_backoff, consumer_backlog=consumer_backlog)
+    def __init__(self, url: Optional[str] = None, token: Optional[str] = None, *, command_timeout: float = 10.0, hist_timeout: float = 60.0, reconnect_backoff: Optional[Tuple[float, float]] = None, consumer_backlog: Optional[int] = None, callback_threads: Optional[int] = None) -> None:
+        self._native = _native.NativeFeed(url=url, token=_token(token), command_timeout=command_timeout, hist_timeout=hist_timeout, reconnect_backoff=reconnect_backoff, consumer_backlog=consumer_backlog, callback_threads=callback_threads)
 
     def new_seis(self, symbol: str, interval: Interval, timeout: Optional[float] = None) -> _native.NativeSeis:
         """Subscribes ``symbol`` at ``interval`` (or returns the existing seis, taking one more
@@ -148,8 +154,9 @@ class LiveFeed:
         return Subscription(self._native.subscribe(seis, timeout))
 
     def new_consumer(self, seis: _native.NativeSeis, callback: Callable[[Any], Any], timeout: Optional[float] = None) -> _native.NativeConsumer:
-        """Runs ``callback(event)`` on a thread of its own. Returning ``False`` ends the
-        consumer; an exception ends it too and goes to ``sys.unraisablehook``."""
+        """Runs ``callback(event)`` on a thread of its own (or a shared one: see
+        ``callback_threads``). Returning ``False`` ends the consumer; an exception ends it too
+        and goes to ``sys.unraisablehook``."""
         return self._native.new_consumer(seis, callback, timeout)
 
     def del_consumer(self, consumer: _native.NativeConsumer, timeout: Optional[float] = None) -> None:

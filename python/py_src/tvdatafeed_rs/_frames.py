@@ -19,7 +19,7 @@ def _offset(t: int) -> int:
     return time.localtime(int(t)).tm_gmtoff
 
 
-def local_naive(epoch: np.ndarray) -> pd.DatetimeIndex:
+def local_naive(epoch: np.ndarray, unit: str = "datetime64[ns]") -> pd.DatetimeIndex:
     """What the original's ``datetime.fromtimestamp`` gives, vectorised: naive datetimes in the
     machine's local zone. The zone's offset is looked up at a few points and bisected where
     it changes (a DST transition), not once per row."""
@@ -42,12 +42,12 @@ def local_naive(epoch: np.ndarray) -> pd.DatetimeIndex:
 
     if len(epoch):
         fill(0, len(epoch) - 1, _offset(epoch[0]), _offset(epoch[-1]))
-    return pd.DatetimeIndex((epoch + offsets).astype("datetime64[s]").astype("datetime64[ns]"))
+    return pd.DatetimeIndex((epoch + offsets).astype("datetime64[s]").astype(unit))
 
 
-def utc_index(epoch: np.ndarray) -> pd.DatetimeIndex:
+def utc_index(epoch: np.ndarray, unit: str = "datetime64[ns]") -> pd.DatetimeIndex:
     """A tz-aware UTC index."""
-    return pd.DatetimeIndex(np.asarray(epoch, dtype=np.int64).astype("datetime64[s]").astype("datetime64[ns]")).tz_localize("UTC")
+    return pd.DatetimeIndex(np.asarray(epoch, dtype=np.int64).astype("datetime64[s]").astype(unit)).tz_localize("UTC")
 
 
 def columns(h: Dict[str, Any]) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
