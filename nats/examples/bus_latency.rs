@@ -6,6 +6,12 @@
 //!
 //! With `dispatch`, the feed runs the publisher's callbacks on 2 dispatcher threads
 //! (`callback_threads(2)`, as `tvdatafeed publish` does) instead of a thread per seis.
+//!
+//! The baseline, in the same run and against the same server, with the feed still streaming:
+//! a plain async-nats JetStream client with no engine and no publisher, sending the same burst
+//! (SEISES messages of a bar's size, one per subject, each with a message id, all in flight at
+//! once) at every second boundary. Its start → ack is what the bus itself costs for one burst
+//! on this machine; what the publisher adds is measured against it.
 #![allow(
     clippy::disallowed_methods,
     clippy::disallowed_types,
@@ -56,6 +62,56 @@ fn cpu(prefix: &str) -> f64 {
         ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
     }
     ticks as f64 / 100.0
+}
+
+/// The baseline: at each of `secs` second boundaries, `n` JetStream publishes (a bar's size,
+/// one subject each, a message id each) sent at once by a plain async-nats client on its own
+/// connection; the burst's start → acknowledgement of each.
+async fn bare(url: String, n: usize, secs: u64) -> Histogram<u64> {
+    use std::future::IntoFuture;
+
+    use async_nats::jetstream::{self, message::PublishMessage, stream};
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: "BARE".to_owned(),
+        subjects: vec!["bare.>".to_owned()],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // The size of a bar's message (`BarMessage` JSON).
+    let payload = bytes::Bytes::from(format!(
+        r#"{{"kind":"closed","symbol":"SIM:T0000","interval":"1S","time":{},"open":100.0,"high":101.5,"low":99.25,"close":100.75,"volume":12345.0}}"#,
+        unix_us() / 1_000_000
+    ));
+    let subjects: Vec<String> = (0..n).map(|k| format!("bare.T{k:04}")).collect();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for _ in 0..secs {
+        let boundary = (unix_us() / 1_000_000 + 1) * 1_000_000;
+        tokio::time::sleep(Duration::from_micros(
+            u64::try_from(boundary - unix_us()).unwrap_or(0),
+        ))
+        .await;
+        // From the burst's start, not the boundary: the timer's own lateness is not the bus'.
+        let start = unix_us();
+        let mut acks = futures_util::stream::FuturesUnordered::new();
+        for s in &subjects {
+            let msg = PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(format!("{s}-{boundary}"));
+            let ack = js.send_publish(s.clone(), msg).await.unwrap();
+            acks.push(ack.into_future());
+        }
+        while let Some(a) = acks.next().await {
+            a.unwrap();
+            let us = u64::try_from(unix_us() - start).unwrap_or(1);
+            hist.saturating_record(us.max(1));
+        }
+    }
+    hist
 }
 
 fn main() {
@@ -133,6 +189,9 @@ fn main() {
         cpu("tv-io") - cpu_io0,
     );
     let report = publisher.stop(Duration::from_secs(30));
+    // The baseline, with the feed still streaming (the same load on the machine, minus the
+    // publisher).
+    let bare_hist = rt.block_on(bare(server.url(), n, secs));
     drop(held);
     feed.shutdown(Duration::from_secs(5));
     let ms = |us: u64| us as f64 / 1000.0;
@@ -164,6 +223,16 @@ fn main() {
         ms(sub.value_at_quantile(0.5)),
         ms(sub.value_at_quantile(0.99)),
         sub.len()
+    );
+    println!(
+        "  baseline: burst start → JetStream ack {:>5.2} ms {:>7.2} ms {:>8} (plain async-nats client, {n} messages at each boundary)",
+        ms(bare_hist.value_at_quantile(0.5)),
+        ms(bare_hist.value_at_quantile(0.99)),
+        bare_hist.len()
+    );
+    println!(
+        "  the publisher adds over the baseline at p50: {:+.2} ms (ack − callback − baseline)",
+        ms(b50) - ms(a50) - ms(bare_hist.value_at_quantile(0.5))
     );
     let rate = (after.published + after.duplicates - before.published - before.duplicates) as f64
         / secs as f64;

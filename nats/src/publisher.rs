@@ -501,6 +501,9 @@ struct Settings {
 
 type Outcome = (Item, Result<PublishAck, String>);
 
+/// Items the publishing loop takes from its intake in one turn at most.
+const INTAKE_BATCH: usize = 256;
+
 async fn publish(js: jetstream::Context, item: Item, ack_timeout: Duration) -> Outcome {
     let mut msg = PublishMessage::build().payload(item.payload.clone());
     if let Some(id) = &item.msg_id {
@@ -544,6 +547,7 @@ async fn run<P, F>(
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut intake_done = false;
+    let mut batch = Vec::with_capacity(INTAKE_BATCH);
     loop {
         if retry_at.is_none() {
             while in_flight.len() < cfg.max_in_flight {
@@ -607,8 +611,16 @@ async fn run<P, F>(
                 if retry_at.is_some() => {
                 retry_at = None;
             }
-            got = rx.recv(), if !intake_done && queued < cfg.buffer => match got {
-                Some(item) => {
+            // A burst (every seis closes at the same boundary) is taken in one wake-up, not
+            // one loop turn per bar; never past the buffer. Saturating: `select!` builds this
+            // future even when the guard disables the branch, and `queued` exceeds the buffer
+            // when failed publishes come back to it; at least 1, since a limit of 0 would read
+            // as a closed intake.
+            got = rx.recv_many(&mut batch, cfg.buffer.saturating_sub(queued).clamp(1, INTAKE_BATCH)),
+                if !intake_done && queued < cfg.buffer => {
+                // 0 only once the intake is closed and empty (the limit is at least 1).
+                intake_done = got == 0;
+                for item in batch.drain(..) {
                     let subject = Arc::clone(&item.subject);
                     let q = queues.entry(Arc::clone(&subject)).or_default();
                     q.push_back(item);
@@ -617,7 +629,6 @@ async fn run<P, F>(
                         ready.push_back(subject);
                     }
                 }
-                None => intake_done = true,
             },
             at = &mut stop, if deadline.is_none() => {
                 // Takes what is in the intake still, then ends (`recv` gives `None`).
@@ -649,6 +660,17 @@ mod tests {
     /// acknowledgement lost. Returns each subject's stored ids in order.
     #[test]
     fn failed_publishes_are_retried_in_order_per_subject() {
+        retried_in_order_per_subject(1000);
+    }
+
+    /// With a buffer smaller than what is in flight, failed publishes come back to a full
+    /// buffer (`queued` above it): the loop must go on, never underflow.
+    #[test]
+    fn failed_publishes_coming_back_to_a_full_buffer_are_retried_in_order() {
+        retried_in_order_per_subject(4);
+    }
+
+    fn retried_in_order_per_subject(buffer: usize) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -703,7 +725,7 @@ mod tests {
         };
         let cfg = Settings {
             max_in_flight: 8,
-            buffer: 1000,
+            buffer,
             backoff: (Duration::from_millis(1), Duration::from_millis(4)),
         };
         let _ = stop_tx.send(Instant::now() + Duration::from_secs(30));
