@@ -184,10 +184,16 @@ mutation_text() {
     esac
 }
 
-wanted=("$@")
-if [[ "${1:-}" == --check ]]; then
-    wanted=()
-fi
+# `--check` anywhere among the arguments: only check that the named (or all) mutations apply.
+check_only=0
+wanted=()
+for arg in "$@"; do
+    if [[ "$arg" == --check ]]; then
+        check_only=1
+    else
+        wanted+=("$arg")
+    fi
+done
 
 # Every mutation must apply before anything is built: a source that moved fails in seconds.
 for m in "${mutations[@]}"; do
@@ -202,8 +208,8 @@ for m in "${mutations[@]}"; do
         exit 1
     fi
 done
-if [[ "${1:-}" == --check ]]; then
-    echo "every loom mutation applies"
+if ((check_only)); then
+    echo "every selected loom mutation applies"
     exit 0
 fi
 

@@ -97,11 +97,14 @@ def _report(lat: dict, n: int) -> None:
             print(f"  {k:34}: median {statistics.median(v) * 1000:8.2f} ms  (min {min(v) * 1000:.2f}, max {max(v) * 1000:.2f}, samples {len(v)})")
         else:
             print(f"  {k}: no samples")
-    keys = list(lat)
-    if all(lat[k] for k in keys):
-        base = statistics.median(lat[keys[0]])
+    keys = [k for k in lat if lat[k]]
+    if len(keys) > 1 and keys[0] == "original":
+        base = statistics.median(lat["original"])
         for k in keys[1:]:
-            print(f"  {k} sooner than {keys[0]} by {base / statistics.median(lat[k]):.1f}x at the median")
+            print(f"  {k} sooner than the original by {base / statistics.median(lat[k]):.1f}x at the median")
+
+
+_SAMPLES = "LATENCY-SAMPLES "
 
 
 def latency_child(which: str, url: str, boundary: int, n: int, callback_threads) -> None:
@@ -113,7 +116,8 @@ def latency_child(which: str, url: str, boundary: int, n: int, callback_threads)
     while time.time() < boundary + 20 and len(lat) < n:
         time.sleep(0.2)
     stop()
-    print(json.dumps(lat), flush=True)
+    # Behind a marker: the libraries may print to stdout too.
+    print(_SAMPLES + json.dumps(lat), flush=True)
     os._exit(0)  # the original's non-daemon threads may not stop (its shutdown bugs)
 
 
@@ -137,9 +141,17 @@ def latency(n: int = 30, rounds: int = 2) -> None:
                 "original": subprocess.Popen([sys.executable, __file__, "latency-child", "original", sim.url, str(boundary), str(n), "none"], stdout=subprocess.PIPE, text=True),
                 ("ours (a thread per consumer)" if k % 2 == 0 else "ours (callback_threads=1)"): subprocess.Popen([sys.executable, __file__, "latency-child", "ours", sim.url, str(boundary), str(n), threads_arg], stdout=subprocess.PIPE, text=True),
             }
-            for name, p in procs.items():
-                out, _ = p.communicate(timeout=120)
-                lat[name].extend(json.loads(out.strip().splitlines()[-1]))
+            try:
+                for name, p in procs.items():
+                    out, _ = p.communicate(timeout=120)
+                    found = [line for line in out.splitlines() if line.startswith(_SAMPLES)]
+                    if p.returncode != 0 or not found:
+                        sys.exit(f"round {k + 1}: the {name} child failed (exit {p.returncode}) without its samples")
+                    lat[name].extend(json.loads(found[-1][len(_SAMPLES):]))
+            finally:
+                for p in procs.values():
+                    if p.poll() is None:
+                        p.kill()
             print(f"round {k + 1} of {rounds} (boundary {boundary}) done", flush=True)
         print(f"bar close -> callback, {n} seises, each library in its own interpreter, {rounds} rounds:")
         _report(lat, n)

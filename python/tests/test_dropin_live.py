@@ -187,7 +187,8 @@ def test_a_callbacks_one_bar_frame_equals_the_general_frame(zone, utc, monkeypat
                     pd.testing.assert_frame_equal(short, general, check_exact=True)
                     assert short.index.name == "datetime"
     finally:
-        monkeypatch.delenv("TZ")
+        # Back to the session's own zone (monkeypatch restores TZ, tzset applies it).
+        monkeypatch.undo()
         time.tzset()
     # The fast way is the one used where pandas has it (every version CI installs).
     assert _dropin._bar_frame is _dropin._bar_frame_fast
@@ -238,6 +239,13 @@ def test_history_frames_are_the_public_paths_and_writable(sim, utc):
     fast = _dropin._frame_fast("BINANCE:BTCUSDT", t, cols, utc)
     pd.testing.assert_frame_equal(fast, _dropin._frame_public("BINANCE:BTCUSDT", t, cols, utc), check_exact=True)
     assert _dropin._frame is _dropin._frame_fast
+    # Each frame has columns of its own: renaming one frame's does not rename the next one's.
+    fast.columns.name = "renamed"
+    again = _dropin._frame_fast("BINANCE:BTCUSDT", t, cols, utc)
+    assert again.columns.name is None
+    one = _dropin._bar_frame("BINANCE:BTCUSDT", 1_765_000_000, 1.0, 2.0, 0.5, 1.5, None, utc)
+    one.columns.name = "renamed"
+    assert _dropin._bar_frame("BINANCE:BTCUSDT", 1_765_000_000, 1.0, 2.0, 0.5, 1.5, None, utc).columns.name is None
     # Straight from the engine's read-only buffers (no forming bar appended): still writable.
     fast.iloc[0, 1] = -1.0
     assert fast.iloc[0, 1] == -1.0

@@ -88,6 +88,8 @@ _INDEX_DTYPE = _index_dtype()
 
 _INDEX_UNIT = "datetime64[%s]" % np.datetime_data(_INDEX_DTYPE)[0]
 _VALUE_COLUMNS = list(_frames.COLUMNS)
+# Copied into each frame: `_from_arrays` keeps the Index it is given, and a caller renaming one
+# frame's columns must not rename the next one's.
 _ALL_COLUMNS = pd.Index(["symbol"] + _VALUE_COLUMNS)
 
 
@@ -138,7 +140,7 @@ def _frame_fast(symbol: str, t: np.ndarray, cols: Dict[str, np.ndarray], utc: bo
     symbol column repeated from one element: a third of the public path's time at 5,000 rows."""
     n = len(t)
     symbols = pd.array([symbol], dtype=_SYMBOL_DTYPE).take(np.zeros(n, dtype=np.intp))
-    return pd.DataFrame._from_arrays([symbols] + _float_columns(cols), columns=_ALL_COLUMNS, index=_index(t, utc), verify_integrity=False)
+    return pd.DataFrame._from_arrays([symbols] + _float_columns(cols), columns=_ALL_COLUMNS.copy(), index=_index(t, utc), verify_integrity=False)
 
 
 def _bar_frame_fast(symbol: str, t: int, o: float, h: float, lo: float, c: float, v: Optional[float], utc: bool) -> pd.DataFrame:
@@ -146,7 +148,7 @@ def _bar_frame_fast(symbol: str, t: int, o: float, h: float, lo: float, c: float
     the public path's time, which builds a float block, then inserts a column into it)."""
     vol = 0.0 if v is None or v != v else v
     arrays = [pd.array([symbol], dtype=_SYMBOL_DTYPE), np.array([o]), np.array([h]), np.array([lo]), np.array([c]), np.array([vol])]
-    return pd.DataFrame._from_arrays(arrays, columns=_ALL_COLUMNS, index=_bar_index(t, utc), verify_integrity=False)
+    return pd.DataFrame._from_arrays(arrays, columns=_ALL_COLUMNS.copy(), index=_bar_index(t, utc), verify_integrity=False)
 
 
 def _fast_path_works() -> bool:
