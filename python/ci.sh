@@ -4,6 +4,7 @@
 #    conformance tests compare against it); `maturin develop --profile wheel` into it; pytest.
 # 2. `maturin build --profile wheel`, the wheel installed into a second fresh venv, imported and
 #    used against the simulator there, as a new user would.
+# 3. The whole suite once more on pandas 2.2, with the wheel, in a third venv.
 # The `wheel` profile (release, LTO) is what users get, so it is what the tests run: the tests
 # stream bars and time shutdowns, and a debug cdylib is slow at both.
 set -euo pipefail
@@ -30,3 +31,13 @@ with tv.Simulator() as sim:
 print("wheel ok:", tv.__version__, tv.__file__)
 PY
 )
+# 3. The whole suite again on pandas 2 (the wheel in a third venv): the frames' fast path
+#    (`DataFrame._from_arrays`) is pandas-internal, so it is checked on both majors, not only
+#    on the pandas 3 that step 1 installs. The tests import the wheel: `python/tests` does not
+#    put the source tree on the path.
+pandas2_venv=$root/target/py-ci/pandas2
+python3 -m venv "$pandas2_venv"
+"$pandas2_venv/bin/pip" install --quiet --disable-pip-version-check "pandas==2.2.3" pytest \
+    tradingview-datafeed==2.1.1 websocket-client "$root"/target/py-ci/wheels/tvdatafeed_rs-*.whl
+"$pandas2_venv/bin/python" -c 'import pandas; assert pandas.__version__.startswith("2."), pandas.__version__'
+TVDATAFEED_RS_REQUIRE_ORIGINAL=1 "$pandas2_venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
