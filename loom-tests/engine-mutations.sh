@@ -171,16 +171,8 @@ mutation_text() {
     esac
 }
 
-# `--check` anywhere among the arguments: only check that the named (or all) mutations apply.
-check_only=0
-want=()
-for arg in "$@"; do
-    if [[ "$arg" == --check ]]; then
-        check_only=1
-    else
-        want+=("$arg")
-    fi
-done
+select_mutations "$@"
+want=(${selected[@]+"${selected[@]}"})
 
 # Every mutation must apply before anything is built: a source that moved fails in seconds,
 # not half an hour into CI.

@@ -24,3 +24,18 @@ if n != 1:
     sys.exit(f"{path}: the text to mutate occurs {n} times, not once:\n{old}")
 EOF
 }
+
+# select_mutations ARGS...: sets `selected` (the mutation names asked for; empty: all of them)
+# and `check_only` (1 when `--check` is among the arguments: only check that they apply).
+select_mutations() {
+    check_only=0
+    selected=()
+    local arg
+    for arg in "$@"; do
+        if [[ "$arg" == --check ]]; then
+            check_only=1
+        else
+            selected+=("$arg")
+        fi
+    done
+}

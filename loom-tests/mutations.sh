@@ -184,16 +184,8 @@ mutation_text() {
     esac
 }
 
-# `--check` anywhere among the arguments: only check that the named (or all) mutations apply.
-check_only=0
-wanted=()
-for arg in "$@"; do
-    if [[ "$arg" == --check ]]; then
-        check_only=1
-    else
-        wanted+=("$arg")
-    fi
-done
+select_mutations "$@"
+wanted=(${selected[@]+"${selected[@]}"})
 
 # Every mutation must apply before anything is built: a source that moved fails in seconds.
 for m in "${mutations[@]}"; do

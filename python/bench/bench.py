@@ -3,7 +3,7 @@ same run, same simulator (loopback). Usage, from the repository root, in a venv 
 packages (python/ci.sh builds one: target/py-ci/dev):
 
     TZ=UTC python python/bench/bench.py hist        # get_hist of 5,000 bars, in-process
-    TZ=UTC python python/bench/bench.py latency [ROUNDS]  # bar close -> Python callback, 30 seises
+    TZ=UTC python python/bench/bench.py latency [ROUNDS] [realistic]  # bar close -> Python callback, 30 seises
     TZ=UTC python python/bench/bench.py cost ours   # threads and RSS at 1,000 seises
     TZ=UTC python python/bench/bench.py cost original
     TZ=UTC python python/bench/bench.py cost ours-dispatch   # callback_threads=1
@@ -121,7 +121,7 @@ def latency_child(which: str, url: str, boundary: int, n: int, callback_threads)
     os._exit(0)  # the original's non-daemon threads may not stop (its shutdown bugs)
 
 
-def latency(n: int = 30, rounds: int = 2) -> None:
+def latency(n: int = 30, rounds: int = 2, realistic: bool = False) -> None:
     """Bar close (the bar's open + 60 s, wall clock) to the callback, 30 symbols at 1 minute.
 
     Each library runs in an interpreter of its own, both at the same boundary against the same
@@ -132,7 +132,11 @@ def latency(n: int = 30, rounds: int = 2) -> None:
     import json
     import subprocess
 
-    with tv.Simulator() as sim:
+    # `realistic`: issue 17's server we did not write, a stream ticking every 50 ms whose first
+    # trade after a boundary comes 50 ms after it, answering requests one at a time in 1 ms.
+    conditions = dict(update_interval=0.05, tick_phase=0.05, request_service_time=0.001) if realistic else {}
+    with tv.Simulator(**conditions) as sim:
+        print(f"simulator: {conditions or 'defaults (loopback best case)'}", flush=True)
         lat = {"original": [], "ours (a thread per consumer)": [], "ours (callback_threads=1)": []}
         for k in range(rounds):
             boundary = _wait_early_in_a_minute()
@@ -194,4 +198,4 @@ if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "hist"
     if what == "latency-child":
         latency_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), None if sys.argv[6] == "none" else int(sys.argv[6]))
-    {"hist": hist, "latency": lambda: latency(rounds=int(sys.argv[2]) if len(sys.argv) > 2 else 2), "cost": lambda: cost(sys.argv[2] if len(sys.argv) > 2 else "ours")}[what]()
+    {"hist": hist, "latency": lambda: latency(rounds=int(sys.argv[2]) if len(sys.argv) > 2 else 2, realistic="realistic" in sys.argv[3:]), "cost": lambda: cost(sys.argv[2] if len(sys.argv) > 2 else "ours")}[what]()

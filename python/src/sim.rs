@@ -51,8 +51,15 @@ impl Simulator {
     /// `update_interval`: seconds between live updates of each series. `require_origin`:
     /// refuse clients that do not send TradingView's `Origin`, as the real server does.
     /// `entitled_seconds=False` refuses seconds intervals, as an account without them.
+    /// A server we did not write, as options: `tick_phase` (seconds) delays the stream's first
+    /// trade after each boundary; `request_service_time` (seconds) answers requests one at a
+    /// time, each taking that long.
     #[new]
-    #[pyo3(signature = (seed=1, port=0, update_interval=0.25, require_origin=true, quiet_symbols=None, entitled_seconds=true))]
+    #[pyo3(signature = (seed=1, port=0, update_interval=0.25, require_origin=true, quiet_symbols=None, entitled_seconds=true, tick_phase=0.0, request_service_time=0.0))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python's keyword arguments, one per simulator option"
+    )]
     fn new(
         py: Python<'_>,
         seed: u64,
@@ -61,6 +68,8 @@ impl Simulator {
         require_origin: bool,
         quiet_symbols: Option<Vec<String>>,
         entitled_seconds: bool,
+        tick_phase: f64,
+        request_service_time: f64,
     ) -> PyResult<Self> {
         let cfg = SimConfig::default()
             .with_bind(SocketAddr::from(([127, 0, 0, 1], port)))
@@ -68,7 +77,9 @@ impl Simulator {
             .with_update_interval(crate::seconds(py, update_interval)?)
             .with_require_origin(require_origin)
             .with_quiet_symbols(quiet_symbols.unwrap_or_default())
-            .with_entitled_seconds(entitled_seconds);
+            .with_entitled_seconds(entitled_seconds)
+            .with_tick_phase(crate::seconds(py, tick_phase)?)
+            .with_request_service_time(crate::seconds(py, request_service_time)?);
         let sim = py.detach(move || Sim::start(cfg)).map_err(|e| {
             crate::errors::native_error(py, "TransportError", &format!("simulator: {e}"))
         })?;
