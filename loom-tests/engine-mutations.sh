@@ -4,7 +4,8 @@
 # (a closed bar dropped for a slow consumer, a loss not reported, a quiet bar never closed by
 # its fetch, a stale stream close or update taken as a revision, a late replay that skips the
 # bars it must read again, an async stream ended before it was drained or never woken, a
-# dispatcher thread that runs a callback past its gate).
+# dispatcher thread that runs a callback past its gate, a race past its budget or before any
+# answer was measured, a symbol resolved by the confirmation instead of ahead of it).
 #
 # Not here: dropping the need that arrives while a fetch of the same seis is in flight
 # (`Fetcher::want`'s follow-up). Every confirmation asks from the last bar delivered to now,
@@ -59,6 +60,9 @@ mutations=(
     "link-down-not-published|src/live/core.rs|--lib|live::dst::regression_a_consumer_joining_during_an_outage|published link state"
     "many-backlog-by-seis|src/live/fanout.rs|--lib|live::dst::many_seis_consumers_keep|out of order across seises"
     "dispatch-ignores-gate|src/live/consumer.rs|--test live_dispatch|a_consumer_removed_with_events_waiting|a callback ran after its del_consumer returned"
+    "race-budget-ignored|src/live/fetch.rs|--lib|live::dst::the_race_budget_bounds|raced with a budget of 30 a minute"
+    "race-blind|src/live/fetch.rs|--lib|live::fetch::tests::racing_fetches_at_the_floor|nothing races blindly"
+    "no-resolve-ahead|src/live/fetch.rs|--lib|live::dst::a_seis_first_close_costs_one_request|closes from the first on come one service time"
 )
 
 mutation_text() {
@@ -130,6 +134,18 @@ mutation_text() {
         OLD='        let f = self.inflight.remove(&key);
         self.stats.set_fetches_in_flight(self.inflight.len());'
         NEW='        let f = self.inflight.remove(&key);' ;;
+    race-budget-ignored)
+        OLD='        if self.credit >= RACE_COST {
+            self.credit -= RACE_COST;
+            true'
+        NEW='        if true {
+            true' ;;
+    race-blind)
+        OLD='    answer_ms.is_some_and(|a| {'
+        NEW='    Some(answer_ms.unwrap_or(0)).is_some_and(|a| {' ;;
+    no-resolve-ahead)
+        OLD='        if main_loading || self.ahead.is_empty() {'
+        NEW='        if true || main_loading || self.ahead.is_empty() {' ;;
     link-down-not-published)
         OLD='        self.stats.set_connected(matches!(link, Link::Up { .. }));'
         NEW='        if matches!(link, Link::Up { .. }) { self.stats.set_connected(true); }' ;;

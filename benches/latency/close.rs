@@ -441,7 +441,8 @@ pub(crate) fn realistic_section(mode: &Mode) {
     println!("\n## Bar close under realistic server conditions\n");
     println!(
         "1-second bars, {boundaries} boundaries per run after a warm-up, a callback consumer per \
-         seis, default settings (the grace learned per seis between 5 ms and 250 ms). \
+         seis, default settings (the grace learned per seis between 0 and 250 ms, racing the \
+         stream within 120 fetches a minute). \
          \"server\" = boundary → the simulator's write of the message that closes the bar. \
          \"requests/close\" = messages the simulator received per close.\n"
     );
@@ -509,7 +510,7 @@ fn realistic_table(
     for &server in conditions {
         for &n in sizes {
             for quiet in [false, true] {
-                let o = closes_on(n, interval, quiet, ms(5), boundaries, server, warmup_bars);
+                let o = closes_on(n, interval, quiet, ms(0), boundaries, server, warmup_bars);
                 let what = if quiet { "quiet (fetch)" } else { "stream" };
                 let r = row(what, n, ms(5), &o);
                 // The grace column is the floor here; the conditions take its place.
@@ -525,24 +526,34 @@ fn realistic_table(
     }
 }
 
+/// A close policy of ours: `race` and `floor` override the defaults when set.
+#[derive(Clone, Copy)]
+struct Policy {
+    name: &'static str,
+    race: Option<bool>,
+    floor: Option<Duration>,
+}
+
 /// Ours at `n` seises of `interval` on `sim` (already serving), from boundary `first` to
-/// `last`, with the close race on or off and the grace's floor (`None`: the default):
-/// boundary → callback, and closes that differ from the simulator's ground truth.
+/// `last`, under `policy`: boundary → callback, and closes that differ from the simulator's
+/// ground truth.
 fn ours_on(
     sim: &Sim,
     n: usize,
     interval: Interval,
     first: i64,
     last: i64,
-    (race, floor): (bool, Option<Duration>),
+    policy: Policy,
 ) -> (Histogram<u64>, u64) {
     let symbols = common::symbols(n);
     let mut builder = LiveFeed::builder()
         .endpoint(sim.url())
         .expect("url")
-        .close_race(race)
         .command_timeout(Duration::from_secs(60));
-    if let Some(floor) = floor {
+    if let Some(race) = policy.race {
+        builder = builder.close_race(race);
+    }
+    if let Some(floor) = policy.floor {
         builder = builder.close_grace(floor);
     }
     let feed = builder.build().expect("feed");
@@ -571,8 +582,9 @@ fn ours_on(
 /// Issue 17's comparison: 30 one-minute seises on a server whose stream ticks every 50 ms and
 /// whose first trade after a boundary comes 50 ms after it, answering requests one at a time
 /// in 1 ms; Python `TvDatafeedLive` and ours **at the same time on the same server**, ours
-/// with the default policy, with `close_race(true)`, and racing with a floor of 0 (three runs,
-/// each with a Python beside it).
+/// with the default policy (racing the stream within its budget, at a floor of 0), with the
+/// old floor of 5 ms, and with racing off (closed by the stream): three runs, each with a
+/// Python beside it.
 pub(crate) fn python_realistic_section(mode: &Mode) {
     println!(
         "\n## Bar close against Python `TvDatafeedLive` on a realistic server, at the same time\n"
@@ -593,10 +605,24 @@ pub(crate) fn python_realistic_section(mode: &Mode) {
     );
     println!("| ours | client | p50 | p99 | p99.9 | max | samples | ours faster (p50, max) |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    // The default; racing the stream at the default 5 ms floor; racing it from the boundary
-    // itself (a floor of 0: the confirmations reach the serial server's queue before most of
-    // Python's requests).
-    for policy in [(false, None), (true, None), (true, Some(Duration::ZERO))] {
+    let policies = [
+        Policy {
+            name: "default",
+            race: None,
+            floor: None,
+        },
+        Policy {
+            name: "close_grace(5 ms)",
+            race: None,
+            floor: Some(Duration::from_millis(5)),
+        },
+        Policy {
+            name: "close_race(false)",
+            race: Some(false),
+            floor: None,
+        },
+    ];
+    for policy in policies {
         let sim = Sim::start(
             common::sim_config(Duration::from_millis(50))
                 .with_heartbeat_interval(Duration::from_secs(10))
@@ -615,11 +641,7 @@ pub(crate) fn python_realistic_section(mode: &Mode) {
             .expect("spawn");
         let (ours, mismatches) = ours_on(&sim, n, minute, first, last, policy);
         assert_eq!(mismatches, 0, "a closed bar differs from the ground truth");
-        let which = match policy {
-            (false, _) => "default",
-            (true, None) => "close_race(true)",
-            (true, Some(_)) => "close_race(true), close_grace(0)",
-        };
+        let which = policy.name;
         match py.join().expect("python thread") {
             Ok(p) if !p.is_empty() && !ours.is_empty() => {
                 println!("| {which} | Python TvDatafeedLive {} - |", cells(&p));
@@ -674,7 +696,7 @@ pub(crate) fn realistic_modes_section(mode: &Mode) {
         let mut base = None;
         for threads in [0usize, 2] {
             CALLBACK_THREADS.store(threads, std::sync::atomic::Ordering::Relaxed);
-            let o = closes_on(1_000, interval, false, ms(5), 4, server, 3);
+            let o = closes_on(1_000, interval, false, ms(0), 4, server, 3);
             CALLBACK_THREADS.store(0, std::sync::atomic::Ordering::Relaxed);
             let p50 = o.total.value_at_quantile(0.5);
             let b = *base.get_or_insert(p50);

@@ -54,6 +54,10 @@ pub(crate) struct Args {
     pub(crate) max_outage: Option<Duration>,
     /// The longest wait between two reconnect attempts (`--reconnect-max-ms`).
     pub(crate) reconnect_cap: Duration,
+    /// `--close-race-per-minute N`.
+    pub(crate) race_per_minute: u32,
+    /// `--close-grace-ms MS`.
+    pub(crate) close_grace: Duration,
     /// `--metrics ADDR` and whether a non-loopback address is allowed.
     pub(crate) metrics: Option<(std::net::SocketAddr, bool)>,
 }
@@ -439,7 +443,10 @@ pub(crate) fn run(args: Args) -> io::Result<()> {
     if let Some(d) = args.max_outage {
         builder = builder.max_outage(d);
     }
-    builder = builder.reconnect_backoff(RECONNECT_BASE.min(args.reconnect_cap), args.reconnect_cap);
+    builder = builder
+        .reconnect_backoff(RECONNECT_BASE.min(args.reconnect_cap), args.reconnect_cap)
+        .close_race_per_minute(args.race_per_minute)
+        .close_grace(args.close_grace);
     // Bound before any network work: a taken port is one error line, nothing on stdout.
     let metrics = args
         .metrics

@@ -218,6 +218,18 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = 30_000,
               value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
         reconnect_max_ms: u64,
+        /// At most this many bar closes a minute race the stream: a fetch at the close time
+        /// where one is answered sooner than the stream usually closes the bar (one request
+        /// each). 0 turns racing off (each bar is closed by its stream, or fetched after its
+        /// learned grace).
+        #[arg(long, value_name = "N", default_value_t = 120,
+              value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+        close_race_per_minute: u32,
+        /// The least time after a bar's close before a fetch may confirm it, in milliseconds
+        /// (a quiet market's grace, and when a race goes out).
+        #[arg(long, value_name = "MS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        close_grace_ms: u64,
         /// Serve Prometheus metrics at http://ADDR/metrics (loopback unless
         /// --metrics-allow-remote; port 0 picks one, said on stderr).
         #[arg(long, value_name = "ADDR")]
@@ -452,6 +464,8 @@ fn main() -> ExitCode {
             stall_secs,
             max_outage_secs,
             reconnect_max_ms,
+            close_race_per_minute,
+            close_grace_ms,
             metrics,
             metrics_allow_remote,
             nats: None,
@@ -467,6 +481,8 @@ fn main() -> ExitCode {
             stall: Duration::from_secs(stall_secs),
             max_outage: max_outage_secs.map(Duration::from_secs),
             reconnect_cap: Duration::from_millis(reconnect_max_ms),
+            race_per_minute: close_race_per_minute,
+            close_grace: Duration::from_millis(close_grace_ms),
             metrics: metrics.map(|a| (a, metrics_allow_remote)),
         }),
         Command::Sim {

@@ -221,7 +221,7 @@ fn latency(out: &mut String, name: &str, labels: &str, l: &Latency) {
 /// `live`'s metrics: [`Stats`] as Prometheus text.
 pub(crate) fn live_text(s: &Stats) -> String {
     let mut out = String::with_capacity(1024 + 512 * (s.seises.len() + 2 * s.consumers.len()));
-    let engine: [(&str, &str, &str, u64); 5] = [
+    let engine: [(&str, &str, &str, u64); 8] = [
         (
             "tvdatafeed_connected",
             "gauge",
@@ -251,6 +251,24 @@ pub(crate) fn live_text(s: &Stats) -> String {
             "gauge",
             "Close confirmations and gap fills in flight on the connection.",
             s.fetches_in_flight,
+        ),
+        (
+            "tvdatafeed_fetches_total",
+            "counter",
+            "Close confirmations and gap fills asked (one request each on the server).",
+            s.fetches,
+        ),
+        (
+            "tvdatafeed_close_races_total",
+            "counter",
+            "Bar closes that raced the stream with a fetch at the close grace's floor.",
+            s.races,
+        ),
+        (
+            "tvdatafeed_close_races_refused_total",
+            "counter",
+            "Bar closes that would have raced but found the race budget empty.",
+            s.races_refused,
         ),
     ];
     for (name, kind, help, v) in engine {

@@ -42,7 +42,7 @@ use crate::{
     history::batch::{BatchConfig, BatchRequest, HistBatch},
     protocol::{
         ChartConfig, ChartEvent, ChartId, Connection, ConnectionConfig, Event, SeriesEvent,
-        SeriesKey, SeriesRequest,
+        SeriesKey, SeriesRequest, SymbolSpec,
     },
     sync::{Arc, plain},
     timer::TimerWheel,
@@ -57,6 +57,12 @@ const REREAD: usize = 16;
 const BASELINE_BARS: u32 = 2;
 /// A connection that stayed up this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
+/// How many fetches a minute may race the stream by default: a 30-seis watchlist of
+/// 1-minute bars races every close, a 1,000-seis one about one close in eight (the others are
+/// closed by their stream), so that a large watchlist never asks TradingView for a bar a
+/// second more than this.
+pub(crate) const DEFAULT_RACE_PER_MINUTE: u32 = 120;
+
 /// A failed confirmation fetch is retried after this.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
 
@@ -70,8 +76,9 @@ pub(crate) struct CoreConfig {
     /// The most it waits: a streaming seis' grace is learned between the two
     /// ([`Grace`](super::fetch::Grace)); equal to `close_grace`, it is fixed.
     pub(crate) close_grace_ceiling: Duration,
-    /// Fetch at the floor whenever that beats the stream (see `LiveFeedBuilder::close_race`).
-    pub(crate) close_race: bool,
+    /// Most fetches a minute that race the stream: at the floor whenever that beats it (see
+    /// `LiveFeedBuilder::close_race_per_minute`). 0: no racing; `u32::MAX`: no limit.
+    pub(crate) race_per_minute: u32,
     /// Silence after which the connection counts as stalled and is replaced.
     pub(crate) stall_timeout: Duration,
     /// Connect + TLS + upgrade must finish within this.
@@ -105,9 +112,9 @@ impl Default for CoreConfig {
     fn default() -> Self {
         Self {
             token: AuthToken::anonymous(),
-            close_grace: Duration::from_millis(5),
+            close_grace: Duration::ZERO,
             close_grace_ceiling: Duration::from_millis(250),
-            close_race: false,
+            race_per_minute: DEFAULT_RACE_PER_MINUTE,
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(250),
@@ -351,11 +358,12 @@ impl Core {
         let fetcher = Fetcher::new(
             FetchConfig {
                 max_fetches: cfg.max_fetches.max(1),
+                race_per_minute: cfg.race_per_minute,
                 rotate_after: cfg.rotate_chart_after,
                 grace: GraceConfig {
                     floor: cfg.close_grace,
                     ceiling: cfg.close_grace_ceiling.max(cfg.close_grace),
-                    race: cfg.close_race,
+                    race: cfg.race_per_minute > 0,
                 },
             },
             fetch,
@@ -441,6 +449,13 @@ impl Core {
         (self.fetcher.asked, self.fetcher.cancelled)
     }
 
+    /// (bars whose close raced the stream, races the budget refused).
+    #[cfg(test)]
+    pub(crate) fn race_counts(&self) -> (u64, u64) {
+        let (_, raced, refused) = self.stats.fetch_counts();
+        (raced, refused)
+    }
+
     /// The number of the connection attempt in progress or last made (1 for the first): the
     /// generation of the connection, in logs.
     pub(crate) fn generation(&self) -> u64 {
@@ -504,6 +519,7 @@ impl Core {
         }
         let span = seis_span(&seis_log);
         tracing::debug!(parent: &span, generation = self.attempts_total, "subscribing");
+        let spec = SymbolSpec::new(seis.symbol().clone());
         self.seises.insert(
             id,
             SeisState {
@@ -525,7 +541,7 @@ impl Core {
                 span,
             },
         );
-        self.fetcher.add_seis(id);
+        self.fetcher.add_seis(id, spec);
     }
 
     /// Removes the subscription of seis `id`: `remove_series` goes out, waiters get an error,
@@ -1023,36 +1039,38 @@ impl Core {
         let unix_s = unix_ms.div_euclid(1000);
         let max_gap_bars = self.cfg.max_gap_bars;
         let seises = &self.seises;
-        self.fetcher.pump(&mut self.conn, now, unix_ms, |id, need| {
-            let st = seises.get(&id)?;
-            if !matches!(st.phase, SeisPhase::Live) {
-                return None;
-            }
-            let anchor = if need.gap {
-                st.hold.as_ref()?;
-                let last = st.last_closed?.time;
-                st.reread.map_or(last, |r| r.min(last))
-            } else {
-                if st.last_closed.is_some_and(|l| l.time >= need.upto) {
+        let main_loading = self.conn.chart(self.main).is_some_and(|c| c.loading() > 0);
+        self.fetcher
+            .pump(&mut self.conn, now, unix_ms, main_loading, |id, need| {
+                let st = seises.get(&id)?;
+                if !matches!(st.phase, SeisPhase::Live) {
                     return None;
                 }
-                st.last_closed.map_or(need.upto, |b| b.time)
-            };
-            let interval = st.seis.interval();
-            let count = fetch_count(interval, anchor, unix_s, need.wide, max_gap_bars);
-            Some(Plan {
-                span: st.span.clone(),
-                request: SeriesRequest::range(
-                    st.seis.symbol().clone(),
-                    interval,
+                let anchor = if need.gap {
+                    st.hold.as_ref()?;
+                    let last = st.last_closed?.time;
+                    st.reread.map_or(last, |r| r.min(last))
+                } else {
+                    if st.last_closed.is_some_and(|l| l.time >= need.upto) {
+                        return None;
+                    }
+                    st.last_closed.map_or(need.upto, |b| b.time)
+                };
+                let interval = st.seis.interval();
+                let count = fetch_count(interval, anchor, unix_s, need.wide, max_gap_bars);
+                Some(Plan {
+                    span: st.span.clone(),
+                    request: SeriesRequest::range(
+                        st.seis.symbol().clone(),
+                        interval,
+                        anchor,
+                        unix_s.saturating_add(86_400),
+                        count,
+                    ),
                     anchor,
-                    unix_s.saturating_add(86_400),
-                    count,
-                ),
-                anchor,
-                need,
-            })
-        });
+                    need,
+                })
+            });
     }
 
     // ------------------------------------------------------------------ outputs
@@ -1203,6 +1221,10 @@ impl Core {
         let unix_ms = self.unix_ms;
         let replayed_at = self.replayed_at;
         let now_ms = self.ms(now);
+        if matches!(event, SeriesEvent::History { .. }) && self.seises.contains_key(&id) {
+            // Live on this connection: its fetches' symbol is resolved ahead.
+            self.fetcher.prepare(id);
+        }
         // Its grace is looked up only when a new bar arms a close timer, not per message.
         let fetcher = &self.fetcher;
         let Some(st) = self.seises.get_mut(&id) else {
@@ -1242,9 +1264,9 @@ impl Core {
                         <= replayed_at;
                     if st.gap.is_some() && closed_before_request {
                         offer_closed(st, out, id, f, true);
-                    } else if let Some(t) =
-                        on_update(st, out, id, f, unix_ms, || fetcher.grace(id, false))
-                    {
+                    } else if let Some(t) = on_update(st, out, id, f, unix_ms, || {
+                        fetcher.close_grace(id, false, unix_ms)
+                    }) {
                         self.timers.insert(
                             now_ms.saturating_add(t),
                             Timer::Close {
@@ -1296,7 +1318,9 @@ impl Core {
                     st.empty_checks = 0;
                     st.check_gen += 1;
                 }
-                if let Some(t) = on_update(st, out, id, b, unix_ms, || fetcher.grace(id, true)) {
+                if let Some(t) = on_update(st, out, id, b, unix_ms, || {
+                    fetcher.close_grace(id, true, unix_ms)
+                }) {
                     self.timers.insert(
                         now_ms.saturating_add(t),
                         Timer::Close {
@@ -1507,9 +1531,9 @@ impl Core {
                             if offer_closed(st, out, id, fm, true) {
                                 fetched = Some(fm.time);
                             }
-                        } else if let Some(t) =
-                            on_update(st, out, id, fm, unix_ms, || fetcher.grace(id, false))
-                        {
+                        } else if let Some(t) = on_update(st, out, id, fm, unix_ms, || {
+                            fetcher.close_grace(id, false, unix_ms)
+                        }) {
                             self.timers.insert(
                                 now_ms.saturating_add(t),
                                 Timer::Close {

@@ -292,23 +292,31 @@ impl World {
 
     /// A world whose server answers, streams and trades as `c` says.
     fn with_conditions(max_fetches: usize, backlog: usize, c: Conditions) -> Self {
+        Self::with_engine(max_fetches, backlog, c, |_| {})
+    }
+
+    /// A world on `c`'s server whose engine's settings `engine` changes.
+    fn with_engine(
+        max_fetches: usize,
+        backlog: usize,
+        c: Conditions,
+        engine: impl FnOnce(&mut CoreConfig),
+    ) -> Self {
         let t0 = crate::clock::monotonic();
         let stall_timeout = Duration::from_secs(5);
-        let core = Core::new(
-            t0,
-            UNIX0_MS as i64,
-            CoreConfig {
-                stall_timeout,
-                connect_timeout: Duration::from_secs(3),
-                backoff_base: Duration::from_millis(100),
-                backoff_cap: Duration::from_secs(2),
-                seed: 7,
-                max_fetches,
-                // With a tight fetch bound, the fetch chart session is replaced often too.
-                rotate_chart_after: if max_fetches <= 2 { 4 } else { 256 },
-                ..CoreConfig::default()
-            },
-        );
+        let mut cfg = CoreConfig {
+            stall_timeout,
+            connect_timeout: Duration::from_secs(3),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(2),
+            seed: 7,
+            max_fetches,
+            // With a tight fetch bound, the fetch chart session is replaced often too.
+            rotate_chart_after: if max_fetches <= 2 { 4 } else { 256 },
+            ..CoreConfig::default()
+        };
+        engine(&mut cfg);
+        let core = Core::new(t0, UNIX0_MS as i64, cfg);
         let cfg = SimConfig::default()
             .with_update_interval(Duration::from_millis(300))
             .with_heartbeat_interval(Duration::from_secs(2))
@@ -1613,13 +1621,26 @@ fn regression_a_revision_after_skipped_bars_on_a_slow_server() {
 
 /// A world with `c`, one consumer on each of `symbols` (1S), run for `secs`.
 fn market_world(c: Conditions, symbols: &[usize], secs: u64) -> World {
-    let mut w = World::with_conditions(64, super::fanout::DEFAULT_BACKLOG, c);
+    market_world_at(c, symbols, 0, secs)
+}
+
+/// [`market_world`] on bars of [`INTERVALS`]`[interval]`.
+fn market_world_at(c: Conditions, symbols: &[usize], interval: usize, secs: u64) -> World {
+    market_world_with(c, symbols, interval, secs, |_| {})
+}
+
+/// [`market_world_at`] with the engine's settings changed by `engine`.
+fn market_world_with(
+    c: Conditions,
+    symbols: &[usize],
+    interval: usize,
+    secs: u64,
+    engine: impl FnOnce(&mut CoreConfig),
+) -> World {
+    let mut w = World::with_engine(64, super::fanout::DEFAULT_BACKLOG, c, engine);
     w.run(10);
     for (i, &symbol) in symbols.iter().enumerate() {
-        w.apply(&Op::Subscribe {
-            symbol,
-            interval: 0,
-        });
+        w.apply(&Op::Subscribe { symbol, interval });
         w.apply(&Op::AddConsumer {
             seis: i,
             capacity: 4096,
@@ -1687,16 +1708,39 @@ fn a_quiet_seis_beside_a_streaming_one_on_a_slow_serial_server_closes_in_time() 
     w.settle();
 }
 
-/// A streaming seis whose next trade comes 50 to 70 ms after each boundary is closed by the
-/// stream, not fetched: its grace learns the phase. At most 0.05 requests per close.
+/// A seis' first confirmation costs the server one request, like every later one: its symbol
+/// was resolved in the fetch chart session ahead of time (once its subscription had loaded),
+/// not by the confirmation. On a server that answers one request at a time in 200 ms, a quiet
+/// 5S seis' very first close comes one service time after the floor, not two (the resolve
+/// and then the `create_series`), which on a watchlist doubled the first boundary's closes.
 #[test]
-fn a_streaming_seis_learns_its_phase_and_is_not_fetched() {
+fn a_seis_first_close_costs_one_request_its_symbol_was_resolved_ahead() {
+    let c = Conditions {
+        service_ms: 200,
+        phase_ms: 0,
+        jitter_ms: 0,
+    };
+    let mut w = market_world_at(c, &[3], 1, 32);
+    let late = close_latencies(&w, 0, 0);
+    assert!(late.len() >= 5, "{} closes in 32 s", late.len());
+    assert!(
+        late.iter().all(|l| *l <= 5 + 200 + 60),
+        "closes from the first on come one service time after the floor: {late:?}"
+    );
+    w.settle();
+}
+
+/// With racing off, a streaming seis whose next trade comes 50 to 70 ms after each boundary is
+/// closed by the stream, not fetched: its grace learns the phase. At most 0.05 requests per
+/// close.
+#[test]
+fn a_streaming_seis_learns_its_phase_and_is_not_fetched_when_not_racing() {
     let c = Conditions {
         service_ms: 1,
         phase_ms: 50,
         jitter_ms: 20,
     };
-    let mut w = market_world(c, &[0], 120);
+    let mut w = market_world_with(c, &[0], 0, 120, |e| e.race_per_minute = 0);
     let closes = w.checks[0].closed.len() as u64;
     assert!(closes >= 115, "{closes} closes in 120 s");
     let (asked, _) = w.core.fetch_counts();
@@ -1704,6 +1748,80 @@ fn a_streaming_seis_learns_its_phase_and_is_not_fetched() {
         asked * 20 <= closes,
         "{asked} fetches for {closes} closes of a streaming seis"
     );
+    w.settle();
+}
+
+/// With the default racing, a streaming seis whose trades come at each boundary is closed by
+/// its stream: a fetch cannot beat it, so none is sent once its grace learned that (at most
+/// 0.05 requests per close, the first bars' races included).
+#[test]
+fn a_streaming_seis_that_closes_promptly_is_not_raced() {
+    let c = Conditions {
+        service_ms: 1,
+        phase_ms: 0,
+        jitter_ms: 0,
+    };
+    let mut w = market_world(c, &[0], 120);
+    let closes = w.checks[0].closed.len() as u64;
+    assert!(closes >= 115, "{closes} closes in 120 s");
+    let (asked, _) = w.core.fetch_counts();
+    assert!(
+        asked * 20 <= closes,
+        "{asked} fetches for {closes} closes of a prompt stream"
+    );
+    w.settle();
+}
+
+/// With the default racing, a streaming seis whose first trade after a boundary comes 50 ms
+/// late, on a server that answers a fetch in about 1 ms, is closed by a fetch at the close
+/// time: within a few ms, not at its stream's 50.
+#[test]
+fn a_late_stream_is_raced_and_closed_by_a_fetch_at_the_close_time() {
+    let c = Conditions {
+        service_ms: 1,
+        phase_ms: 50,
+        jitter_ms: 0,
+    };
+    let mut w = market_world(c, &[0], 30);
+    let late = close_latencies(&w, 0, 3);
+    assert!(late.len() >= 25, "{} closes", late.len());
+    assert!(
+        late.iter().all(|l| *l <= 10),
+        "raced closes come within the answer time: {late:?}"
+    );
+    let (raced, refused) = w.core.race_counts();
+    assert!(
+        raced >= 25 && refused == 0,
+        "{raced} raced, {refused} refused"
+    );
+    w.settle();
+}
+
+/// The race budget bounds the racing fetches (two 1S seises would race 120 closes a minute; a
+/// budget of 30 a minute lets through the 30 it holds and the 30 it refills, no more), and a
+/// bar the budget refuses is closed by its stream: every bar closes, none is lost.
+#[test]
+fn the_race_budget_bounds_racing_fetches_and_loses_no_close() {
+    let c = Conditions {
+        service_ms: 1,
+        phase_ms: 50,
+        jitter_ms: 0,
+    };
+    let mut w = market_world_with(c, &[0, 1], 0, 60, |e| e.race_per_minute = 30);
+    let (raced, refused) = w.core.race_counts();
+    assert!(
+        raced <= 30 + 30,
+        "{raced} raced with a budget of 30 a minute"
+    );
+    assert!(refused >= 40, "{refused} refused");
+    for i in 0..2 {
+        let late = close_latencies(&w, i, 0);
+        assert!(late.len() >= 55, "{}: {} closes", i, late.len());
+        assert!(
+            late.iter().all(|l| *l <= 50 + 10),
+            "each close is raced or comes with its stream: {late:?}"
+        );
+    }
     w.settle();
 }
 

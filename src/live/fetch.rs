@@ -33,6 +33,7 @@
 //! See [`Grace`].
 
 use std::{
+    cell::Cell,
     collections::VecDeque,
     time::{Duration, Instant},
 };
@@ -40,7 +41,7 @@ use std::{
 use super::stats::EngineCounters;
 use crate::{
     det::DetHashMap,
-    protocol::{ChartConfig, ChartId, Connection, SeriesKey, SeriesRequest},
+    protocol::{ChartConfig, ChartId, Connection, SeriesKey, SeriesRequest, SymbolSpec},
     sync::plain::Arc,
 };
 
@@ -116,6 +117,8 @@ pub(crate) struct Plan {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FetchConfig {
     pub(crate) max_fetches: usize,
+    /// Most fetches a minute that race the stream ([`RaceBudget`]).
+    pub(crate) race_per_minute: u32,
     /// The fetch chart session is replaced (when idle) once it resolved more symbols than
     /// this and than twice the seises: bounds the server's state when seises come and go.
     pub(crate) rotate_after: u64,
@@ -126,6 +129,10 @@ pub(crate) struct FetchConfig {
 struct SeisFetch {
     state: Option<State>,
     grace: Grace,
+    /// What its fetches resolve, and what [`Fetcher::prepare`] resolves ahead.
+    spec: SymbolSpec,
+    /// In [`Fetcher::ahead`] (once).
+    ahead: bool,
 }
 
 /// The fetches of the live connection. See the module docs.
@@ -136,16 +143,75 @@ pub(crate) struct Fetcher {
     inflight: DetHashMap<u64, Fetch>,
     /// Seises whose state is `Queued`, oldest first (each once).
     queue: VecDeque<u64>,
+    /// Seises whose symbol the fetch chart session should resolve ahead of their first fetch
+    /// ([`Fetcher::prepare`]), each once: sent when no main series is loading.
+    ahead: VecDeque<u64>,
     seises: DetHashMap<u64, SeisFetch>,
     next_key: u64,
     /// Fetches ever asked, and confirmations cancelled because the stream closed first.
     pub(crate) asked: u64,
     pub(crate) cancelled: u64,
     /// How long fetches take to be answered (ms, a moving average, ask to answer): a fetch
-    /// that cannot beat the stream is not worth its request.
-    answer_ms: u32,
+    /// that cannot beat the stream is not worth its request. `None` until a fetch was
+    /// answered: nothing races blindly (on a slow server a race would only queue ahead of
+    /// the quiet seises' confirmations). A seis' first bar, shown by its subscription's
+    /// history, is confirmed by a fetch at the floor, which measures it.
+    answer_ms: Option<u32>,
     /// Where the number in flight is published, each time it changes.
     stats: Arc<EngineCounters>,
+    /// What racing the stream may still spend. A `Cell`: the grace is looked up through a
+    /// shared borrow while the core holds a seis mutably (one thread, `tv-io`, owns it all).
+    budget: Cell<RaceBudget>,
+}
+
+/// How many fetches racing the stream may still go out: a token bucket holding
+/// `per_minute`, refilled at `per_minute` a minute (`u32::MAX`: no limit; 0: no racing).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RaceBudget {
+    per_minute: u32,
+    /// In 1/60,000 of a fetch: a millisecond refills `per_minute` of them.
+    credit: u64,
+    /// When it was last refilled (wall-clock ms).
+    at_ms: Option<i64>,
+}
+
+/// A fetch, in [`RaceBudget::credit`]'s unit.
+const RACE_COST: u64 = 60_000;
+
+impl RaceBudget {
+    /// A full bucket of `per_minute`.
+    pub(crate) fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            credit: u64::from(per_minute).saturating_mul(RACE_COST),
+            at_ms: None,
+        }
+    }
+
+    /// Takes one fetch at `unix_ms` if the bucket holds one.
+    fn take(&mut self, unix_ms: i64) -> bool {
+        match self.per_minute {
+            0 => return false,
+            u32::MAX => return true,
+            _ => {}
+        }
+        let cap = u64::from(self.per_minute).saturating_mul(RACE_COST);
+        if let Some(at) = self.at_ms {
+            let elapsed = u64::try_from(unix_ms.saturating_sub(at)).unwrap_or(0);
+            self.credit = self
+                .credit
+                .saturating_add(elapsed.saturating_mul(u64::from(self.per_minute)))
+                .min(cap);
+        }
+        // A wall clock stepped back refills nothing until it is past `at` again.
+        self.at_ms = Some(self.at_ms.map_or(unix_ms, |at| at.max(unix_ms)));
+        if self.credit >= RACE_COST {
+            self.credit -= RACE_COST;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The fetch chart session's configuration.
@@ -162,13 +228,15 @@ impl Fetcher {
             chart,
             inflight: DetHashMap::default(),
             queue: VecDeque::new(),
+            ahead: VecDeque::new(),
             seises: DetHashMap::default(),
             // Fetch keys live in the fetch chart's key space only; they start high so that a
             // mixed-up key never names a main-series seis.
             next_key: 1 << 62,
             asked: 0,
             cancelled: 0,
-            answer_ms: 0,
+            answer_ms: None,
+            budget: Cell::new(RaceBudget::new(cfg.race_per_minute)),
             stats,
         }
     }
@@ -188,11 +256,42 @@ impl Fetcher {
         f
     }
 
-    pub(crate) fn add_seis(&mut self, id: u64) {
+    pub(crate) fn add_seis(&mut self, id: u64, spec: SymbolSpec) {
         self.seises.entry(id).or_insert_with(|| SeisFetch {
             state: None,
             grace: Grace::new(),
+            spec,
+            ahead: false,
         });
+    }
+
+    /// Seis `id` is live on this connection: its symbol is resolved in the fetch chart session
+    /// ahead of its first fetch (once no main series is loading, so that it never delays a
+    /// subscription), and a confirmation then costs one request on the server, not two. The
+    /// first boundary after a connect is as quick as the others.
+    pub(crate) fn prepare(&mut self, id: u64) {
+        if let Some(s) = self.seises.get_mut(&id)
+            && !s.ahead
+        {
+            s.ahead = true;
+            self.ahead.push_back(id);
+        }
+    }
+
+    /// Sends the resolutions [`Fetcher::prepare`] asked for, unless `main_loading`.
+    fn resolve_ahead(&mut self, conn: &mut Connection, main_loading: bool) {
+        if main_loading || self.ahead.is_empty() {
+            return;
+        }
+        let Some(chart) = conn.chart_mut(self.chart) else {
+            return;
+        };
+        while let Some(id) = self.ahead.pop_front() {
+            if let Some(s) = self.seises.get_mut(&id) {
+                s.ahead = false;
+                chart.resolve_ahead(&s.spec);
+            }
+        }
     }
 
     /// Forgets seis `id`, cancelling its fetch in flight.
@@ -204,6 +303,9 @@ impl Fetcher {
                 }
                 Some(State::Queued(_)) => self.queue.retain(|s| *s != id),
                 _ => {}
+            }
+            if sf.ahead {
+                self.ahead.retain(|s| *s != id);
             }
         }
     }
@@ -272,15 +374,28 @@ impl Fetcher {
     }
 
     /// Starts the queued fetches there is room for, oldest first: `plan` decides, at this
-    /// moment, what each must ask (or that it is no longer needed).
+    /// moment, what each must ask (or that it is no longer needed). Then, unless
+    /// `main_loading`, resolves the symbols [`Fetcher::prepare`] asked for.
     pub(crate) fn pump(
         &mut self,
         conn: &mut Connection,
         now: Instant,
         unix_ms: i64,
+        main_loading: bool,
         mut plan: impl FnMut(u64, Need) -> Option<Plan>,
     ) {
         self.rotate(conn, now);
+        self.start(conn, now, unix_ms, &mut plan);
+        self.resolve_ahead(conn, main_loading);
+    }
+
+    fn start(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        unix_ms: i64,
+        plan: &mut impl FnMut(u64, Need) -> Option<Plan>,
+    ) {
         while self.room(conn) {
             let Some(id) = self.queue.pop_front() else {
                 return;
@@ -305,6 +420,7 @@ impl Fetcher {
                 .map(|c| c.add_series(now, SeriesKey(key), request));
             if let Some(Ok(())) = added {
                 self.asked += 1;
+                self.stats.record_fetch();
                 tracing::debug!(
                     parent: &span,
                     upto = need.upto,
@@ -339,6 +455,13 @@ impl Fetcher {
         if self.inflight.is_empty() && self.rotation_due(conn) {
             conn.remove_chart(self.chart);
             self.chart = conn.add_chart(now, fetch_chart());
+            // The new session has resolved nothing: every seis is resolved ahead again.
+            for (id, s) in &mut self.seises {
+                if !s.ahead {
+                    s.ahead = true;
+                    self.ahead.push_back(*id);
+                }
+            }
         }
     }
 
@@ -386,8 +509,11 @@ impl Fetcher {
         self.inflight.clear();
         self.stats.set_fetches_in_flight(0);
         self.queue.clear();
+        // Each seis is prepared again when its history is replayed on the new connection.
+        self.ahead.clear();
         for s in self.seises.values_mut() {
             s.state = None;
+            s.ahead = false;
         }
     }
 
@@ -403,18 +529,42 @@ impl Fetcher {
         self.inflight.len()
     }
 
-    /// Seis `id`'s close grace for a bar first seen now, from the stream (`streamed`) or from
-    /// history or a fetch. Worked out once per observation, not per message.
+    /// Seis `id`'s close grace without racing the stream, for a bar first seen now from the
+    /// stream (`streamed`) or from history or a fetch.
     pub(crate) fn grace(&self, id: u64, streamed: bool) -> Duration {
+        self.graces(id, streamed).0
+    }
+
+    /// (the grace without racing, whether a fetch at the floor would beat the stream).
+    fn graces(&self, id: u64, streamed: bool) -> (Duration, bool) {
         let g = &self.cfg.grace;
         match self.seises.get(&id).and_then(|s| s.grace.current) {
-            Some(d) => d,
+            Some(c) => (c.wait, c.race),
             // Nothing learned yet: a bar the stream opened is closed by the stream's next one
-            // (wait the ceiling, unless racing it); one only history or a fetch showed is
-            // quiet (the floor).
-            None if streamed && !g.race => g.ceiling.max(g.floor),
-            None => g.floor,
+            // (wait the ceiling, or race it); one only history or a fetch showed is quiet (the
+            // floor).
+            None if streamed => (
+                g.ceiling.max(g.floor),
+                g.race && beats(g.floor, self.answer_ms, g.ceiling),
+            ),
+            None => (g.floor, false),
         }
+    }
+
+    /// The grace of seis `id`'s bar first seen now (at `unix_ms`): where a fetch at the floor
+    /// beats the stream and the race budget holds one, the floor (and the budget pays);
+    /// otherwise [`Fetcher::grace`]. Worked out once per bar, not per message.
+    pub(crate) fn close_grace(&self, id: u64, streamed: bool, unix_ms: i64) -> Duration {
+        let (wait, race) = self.graces(id, streamed);
+        let floor = self.cfg.grace.floor;
+        if !race || wait <= floor {
+            return wait;
+        }
+        let mut b = self.budget.get();
+        let took = b.take(unix_ms);
+        self.budget.set(b);
+        self.stats.record_race(took);
+        if took { floor } else { wait }
     }
 
     /// The stream showed seis `id`'s bar `bar` (of `len_ms`) closed `late_ms` after its
@@ -439,12 +589,19 @@ impl Fetcher {
     pub(crate) fn observe_answer(&mut self, ms: i64) {
         let ms = u32::try_from(ms.max(0)).unwrap_or(u32::MAX);
         // A moving average over about four answers.
-        self.answer_ms = if self.answer_ms == 0 {
-            ms
-        } else {
-            self.answer_ms - self.answer_ms / 4 + ms / 4
-        };
+        self.answer_ms = Some(self.answer_ms.map_or(ms, |a| a - a / 4 + ms / 4));
     }
+}
+
+/// Whether a fetch sent `at` after a close and answered in `answer_ms` (not known yet: no)
+/// comes at least 2 ms sooner than `stream`, when the stream closes the bar.
+fn beats(at: Duration, answer_ms: Option<u32>, stream: Duration) -> bool {
+    answer_ms.is_some_and(|a| {
+        at.as_millis()
+            .saturating_add(u128::from(a))
+            .saturating_add(2)
+            < stream.as_millis()
+    })
 }
 
 /// The grace policy's knobs.
@@ -455,7 +612,18 @@ pub(crate) struct GraceConfig {
     /// The most grace. Equal to `floor`: a fixed grace, nothing learned.
     pub(crate) ceiling: Duration,
     /// Race the stream: fetch at the floor whenever a fetch is answered sooner than the stream
-    /// usually closes the bar (the lowest latency, at a request per close).
+    /// usually closes the bar (the lowest latency, at a request per close), within the
+    /// [`RaceBudget`].
+    pub(crate) race: bool,
+}
+
+/// What a seis' [`Grace`] learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Learned {
+    /// How long after a close to wait for the stream before a fetch confirms it.
+    pub(crate) wait: Duration,
+    /// Racing is on and a fetch at the floor is answered sooner than the stream usually
+    /// closes the bar (the budget decides, bar by bar, whether it goes).
     pub(crate) race: bool,
 }
 
@@ -480,7 +648,7 @@ pub(crate) struct Grace {
     /// sent and was useless.
     useless: VecDeque<i64>,
     /// The grace worked out from `seen`; `None` until enough was seen (or learning is off).
-    current: Option<Duration>,
+    current: Option<Learned>,
     /// The length of this seis' bars (ms), as last seen.
     len_ms: u32,
 }
@@ -516,7 +684,14 @@ impl Grace {
 
     /// The stream closed `bar` (of `len_ms`) `late_ms` after its close time. Later than the
     /// bar's own length is a miss: the next bar had no trade (a thin market).
-    fn stream(&mut self, bar: i64, late_ms: i64, len_ms: i64, cfg: &GraceConfig, answer_ms: u32) {
+    fn stream(
+        &mut self,
+        bar: i64,
+        late_ms: i64,
+        len_ms: i64,
+        cfg: &GraceConfig,
+        answer_ms: Option<u32>,
+    ) {
         self.len_ms = u32::try_from(len_ms.max(1)).unwrap_or(u32::MAX);
         let late = if late_ms >= len_ms.max(1) {
             MISS
@@ -535,7 +710,7 @@ impl Grace {
         self.useless.push_back(bar);
     }
 
-    fn fetched(&mut self, bar: i64, cfg: &GraceConfig, answer_ms: u32) {
+    fn fetched(&mut self, bar: i64, cfg: &GraceConfig, answer_ms: Option<u32>) {
         self.push(bar, MISS);
         self.current = self.grace(cfg, answer_ms);
     }
@@ -547,9 +722,12 @@ impl Grace {
         self.useless.iter().filter(|b| **b >= oldest).count() > 2
     }
 
-    fn grace(&self, cfg: &GraceConfig, answer_ms: u32) -> Option<Duration> {
+    fn grace(&self, cfg: &GraceConfig, answer_ms: Option<u32>) -> Option<Learned> {
         if cfg.ceiling <= cfg.floor {
-            return Some(cfg.floor);
+            return Some(Learned {
+                wait: cfg.floor,
+                race: false,
+            });
         }
         if self.seen.len() < 3 {
             return None;
@@ -565,25 +743,31 @@ impl Grace {
         }
         let misses = self.seen.len() - n;
         if misses * 4 > self.seen.len() || n == 0 {
-            return Some(cfg.floor);
+            return Some(Learned {
+                wait: cfg.floor,
+                race: false,
+            });
         }
         let late = &mut late[..n];
         late.sort_unstable();
         let q90 = late[(n * 9).div_ceil(10) - 1];
         let q50 = late[(n - 1) / 2];
         let want = q90.saturating_add((q90 / 8).max(2)).max(floor_ms);
-        let beats = |at: u32| at.saturating_add(answer_ms).saturating_add(2) < q50;
-        let ms = if cfg.race && beats(floor_ms) && !self.fetches_lose() {
-            // Asked to race the stream, and a fetch sent at the floor is answered sooner than
-            // the stream usually closes the bar.
-            floor_ms
-        } else if want <= ceiling_ms {
+        // Whether a fetch sent `at` ms after the close is answered sooner than the stream
+        // usually closes the bar (no answer seen yet: assumed quick, a fetch at the ceiling
+        // is not a race).
+        let sooner = |at: u32| at.saturating_add(answer_ms.unwrap_or(0)).saturating_add(2) < q50;
+        // Racing is on, and a fetch sent at the floor is known to be answered sooner.
+        let race = cfg.race
+            && beats(cfg.floor, answer_ms, Duration::from_millis(u64::from(q50)))
+            && !self.fetches_lose();
+        let ms = if want <= ceiling_ms {
             want
         } else if q50.saturating_add((q50 / 8).max(2)) <= ceiling_ms {
             // Usually on time, sometimes very late (a stall, a lull): the late ones are
             // fetched at the ceiling.
             ceiling_ms
-        } else if beats(ceiling_ms) && !self.fetches_lose() {
+        } else if sooner(ceiling_ms) && !self.fetches_lose() {
             // The stream is usually later than the ceiling, and a fetch sent then is answered
             // sooner than the stream's close: worth its request.
             ceiling_ms
@@ -592,7 +776,10 @@ impl Grace {
             // for it, and fetch only when it is later than usual (never a whole bar later).
             want.min(self.len_ms.saturating_sub(1).max(ceiling_ms))
         };
-        Some(Duration::from_millis(u64::from(ms)))
+        Some(Learned {
+            wait: Duration::from_millis(u64::from(ms)),
+            race,
+        })
     }
 }
 
@@ -616,33 +803,72 @@ mod tests {
         };
         let mut g = Grace::new();
         for bar in 0..16 {
-            g.stream(bar, 50, 1_000, &race, 2);
+            g.stream(bar, 50, 1_000, &race, Some(2));
         }
         assert_eq!(
             g.current,
-            Some(Duration::from_millis(5)),
+            Some(Learned {
+                wait: Duration::from_millis(56),
+                race: true
+            }),
             "2 ms answers beat a 50 ms tick"
         );
         let mut g = Grace::new();
         for bar in 0..16 {
-            g.stream(bar, 50, 1_000, &race, 60);
+            g.stream(bar, 50, 1_000, &race, Some(60));
         }
         assert_eq!(
             g.current,
-            Some(Duration::from_millis(56)),
+            Some(Learned {
+                wait: Duration::from_millis(56),
+                race: false
+            }),
             "60 ms answers do not"
         );
+        let mut g = Grace::new();
+        for bar in 0..16 {
+            g.stream(bar, 50, 1_000, &cfg(), Some(2));
+        }
+        assert!(!g.current.is_some_and(|c| c.race), "racing is off");
+        let mut g = Grace::new();
+        for bar in 0..16 {
+            g.stream(bar, 50, 1_000, &race, None);
+        }
+        assert!(
+            !g.current.is_some_and(|c| c.race),
+            "no answer seen yet: nothing races blindly"
+        );
+    }
+
+    #[test]
+    fn the_race_budget_refills_at_its_rate_and_holds_no_more_than_a_minute() {
+        let mut b = RaceBudget::new(3);
+        assert!((0..3).all(|_| b.take(1_000)), "a full bucket of 3");
+        assert!(!b.take(1_000), "empty");
+        assert!(!b.take(20_999), "a third of a minute later: not yet one");
+        assert!(b.take(21_000), "one refilled after 20 s");
+        assert!(!b.take(21_000));
+        // An hour idle refills a minute's worth, no more.
+        assert!((0..3).all(|_| b.take(3_621_000)));
+        assert!(!b.take(3_621_000));
+        // A clock stepped back refills nothing.
+        assert!(!b.take(0));
+        assert!(!b.take(3_621_000));
+        let mut off = RaceBudget::new(0);
+        assert!(!off.take(0) && !off.take(i64::MAX));
+        let mut unlimited = RaceBudget::new(u32::MAX);
+        assert!((0..10_000).all(|_| unlimited.take(0)));
     }
 
     #[test]
     fn a_streaming_seis_learns_its_phase() {
         let mut g = Grace::new();
-        assert_eq!(g.grace(&cfg(), 1), None, "nothing seen yet");
+        assert_eq!(g.grace(&cfg(), Some(1)), None, "nothing seen yet");
         for bar in 0..16 {
-            g.stream(bar, 37 + bar % 3, 1_000, &cfg(), 1);
+            g.stream(bar, 37 + bar % 3, 1_000, &cfg(), Some(1));
         }
         // q90 of 37..=39 is 39, plus max(39/8, 2) = 4.
-        assert_eq!(g.current, Some(Duration::from_millis(43)));
+        assert_eq!(g.current.map(|c| c.wait), Some(Duration::from_millis(43)));
     }
 
     #[test]
@@ -650,63 +876,72 @@ mod tests {
         let mut g = Grace::new();
         for bar in 0..16 {
             if bar % 2 == 0 {
-                g.fetched(bar, &cfg(), 1);
+                g.fetched(bar, &cfg(), Some(1));
             } else {
-                g.stream(bar, 40, 1_000, &cfg(), 1);
+                g.stream(bar, 40, 1_000, &cfg(), Some(1));
             }
         }
-        assert_eq!(g.current, Some(Duration::from_millis(5)));
+        assert_eq!(g.current.map(|c| c.wait), Some(Duration::from_millis(5)));
     }
 
     #[test]
     fn a_stream_close_after_a_fetch_replaces_the_miss() {
         let mut g = Grace::new();
         for bar in 0..16 {
-            g.fetched(bar, &cfg(), 1);
-            g.stream(bar, 30, 1_000, &cfg(), 1);
+            g.fetched(bar, &cfg(), Some(1));
+            g.stream(bar, 30, 1_000, &cfg(), Some(1));
         }
-        assert_eq!(g.current, Some(Duration::from_millis(33)));
+        assert_eq!(g.current.map(|c| c.wait), Some(Duration::from_millis(33)));
     }
 
     #[test]
     fn the_ceiling_bounds_it_and_a_fixed_grace_learns_nothing() {
         let mut g = Grace::new();
         for bar in 0..16 {
-            g.stream(bar, 240, 1_000, &cfg(), 1);
+            g.stream(bar, 240, 1_000, &cfg(), Some(1));
         }
         // 240 + 240/8 = 270, past the ceiling: but the stream is sooner than a fetch sent at
         // the ceiling could be, so it waits for the stream.
-        assert_eq!(g.current, Some(Duration::from_millis(270)));
+        assert_eq!(g.current.map(|c| c.wait), Some(Duration::from_millis(270)));
         // A stream later than the ceiling: fetched at the ceiling while a fetch is answered
         // sooner than the stream closes, waited for when fetches are slower.
         let mut g = Grace::new();
         for bar in 0..16 {
-            g.stream(bar, 400, 1_000, &cfg(), 1);
+            g.stream(bar, 400, 1_000, &cfg(), Some(1));
         }
-        assert_eq!(g.current, Some(Duration::from_millis(250)));
+        assert_eq!(g.current.map(|c| c.wait), Some(Duration::from_millis(250)));
         let mut g = Grace::new();
         for bar in 0..16 {
-            g.stream(bar, 400, 1_000, &cfg(), 900);
+            g.stream(bar, 400, 1_000, &cfg(), Some(900));
         }
-        assert_eq!(g.current, Some(Duration::from_millis(450)));
+        assert_eq!(g.current.map(|c| c.wait), Some(Duration::from_millis(450)));
         // Usually on time, once 3 s late (a stall): the late one is fetched at the ceiling, the
         // grace does not grow to the outlier.
         let mut g = Grace::new();
         for bar in 0..5 {
-            g.stream(bar, if bar == 3 { 3_000 } else { 0 }, 5_000, &cfg(), 1);
+            g.stream(
+                bar,
+                if bar == 3 { 3_000 } else { 0 },
+                5_000,
+                &cfg(),
+                Some(1),
+            );
         }
-        assert_eq!(g.current, Some(Duration::from_millis(250)));
+        assert_eq!(g.current.map(|c| c.wait), Some(Duration::from_millis(250)));
         // Later than a whole bar: the next bar had no trade, a miss (a thin market).
         let mut g = Grace::new();
         for bar in 0..16 {
-            g.stream(bar, 3_000, 1_000, &cfg(), 1);
+            g.stream(bar, 3_000, 1_000, &cfg(), Some(1));
         }
-        assert_eq!(g.current, Some(Duration::from_millis(5)));
+        assert_eq!(g.current.map(|c| c.wait), Some(Duration::from_millis(5)));
         let fixed = GraceConfig {
             floor: Duration::from_millis(20),
             ceiling: Duration::from_millis(20),
             race: false,
         };
-        assert_eq!(g.grace(&fixed, 1), Some(Duration::from_millis(20)));
+        assert_eq!(
+            g.grace(&fixed, Some(1)).map(|c| c.wait),
+            Some(Duration::from_millis(20))
+        );
     }
 }

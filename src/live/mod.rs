@@ -313,7 +313,7 @@ pub struct LiveFeedBuilder {
     hist_timeout: Duration,
     close_grace: Duration,
     close_grace_ceiling: Duration,
-    close_race: bool,
+    race_per_minute: u32,
     stall_timeout: Duration,
     connect_timeout: Duration,
     backoff_base: Duration,
@@ -339,7 +339,7 @@ impl fmt::Debug for LiveFeedBuilder {
             .field("io_wait", &self.io_wait)
             .field("close_grace", &self.close_grace)
             .field("close_grace_ceiling", &self.close_grace_ceiling)
-            .field("close_race", &self.close_race)
+            .field("race_per_minute", &self.race_per_minute)
             .field("max_reconnect_attempts", &self.max_reconnect_attempts)
             .field("max_outage", &self.max_outage)
             .field("retry_certificate_errors", &self.retry_certificate_errors)
@@ -364,7 +364,7 @@ impl Default for LiveFeedBuilder {
             hist_timeout: crate::DEFAULT_TIMEOUT,
             close_grace: c.close_grace,
             close_grace_ceiling: c.close_grace_ceiling,
-            close_race: c.close_race,
+            race_per_minute: c.race_per_minute,
             stall_timeout: c.stall_timeout,
             connect_timeout: c.connect_timeout,
             backoff_base: c.backoff_base,
@@ -495,7 +495,8 @@ impl LiveFeedBuilder {
         self
     }
 
-    /// The floor of the close grace, and a quiet seis' grace. Default 5 ms.
+    /// The floor of the close grace: a quiet seis' grace, and when a racing fetch goes out.
+    /// Default 0: at the close time itself.
     ///
     /// After a bar's close time, the engine waits for the stream to show the next bar (which
     /// closes it) before a fetch over the same connection confirms the close. How long is
@@ -505,11 +506,17 @@ impl LiveFeedBuilder {
     ///   bars, plus an eighth (at least 2 ms): it is closed by its own next trade, and fetched
     ///   only when that trade is later than usual, so a liquid market costs the server almost
     ///   no requests however far away it is;
+    /// - unless a fetch at the floor is answered sooner than that trade usually comes: then
+    ///   the close races the stream, within a budget
+    ///   ([`LiveFeedBuilder::close_race_per_minute`]);
     /// - a quiet seis (more than a quarter of its recent bars were closed by a fetch before
     ///   the stream showed them, or nothing observed yet) waits the floor: its close comes
     ///   within the floor plus one round trip plus the server's service time.
     ///
-    /// A grace below the floor is never used; [`LiveFeedBuilder::close_grace_fixed`] turns the
+    /// A fetch's answer is the server's bar as of when the server serves it: a floor above 0
+    /// leaves room for a trade stamped just before the close that reaches the server just
+    /// after it (the engine delivers such a late change as [`LiveEvent::Revised`]). A grace
+    /// below the floor is never used; [`LiveFeedBuilder::close_grace_fixed`] turns the
     /// learning off.
     pub fn close_grace(mut self, t: Duration) -> Self {
         self.close_grace = t;
@@ -523,18 +530,30 @@ impl LiveFeedBuilder {
         self
     }
 
-    /// Race the stream for the lowest close latency. Default `false`.
+    /// Race the stream for the lowest close latency, with no limit (`true`), or never
+    /// (`false`). The default races within a budget: see
+    /// [`LiveFeedBuilder::close_race_per_minute`].
+    pub fn close_race(self, on: bool) -> Self {
+        self.close_race_per_minute(if on { u32::MAX } else { 0 })
+    }
+
+    /// Race the stream for the lowest close latency, at most `n` fetches a minute across the
+    /// feed. Default 120; 0 turns racing off, `u32::MAX` removes the limit.
     ///
-    /// When on, a streaming seis is fetched at the floor ([`LiveFeedBuilder::close_grace`])
-    /// whenever a fetch is answered sooner than its stream usually closes the bar (measured:
-    /// the fetches' answer time against the stream's recent lateness), so its closes come at
-    /// the floor plus one round trip instead of at its next trade. It costs a request per
-    /// close (a `create_series` and a `remove_series`) on every seis where it wins, which a
-    /// large watchlist on TradingView pays in throttling; where a fetch cannot win (a far
-    /// server, a busy one) nothing changes. Off, a streaming seis is closed by its own next
-    /// trade and fetched only when that is later than usual.
-    pub fn close_race(mut self, on: bool) -> Self {
-        self.close_race = on;
+    /// A streaming seis is fetched at the floor ([`LiveFeedBuilder::close_grace`]) whenever a
+    /// fetch is answered sooner than its stream usually closes the bar (measured: the
+    /// fetches' answer time against the stream's recent lateness), so its close comes at the
+    /// floor plus one round trip and the server's queue instead of at its next trade. Each
+    /// such close costs one request (a `create_series`; its `remove_series` is answered by
+    /// nothing). Where a fetch cannot win (a far server, a stream that closes its bars
+    /// promptly) nothing is fetched. The budget is a bucket of `n` refilled at `n` a minute:
+    /// a bar that finds it empty waits for its stream as if racing were off, so a large
+    /// watchlist never asks the server for more than `n` bars a minute on this account (a
+    /// 30-seis watchlist of 1-minute bars races every close with the default; the Python
+    /// library opens a connection per seis and bar). [`LiveFeed::stats`]' counters tell how
+    /// many closes raced and how many the budget refused.
+    pub fn close_race_per_minute(mut self, n: u32) -> Self {
+        self.race_per_minute = n;
         self
     }
 
@@ -648,7 +667,7 @@ impl LiveFeedBuilder {
                 token: self.token.clone(),
                 close_grace: self.close_grace,
                 close_grace_ceiling: self.close_grace_ceiling,
-                close_race: self.close_race,
+                race_per_minute: self.race_per_minute,
                 stall_timeout: self.stall_timeout,
                 connect_timeout: self.connect_timeout,
                 backoff_base: self.backoff_base,
@@ -834,6 +853,14 @@ pub struct Stats {
     pub last_failure: Option<ConnectFailure>,
     /// Close confirmations and gap fills in flight on the connection now.
     pub fetches_in_flight: u64,
+    /// Close confirmations and gap fills asked since the feed started (each one request on
+    /// the server).
+    pub fetches: u64,
+    /// Bars whose close raced the stream (a fetch at the floor; see
+    /// [`LiveFeedBuilder::close_race_per_minute`]).
+    pub races: u64,
+    /// Bars that would have raced but found the race budget empty (closed by their stream).
+    pub races_refused: u64,
     /// Per seis.
     pub seises: Vec<SeisStats>,
     /// Per consumer.
@@ -1398,6 +1425,7 @@ impl LiveFeed {
     pub fn stats(&self) -> Stats {
         let e = &self.shared.engine;
         let link = self.connection();
+        let (fetches, races, races_refused) = e.fetch_counts();
         let mut stats = Stats {
             connected: link.connected,
             reconnects: link.reconnects,
@@ -1406,6 +1434,9 @@ impl LiveFeed {
             failed_attempts: link.failed_attempts,
             last_failure: link.last_failure,
             fetches_in_flight: e.fetches_in_flight(),
+            fetches,
+            races,
+            races_refused,
             ..Stats::default()
         };
         for (key, entry) in self.shared.registry.load().iter() {

@@ -287,6 +287,9 @@ pub(crate) struct EngineCounters {
     messages: AtomicU64,
     failed_attempts: AtomicU64,
     fetches_in_flight: AtomicU64,
+    fetches: AtomicU64,
+    races: AtomicU64,
+    races_refused: AtomicU64,
     /// The last failed connection attempt (rare, never on the hot path; the lock is held for a
     /// clone only, never across I/O or a callback).
     last_failure: Mutex<Option<ConnectFailure>>,
@@ -311,6 +314,29 @@ impl EngineCounters {
 
     pub(crate) fn set_fetches_in_flight(&self, n: usize) {
         self.fetches_in_flight.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_fetch(&self) {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A bar's close raced the stream (`true`), or the race budget refused it.
+    pub(crate) fn record_race(&self, raced: bool) {
+        if raced {
+            &self.races
+        } else {
+            &self.races_refused
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (fetches asked, closes that raced, races the budget refused).
+    pub(crate) fn fetch_counts(&self) -> (u64, u64, u64) {
+        (
+            self.fetches.load(Ordering::Relaxed),
+            self.races.load(Ordering::Relaxed),
+            self.races_refused.load(Ordering::Relaxed),
+        )
     }
 
     /// A connection attempt failed: kept, then counted (see the type's orderings).

@@ -473,6 +473,38 @@ impl ChartSession {
         self.resolves
     }
 
+    /// How many series are still loading (asked, not answered, not failed): one load timer
+    /// each, so this is counted without a scan.
+    pub fn loading(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Asks the server to resolve `spec` now, ahead of the first series that needs it, so
+    /// that series costs only its `create_series` (the `resolve_symbol` is off its path).
+    /// Only with [`ChartConfig::reuse_symbols`], and only once per session and spec: returns
+    /// whether a `resolve_symbol` was queued. A symbol that fails to resolve is forgotten, and
+    /// its next series asks again (and learns why).
+    pub fn resolve_ahead(&mut self, spec: &SymbolSpec) -> bool {
+        if !self.config.reuse_symbols || self.resolved.contains_key(spec) {
+            return false;
+        }
+        // A wire number of its own: no series answers to it, so the server's
+        // `symbol_resolved` for it is ignored and a `symbol_error` only forgets it.
+        let n = self.next_wire;
+        self.next_wire += 1;
+        let mut resolve = Vec::with_capacity(160);
+        Request::ResolveSymbol {
+            session: &self.id,
+            symbol_id: &format!("sds_sym_{n}"),
+            spec,
+        }
+        .encode(&mut resolve);
+        self.transmit.push_back(resolve);
+        self.resolves += 1;
+        self.resolved.insert(spec.clone(), n);
+        true
+    }
+
     /// The chart session id.
     pub fn id(&self) -> &str {
         &self.id
