@@ -23,14 +23,17 @@
 //! count of 2 or 3 in the usual case, not a gap fill's `max_gap_bars`. An answer that does not
 //! reach back to its anchor (a server that filled the window from a later "now") delivers
 //! nothing and is asked again with the full window. Each symbol is resolved once per fetch
-//! chart session ([`ChartConfig::reuse_symbols`]): a confirmation costs one `create_series`
-//! and one `remove_series`, and the server keeps one resolved symbol per seis. When the
-//! stream closes a bar first, the confirmation in flight for it is cancelled at once
+//! chart session ([`ChartConfig::reuse_symbols`]), ahead of its first fetch
+//! ([`Fetcher::prepare`]): a confirmation costs one `create_series` (and a `remove_series`,
+//! which the server does not answer), and the server keeps one resolved symbol per seis. When
+//! the stream closes a bar first, the confirmation in flight for it is cancelled at once
 //! (`remove_series`), freeing its slot.
 //!
-//! # The close grace, learned per seis
+//! # The close grace, learned per seis, and the race
 //!
-//! See [`Grace`].
+//! See [`Grace`]. Where a fetch at the floor is answered sooner than a seis' stream usually
+//! closes its bars, the close races the stream (a fetch at the floor) while the
+//! [`RaceBudget`] holds one ([`Fetcher::close_grace`]).
 
 use std::{
     cell::Cell,
@@ -538,15 +541,22 @@ impl Fetcher {
     /// (the grace without racing, whether a fetch at the floor would beat the stream).
     fn graces(&self, id: u64, streamed: bool) -> (Duration, bool) {
         let g = &self.cfg.grace;
-        match self.seises.get(&id).and_then(|s| s.grace.current) {
+        let seis = self.seises.get(&id);
+        match seis.and_then(|s| s.grace.current) {
             Some(c) => (c.wait, c.race),
             // Nothing learned yet: a bar the stream opened is closed by the stream's next one
-            // (wait the ceiling, or race it); one only history or a fetch showed is quiet (the
-            // floor).
-            None if streamed => (
-                g.ceiling.max(g.floor),
-                g.race && beats(g.floor, self.answer_ms, g.ceiling),
-            ),
+            // (wait the ceiling), or raced where a fetch beats the latest the stream has closed
+            // a bar so far (the ceiling before it closed any); one only history or a fetch
+            // showed is quiet (the floor).
+            None if streamed => {
+                let stream = seis
+                    .and_then(|s| s.grace.latest_seen())
+                    .unwrap_or(g.ceiling);
+                (
+                    g.ceiling.max(g.floor),
+                    g.race && beats(g.floor, self.answer_ms, stream),
+                )
+            }
             None => (g.floor, false),
         }
     }
@@ -700,6 +710,16 @@ impl Grace {
         };
         self.push(bar, late);
         self.current = self.grace(cfg, answer_ms);
+    }
+
+    /// The latest the stream closed one of the bars seen, if it closed any.
+    fn latest_seen(&self) -> Option<Duration> {
+        self.seen
+            .iter()
+            .map(|s| s.1)
+            .filter(|l| *l != MISS)
+            .max()
+            .map(|l| Duration::from_millis(u64::from(l)))
     }
 
     /// The stream closed `bar` while its confirmation was in flight.
