@@ -63,6 +63,7 @@ mutations=(
     "race-budget-ignored|src/live/fetch.rs|--lib|live::dst::the_race_budget_bounds|raced with a budget of 30 a minute"
     "race-blind|src/live/fetch.rs|--lib|live::fetch::tests::racing_fetches_at_the_floor|nothing races blindly"
     "no-resolve-ahead|src/live/fetch.rs|--lib|live::dst::a_seis_first_close_costs_one_request|closes from the first on come one service time"
+    "close-timer-fires-early|src/live/core.rs|--lib|live::dst::a_close_timer_firing_before|raced closes with the wall clock read behind"
     "first-bars-race-the-ceiling|src/live/fetch.rs|--lib|live::dst::a_streaming_seis_that_closes_promptly|bars raced a prompt stream"
 )
 
@@ -144,6 +145,9 @@ mutation_text() {
     race-blind)
         OLD='    answer_ms.is_some_and(|a| {'
         NEW='    Some(answer_ms.unwrap_or(0)).is_some_and(|a| {' ;;
+    close-timer-fires-early)
+        OLD='        if self.unix_ms < close_ms {'
+        NEW='        if false && self.unix_ms < close_ms {' ;;
     first-bars-race-the-ceiling)
         OLD='                let stream = seis
                     .and_then(|s| s.grace.latest_seen())

@@ -954,7 +954,7 @@ impl Core {
                     }
                 }
                 Timer::Close { seis, bar } | Timer::FetchRetry { seis, bar } => {
-                    self.close_due(seis, bar);
+                    self.close_due(now, seis, bar);
                 }
                 Timer::Check { seis, generation } => {
                     let due = self
@@ -964,7 +964,7 @@ impl Core {
                         .and_then(|st| st.last_closed)
                         .map(|b| st_next(self.seises.get(&seis), b.time));
                     if let Some(Some(next)) = due {
-                        self.close_due(seis, next);
+                        self.close_due(now, seis, next);
                     }
                 }
                 Timer::Reload { seis } => {
@@ -1008,7 +1008,14 @@ impl Core {
     /// The close time (plus grace) of bar `bar` of seis `id` passed: if the stream has not
     /// closed it, it needs a confirmation (queued, merged, or kept as the follow-up of the
     /// fetch in flight: never dropped).
-    fn close_due(&mut self, id: u64, bar: i64) {
+    ///
+    /// A timer that fires before the wall clock shows the bar closed waits for it: timers run
+    /// on the monotonic clock, and a deadline worked out from two clocks read apart, each
+    /// truncated to the millisecond, can come up to a millisecond before the wall-clock close.
+    /// With a grace of 0 that would ask the fetch before the close, and an answer whose newest
+    /// bar is the one that just ended (no trade since) would not show it closed: the race
+    /// would be lost to the stream.
+    fn close_due(&mut self, now: Instant, id: u64, bar: i64) {
         if !self.is_up() {
             return; // the gap fill after the reconnect covers it
         }
@@ -1016,6 +1023,16 @@ impl Core {
             return;
         };
         if !matches!(st.phase, SeisPhase::Live) || st.last_closed.is_some_and(|b| b.time >= bar) {
+            return;
+        }
+        let close_ms = st.seis.interval().next_bar_open(bar).saturating_mul(1000);
+        if self.unix_ms < close_ms {
+            let early = u64::try_from(close_ms.saturating_sub(self.unix_ms)).unwrap_or(u64::MAX);
+            self.arm(
+                now,
+                Duration::from_millis(early),
+                Timer::Close { seis: id, bar },
+            );
             return;
         }
         self.fetcher.want(

@@ -252,6 +252,10 @@ struct World {
     to_server: Vec<Vec<u8>>,
     /// The server reads nothing until then, but keeps streaming.
     requests_until: u64,
+    /// The engine's wall clock reads a millisecond behind on every whole second (its monotonic
+    /// and wall clocks are read apart and truncated): a deadline at a close, worked out at
+    /// another time, fires while the wall clock still shows the millisecond before.
+    wall_lag: bool,
     seises: Vec<SeisSlot>,
     fanout: Fanout,
     checks: Vec<Check>,
@@ -339,6 +343,7 @@ impl World {
             stall_until: 0,
             to_server: Vec::new(),
             requests_until: 0,
+            wall_lag: false,
             seises: Vec::new(),
             fanout: Fanout::new(backlog),
             backlog,
@@ -359,6 +364,15 @@ impl World {
 
     fn unix_ms(&self) -> u64 {
         UNIX0_MS + self.now_ms
+    }
+
+    /// The wall clock as the engine reads it at `unix` (see `wall_lag`).
+    fn engine_unix_ms(&self, unix: u64) -> i64 {
+        (if self.wall_lag && unix.is_multiple_of(1000) {
+            unix - 1
+        } else {
+            unix
+        }) as i64
     }
 
     /// The server corrects, for every subscribed seis, the bar `back` traded bars before the
@@ -556,12 +570,13 @@ impl World {
     fn turn(&mut self) {
         let now = self.now();
         let unix = self.unix_ms();
+        let engine_unix = self.engine_unix_ms(unix);
         // The server's side.
         if let Some(s) = &mut self.server {
             s.tick(&self.cfg, &self.sim, unix);
             if self.now_ms >= self.stall_until {
                 for mut m in std::mem::take(&mut s.out) {
-                    self.core.handle_message(now, unix as i64, &mut m);
+                    self.core.handle_message(now, engine_unix, &mut m);
                 }
                 s.sent(&self.cfg, unix);
             }
@@ -575,7 +590,7 @@ impl World {
             }
         }
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
-            self.core.handle_timeout(now, unix as i64);
+            self.core.handle_timeout(now, engine_unix);
         }
         while let Some(a) = self.core.poll_action() {
             format!("{a:?}").hash(&mut self.digest);
@@ -1795,6 +1810,44 @@ fn a_late_stream_is_raced_and_closed_by_a_fetch_at_the_close_time() {
     assert!(
         raced >= 25 && refused == 0,
         "{raced} raced, {refused} refused"
+    );
+    w.settle();
+}
+
+/// The race above with the engine's wall clock read a millisecond behind on whole seconds (see
+/// `World::wall_lag`): a close timer armed at the stream's tick fires while the wall clock
+/// shows the millisecond before the close. It waits for the close, and the race still
+/// wins; a fetch asked before the close would find the bar that just ended still forming
+/// (no trade since) and lose the race to the stream's 50 ms.
+#[test]
+fn a_close_timer_firing_before_the_wall_clock_shows_the_close_waits_for_it() {
+    let c = Conditions {
+        service_ms: 1,
+        phase_ms: 50,
+        jitter_ms: 0,
+    };
+    let mut w = World::with_conditions(64, super::fanout::DEFAULT_BACKLOG, c);
+    w.wall_lag = true;
+    w.run(10);
+    w.apply(&Op::Subscribe {
+        symbol: 0,
+        interval: 0,
+    });
+    w.apply(&Op::AddConsumer {
+        seis: 0,
+        capacity: 4096,
+        rate: 4096,
+        updates: false,
+    });
+    for _ in 0..30 {
+        w.run(1_000);
+        w.drain(true);
+    }
+    let late = close_latencies(&w, 0, 3);
+    assert!(late.len() >= 25, "{} closes", late.len());
+    assert!(
+        late.iter().all(|l| *l <= 10),
+        "raced closes with the wall clock read behind: {late:?}"
     );
     w.settle();
 }
