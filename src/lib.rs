@@ -111,7 +111,7 @@ pub use auth::{ANONYMOUS_TOKEN, AuthToken};
 pub use error::{Error, HumanDuration, Phase, Result};
 pub use history::{
     Client, ClientConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, HistMany, HistOptions,
-    HistRequest, History, MAX_BARS, TOKEN_ENV, URL_ENV,
+    HistRequest, History, KEEP_CONNECTION, MAX_BARS, TOKEN_ENV, URL_ENV,
 };
 pub use live::{
     ConnectFailure, ConnectionStatus, ConsumerOptions, ConsumerStats, IoWait, Latency, LiveEvent,

@@ -351,3 +351,50 @@ fn bad_requests_are_rejected_before_any_io() {
     let err = hist(&client, "BINANCE:BTCUSDT", iv("1"), 0).unwrap_err();
     assert!(matches!(err, Error::InvalidRequest(_)));
 }
+
+/// Back-to-back calls share one connection (`KEEP_CONNECTION`): the second skips the connect
+/// and upgrade, and the first's chart session is deleted when it ends, so the server keeps
+/// nothing of it (no series open while the connection waits for the next call).
+#[test]
+fn back_to_back_calls_share_one_connection_and_the_server_keeps_nothing_of_the_last() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let client = Client::new(client_for(&sim));
+    for n in [300, 10, 2_000] {
+        let h = hist(&client, "BINANCE:BTCUSDT", iv("1"), n).unwrap();
+        assert_exact(&sim, &h, n as usize);
+    }
+    let c = sim.counters();
+    assert_eq!(c.connections, 1, "three calls, one connection");
+    util::wait_for(
+        Duration::from_secs(5),
+        "the kept connection's series closed",
+        || sim.counters().series_open == 0,
+    );
+    assert_eq!(sim.counters().active, 1, "the connection is kept");
+    // A clone shares the kept connection.
+    let h = hist(&client.clone(), "BINANCE:ETHUSDT", iv("5"), 20).unwrap();
+    assert_exact(&sim, &h, 20);
+    assert_eq!(sim.counters().connections, 1);
+}
+
+/// A kept connection that the server closed while it waited (cleanly or not) is replaced
+/// within the next call: the call succeeds on a new connection, with the exact bars.
+#[test]
+fn a_kept_connection_the_server_closed_is_replaced_within_the_call() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let client = Client::new(client_for(&sim));
+    hist(&client, "BINANCE:BTCUSDT", iv("1"), 50).unwrap();
+    for (i, kind) in [FaultKind::CloseAbrupt, FaultKind::CloseClean]
+        .into_iter()
+        .enumerate()
+    {
+        sim.inject(Fault::now(kind));
+        assert!(
+            sim.wait_idle(Duration::from_secs(5)),
+            "the server closed it"
+        );
+        let h = hist(&client, "BINANCE:BTCUSDT", iv("1"), 50).unwrap();
+        assert_exact(&sim, &h, 50);
+        assert_eq!(sim.counters().connections, 2 + i as u64);
+    }
+}

@@ -205,6 +205,10 @@ impl HistBatch {
     }
 
     /// How many series are open now (at most [`BatchConfig::max_in_flight`]).
+    pub(crate) fn chart(&self) -> ChartId {
+        self.chart
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
     }

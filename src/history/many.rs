@@ -115,6 +115,23 @@ pub(super) enum ChartErrors {
     Logged,
 }
 
+/// A connection that [`Client::get_hist`] kept for the next call: its chart session was
+/// deleted (the server sends nothing more of it) and everything queued was sent.
+#[derive(Debug)]
+pub(super) struct Parked {
+    ws: transport::Connection,
+    proto: Connection,
+    /// When it was parked.
+    pub(super) since: Instant,
+}
+
+impl Parked {
+    /// Closes the kept connection politely (at most a moment).
+    pub(super) fn close(self) {
+        self.ws.close();
+    }
+}
+
 /// One blocking websocket carrying one [`HistBatch`] in a chart session of its own.
 #[derive(Debug)]
 pub(super) struct Link {
@@ -162,14 +179,56 @@ impl Link {
             .with_auth_token(config.token.clone())
             .with_idle_timeout(config.timeout)
             .with_id_seed(clock::id_seed());
-        let mut proto = Connection::new(now, conn_config);
+        let proto = Connection::new(now, conn_config);
+        Ok(Self::on(
+            ws,
+            proto,
+            config,
+            (deadline, budget),
+            requests,
+            batch,
+            chart_errors,
+        ))
+    }
+
+    /// A batch on a connection a previous call parked ([`Link::park`]): a fresh chart session,
+    /// no connect.
+    pub(super) fn resume(
+        parked: Parked,
+        config: &ClientConfig,
+        (deadline, budget): (Option<Instant>, Duration),
+        requests: Vec<BatchRequest>,
+        batch: BatchConfig,
+        chart_errors: ChartErrors,
+    ) -> Self {
+        Self::on(
+            parked.ws,
+            parked.proto,
+            config,
+            (deadline, budget),
+            requests,
+            batch,
+            chart_errors,
+        )
+    }
+
+    fn on(
+        ws: transport::Connection,
+        mut proto: Connection,
+        config: &ClientConfig,
+        (deadline, budget): (Option<Instant>, Duration),
+        requests: Vec<BatchRequest>,
+        batch: BatchConfig,
+        chart_errors: ChartErrors,
+    ) -> Self {
+        let now = clock::monotonic();
         let chart = proto.add_chart(
             now,
             ChartConfig::default().with_load_timeout(config.timeout),
         );
         let max_in_flight = batch.max_in_flight.max(1);
         let batch = HistBatch::new(&mut proto, chart, now, requests, batch);
-        Ok(Self {
+        Self {
             max_in_flight,
             request_timeout: config.timeout,
             ws,
@@ -179,6 +238,30 @@ impl Link {
             budget,
             armed: None,
             chart_errors,
+        }
+    }
+
+    /// Keeps the connection for the next call: deletes the batch's chart session (the server
+    /// stops its series' updates) and sends what is queued, each send bounded by one request
+    /// timeout and the batch's deadline. `None` (the connection closed) when a send fails.
+    pub(super) fn park(mut self) -> Option<Parked> {
+        self.proto.remove_chart(self.batch.chart());
+        let stuck = clock::monotonic().checked_add(self.request_timeout);
+        let send_deadline = match (self.deadline, stuck) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        };
+        while let Some(msg) = self.proto.poll_transmit() {
+            self.arm(send_deadline);
+            if self.ws.send(msg).is_err() {
+                self.ws.close();
+                return None;
+            }
+        }
+        Some(Parked {
+            ws: self.ws,
+            proto: self.proto,
+            since: clock::monotonic(),
         })
     }
 

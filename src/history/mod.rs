@@ -10,7 +10,10 @@
 //!
 //! [`Connection`]: crate::protocol::Connection
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::PoisonError,
+    time::{Duration, Instant},
+};
 
 // The live engine drives the batch on its own connection.
 pub(crate) mod batch;
@@ -20,11 +23,12 @@ pub use many::{HistMany, HistRequest};
 
 use self::{
     batch::{BatchConfig, BatchRequest},
-    many::{ChartErrors, Link},
+    many::{ChartErrors, Link, Parked},
 };
 use crate::{
     AuthToken, Bar, Error, Interval, Symbol, clock,
     protocol::{Adjustment, SymbolInfo},
+    sync::plain::{Arc, Mutex},
     transport::{Endpoint, TransportConfig},
 };
 
@@ -293,7 +297,14 @@ impl History {
 #[derive(Debug, Clone)]
 pub struct Client {
     config: ClientConfig,
+    /// The connection of the last [`Client::get_hist`], kept for the next one (shared by the
+    /// clones). The lock is held only to take or put it back, never across I/O.
+    parked: Arc<Mutex<Option<Parked>>>,
 }
+
+/// How long [`Client::get_hist`] keeps its connection for the next call: well under
+/// TradingView's 10 s heartbeat, so that no heartbeat waits unanswered for long.
+pub const KEEP_CONNECTION: Duration = Duration::from_secs(5);
 
 /// Largest number of closed bars one call accepts.
 pub const MAX_BARS: u32 = 1_000_000;
@@ -301,7 +312,47 @@ pub const MAX_BARS: u32 = 1_000_000;
 impl Client {
     /// A client with `config`.
     pub fn new(config: ClientConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            parked: Arc::default(),
+        }
+    }
+
+    /// The parked connection, if one is fresh enough to reuse: parked less than
+    /// [`KEEP_CONNECTION`] ago and less than half the timeout (the connection's silence
+    /// timer kept running while it was parked). A stale one is closed.
+    fn take_parked(&self) -> Option<Parked> {
+        let parked = self
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        let idle = clock::monotonic().saturating_duration_since(parked.since);
+        if idle < KEEP_CONNECTION.min(self.config.timeout / 2) {
+            Some(parked)
+        } else {
+            parked.close();
+            None
+        }
+    }
+
+    /// Keeps `link`'s connection for the next call, unless one is kept already.
+    fn park(&self, link: Link) {
+        let Some(parked) = link.park() else {
+            return;
+        };
+        let extra = {
+            let mut slot = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(parked);
+                None
+            } else {
+                Some(parked)
+            }
+        };
+        if let Some(p) = extra {
+            p.close();
+        }
     }
 
     /// The configuration.
@@ -339,6 +390,11 @@ impl Client {
 
     /// [`Client::get_hist`], calling `progress(bars_loaded)` after each page.
     ///
+    /// The call's connection is kept for the next one for [`KEEP_CONNECTION`] (its chart
+    /// session deleted, so the server sends nothing more of it): back-to-back calls skip the
+    /// connect, TLS and upgrade. A kept connection the server closed meanwhile is replaced by
+    /// a new one at once, within the call's deadline.
+    ///
     /// # Errors
     ///
     /// As [`Client::get_hist`].
@@ -367,28 +423,67 @@ impl Client {
             request_timeout: self.config.timeout,
             progress: true,
         };
-        let mut link = Link::open(
-            &self.config,
-            start,
-            deadline,
-            vec![request],
-            batch,
-            ChartErrors::Fatal,
-        )?;
+        let (mut link, mut reused) = match self.take_parked() {
+            Some(parked) => (
+                Link::resume(
+                    parked,
+                    &self.config,
+                    deadline,
+                    vec![request.clone()],
+                    batch,
+                    ChartErrors::Fatal,
+                ),
+                true,
+            ),
+            None => (
+                Link::open(
+                    &self.config,
+                    start,
+                    deadline,
+                    vec![request.clone()],
+                    batch,
+                    ChartErrors::Fatal,
+                )?,
+                false,
+            ),
+        };
+        // Whether this call's answer has begun to arrive (then a lost connection is its error).
+        let mut answered = false;
         loop {
             while let Some((_, bars)) = link.batch.poll_progress() {
+                answered = true;
                 progress(bars);
             }
             if let Some((_, result)) = link.batch.poll_result() {
                 if let Ok(h) = &result {
                     progress(h.bars.len() + usize::from(h.forming.is_some()));
+                    self.park(link);
+                } else {
+                    link.close();
                 }
-                link.close();
                 return result;
             }
-            if let Err(e) = link.step() {
-                link.close();
-                return Err(e);
+            match link.step() {
+                Ok(()) => {}
+                // The kept connection was closed by the server while it was parked: the call
+                // starts over on a new one (nothing of its answer came on the old one).
+                Err(Error::Transport(e)) if reused && !answered => {
+                    tracing::debug!(error = %e, "the kept connection was closed; connecting again");
+                    link.close();
+                    link = Link::open(
+                        &self.config,
+                        start,
+                        deadline,
+                        vec![request.clone()],
+                        batch,
+                        ChartErrors::Fatal,
+                    )?;
+                    reused = false;
+                }
+                Err(e) => {
+                    link.close();
+                    return Err(e);
+                }
             }
         }
     }
