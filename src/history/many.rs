@@ -180,9 +180,12 @@ impl Link {
             .with_idle_timeout(config.timeout)
             .with_id_seed(clock::id_seed());
         let proto = Connection::new(now, conn_config);
-        Ok(Self::on(
-            ws,
-            proto,
+        Ok(Self::resume(
+            Parked {
+                ws,
+                proto,
+                since: now,
+            },
             config,
             (deadline, budget),
             requests,
@@ -191,8 +194,8 @@ impl Link {
         ))
     }
 
-    /// A batch on a connection a previous call parked ([`Link::park`]): a fresh chart session,
-    /// no connect.
+    /// A batch on a connection a previous call parked ([`Link::park`]), or one just opened: a
+    /// fresh chart session, no connect.
     pub(super) fn resume(
         parked: Parked,
         config: &ClientConfig,
@@ -201,26 +204,7 @@ impl Link {
         batch: BatchConfig,
         chart_errors: ChartErrors,
     ) -> Self {
-        Self::on(
-            parked.ws,
-            parked.proto,
-            config,
-            (deadline, budget),
-            requests,
-            batch,
-            chart_errors,
-        )
-    }
-
-    fn on(
-        ws: transport::Connection,
-        mut proto: Connection,
-        config: &ClientConfig,
-        (deadline, budget): (Option<Instant>, Duration),
-        requests: Vec<BatchRequest>,
-        batch: BatchConfig,
-        chart_errors: ChartErrors,
-    ) -> Self {
+        let Parked { ws, mut proto, .. } = parked;
         let now = clock::monotonic();
         let chart = proto.add_chart(
             now,
@@ -246,11 +230,7 @@ impl Link {
     /// timeout and the batch's deadline. `None` (the connection closed) when a send fails.
     pub(super) fn park(mut self) -> Option<Parked> {
         self.proto.remove_chart(self.batch.chart());
-        let stuck = clock::monotonic().checked_add(self.request_timeout);
-        let send_deadline = match (self.deadline, stuck) {
-            (Some(d), Some(s)) => Some(d.min(s)),
-            (d, s) => d.or(s),
-        };
+        let send_deadline = self.send_deadline();
         while let Some(msg) = self.proto.poll_transmit() {
             self.arm(send_deadline);
             if self.ws.send(msg).is_err() {
@@ -277,6 +257,16 @@ impl Link {
         }
     }
 
+    /// How long the sends starting now may block: a send blocks only on a server that
+    /// stopped reading, dead after one request timeout (or at the batch's deadline).
+    fn send_deadline(&self) -> Option<Instant> {
+        let stuck = clock::monotonic().checked_add(self.request_timeout);
+        match (self.deadline, stuck) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        }
+    }
+
     /// The batch's deadline passed.
     fn expired(&self) -> Error {
         Error::Timeout {
@@ -293,12 +283,7 @@ impl Link {
     /// The connection is unusable: closed, failed, the batch's deadline passed, the connection
     /// was silent for the request timeout, or the server sent a fatal error.
     pub(super) fn step(&mut self) -> Result<(), Error> {
-        // A send blocks only on a server that stopped reading: dead after one request timeout.
-        let stuck = clock::monotonic().checked_add(self.request_timeout);
-        let send_deadline = match (self.deadline, stuck) {
-            (Some(d), Some(s)) => Some(d.min(s)),
-            (d, s) => d.or(s),
-        };
+        let send_deadline = self.send_deadline();
         while let Some(msg) = self.proto.poll_transmit() {
             self.arm(send_deadline);
             if let Err(e) = self.ws.send(msg) {

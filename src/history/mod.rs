@@ -423,6 +423,16 @@ impl Client {
             request_timeout: self.config.timeout,
             progress: true,
         };
+        let open = || {
+            Link::open(
+                &self.config,
+                start,
+                deadline,
+                vec![request.clone()],
+                batch,
+                ChartErrors::Fatal,
+            )
+        };
         let (mut link, mut reused) = match self.take_parked() {
             Some(parked) => (
                 Link::resume(
@@ -435,17 +445,7 @@ impl Client {
                 ),
                 true,
             ),
-            None => (
-                Link::open(
-                    &self.config,
-                    start,
-                    deadline,
-                    vec![request.clone()],
-                    batch,
-                    ChartErrors::Fatal,
-                )?,
-                false,
-            ),
+            None => (open()?, false),
         };
         // Whether this call's answer has begun to arrive (then a lost connection is its error).
         let mut answered = false;
@@ -470,14 +470,7 @@ impl Client {
                 Err(Error::Transport(e)) if reused && !answered => {
                     tracing::debug!(error = %e, "the kept connection was closed; connecting again");
                     link.close();
-                    link = Link::open(
-                        &self.config,
-                        start,
-                        deadline,
-                        vec![request.clone()],
-                        batch,
-                        ChartErrors::Fatal,
-                    )?;
+                    link = open()?;
                     reused = false;
                 }
                 Err(e) => {

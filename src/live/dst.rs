@@ -366,6 +366,25 @@ impl World {
         UNIX0_MS + self.now_ms
     }
 
+    /// Subscribes `symbols` (indexes into [`SYMBOLS`]) at [`INTERVALS`]`[interval]`, a
+    /// consumer each, and runs the market for `secs` seconds, draining every second.
+    fn market(&mut self, symbols: &[usize], interval: usize, secs: u64) {
+        self.run(10);
+        for (i, &symbol) in symbols.iter().enumerate() {
+            self.apply(&Op::Subscribe { symbol, interval });
+            self.apply(&Op::AddConsumer {
+                seis: i,
+                capacity: 4096,
+                rate: 4096,
+                updates: false,
+            });
+        }
+        for _ in 0..secs {
+            self.run(1_000);
+            self.drain(true);
+        }
+    }
+
     /// The wall clock as the engine reads it at `unix` (see `wall_lag`).
     fn engine_unix_ms(&self, unix: u64) -> i64 {
         (if self.wall_lag && unix.is_multiple_of(1000) {
@@ -1653,20 +1672,7 @@ fn market_world_with(
     engine: impl FnOnce(&mut CoreConfig),
 ) -> World {
     let mut w = World::with_engine(64, super::fanout::DEFAULT_BACKLOG, c, engine);
-    w.run(10);
-    for (i, &symbol) in symbols.iter().enumerate() {
-        w.apply(&Op::Subscribe { symbol, interval });
-        w.apply(&Op::AddConsumer {
-            seis: i,
-            capacity: 4096,
-            rate: 4096,
-            updates: false,
-        });
-    }
-    for _ in 0..secs {
-        w.run(1_000);
-        w.drain(true);
-    }
+    w.market(symbols, interval, secs);
     w
 }
 
@@ -1828,21 +1834,7 @@ fn a_close_timer_firing_before_the_wall_clock_shows_the_close_waits_for_it() {
     };
     let mut w = World::with_conditions(64, super::fanout::DEFAULT_BACKLOG, c);
     w.wall_lag = true;
-    w.run(10);
-    w.apply(&Op::Subscribe {
-        symbol: 0,
-        interval: 0,
-    });
-    w.apply(&Op::AddConsumer {
-        seis: 0,
-        capacity: 4096,
-        rate: 4096,
-        updates: false,
-    });
-    for _ in 0..30 {
-        w.run(1_000);
-        w.drain(true);
-    }
+    w.market(&[0], 0, 30);
     let late = close_latencies(&w, 0, 3);
     assert!(late.len() >= 25, "{} closes", late.len());
     assert!(
