@@ -398,3 +398,23 @@ fn a_kept_connection_the_server_closed_is_replaced_within_the_call() {
         assert_eq!(sim.counters().connections, 2 + i as u64);
     }
 }
+
+/// A kept connection that went silent while it waited (a middlebox that dropped it without a
+/// word: here the server stops sending anything on it) does not hold the next call to its
+/// deadline: after `KEPT_PROBE` without a message the call starts over on a new connection.
+#[test]
+fn a_kept_connection_gone_silent_is_replaced_long_before_the_deadline() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let client = Client::new(client_for(&sim));
+    hist(&client, "BINANCE:BTCUSDT", iv("1"), 50).unwrap();
+    sim.inject(Fault::now(FaultKind::Stall(None)));
+    let start = now();
+    let h = hist(&client, "BINANCE:BTCUSDT", iv("1"), 50).unwrap();
+    assert_exact(&sim, &h, 50);
+    assert_eq!(sim.counters().connections, 2, "a new connection");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "replaced after {:?}, the call's timeout is 20 s",
+        start.elapsed()
+    );
+}

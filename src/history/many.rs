@@ -123,7 +123,14 @@ pub(super) struct Parked {
     proto: Connection,
     /// When it was parked.
     pub(super) since: Instant,
+    /// It was kept from an earlier call (not just opened): it must show it is alive.
+    kept: bool,
 }
+
+/// How soon a kept connection must say something (any message) once a call uses it again,
+/// at most half the call's timeout: a connection a middlebox dropped without a word would
+/// otherwise hold the call to its deadline. Past it the call starts over on a new one.
+const KEPT_PROBE: Duration = Duration::from_secs(2);
 
 impl Parked {
     /// Closes the kept connection politely (at most a moment).
@@ -148,6 +155,9 @@ pub(super) struct Link {
     max_in_flight: usize,
     /// [`ClientConfig::timeout`]: how long a send may block.
     request_timeout: Duration,
+    /// A kept connection must say something by then ([`KEPT_PROBE`]); `None` once it did (or
+    /// for a new one).
+    probe: Option<Instant>,
 }
 
 impl Link {
@@ -185,6 +195,7 @@ impl Link {
                 ws,
                 proto,
                 since: now,
+                kept: false,
             },
             config,
             (deadline, budget),
@@ -204,8 +215,17 @@ impl Link {
         batch: BatchConfig,
         chart_errors: ChartErrors,
     ) -> Self {
-        let Parked { ws, mut proto, .. } = parked;
+        let Parked {
+            ws,
+            mut proto,
+            kept,
+            ..
+        } = parked;
         let now = clock::monotonic();
+        proto.restart_idle(now);
+        let probe = kept
+            .then(|| now.checked_add(KEPT_PROBE.min(config.timeout / 2)))
+            .flatten();
         let chart = proto.add_chart(
             now,
             ChartConfig::default().with_load_timeout(config.timeout),
@@ -222,6 +242,7 @@ impl Link {
             budget,
             armed: None,
             chart_errors,
+            probe,
         }
     }
 
@@ -242,6 +263,7 @@ impl Link {
             ws: self.ws,
             proto: self.proto,
             since: clock::monotonic(),
+            kept: true,
         })
     }
 
@@ -265,6 +287,12 @@ impl Link {
             (Some(d), Some(s)) => Some(d.min(s)),
             (d, s) => d.or(s),
         }
+    }
+
+    /// A kept connection said nothing within [`KEPT_PROBE`] of its reuse: probably dropped
+    /// on the way without a word.
+    pub(super) fn kept_but_silent(&self) -> bool {
+        self.probe.is_some_and(|p| clock::monotonic() >= p)
     }
 
     /// The batch's deadline passed.
@@ -301,10 +329,14 @@ impl Link {
                 });
             }
         }
-        let wake = [self.batch.poll_timeout(), self.proto.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = [
+            self.batch.poll_timeout(),
+            self.proto.poll_timeout(),
+            self.probe,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let until = match (self.deadline, wake) {
             (Some(d), Some(w)) => Some(d.min(w)),
             (d, w) => d.or(w),
@@ -312,6 +344,7 @@ impl Link {
         self.arm(until);
         match self.ws.recv() {
             Ok(mut msg) => {
+                self.probe = None;
                 let now = clock::monotonic();
                 if let Err(e) = self.proto.handle_message(now, &mut msg) {
                     if e.is_fatal() {

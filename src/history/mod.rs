@@ -302,8 +302,10 @@ pub struct Client {
     parked: Arc<Mutex<Option<Parked>>>,
 }
 
-/// How long [`Client::get_hist`] keeps its connection for the next call: well under
-/// TradingView's 10 s heartbeat, so that no heartbeat waits unanswered for long.
+/// How long after a call [`Client::get_hist`] reuses its connection for the next one: well
+/// under TradingView's 10 s heartbeat, so that no heartbeat waits unanswered for long. The
+/// connection stays open until the next call (which closes it when older than this) or until
+/// the last clone of the [`Client`] is dropped.
 pub const KEEP_CONNECTION: Duration = Duration::from_secs(5);
 
 /// Largest number of closed bars one call accepts.
@@ -392,8 +394,9 @@ impl Client {
     ///
     /// The call's connection is kept for the next one for [`KEEP_CONNECTION`] (its chart
     /// session deleted, so the server sends nothing more of it): back-to-back calls skip the
-    /// connect, TLS and upgrade. A kept connection the server closed meanwhile is replaced by
-    /// a new one at once, within the call's deadline.
+    /// connect, TLS and upgrade. A kept connection the server closed meanwhile, or that says
+    /// nothing within 2 s of its reuse (at most half the timeout), is replaced by a new one
+    /// within the call's deadline.
     ///
     /// # Errors
     ///
@@ -464,6 +467,14 @@ impl Client {
                 return result;
             }
             match link.step() {
+                // The kept connection said nothing since it was used again (a middlebox may
+                // have dropped it without a word): the call starts over on a new one.
+                Ok(()) if reused && !answered && link.kept_but_silent() => {
+                    tracing::debug!("the kept connection is silent; connecting again");
+                    link.close();
+                    link = open()?;
+                    reused = false;
+                }
                 Ok(()) => {}
                 // The kept connection was closed by the server while it was parked: the call
                 // starts over on a new one (nothing of its answer came on the old one).

@@ -59,8 +59,8 @@ const BASELINE_BARS: u32 = 2;
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// How many fetches a minute may race the stream by default: a 30-seis watchlist of
 /// 1-minute bars races every close, a 1,000-seis one about one close in eight (the others are
-/// closed by their stream), so that a large watchlist never asks TradingView for a bar a
-/// second more than this.
+/// closed by their stream), so that racing never costs TradingView more than this a minute
+/// per feed.
 pub(crate) const DEFAULT_RACE_PER_MINUTE: u32 = 120;
 
 /// A failed confirmation fetch is retried after this.

@@ -271,7 +271,8 @@ impl Fetcher {
     /// Seis `id` is live on this connection: its symbol is resolved in the fetch chart session
     /// ahead of its first fetch (once no main series is loading, so that it never delays a
     /// subscription), and a confirmation then costs one request on the server, not two. The
-    /// first boundary after a connect is as quick as the others.
+    /// resolutions go out together once the subscriptions loaded: on a serial server a
+    /// boundary that comes before they were served waits behind them, once.
     pub(crate) fn prepare(&mut self, id: u64) {
         if let Some(s) = self.seises.get_mut(&id)
             && !s.ahead

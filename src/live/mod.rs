@@ -547,10 +547,12 @@ impl LiveFeedBuilder {
     /// such close costs one request (a `create_series`; its `remove_series` is answered by
     /// nothing). Where a fetch cannot win (a far server, a stream that closes its bars
     /// promptly) nothing is fetched. The budget is a bucket of `n` refilled at `n` a minute:
-    /// a bar that finds it empty waits for its stream as if racing were off, so a large
-    /// watchlist never asks the server for more than `n` bars a minute on this account (a
-    /// 30-seis watchlist of 1-minute bars races every close with the default; the Python
-    /// library opens a connection per seis and bar). [`LiveFeed::stats`]' counters tell how
+    /// a bar that finds it empty waits for its stream as if racing were off, so racing never
+    /// costs the server more than `n` requests a minute per feed, however large the
+    /// watchlist (a 30-seis watchlist of 1-minute bars races every close with the default;
+    /// the Python library opens a connection per seis and bar). Not counted: what the close
+    /// needs whatever the policy (a quiet seis' confirmation, a gap fill, a symbol resolved
+    /// ahead). [`LiveFeed::stats`]' counters tell how
     /// many closes raced and how many the budget refused.
     pub fn close_race_per_minute(mut self, n: u32) -> Self {
         self.race_per_minute = n;
@@ -856,7 +858,8 @@ pub struct Stats {
     /// Close confirmations and gap fills asked since the feed started (each one request on
     /// the server).
     pub fetches: u64,
-    /// Bars whose close raced the stream (a fetch at the floor; see
+    /// Bars whose close was set to race the stream when the bar opened (a fetch at the floor,
+    /// sent unless the stream closes the bar first; see
     /// [`LiveFeedBuilder::close_race_per_minute`]).
     pub races: u64,
     /// Bars that would have raced but found the race budget empty (closed by their stream).

@@ -460,6 +460,13 @@ impl Connection {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Counts the connection's silence from `now` (a connection kept idle between calls, whose
+    /// messages nobody read meanwhile, starts its idle deadline afresh when it is used again).
+    pub fn restart_idle(&mut self, now: Instant) {
+        self.last_rx = now;
+        self.idle_reported = false;
+    }
+
     /// Fires the deadlines due at `now`: the idle deadline and the charts' load timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.purge_removed();

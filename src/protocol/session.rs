@@ -483,7 +483,9 @@ impl ChartSession {
     /// that series costs only its `create_series` (the `resolve_symbol` is off its path).
     /// Only with [`ChartConfig::reuse_symbols`], and only once per session and spec: returns
     /// whether a `resolve_symbol` was queued. A symbol that fails to resolve is forgotten, and
-    /// its next series asks again (and learns why).
+    /// the next series asks again (and learns why); a series created while the resolution was
+    /// still unanswered learns of the failure from the server's `series_error`, or else from
+    /// its load timeout.
     pub fn resolve_ahead(&mut self, spec: &SymbolSpec) -> bool {
         if !self.config.reuse_symbols || self.resolved.contains_key(spec) {
             return false;
