@@ -2067,16 +2067,21 @@ fn regression_a_thin_market_after_a_stall_on_a_slow_server() {
 /// it (its last update before the close): the consumer keeps the fetch's final values, and
 /// gets no event for the stream's close. Here the stream's next trade comes 400 ms after each
 /// boundary, later than the 250 ms ceiling, and fetches are answered at once, so the fetch
-/// wins every bar.
+/// wins every bar. Racing off and a 5 ms floor: the fetch goes out at the ceiling, while the
+/// bar's last update (the stale close's values) may still differ from its final values.
 #[test]
 fn a_stream_close_after_a_fetch_confirmed_the_bar_gives_no_event() {
-    let mut w = World::with_conditions(
+    let mut w = World::with_engine(
         64,
         super::fanout::DEFAULT_BACKLOG,
         Conditions {
             service_ms: 0,
             phase_ms: 400,
             jitter_ms: 0,
+        },
+        |e| {
+            e.race_per_minute = 0;
+            e.close_grace = Duration::from_millis(5);
         },
     );
     w.run(10);
