@@ -409,17 +409,38 @@ pub(crate) fn frame_in_place(out: &mut Vec<u8>, start: usize) {
     out.splice(start..start, header);
 }
 
-pub(crate) fn push_decimal(mut n: u64, out: &mut Vec<u8>) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// The two-digit strings `00` to `99`, for writing integers two digits at a time.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `n`'s decimal digits at the end of `buf` and returns where they start (`u64::MAX`
+/// has 20 digits: they always fit).
+pub(crate) fn decimal_digits(mut n: u64, buf: &mut [u8; 20]) -> usize {
+    let mut i = buf.len();
+    while n >= 100 {
+        let r = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
     }
+    if n >= 10 {
+        let r = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + n as u8;
+    }
+    i
+}
+
+pub(crate) fn push_decimal(n: u64, out: &mut Vec<u8>) {
+    let mut tmp = [0u8; 20];
+    let i = decimal_digits(n, &mut tmp);
     out.extend_from_slice(&tmp[i..]);
 }
 

@@ -4,6 +4,8 @@
 //! so a frame's byte length equals its character length for every peer (see `frame`).
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "sim"))]
+use super::frame::decimal_digits;
 use super::frame::push_decimal;
 
 /// Appends `s` as a JSON string literal, quotes included.
@@ -103,46 +105,43 @@ fn write_decimal(out: &mut Vec<u8>, x: f64) -> bool {
         // Below 2^51 the spacing of `scaled` is at most 1/4, so `scaled + 0.5` is exact and
         // the truncation is `round` (half away from zero), without a libm call.
         let m = (scaled + 0.5) as u64;
-        if m as f64 / p != a {
+        let mf = m as f64;
+        // A cheap test first: `m / p` rounding to `a` means `a = (m / p)(1 + d)`, `|d| <=
+        // 2^-53`, so `scaled = a * p` (rounded once more) is within `m * 2^-52` of `m`. A
+        // `scaled` further from its integer than `m * 1e-15` cannot pass the exact test below,
+        // and most `k` that do not fit are rejected here without a division.
+        if (scaled - mf).abs() > mf * 1e-15 || mf / p != a {
             continue;
         }
-        // Digits from the last, the point after `k` of them, at least one before it.
-        let mut buf = [0u8; 32];
-        let mut i = buf.len();
-        let mut m = m;
-        if k == 0 {
-            i -= 2;
-            buf[i..].copy_from_slice(b".0");
-        }
-        let mut frac = k;
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (m % 10) as u8;
-            m /= 10;
-            if frac > 0 {
-                frac -= 1;
-                if frac == 0 {
-                    i -= 1;
-                    buf[i] = b'.';
-                    if m == 0 {
-                        i -= 1;
-                        buf[i] = b'0';
-                        break;
-                    }
-                    continue;
-                }
-            } else if m == 0 {
-                break;
-            }
-        }
-        if x < 0.0 {
-            i -= 1;
-            buf[i] = b'-';
-        }
-        out.extend_from_slice(&buf[i..]);
+        write_fixed(out, m, k, x < 0.0);
         return true;
     }
     false
+}
+
+/// Appends `m / 10^k` in plain decimal notation, `.0` when `k` is 0 and a `0` before the point
+/// when `m < 10^k`: `{:?}`'s layout for the numbers [`write_decimal`] takes.
+#[cfg(any(test, feature = "sim"))]
+fn write_fixed(out: &mut Vec<u8>, m: u64, k: usize, negative: bool) {
+    let mut digits = [0u8; 20];
+    let start = decimal_digits(m, &mut digits);
+    let digits = &digits[start..];
+    if negative {
+        out.push(b'-');
+    }
+    if k == 0 {
+        out.extend_from_slice(digits);
+        out.extend_from_slice(b".0");
+    } else if digits.len() > k {
+        let (int, frac) = digits.split_at(digits.len() - k);
+        out.extend_from_slice(int);
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    } else {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', k - digits.len()));
+        out.extend_from_slice(digits);
+    }
 }
 
 #[cfg(test)]

@@ -170,8 +170,20 @@ impl Prices {
 
     /// The final values of the bar opening at `t`.
     pub fn bar(&self, t: i64) -> Bar {
-        let open = self.close(Market::previous_open(self.interval, t));
+        self.bar_after(t, &mut None)
+    }
+
+    /// [`Prices::bar`] for bars taken in order: `last` is the `(open time, close)` of the
+    /// previous call's bar, so a bar that follows it takes its open from there instead of
+    /// computing that close again; `last` is then this bar's. The same values as `bar(t)`.
+    pub fn bar_after(&self, t: i64, last: &mut Option<(i64, f64)>) -> Bar {
+        let previous = Market::previous_open(self.interval, t);
+        let open = match *last {
+            Some((at, close)) if at == previous => close,
+            _ => self.close(previous),
+        };
         let close = self.close(t);
+        *last = Some((t, close));
         let h = splitmix(self.key ^ (t as u64).rotate_left(29));
         let up = unit_f(h) * 0.002;
         let down = unit_f(splitmix(h)) * 0.002;
@@ -210,6 +222,35 @@ impl Prices {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bars taken in order with the previous close carried over are the bars taken alone,
+    /// whether the times follow each other, skip bars (a thin market) or go back.
+    #[test]
+    fn bars_taken_in_order_equal_bars_taken_alone() {
+        let m = Market::new(9);
+        for (sym, iv) in [
+            ("BINANCE:BTCUSDT", "1"),
+            ("SP:SPX", "1W"),
+            ("NYMEX:CL1!", "1M"),
+        ] {
+            let iv: Interval = iv.parse().unwrap();
+            let p = m.prices(&sym.parse().unwrap(), iv);
+            let mut times = vec![iv.bar_open(1_751_833_020)];
+            for step in [1, 1, 3, 1, 2, 1, 1] {
+                let mut t = *times.last().unwrap();
+                for _ in 0..step {
+                    t = iv.next_bar_open(t);
+                }
+                times.push(t);
+            }
+            times.push(times[2]); // back in time: the carried close is not its open's
+            times.push(times[3]);
+            let mut last = None;
+            for &t in &times {
+                assert_eq!(p.bar_after(t, &mut last), p.bar(t), "{sym} {iv} {t}");
+            }
+        }
+    }
 
     #[test]
     fn bars_are_consistent_and_chain() {

@@ -571,6 +571,15 @@ impl Shared {
     }
 
     /// The revised values of a bar, if it was revised.
+    /// Whether any bar was revised yet.
+    pub(crate) fn has_revisions(&self) -> bool {
+        !self
+            .revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     pub(crate) fn revised(&self, symbol: &str, interval: Interval, t: i64) -> Option<Bar> {
         let r = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
         if r.is_empty() {

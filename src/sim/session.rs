@@ -632,14 +632,22 @@ impl ServerSession {
 
     /// The bar opening at `t`: forming at `now_ms` if `t == forming` and its time has not
     /// ended, else final (revised if the simulator revised it).
+    ///
+    /// `shared` is `None` when nothing was revised (looked up once for a whole history, not
+    /// once a bar); `last` is [`Prices::bar_after`]'s.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the bar's key, its clock and the two per-history shortcuts"
+    )]
     fn bar_at(
-        shared: &Shared,
+        shared: Option<&Shared>,
         symbol: &Symbol,
         prices: &Prices,
         interval: Interval,
         t: i64,
         forming: i64,
         now_ms: u64,
+        last: &mut Option<(i64, f64)>,
     ) -> Bar {
         // A forming bar whose time has ended (no trade since: the next bar's first trade comes
         // later, see `SimConfig::tick_phase`) has all its trades: its values are final.
@@ -649,8 +657,8 @@ impl ServerSession {
             prices.forming(t, Self::fraction(interval, t, now_ms))
         } else {
             shared
-                .revised(symbol.as_str(), interval, t)
-                .unwrap_or_else(|| prices.bar(t))
+                .and_then(|s| s.revised(symbol.as_str(), interval, t))
+                .unwrap_or_else(|| prices.bar_after(t, last))
         }
     }
 
@@ -765,10 +773,14 @@ impl ServerSession {
         };
         let k = times.len() as i64;
         let mut payload = Vec::with_capacity(times.len());
+        let revisions = shared.has_revisions().then_some(shared);
+        let mut last = None;
         for (i, t) in times.iter().enumerate() {
             payload.push((
                 i as i64,
-                Self::bar_at(shared, &sym, &prices, interval, *t, forming, now_ms),
+                Self::bar_at(
+                    revisions, &sym, &prices, interval, *t, forming, now_ms, &mut last,
+                ),
             ));
         }
         let close_time = interval.next_bar_open(forming);
