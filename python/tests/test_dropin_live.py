@@ -179,7 +179,7 @@ def test_a_callbacks_one_bar_frame_equals_the_general_frame(zone, utc, monkeypat
                 general = _dropin._frame(
                     "BINANCE:BTCUSDT",
                     np.array([t], dtype=np.int64),
-                    {"open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5], "volume": [np.nan if v is None else v]},
+                    _dropin._float_columns({"open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5], "volume": [np.nan if v is None else v]}),
                     utc,
                 )
                 for short_way in (_dropin._bar_frame_fast, _dropin._bar_frame_public):
@@ -236,12 +236,13 @@ def test_history_frames_are_the_public_paths_and_writable(sim, utc):
 
     h = tv.TvDatafeed(url=sim.url)._client.get_hist("BINANCE:BTCUSDT", "1", 300, False, None)
     t, cols = _frames.columns(h)
-    fast = _dropin._frame_fast("BINANCE:BTCUSDT", t, cols, utc)
-    pd.testing.assert_frame_equal(fast, _dropin._frame_public("BINANCE:BTCUSDT", t, cols, utc), check_exact=True)
+    fast = _dropin._frame_fast("BINANCE:BTCUSDT", t, _dropin._float_columns(cols), utc)
+    public = _dropin._frame_public("BINANCE:BTCUSDT", t, _dropin._float_columns(cols), utc)
+    pd.testing.assert_frame_equal(fast, public, check_exact=True)
     assert _dropin._frame is _dropin._frame_fast
     # Each frame has columns of its own: renaming one frame's does not rename the next one's.
     fast.columns.name = "renamed"
-    again = _dropin._frame_fast("BINANCE:BTCUSDT", t, cols, utc)
+    again = _dropin._frame_fast("BINANCE:BTCUSDT", t, _dropin._float_columns(cols), utc)
     assert again.columns.name is None
     one = _dropin._bar_frame("BINANCE:BTCUSDT", 1_765_000_000, 1.0, 2.0, 0.5, 1.5, None, utc)
     one.columns.name = "renamed"
@@ -249,6 +250,9 @@ def test_history_frames_are_the_public_paths_and_writable(sim, utc):
     # Straight from the engine's read-only buffers (no forming bar appended): still writable.
     fast.iloc[0, 1] = -1.0
     assert fast.iloc[0, 1] == -1.0
+    # ... and a frame's columns are its own: the next frame of the same history is untouched.
+    assert again.iloc[0, 1] == public.iloc[0, 1] != -1.0
+    assert _frames.columns(h)[1]["open"][0] == public.iloc[0, 1]
     df = tv.TvDatafeed(url=sim.url, utc=utc).get_hist("BTCUSDT", "BINANCE", tv.Interval.in_1_minute, n_bars=50)
     df.iloc[0, 1] = -1.0
     df.loc[df.index[1], "symbol"] = "X:Y"

@@ -99,19 +99,31 @@ def _index(t: np.ndarray, utc: bool) -> pd.DatetimeIndex:
     return idx
 
 
-def _float_columns(cols: Dict[str, np.ndarray]) -> List[np.ndarray]:
-    # Copies: the history's columns are read-only views of the engine's buffers, and a frame
-    # the caller gets is theirs to write to.
-    data = [np.array(cols[c], dtype=np.float64) for c in _frames.COLUMNS]
+def _float_columns(cols: Dict[str, np.ndarray], start: int = 0, last: Optional[Tuple[float, ...]] = None) -> List[np.ndarray]:
+    """The five columns from row ``start`` on, ``last`` (one value per column) appended, as
+    new arrays (one copy each: the history's columns are read-only views of the engine's
+    buffers, and a frame the caller gets is theirs to write to); volume 0.0 where NaN."""
+    data = []
+    for i, c in enumerate(_frames.COLUMNS):
+        src = np.asarray(cols[c], dtype=np.float64)[start:]
+        if last is None:
+            a = src.copy()
+        else:
+            a = np.empty(len(src) + 1, dtype=np.float64)
+            a[:-1] = src
+            a[-1] = last[i]
+        data.append(a)
     v = data[-1]
-    if np.isnan(v).any():
-        data[-1] = np.where(np.isnan(v), 0.0, v)
+    nan = np.isnan(v)
+    if nan.any():
+        v[nan] = 0.0
     return data
 
 
-def _frame_public(symbol: str, t: np.ndarray, cols: Dict[str, np.ndarray], utc: bool) -> pd.DataFrame:
-    """The original's DataFrame through pandas' public constructors only."""
-    df = pd.DataFrame(dict(zip(_VALUE_COLUMNS, _float_columns(cols))), index=_index(t, utc))
+def _frame_public(symbol: str, t: np.ndarray, data: List[np.ndarray], utc: bool) -> pd.DataFrame:
+    """The original's DataFrame through pandas' public constructors only, from
+    ``_float_columns``' arrays (taken, not copied)."""
+    df = pd.DataFrame(dict(zip(_VALUE_COLUMNS, data)), index=_index(t, utc), copy=False)
     df.insert(0, "symbol", value=symbol)
     return df
 
@@ -135,12 +147,12 @@ def _bar_frame_public(symbol: str, t: int, o: float, h: float, lo: float, c: flo
 _SYMBOL_DTYPE = _bar_frame_public("X", 0, 0.0, 0.0, 0.0, 0.0, None, True)["symbol"].dtype
 
 
-def _frame_fast(symbol: str, t: np.ndarray, cols: Dict[str, np.ndarray], utc: bool) -> pd.DataFrame:
+def _frame_fast(symbol: str, t: np.ndarray, data: List[np.ndarray], utc: bool) -> pd.DataFrame:
     """``_frame_public``'s frame from its six columns at once (``DataFrame._from_arrays``), the
     symbol column repeated from one element: a third of the public path's time at 5,000 rows."""
     n = len(t)
     symbols = pd.array([symbol], dtype=_SYMBOL_DTYPE).take(np.zeros(n, dtype=np.intp))
-    return pd.DataFrame._from_arrays([symbols] + _float_columns(cols), columns=_ALL_COLUMNS.copy(), index=_index(t, utc), verify_integrity=False)
+    return pd.DataFrame._from_arrays([symbols] + data, columns=_ALL_COLUMNS.copy(), index=_index(t, utc), verify_integrity=False)
 
 
 def _bar_frame_fast(symbol: str, t: int, o: float, h: float, lo: float, c: float, v: Optional[float], utc: bool) -> pd.DataFrame:
@@ -162,8 +174,9 @@ def _fast_path_works() -> bool:
             b = _bar_frame_public("BINANCE:BTCUSDT", 1_765_000_000, 1.0, 2.0, 0.5, 1.5, None, utc)
             pd.testing.assert_frame_equal(a, b, check_exact=True)
             for n in (0, 2):
-                c = {k: v[:n] for k, v in cols.items()}
-                pd.testing.assert_frame_equal(_frame_fast("X:Y", t[:n], c, utc), _frame_public("X:Y", t[:n], c, utc), check_exact=True)
+                c = {k: np.array(v[:n]) for k, v in cols.items()}
+                fast = _frame_fast("X:Y", t[:n], _float_columns(c), utc)
+                pd.testing.assert_frame_equal(fast, _frame_public("X:Y", t[:n], _float_columns(c), utc), check_exact=True)
         return True
     except Exception:
         return False
@@ -185,15 +198,13 @@ def _hist_frame(h: dict, symbol: str, n_bars: int, utc: bool) -> pd.DataFrame:
     t, cols = _frames.columns(h)
     f = _frames.forming_arrays(h)
     if f is not None:
-        keep = max(n_bars - 1, 0)
-        start = max(len(t) - keep, 0)
-        t = np.append(t[start:], f[0])
-        cols = {c: np.append(cols[c][start:], f[1][i]) for i, c in enumerate(_frames.COLUMNS)}
-    else:
-        start = max(len(t) - n_bars, 0)
-        t = t[start:]
-        cols = {c: cols[c][start:] for c in _frames.COLUMNS}
-    return _frame(symbol, t, cols, utc)
+        start = max(len(t) - max(n_bars - 1, 0), 0)
+        times = np.empty(len(t) - start + 1, dtype=np.int64)
+        times[:-1] = t[start:]
+        times[-1] = f[0]
+        return _frame(symbol, times, _float_columns(cols, start, f[1]), utc)
+    start = max(len(t) - n_bars, 0)
+    return _frame(symbol, t[start:], _float_columns(cols, start), utc)
 
 
 def _token_from(username: Optional[str], password: Optional[str], token: Optional[str]) -> Optional[_native.Token]:
