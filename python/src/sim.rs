@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Mutex};
 use pyo3::{prelude::*, types::PyTuple};
 use tvdatafeed::{
     Interval, Symbol,
-    sim::{Fault, FaultKind, Sim, SimConfig, Target},
+    sim::{Fault, FaultKind, Relay, Sim, SimConfig, Target},
 };
 
 use crate::hist::bar_tuple;
@@ -15,6 +15,8 @@ use crate::hist::bar_tuple;
 #[pyclass(module = "tvdatafeed_rs._native", frozen)]
 pub(crate) struct Simulator {
     sim: Mutex<Option<Sim>>,
+    /// In front of `sim` when asked for (`relay_one_way`): `url` is then its address.
+    relay: Mutex<Option<Relay>>,
     url: String,
 }
 
@@ -53,9 +55,10 @@ impl Simulator {
     /// `entitled_seconds=False` refuses seconds intervals, as an account without them.
     /// A server we did not write, as options: `tick_phase` (seconds) delays the stream's first
     /// trade after each boundary; `request_service_time` (seconds) answers requests one at a
-    /// time, each taking that long.
+    /// time, each taking that long; `relay_one_way` (seconds) puts a relay in front that
+    /// delays each direction by that long (a round trip of twice it): `url` is the relay's.
     #[new]
-    #[pyo3(signature = (seed=1, port=0, update_interval=0.25, require_origin=true, quiet_symbols=None, entitled_seconds=true, tick_phase=0.0, request_service_time=0.0))]
+    #[pyo3(signature = (seed=1, port=0, update_interval=0.25, require_origin=true, quiet_symbols=None, entitled_seconds=true, tick_phase=0.0, request_service_time=0.0, relay_one_way=0.0))]
     #[expect(
         clippy::too_many_arguments,
         reason = "Python's keyword arguments, one per simulator option"
@@ -70,7 +73,9 @@ impl Simulator {
         entitled_seconds: bool,
         tick_phase: f64,
         request_service_time: f64,
+        relay_one_way: f64,
     ) -> PyResult<Self> {
+        let one_way = crate::seconds(py, relay_one_way)?;
         let cfg = SimConfig::default()
             .with_bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .with_seed(seed)
@@ -83,9 +88,28 @@ impl Simulator {
         let sim = py.detach(move || Sim::start(cfg)).map_err(|e| {
             crate::errors::native_error(py, "TransportError", &format!("simulator: {e}"))
         })?;
-        let url = sim.url();
+        let relay = if one_way.is_zero() {
+            None
+        } else {
+            let addr = sim.addr();
+            match py.detach(move || Relay::start(addr, one_way)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    py.detach(|| sim.stop(std::time::Duration::from_secs(5)));
+                    return Err(crate::errors::native_error(
+                        py,
+                        "TransportError",
+                        &format!("simulator relay: {e}"),
+                    ));
+                }
+            }
+        };
+        let url = relay
+            .as_ref()
+            .map_or_else(|| sim.url(), |r| r.url_for(&sim));
         Ok(Self {
             sim: Mutex::new(Some(sim)),
+            relay: Mutex::new(relay),
             url,
         })
     }
@@ -162,19 +186,35 @@ impl Simulator {
         self.with(py, |sim| sim.counters().connections)
     }
 
+    /// Websocket messages received from clients so far (each request a client sends is one,
+    /// or more than one sent together).
+    #[getter]
+    fn messages_received(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |sim| sim.counters().messages_received)
+    }
+
     /// Stops the server (waiting at most `timeout` seconds); idempotent.
     #[pyo3(signature = (timeout=5.0))]
     fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let t = crate::seconds(py, timeout)?;
+        let relay = self
+            .relay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         let sim = self
             .sim
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        Ok(match sim {
-            Some(s) => py.detach(move || s.stop(t)),
-            None => true,
-        })
+        Ok(py.detach(move || {
+            // One deadline for both: the relay first (its clients go), then the server.
+            let deadline = std::time::Instant::now() + t;
+            let relayed = relay.is_none_or(|r| r.stop(t));
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let served = sim.is_none_or(|s| s.stop(left));
+            relayed && served
+        }))
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {

@@ -202,3 +202,23 @@ def test_stats_is_a_dict(sim):
         assert s["connected"] and s["seises"][0]["symbol"] == "BINANCE:BTCUSDT"
         report = feed.shutdown(5)
         assert report.clean and report.unfinished == []
+
+
+def test_a_simulator_behind_a_relay_adds_its_round_trip_and_stops_in_time():
+    """`relay_one_way` (the benchmarks' network): a fresh connection's upgrade and its request
+    each wait a round trip (2 x 50 ms), the answer is the server's, and `stop` is bounded."""
+    with tv.Simulator(relay_one_way=0.05) as sim:
+        direct = tv.Simulator()
+        try:
+            assert sim.url != direct.url
+        finally:
+            direct.stop()
+        start = time.monotonic()
+        df = tv.Client(url=sim.url).get_hist("BINANCE:BTCUSDT", "1", 20)
+        took = time.monotonic() - start
+        assert len(df) == 20 and took >= 0.2, took
+        ts = int(df.index[0].timestamp())
+        assert tuple([ts] + list(df.iloc[0])) == sim.expected_bar("BINANCE:BTCUSDT", "1", ts)
+        start = time.monotonic()
+        assert sim.stop(timeout=3.0)
+        assert time.monotonic() - start < 3.5
