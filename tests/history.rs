@@ -418,3 +418,34 @@ fn a_kept_connection_gone_silent_is_replaced_long_before_the_deadline() {
         start.elapsed()
     );
 }
+
+/// A `critical_error` about the chart session the previous call deleted (a server serving,
+/// after the delete, a request it had queued for it) reaches the next call on the kept
+/// connection first: it is not that call's, which succeeds on the same connection.
+#[test]
+fn a_late_critical_error_about_the_previous_calls_session_does_not_fail_the_next_call() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let client = Client::new(client_for(&sim));
+    hist(&client, "BINANCE:BTCUSDT", iv("1"), 50).unwrap();
+    util::wait_for(
+        Duration::from_secs(5),
+        "the server deleted the first call's chart session",
+        || sim.counters().series_open == 0,
+    );
+    let sent = sim.counters().messages_sent;
+    sim.inject(Fault::now(FaultKind::LateCriticalError));
+    util::wait_for(
+        Duration::from_secs(5),
+        "the late critical_error sent",
+        || sim.counters().messages_sent > sent,
+    );
+    for _ in 0..2 {
+        let h = hist(&client, "BINANCE:BTCUSDT", iv("1"), 50).unwrap();
+        assert_exact(&sim, &h, 50);
+    }
+    assert_eq!(
+        sim.counters().connections,
+        1,
+        "the kept connection served both"
+    );
+}

@@ -147,7 +147,8 @@ impl Simulator {
     }
 
     /// Injects a fault: `kind` is `"close_clean"`, `"close_abrupt"`, `"malformed_frame"`,
-    /// `"garbage_json"`, `"absurd_length"` or `"stall"`; `target` is `"all"` (every open
+    /// `"garbage_json"`, `"absurd_length"`, `"stall"` or `"late_critical_error"` (about the
+    /// chart session the client deleted last); `target` is `"all"` (every open
     /// connection, now) or `"next"` (the next connection accepted).
     #[pyo3(signature = (kind, target="all"))]
     fn fault(&self, py: Python<'_>, kind: &str, target: &str) -> PyResult<()> {
@@ -158,6 +159,7 @@ impl Simulator {
             "garbage_json" => FaultKind::GarbageJson,
             "absurd_length" => FaultKind::AbsurdLength,
             "stall" => FaultKind::Stall(None),
+            "late_critical_error" => FaultKind::LateCriticalError,
             other => {
                 return Err(crate::errors::native_error(
                     py,

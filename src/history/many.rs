@@ -125,7 +125,14 @@ pub(super) struct Parked {
     pub(super) since: Instant,
     /// It was kept from an earlier call (not just opened): it must show it is alive.
     kept: bool,
+    /// The chart sessions earlier calls deleted on it, newest last, at most [`RETIRED_KEPT`].
+    retired: Vec<String>,
 }
+
+/// How many deleted chart sessions a kept connection remembers, to tell a late
+/// `critical_error` about one of them (a request the server served after the delete) from one
+/// about the call in progress.
+const RETIRED_KEPT: usize = 8;
 
 /// How soon a kept connection must say something (any message) once a call uses it again,
 /// at most half the call's timeout: a connection a middlebox dropped without a word would
@@ -158,6 +165,8 @@ pub(super) struct Link {
     /// A kept connection must say something by then ([`KEPT_PROBE`]); `None` once it did (or
     /// for a new one).
     probe: Option<Instant>,
+    /// [`Parked::retired`]: a `critical_error` naming one of these is not this call's.
+    retired: Vec<String>,
 }
 
 impl Link {
@@ -196,6 +205,7 @@ impl Link {
                 proto,
                 since: now,
                 kept: false,
+                retired: Vec::new(),
             },
             config,
             (deadline, budget),
@@ -219,6 +229,7 @@ impl Link {
             ws,
             mut proto,
             kept,
+            retired,
             ..
         } = parked;
         let now = clock::monotonic();
@@ -243,6 +254,7 @@ impl Link {
             armed: None,
             chart_errors,
             probe,
+            retired,
         }
     }
 
@@ -250,6 +262,12 @@ impl Link {
     /// stops its series' updates) and sends what is queued, each send bounded by one request
     /// timeout and the batch's deadline. `None` (the connection closed) when a send fails.
     pub(super) fn park(mut self) -> Option<Parked> {
+        if let Some(chart) = self.proto.chart(self.batch.chart()) {
+            if self.retired.len() == RETIRED_KEPT {
+                self.retired.remove(0);
+            }
+            self.retired.push(chart.id().to_owned());
+        }
         self.proto.remove_chart(self.batch.chart());
         let send_deadline = self.send_deadline();
         while let Some(msg) = self.proto.poll_transmit() {
@@ -264,6 +282,7 @@ impl Link {
             proto: self.proto,
             since: clock::monotonic(),
             kept: true,
+            retired: self.retired,
         })
     }
 
@@ -394,7 +413,17 @@ impl Link {
                 after: self.proto.config().idle_timeout,
                 during: Phase::Answer,
             }),
-            Event::CriticalError { reason, detail }
+            Event::CriticalError {
+                session, reason, ..
+            } if self.retired.contains(&session) => {
+                tracing::debug!(
+                    session = %crate::error::echo(&session),
+                    reason = %crate::error::echo(&reason),
+                    "a critical_error about a chart session an earlier call deleted: not this call's"
+                );
+                Ok(())
+            }
+            Event::CriticalError { reason, detail, .. }
             | Event::Chart {
                 event: ChartEvent::CriticalError { reason, detail },
                 ..

@@ -117,6 +117,9 @@ pub enum Event {
     },
     /// A `critical_error` that names no chart session of this connection.
     CriticalError {
+        /// The session it names (empty when none): another kind of session, or a chart
+        /// session already removed.
+        session: String,
         /// The server's reason.
         reason: String,
         /// The server's detail.
@@ -581,8 +584,14 @@ fn route(
                     }
                 }
                 None => {
-                    if let ServerMessage::CriticalError { reason, detail, .. } = msg {
+                    if let ServerMessage::CriticalError {
+                        session,
+                        reason,
+                        detail,
+                    } = msg
+                    {
                         events.push_back(Event::CriticalError {
+                            session: (*session).to_owned(),
                             reason: (*reason).to_owned(),
                             detail: detail.map(str::to_owned),
                         });

@@ -227,6 +227,11 @@ fn serve(
                     encode_frame(br#"{"m":"sim_unknown_message","p":[1,"two"]}"#, &mut m);
                     session.out.push(m);
                 }
+                FaultKind::LateCriticalError => {
+                    if !session.late_critical_error() {
+                        tracing::debug!(id, "no chart session deleted yet: nothing to report");
+                    }
+                }
                 FaultKind::Restart(_) => {}
                 FaultKind::Trickle(gap) => trickle = Some(gap),
             }

@@ -352,6 +352,10 @@ pub enum FaultKind {
     /// completes until its last byte is out (everything else waits behind it). A client whose
     /// stall deadline counts bytes instead of messages never notices.
     Trickle(Duration),
+    /// A `critical_error` naming the chart session the client deleted last on this
+    /// connection, as a server sends when it serves, after the delete, a request it had queued
+    /// for that session. Nothing when none was deleted.
+    LateCriticalError,
 }
 
 /// When a fault fires.

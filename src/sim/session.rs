@@ -104,6 +104,8 @@ pub(crate) struct ServerSession {
     last_answer_ms: Option<u64>,
     /// [`SimConfig::request_service_time`], kept for [`ServerSession::next_deadline`].
     service_time: std::time::Duration,
+    /// The chart session the client deleted last, for [`FaultKind::LateCriticalError`](super::FaultKind).
+    deleted: Option<String>,
 }
 
 /// What one live message carries, for [`super::LiveSend`].
@@ -229,11 +231,28 @@ fn jwt_shaped(token: &str) -> bool {
 }
 
 impl ServerSession {
+    /// Queues a `critical_error` naming the chart session the client deleted last, as a
+    /// server sends for a request of it that it served after the delete. Whether one was.
+    pub(crate) fn late_critical_error(&mut self) -> bool {
+        let Some(cs) = self.deleted.clone() else {
+            return false;
+        };
+        let mut w = ServerWriter::new();
+        w.critical_error(
+            &cs,
+            "invalid parameters",
+            "method: request_more_data. args: \"[sds_1,100]\"",
+        );
+        self.out.push(w.out);
+        true
+    }
+
     pub(crate) fn new(cfg: &SimConfig, now_ms: u64, conn_id: u64) -> Self {
         let mut s = Self {
             market: Market::new(cfg.seed),
             depth: cfg.history_depth_anonymous,
             charts: DetHashMap::default(),
+            deleted: None,
             quotes: DetHashMap::default(),
             out: Vec::new(),
             close: None,
@@ -396,6 +415,7 @@ impl ServerSession {
             }
             ClientRequest::ChartDeleteSession { session } => {
                 self.charts.remove(&session);
+                self.deleted = Some(session);
             }
             ClientRequest::SwitchTimezone { session, timezone } => {
                 if !valid_timezone(&timezone) {

@@ -547,7 +547,9 @@ impl Driver {
                     event: ChartEvent::CriticalError { reason, detail },
                     ..
                 }
-                | Event::CriticalError { reason, detail } => Some((reason.clone(), detail.clone())),
+                | Event::CriticalError { reason, detail, .. } => {
+                    Some((reason.clone(), detail.clone()))
+                }
                 _ => None,
             })
             .collect()
