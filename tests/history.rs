@@ -449,3 +449,31 @@ fn a_late_critical_error_about_the_previous_calls_session_does_not_fail_the_next
         "the kept connection served both"
     );
 }
+
+/// `HistOptions::forming_counted` (tvDatafeed's `n_bars`): 5,000 bars in all are one request
+/// (no page asked past the first), 4,999 closed and the forming one, nothing reported missing;
+/// by default 5,000 closed bars take a second request, which an anonymous account's depth
+/// (5,000 bars) leaves empty.
+#[test]
+fn a_count_with_the_forming_bar_counted_is_one_request_and_misses_nothing() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let client = Client::new(client_for(&sim));
+    let counted = HistOptions::default().with_forming_counted(true);
+    let get = |n: u32, options: &HistOptions| {
+        let before = sim.counters().pages_requested;
+        let h = client
+            .get_hist(sym("BINANCE:BTCUSDT"), iv("1"), n, options)
+            .unwrap();
+        (h, sim.counters().pages_requested - before)
+    };
+    let (h, pages) = get(5_000, &counted);
+    assert_exact(&sim, &h, 4_999);
+    assert_eq!(h.missing(), 0);
+    assert_eq!(pages, 0, "one request");
+    let (h, pages) = get(1, &counted);
+    assert!(h.bars.is_empty() && h.forming.is_some() && pages == 0);
+    let (h, pages) = get(5_000, &HistOptions::default());
+    assert_exact(&sim, &h, 4_999);
+    assert_eq!(h.missing(), 1);
+    assert_eq!(pages, 1, "5,001 bars: a page of 5,000, then one more asked");
+}

@@ -565,6 +565,73 @@ fn history_pages_with_request_more_data_until_a_page_adds_nothing() {
     assert!(transmitted(&mut s).is_empty());
 }
 
+/// `forming_counted` (tvDatafeed's `n_bars`): `Count(3)` asks the server for 3 bars, not 4,
+/// and 3 bars need no second request: 2 closed and the forming one when the market is live, 3
+/// closed when the last bar has closed (the server's `bar_close_time` is past it). Without it
+/// the same count is 3 closed bars: 4 asked, and a page for the one more.
+#[test]
+fn a_count_with_the_forming_bar_counted_is_one_request_of_that_many_bars() {
+    let live = load_message();
+    // The same load, its bar_close_time two bars past the last bar: the last bar has closed.
+    let closed = String::from_utf8(live.clone())
+        .unwrap()
+        .replace(
+            r#""bar_close_time":1751833080"#,
+            r#""bar_close_time":1751833200"#,
+        )
+        .into_bytes();
+    assert_ne!(closed, live);
+    // At 2 the server's 3 bars are one more than asked: the oldest goes.
+    for (n, msg, forming) in [
+        (3, &live, true),
+        (3, &closed, false),
+        (2, &live, true),
+        (2, &closed, false),
+    ] {
+        let closed_bars = n as usize - usize::from(forming);
+        let mut s = Session::new(ConnectionConfig::default(), ChartConfig::default());
+        let req = SeriesRequest::count("BINANCE:BTCUSDT".parse().unwrap(), "1".parse().unwrap(), n)
+            .with_forming_counted(true);
+        let id = s.add_series(0, req).unwrap();
+        let sent = transmitted(&mut s);
+        assert!(
+            sent.last()
+                .unwrap()
+                .ends_with(&format!(r#""sds_sym_1","1",{n},""]}}"#)),
+            "{sent:?}"
+        );
+        let mut msg = msg.clone();
+        s.handle_message(1, &mut msg).unwrap();
+        let events = series_events(drain(&mut s), id);
+        let Some(SeriesEvent::History {
+            bars, forming: f, ..
+        }) = events.last()
+        else {
+            panic!("{events:?}")
+        };
+        assert_eq!(bars.len(), closed_bars, "{bars:?}");
+        assert_eq!(f.is_some(), forming);
+        assert_eq!(
+            bars.last().unwrap().time + 60 * i64::from(forming),
+            1751833020
+        );
+        assert!(transmitted(&mut s).is_empty(), "one request");
+    }
+    // Counted apart (the default): 3 closed bars are 4 with the forming one, so a page.
+    let (mut s, _) = btc_session(3);
+    let sent = transmitted(&mut s);
+    assert!(
+        sent.last().unwrap().ends_with(r#""sds_sym_1","1",4,""]}"#),
+        "{sent:?}"
+    );
+    let mut msg = load_message();
+    s.handle_message(1, &mut msg).unwrap();
+    assert_eq!(
+        transmitted(&mut s),
+        [r#"~m~59~m~{"m":"request_more_data","p":["cs_kjvmuwkghjuz","sds_1",1]}"#]
+    );
+}
+
 #[test]
 fn a_bad_symbol_fails_at_once_with_one_typed_event() {
     let (mut s, id) = btc_session(10);

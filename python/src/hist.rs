@@ -63,8 +63,14 @@ pub(crate) fn history_to_py<'py>(py: Python<'py>, h: &History) -> PyResult<Bound
 }
 
 /// Options of one history request.
-pub(crate) fn options(extended_session: bool, range: Option<(i64, i64)>) -> HistOptions {
-    let mut o = HistOptions::default().with_extended_session(extended_session);
+pub(crate) fn options(
+    extended_session: bool,
+    range: Option<(i64, i64)>,
+    forming_counted: bool,
+) -> HistOptions {
+    let mut o = HistOptions::default()
+        .with_extended_session(extended_session)
+        .with_forming_counted(forming_counted);
     if let Some((from, to)) = range {
         o = o.with_range(from, to);
     }
@@ -145,8 +151,13 @@ impl NativeClient {
         self.client.config().transport.endpoint.to_string()
     }
 
-    /// `bars` closed bars of `symbol` at `interval`, and the forming bar apart.
-    #[pyo3(signature = (symbol, interval, bars, extended_session=false, range=None))]
+    /// `bars` closed bars of `symbol` at `interval`, and the forming bar apart;
+    /// `forming_counted`: `bars` in all, the forming one among them (tvDatafeed's `n_bars`).
+    #[pyo3(signature = (symbol, interval, bars, extended_session=false, range=None, forming_counted=false))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python's keyword arguments, one per history option"
+    )]
     fn get_hist<'py>(
         &self,
         py: Python<'py>,
@@ -155,9 +166,10 @@ impl NativeClient {
         bars: u32,
         extended_session: bool,
         range: Option<(i64, i64)>,
+        forming_counted: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let client = self.client.clone();
-        let opts = options(extended_session, range);
+        let opts = options(extended_session, range, forming_counted);
         let h = crate::wait(
             py,
             None,

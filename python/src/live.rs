@@ -281,7 +281,7 @@ impl NativeFeed {
     }
 
     /// History through the live connection.
-    #[pyo3(signature = (symbol, interval, bars, extended_session=false, range=None, timeout=None))]
+    #[pyo3(signature = (symbol, interval, bars, extended_session=false, range=None, timeout=None, forming_counted=false))]
     #[allow(clippy::too_many_arguments)]
     fn get_hist<'py>(
         &self,
@@ -292,9 +292,10 @@ impl NativeFeed {
         extended_session: bool,
         range: Option<(i64, i64)>,
         timeout: Option<f64>,
+        forming_counted: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let feed = Arc::clone(&self.feed);
-        let opts = options(extended_session, range);
+        let opts = options(extended_session, range, forming_counted);
         let h = crate::wait(
             py,
             crate::deadline(timeout),

@@ -14,9 +14,10 @@ use crate::hist::bar_tuple;
 /// A simulator: `with Simulator() as sim:` then point a client at `sim.url`.
 #[pyclass(module = "tvdatafeed_rs._native", frozen)]
 pub(crate) struct Simulator {
-    sim: Mutex<Option<Sim>>,
-    /// In front of `sim` when asked for (`relay_one_way`): `url` is then its address.
+    /// In front of `sim` when asked for (`relay_one_way`): `url` is then its address. Declared
+    /// first: dropped (stopped) before the server, as `stop` does.
     relay: Mutex<Option<Relay>>,
+    sim: Mutex<Option<Sim>>,
     url: String,
 }
 
@@ -108,8 +109,8 @@ impl Simulator {
             .as_ref()
             .map_or_else(|| sim.url(), |r| r.url_for(&sim));
         Ok(Self {
-            sim: Mutex::new(Some(sim)),
             relay: Mutex::new(relay),
+            sim: Mutex::new(Some(sim)),
             url,
         })
     }
@@ -188,11 +189,11 @@ impl Simulator {
         self.with(py, |sim| sim.counters().connections)
     }
 
-    /// Websocket messages received from clients so far (each request a client sends is one,
-    /// or more than one sent together).
+    /// `request_more_data` requests served so far: the pages of history past the first that
+    /// clients asked for.
     #[getter]
-    fn messages_received(&self, py: Python<'_>) -> PyResult<u64> {
-        self.with(py, |sim| sim.counters().messages_received)
+    fn pages_requested(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |sim| sim.counters().pages_requested)
     }
 
     /// Stops the server (waiting at most `timeout` seconds); idempotent.

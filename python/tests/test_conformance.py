@@ -104,35 +104,12 @@ def test_get_hist_asks_the_server_once_for_its_5000_bars_as_the_original(sim):
     request (``n_bars`` closed bars would be one bar past a page: a second request, and a
     second round trip against a distant server)."""
     ours = tv.TvDatafeed(url=sim.url)
-    ours.get_hist("BTCUSDT", "BINANCE", tv.Interval.in_1_minute, n_bars=10)  # connects
-    sent = []
-    for n in (10, 5000, 10):
-        before = sim.messages_received
-        assert len(ours.get_hist("BTCUSDT", "BINANCE", tv.Interval.in_1_minute, n_bars=n)) == n
-        sent.append(sim.messages_received - before)
-    assert sent[0] == sent[1] == sent[2], sent
-
-
-def test_a_history_whose_last_bar_has_closed_still_gives_n_bars_rows():
-    """Without a forming bar the original's ``n_bars`` rows are all closed bars: the bar one
-    short is asked again; with a forming bar, or with fewer bars than asked, one request."""
-    from tvdatafeed_rs import _dropin
-
-    def history(closed, forming):
-        return {"time": b"\0" * 8 * closed, "forming": (1, 1.0, 1.0, 1.0, 1.0, None) if forming else None}
-
-    for n, answers, asked in [
-        (5000, {4999: history(4999, True)}, [4999]),
-        (5000, {4999: history(4999, False), 5000: history(5000, False)}, [4999, 5000]),
-        (5000, {4999: history(120, False)}, [4999]),  # a young symbol: nothing more to ask
-        (1, {1: history(1, True)}, [1]),
-        (1, {1: history(1, False)}, [1]),
-    ]:
-        calls = []
-
-        def get(bars):
-            calls.append(bars)
-            return answers[bars]
-
-        assert _dropin._dropin_hist(get, n) is answers[asked[-1]]
-        assert calls == asked, (n, calls)
+    live = tv.TvDatafeedLive(url=sim.url)
+    try:
+        for get in (ours.get_hist, live.get_hist):
+            before = sim.pages_requested
+            df = get("BTCUSDT", "BINANCE", tv.Interval.in_1_minute, n_bars=5000)
+            assert len(df) == 5000
+            assert sim.pages_requested == before, "a second page was asked"
+    finally:
+        live.shutdown(5)

@@ -79,7 +79,8 @@ impl BatchRequest {
             Some((from, to)) => {
                 SeriesRequest::range(symbol.clone(), interval, from, to, n.clamp(1, MAX_BARS))
             }
-            None => SeriesRequest::count(symbol.clone(), interval, n),
+            None => SeriesRequest::count(symbol.clone(), interval, n)
+                .with_forming_counted(options.forming_counted),
         };
         Ok(Self {
             symbol,
@@ -118,6 +119,8 @@ struct InFlight {
     symbol: Symbol,
     interval: Interval,
     requested: Option<u32>,
+    /// [`SeriesRequest::forming_counted`]: `requested` counts the forming bar.
+    forming_counted: bool,
     info: Option<SymbolInfo>,
 }
 
@@ -262,7 +265,10 @@ impl HistBatch {
                     forming,
                     info: f.info.take(),
                     update_mode,
-                    requested: f.requested,
+                    // The closed bars asked for: one fewer where the forming bar counted.
+                    requested: f
+                        .requested
+                        .map(|n| n - u32::from(f.forming_counted && forming.is_some() && n > 0)),
                 };
                 self.answer(conn, i, Ok(history));
             }
@@ -366,6 +372,7 @@ impl HistBatch {
             else {
                 continue;
             };
+            let forming_counted = request.series.forming_counted;
             let opened = match conn.chart_mut(self.chart) {
                 Some(chart) => chart
                     .add_series(now, SeriesKey(i as u64), request.series)
@@ -381,6 +388,7 @@ impl HistBatch {
                 symbol: request.symbol,
                 interval: request.interval,
                 requested: request.requested,
+                forming_counted,
                 info: None,
             });
             self.in_flight += 1;

@@ -208,6 +208,11 @@ pub struct HistOptions {
     pub currency: Option<String>,
     /// Bars opening in `from..=to` (UTC seconds) instead of the last `n`.
     pub range: Option<(i64, i64)>,
+    /// The count of bars includes the forming one, as tvDatafeed's `n_bars` and the server's
+    /// own count do: `n` bars, `n - 1` closed and the forming one (or `n` closed when the last
+    /// bar has closed), in one request. By default `n` means closed bars, the forming one
+    /// apart: `n + 1` bars, so 5,000 of them take a second request for one bar.
+    pub forming_counted: bool,
 }
 
 impl HistOptions {
@@ -236,6 +241,13 @@ impl HistOptions {
     #[must_use]
     pub fn with_currency(mut self, c: impl Into<String>) -> Self {
         self.currency = Some(c.into());
+        self
+    }
+
+    /// Sets [`HistOptions::forming_counted`].
+    #[must_use]
+    pub fn with_forming_counted(mut self, on: bool) -> Self {
+        self.forming_counted = on;
         self
     }
 

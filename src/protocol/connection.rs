@@ -116,6 +116,7 @@ pub enum Event {
         event: ChartEvent,
     },
     /// A `critical_error` that names no chart session of this connection.
+    #[non_exhaustive]
     CriticalError {
         /// The session it names (empty when none): another kind of session, or a chart
         /// session already removed.

@@ -122,8 +122,14 @@ pub struct SeriesRequest {
     pub spec: SymbolSpec,
     /// Bar resolution.
     pub interval: Interval,
-    /// Which bars: `Count(n)` means `n` **closed** bars (the forming bar comes separately).
+    /// Which bars: `Count(n)` means `n` **closed** bars (the forming bar comes separately),
+    /// unless [`SeriesRequest::forming_counted`].
     pub range: SeriesRange,
+    /// `Count(n)` counts the forming bar, as the server's own count does: `n` bars in all,
+    /// `n - 1` closed and the forming one when the market is live, `n` closed when the last
+    /// bar has closed (tvDatafeed's `n_bars`). One request of `n` bars, where `n` closed bars
+    /// and the forming one are `n + 1` (at a page size of `n`, a second request).
+    pub forming_counted: bool,
 }
 
 impl SeriesRequest {
@@ -133,6 +139,7 @@ impl SeriesRequest {
             spec: SymbolSpec::new(symbol),
             interval,
             range: SeriesRange::Count(n),
+            forming_counted: false,
         }
     }
 
@@ -142,7 +149,15 @@ impl SeriesRequest {
             spec: SymbolSpec::new(symbol),
             interval,
             range: SeriesRange::Range { from, to, max_bars },
+            forming_counted: false,
         }
+    }
+
+    /// Sets [`SeriesRequest::forming_counted`].
+    #[must_use]
+    pub fn with_forming_counted(mut self, on: bool) -> Self {
+        self.forming_counted = on;
+        self
     }
 
     /// Replaces the symbol spec (adjustment, session, currency…).
@@ -375,10 +390,11 @@ struct SeriesState {
 }
 
 impl SeriesState {
-    /// Closed bars wanted plus the forming bar.
+    /// Closed bars wanted plus the forming bar (the bars in all, for
+    /// [`SeriesRequest::forming_counted`]).
     fn wanted(&self) -> usize {
         match self.range {
-            SeriesRange::Count(n) => n as usize + 1,
+            SeriesRange::Count(n) => n as usize + usize::from(!self.request.forming_counted),
             SeriesRange::Range { max_bars, .. } => max_bars as usize,
         }
     }
@@ -1074,6 +1090,7 @@ impl ChartSession {
             None => None,
         };
         if let SeriesRange::Count(n) = s.range {
+            // With `forming_counted` the history was capped at `n` bars already (`wanted`).
             let excess = bars.len().saturating_sub(n as usize);
             bars.drain(..excess);
         }

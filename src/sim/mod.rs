@@ -445,6 +445,9 @@ pub struct Counters {
     pub live_sent: u64,
     /// Websocket messages received from clients.
     pub messages_received: u64,
+    /// `request_more_data` requests served: the pages of history past the first that clients
+    /// asked for.
+    pub pages_requested: u64,
     /// Series open now, over every connection (created and neither removed nor closed with
     /// their connection).
     pub series_open: u64,
@@ -520,6 +523,7 @@ pub(crate) struct Shared {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) live_sent: AtomicU64,
     pub(crate) messages_received: AtomicU64,
+    pub(crate) pages_requested: AtomicU64,
     pub(crate) series_open: AtomicU64,
     /// Faults waiting for their connection to pick them up.
     faults: Mutex<HashMap<u64, Vec<Armed>>>,
@@ -574,7 +578,6 @@ impl Shared {
         }
     }
 
-    /// The revised values of a bar, if it was revised.
     /// Whether any bar was revised yet.
     pub(crate) fn has_revisions(&self) -> bool {
         !self
@@ -584,6 +587,7 @@ impl Shared {
             .is_empty()
     }
 
+    /// The revised values of a bar, if it was revised.
     pub(crate) fn revised(&self, symbol: &str, interval: Interval, t: i64) -> Option<Bar> {
         let r = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
         if r.is_empty() {
@@ -809,6 +813,7 @@ impl Sim {
             bytes_sent: l(&s.bytes_sent),
             live_sent: l(&s.live_sent),
             messages_received: l(&s.messages_received),
+            pages_requested: l(&s.pages_requested),
             series_open: l(&s.series_open),
         }
     }

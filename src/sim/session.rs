@@ -535,6 +535,10 @@ impl ServerSession {
                 series,
                 count,
             } => {
+                // A statistic: no other memory hangs on it.
+                shared
+                    .pages_requested
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.more(cfg, shared, &mut w, now_ms, &session, &series, count);
             }
             ClientRequest::QuoteCreateSession { session } => {

@@ -195,6 +195,7 @@ several times as much for a single row."""
 
 
 def _hist_frame(h: dict, symbol: str, n_bars: int, utc: bool) -> pd.DataFrame:
+    n_bars = max(n_bars, 1)  # as asked of the engine
     t, cols = _frames.columns(h)
     f = _frames.forming_arrays(h)
     if f is not None:
@@ -205,21 +206,6 @@ def _hist_frame(h: dict, symbol: str, n_bars: int, utc: bool) -> pd.DataFrame:
         return _frame(symbol, times, _float_columns(cols, start, f[1]), utc)
     start = max(len(t) - n_bars, 0)
     return _frame(symbol, t[start:], _float_columns(cols, start), utc)
-
-
-def _dropin_hist(get: Callable[[int], dict], n_bars: int) -> dict:
-    """The history behind the original's ``n_bars`` rows, from ``get(closed_bars)``.
-
-    The original asks the server for ``n_bars`` bars, the forming one among them; so does
-    this, as ``n_bars - 1`` closed bars and the forming one (``n_bars`` closed ones would be a
-    bar more than the server's 5,000-bar page at ``n_bars=5000``: a second request and round
-    trip for one bar). When the last bar has already closed (no forming bar), the original's
-    rows are ``n_bars`` closed bars, so the one bar short is asked again with them."""
-    n = max(int(n_bars), 1)
-    h = get(max(n - 1, 1))
-    if h.get("forming") is None and n > 1 and len(h["time"]) // 8 == n - 1:
-        h = get(n)
-    return h
 
 
 def _token_from(username: Optional[str], password: Optional[str], token: Optional[str]) -> Optional[_native.Token]:
@@ -257,7 +243,8 @@ class TvDatafeed:
         the server refuses or nothing comes back in time."""
         symbol = _format_symbol(symbol, exchange, fut_contract)
         try:
-            h = _dropin_hist(lambda bars: self._client.get_hist(symbol, _interval_value(interval), bars, extended_session), n_bars)
+            # `n_bars` bars in all, the forming one among them, in one request: the original's.
+            h = self._client.get_hist(symbol, _interval_value(interval), max(int(n_bars), 1), extended_session, forming_counted=True)
         except TransportError:
             raise  # the original lets connection errors through too
         except TvDatafeedError as e:
@@ -596,7 +583,7 @@ class TvDatafeedLive(TvDatafeed):
         deadline = _deadline(timeout)
         feed = self._native_feed()
         try:
-            h = _dropin_hist(lambda bars: feed.get_hist(symbol, _interval_value(interval), bars, extended_session, None, _remaining(deadline)), n_bars)
+            h = feed.get_hist(symbol, _interval_value(interval), max(int(n_bars), 1), extended_session, None, _remaining(deadline), forming_counted=True)
         except Timeout:
             return False
         except TransportError:
